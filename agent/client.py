@@ -1,0 +1,322 @@
+"""A typed HTTP client for the farmhand API, used by the agent, the CLI and users' scripts.
+
+Exceptions (all derive from `FarmhandError`)::
+
+    FarmhandError            anything this client raises
+    ├── ServerUnavailable    the server could not be reached or timed out (retry later)
+    └── ApiError             the server answered 4xx/5xx; `.status` and `.detail` say why
+        ├── BadRequest       400, 413, 422: the request was malformed; nothing changed
+        ├── Unauthorized     401: missing or wrong token
+        ├── Forbidden        403: the token's role may not do this
+        ├── NotFound         404
+        └── Conflict         409: a state conflict or a stale lease token; nothing changed
+
+The transport is injectable (`httpx.MockTransport` in unit tests).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from farmhand.agent import wire
+
+__all__ = [
+    "ApiError",
+    "BadRequest",
+    "Conflict",
+    "FarmhandClient",
+    "FarmhandError",
+    "Forbidden",
+    "NotFound",
+    "ServerUnavailable",
+    "Unauthorized",
+]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class FarmhandError(Exception):
+    """Base of every error this client raises."""
+
+
+class ServerUnavailable(FarmhandError):
+    """The server could not be reached (connection refused, timeout, DNS)."""
+
+
+class ApiError(FarmhandError):
+    """The server answered with an error status."""
+
+    def __init__(self, status: int, detail: str, code: str = "error"):
+        super().__init__(f"{detail} (HTTP {status})")
+        self.status = status
+        self.detail = detail
+        self.code = code
+
+
+class BadRequest(ApiError):
+    """400/413/422: the request was rejected as malformed; nothing changed."""
+
+
+class Unauthorized(ApiError):
+    """401: the token is missing or unknown."""
+
+
+class Forbidden(ApiError):
+    """403: the token's role may not call this endpoint."""
+
+
+class NotFound(ApiError):
+    """404: no such campaign, record, run or agent."""
+
+
+class Conflict(ApiError):
+    """409: the thing is not in a state that allows this (or the lease token is stale)."""
+
+
+_BY_STATUS: dict[int, type[ApiError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    413: BadRequest,
+    422: BadRequest,
+}
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        body = wire.ErrorBody.model_validate(response.json())
+        detail, code = body.detail, body.code
+    except Exception:
+        detail, code = response.text.strip()[:500] or response.reason_phrase, "error"
+    raise _BY_STATUS.get(response.status_code, ApiError)(response.status_code, detail, code)
+
+
+class FarmhandClient:
+    """Typed access to `/api/v1`. Thread-safe: one client may serve many threads."""
+
+    def __init__(
+        self,
+        server: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ):
+        server = server or os.environ.get("FARMHAND_SERVER")
+        if not server:
+            raise FarmhandError("no server given: pass --server URL or set FARMHAND_SERVER")
+        token = token if token is not None else os.environ.get("FARMHAND_TOKEN")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.server = server.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.server + wire.API_PREFIX,
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> FarmhandClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Any = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Send one request and return its decoded JSON body, raising the tree above."""
+        kwargs: dict[str, Any] = {}
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        try:
+            response = self._http.request(method, path, json=json, params=params, **kwargs)
+        except httpx.TransportError as exc:
+            raise ServerUnavailable(f"cannot reach {self.server}: {exc}") from exc
+        _raise_for(response)
+        return response.json() if response.content else None
+
+    def _model(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
+        return model.model_validate(self.request(method, path, **kwargs))
+
+    @staticmethod
+    def _body(model: BaseModel) -> Any:
+        return model.model_dump(mode="json", exclude_unset=False)
+
+    # --- health and tokens ---------------------------------------------------------------
+
+    def health(self) -> wire.Health:
+        """`GET /healthz` (outside the API prefix)."""
+        try:
+            response = self._http.get(self.server + "/healthz")
+        except httpx.TransportError as exc:
+            raise ServerUnavailable(f"cannot reach {self.server}: {exc}") from exc
+        _raise_for(response)
+        return wire.Health.model_validate(response.json())
+
+    def create_token(self, role: wire.Role | str, name: str = "") -> wire.TokenCreated:
+        """Create a bearer token (admin only); the secret is returned once."""
+        body = wire.TokenCreate(role=wire.Role(role), name=name)
+        return self._model(wire.TokenCreated, "POST", "/tokens", json=self._body(body))
+
+    # --- campaigns -----------------------------------------------------------------------
+
+    def create_campaign(
+        self, name: str, *, software: str | None = None, defaults: dict[str, Any] | None = None
+    ) -> wire.Campaign:
+        """Create a campaign (version = highest of that name + 1)."""
+        body = wire.CampaignCreate(name=name, software=software, defaults=defaults or {})
+        return self._model(wire.Campaign, "POST", "/campaigns", json=self._body(body))
+
+    def campaigns(self, name: str | None = None) -> list[wire.Campaign]:
+        """All campaigns (or every version of one name) with their counts by state."""
+        data = self.request("GET", "/campaigns", params={"name": name} if name else None)
+        return [wire.Campaign.model_validate(item) for item in data]
+
+    def campaign(self, campaign_id: int) -> wire.Campaign:
+        """One campaign with its counts by state."""
+        return self._model(wire.Campaign, "GET", f"/campaigns/{campaign_id}")
+
+    # --- records -------------------------------------------------------------------------
+
+    def submit(self, campaign_id: int, records: list[wire.RecordSpec]) -> wire.RecordsCreated:
+        """Bulk-create records, in chunks the server accepts; existing keys are skipped."""
+        created = skipped = 0
+        skipped_keys: list[str] = []
+        step = wire.MAX_RECORDS_PER_REQUEST
+        for start in range(0, len(records), step):
+            body = wire.RecordsCreate(
+                campaign_id=campaign_id, records=records[start : start + step]
+            )
+            answer = self._model(wire.RecordsCreated, "POST", "/records", json=self._body(body))
+            created += answer.created
+            skipped += answer.skipped
+            skipped_keys.extend(answer.skipped_keys)
+        return wire.RecordsCreated(
+            created=created, skipped=skipped, skipped_keys=skipped_keys[:100]
+        )
+
+    def records_page(
+        self, *, after: int | None = None, limit: int = 500, **filters: Any
+    ) -> wire.Page[wire.Record]:
+        """One page of records; filters: campaign_id, state, key."""
+        params = {
+            k: (v.value if hasattr(v, "value") else v) for k, v in filters.items() if v is not None
+        }
+        params["limit"] = limit
+        if after is not None:
+            params["after"] = after
+        return self._model(wire.Page[wire.Record], "GET", "/records", params=params)
+
+    def records(self, **filters: Any) -> Iterator[wire.Record]:
+        """Every record matching the filters, page after page."""
+        after = None
+        while True:
+            page = self.records_page(after=after, **filters)
+            yield from page.items
+            if page.next is None:
+                return
+            after = page.next
+
+    def record(self, record_id: int) -> wire.Record:
+        """One record with its runs and derived run_args."""
+        return self._model(wire.Record, "GET", f"/records/{record_id}")
+
+    def cancel(self, ids: list[int]) -> wire.RecordsChanged:
+        """Cancel records (running ones are stopped at their agent's next heartbeat)."""
+        body = wire.RecordIds(ids=ids)
+        return self._model(wire.RecordsChanged, "POST", "/records/cancel", json=self._body(body))
+
+    def retry(self, ids: list[int]) -> wire.RecordsChanged:
+        """Re-queue failed, cancelled or orphaned records with a fresh set of attempts."""
+        body = wire.RecordIds(ids=ids)
+        return self._model(wire.RecordsChanged, "POST", "/records/retry", json=self._body(body))
+
+    def runs_page(
+        self, *, after: int | None = None, limit: int = 500, **filters: Any
+    ) -> wire.Page[wire.Run]:
+        """One page of runs; filters: record_id, agent_id, state."""
+        params = {
+            k: (v.value if hasattr(v, "value") else v) for k, v in filters.items() if v is not None
+        }
+        params["limit"] = limit
+        if after is not None:
+            params["after"] = after
+        return self._model(wire.Page[wire.Run], "GET", "/runs", params=params)
+
+    # --- agents, leases, runs ------------------------------------------------------------
+
+    def register(self, body: wire.AgentRegister) -> wire.AgentRegistered:
+        """Register an agent; the answer carries its id and the lease TTL."""
+        return self._model(wire.AgentRegistered, "POST", "/agents", json=self._body(body))
+
+    def agents(self) -> list[wire.Agent]:
+        """Registered agents, newest first."""
+        return [wire.Agent.model_validate(a) for a in self.request("GET", "/agents")]
+
+    def heartbeat(self, agent_id: int, run_ids: list[int]) -> wire.HeartbeatAck:
+        """Renew every lease the agent holds in one request."""
+        body = wire.Heartbeat(run_ids=run_ids)
+        return self._model(
+            wire.HeartbeatAck, "POST", f"/agents/{agent_id}/heartbeat", json=self._body(body)
+        )
+
+    def deregister(self, agent_id: int) -> wire.Agent:
+        """Mark the agent stopped; the server releases any lease it still holds."""
+        return self._model(wire.Agent, "POST", f"/agents/{agent_id}/stop")
+
+    def claim(
+        self,
+        agent_id: int,
+        max_records: int = 1,
+        *,
+        wait: float = 0.0,
+        campaign_id: int | None = None,
+    ) -> list[wire.Lease]:
+        """Claim up to `max_records` leases, long-polling up to `wait` seconds for work."""
+        body = wire.ClaimRequest(
+            agent_id=agent_id, max_records=max_records, wait=wait, campaign_id=campaign_id
+        )
+        timeout = wait + 30.0
+        return self._model(
+            wire.Leases, "POST", "/leases", json=self._body(body), timeout=timeout
+        ).leases
+
+    def start(self, run_id: int, token: str) -> wire.RunAck:
+        """Tell the server the run's command has started."""
+        return self._run_call(run_id, "start", wire.RunStart(token=token))
+
+    def complete(self, run_id: int, body: wire.RunComplete) -> wire.RunAck:
+        """Report success; sending the same completion twice returns the same answer."""
+        return self._run_call(run_id, "complete", body)
+
+    def fail(self, run_id: int, body: wire.RunFail) -> wire.RunAck:
+        """Report a failed attempt."""
+        return self._run_call(run_id, "fail", body)
+
+    def release(self, run_id: int, token: str, reason: str = "released by agent") -> wire.RunAck:
+        """Give the record back without spending an attempt."""
+        return self._run_call(run_id, "release", wire.RunRelease(token=token, reason=reason))
+
+    def _run_call(self, run_id: int, verb: str, body: BaseModel) -> wire.RunAck:
+        return self._model(wire.RunAck, "POST", f"/runs/{run_id}/{verb}", json=self._body(body))

@@ -1,0 +1,351 @@
+"""The wire contract between the farmhand server, its agents and its users' scripts.
+
+Every request and response body that crosses HTTP is defined here, once, as a pydantic
+model. The server imports this module; this module imports nothing from the server (the agent
+must start fast on shared HPC filesystems and must not drag in fastapi or sqlalchemy).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+API_PREFIX = "/api/v1"
+
+#: Limits every server enforces on submitted records (a server may lower them).
+MAX_KEY_LENGTH = 256
+MAX_COMMAND_LENGTH = 64 * 1024
+MAX_RECORDS_PER_REQUEST = 10_000
+MAX_TAIL_BYTES = 16 * 1024
+MAX_CLAIM = 256
+MAX_WAIT_SECONDS = 60.0
+
+
+class RecordState(str, Enum):
+    """Where a record (one calculation) stands; transitions live in `farmhand.server.states`."""
+
+    waiting = "waiting"
+    ready = "ready"
+    claimed = "claimed"
+    running = "running"
+    done = "done"
+    failed = "failed"
+    cancelled = "cancelled"
+    orphaned = "orphaned"
+
+
+#: States in which a record is held by a lease.
+LEASED_STATES = (RecordState.claimed, RecordState.running)
+
+
+class RunState(str, Enum):
+    """Where one attempt (run) stands. `leased` and `running` are live; the rest are final."""
+
+    leased = "leased"
+    running = "running"
+    done = "done"
+    failed = "failed"
+    lost = "lost"
+    released = "released"
+    cancelled = "cancelled"
+
+
+LIVE_RUN_STATES = (RunState.leased, RunState.running)
+
+
+class Role(str, Enum):
+    """What a bearer token may do."""
+
+    admin = "admin"
+    submitter = "submitter"
+    agent = "agent"
+
+
+class Strict(BaseModel):
+    """Request bodies reject unknown fields, so a typo is a 422, not a silent no-op."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Loose(BaseModel):
+    """Response bodies ignore unknown fields, so an older client survives a newer server."""
+
+    model_config = ConfigDict(extra="ignore", from_attributes=True)
+
+
+T = TypeVar("T")
+
+
+class Page(Loose, Generic[T]):
+    """One page of a keyset-paginated listing; pass `next` as `after` to get the following page."""
+
+    items: list[T]
+    next: int | None = None
+
+
+class ErrorBody(Loose):
+    """Every 4xx/5xx answer: a one-line message naming the problem, plus a machine code."""
+
+    detail: str
+    code: str = "error"
+    errors: list[dict[str, Any]] | None = None
+
+
+# --- campaigns ---------------------------------------------------------------------------
+
+
+class CampaignCreate(Strict):
+    """A new campaign; its version is one more than the highest of the same name."""
+
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    software: str | None = Field(default=None, max_length=200)
+    defaults: dict[str, Any] = Field(
+        default_factory=dict, description="run_args every record inherits"
+    )
+
+
+class Campaign(Loose):
+    """A named, versioned group of records with its counts by state."""
+
+    id: int
+    name: str
+    version: int
+    software: str | None = None
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+    started_at: datetime | None = None
+    counts: dict[RecordState, int] = Field(default_factory=dict)
+
+
+# --- records -----------------------------------------------------------------------------
+
+
+class RecordSpec(Strict):
+    """One calculation to submit."""
+
+    key: str = Field(min_length=1, max_length=MAX_KEY_LENGTH)
+    command: str = Field(min_length=1, max_length=MAX_COMMAND_LENGTH)
+    priority: int = 0
+    run_args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("command")
+    @classmethod
+    def _command_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("command is blank")
+        return value
+
+
+class RecordsCreate(Strict):
+    """Bulk submission into one campaign. Keys already present are skipped."""
+
+    campaign_id: int
+    records: list[RecordSpec] = Field(min_length=1, max_length=MAX_RECORDS_PER_REQUEST)
+
+
+class RecordsCreated(Loose):
+    """What a bulk submission did."""
+
+    created: int
+    skipped: int
+    skipped_keys: list[str] = Field(default_factory=list, description="at most the first 100")
+
+
+class Run(Loose):
+    """One attempt of a record by one agent under one lease."""
+
+    id: int
+    record_id: int
+    agent_id: int | None = None
+    attempt: int
+    state: RunState
+    claimed_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    stdout_tail: str | None = None
+    stderr_tail: str | None = None
+
+
+class Record(Loose):
+    """A calculation as the server holds it."""
+
+    id: int
+    campaign_id: int
+    key: str
+    command: str
+    priority: int
+    run_args: dict[str, Any] = Field(default_factory=dict)
+    derived_run_args: dict[str, Any] = Field(default_factory=dict)
+    state: RecordState
+    attempts: int
+    max_attempts: int
+    error: str | None = None
+    result: dict[str, Any] | list[Any] | None = None
+    created_at: datetime
+    updated_at: datetime
+    runs: list[Run] | None = Field(default=None, description="only on GET /records/{id}")
+
+
+class RecordIds(Strict):
+    """Records to cancel or retry."""
+
+    ids: list[int] = Field(min_length=1, max_length=MAX_RECORDS_PER_REQUEST)
+
+
+class RecordsChanged(Loose):
+    """Records a cancel or retry changed."""
+
+    changed: list[int]
+
+
+# --- agents, leases and runs -------------------------------------------------------------
+
+
+class AgentRegister(Strict):
+    """An agent introducing itself."""
+
+    name: str = Field(min_length=1, max_length=200)
+    host: str = Field(min_length=1, max_length=255)
+    pid: int | None = None
+    slots: int = Field(ge=1, le=100_000)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class Agent(Loose):
+    """A registered worker process."""
+
+    id: int
+    name: str
+    host: str
+    pid: int | None = None
+    slots: int
+    state: str
+    registered_at: datetime
+    last_heartbeat: datetime
+    running: int = 0
+
+
+class AgentRegistered(Loose):
+    """The server's answer to a registration: who the agent is and how long leases last."""
+
+    agent: Agent
+    lease_ttl: float
+
+
+class Heartbeat(Strict):
+    """The runs an agent holds; one request renews all their leases."""
+
+    run_ids: list[int] = Field(default_factory=list, max_length=100_000)
+
+
+class HeartbeatAck(Loose):
+    """Which held runs to stop: `cancel` were cancelled by a user, `lost` are no longer ours."""
+
+    renewed: int
+    lease_expires_at: datetime
+    cancel: list[int] = Field(default_factory=list)
+    lost: list[int] = Field(default_factory=list)
+
+
+class ClaimRequest(Strict):
+    """Ask for up to `max_records` leases; wait up to `wait` seconds for work to appear."""
+
+    agent_id: int
+    max_records: int = Field(default=1, ge=1, le=MAX_CLAIM)
+    wait: float = Field(default=0.0, ge=0.0, le=MAX_WAIT_SECONDS)
+    campaign_id: int | None = None
+
+
+class Lease(Loose):
+    """The right of one run to work on one record until `expires_at`; fenced by `token`."""
+
+    run_id: int
+    token: str
+    expires_at: datetime
+    record_id: int
+    campaign_id: int
+    key: str
+    command: str
+    attempt: int
+    run_args: dict[str, Any] = Field(default_factory=dict)
+
+
+class Leases(Loose):
+    """Leases handed out by one claim (possibly none)."""
+
+    leases: list[Lease]
+
+
+class RunStart(Strict):
+    """The agent has staged the run and started its command."""
+
+    token: str
+
+
+class RunComplete(Strict):
+    """The command exited 0 (and any `results.json` parsed)."""
+
+    token: str
+    exit_code: int = 0
+    result: dict[str, Any] | list[Any] | None = None
+    stdout_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
+    stderr_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
+
+
+class RunFail(Strict):
+    """The attempt failed; the record is retried while attempts remain."""
+
+    token: str
+    error: str = Field(min_length=1, max_length=4096)
+    exit_code: int | None = None
+    stdout_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
+    stderr_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
+
+
+class RunRelease(Strict):
+    """Give the record back without spending an attempt (agent shutdown)."""
+
+    token: str
+    reason: str = Field(default="released by agent", max_length=1024)
+
+
+class RunAck(Loose):
+    """The answer to start/complete/fail/release: the run and its record as they now stand."""
+
+    run_id: int
+    run_state: RunState
+    record_id: int
+    record_state: RecordState
+    attempts: int
+
+
+# --- tokens ------------------------------------------------------------------------------
+
+
+class TokenCreate(Strict):
+    """A new bearer token."""
+
+    role: Role
+    name: str = Field(default="", max_length=200)
+
+
+class TokenCreated(Loose):
+    """The only time the secret is shown: the server keeps only its hash."""
+
+    id: int
+    role: Role
+    name: str
+    token: str
+
+
+class Health(Loose):
+    """`/healthz`: the server is up and its database answers."""
+
+    status: str
+    version: str
+    database: str

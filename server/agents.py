@@ -1,0 +1,78 @@
+"""Agents: register, heartbeat (renewing every lease in one statement), stop, list."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from farmhand.agent import wire
+from farmhand.server import leases
+from farmhand.server.tables import Agent, Run
+
+LIVE_RUN = [s.value for s in wire.LIVE_RUN_STATES]
+
+
+def register(
+    session: Session, *, body: wire.AgentRegister, token_id: int, now: datetime
+) -> wire.Agent:
+    """Record a new agent process."""
+    row = Agent(**body.model_dump(), token_id=token_id, registered_at=now, last_heartbeat=now)
+    session.add(row)
+    session.flush()
+    return wire.Agent.model_validate(row)
+
+
+def heartbeat(
+    session: Session, *, agent_id: int, run_ids: list[int], now: datetime, ttl: float
+) -> wire.HeartbeatAck:
+    """Renew the agent's leases and tell it which of its runs to stop."""
+    agent = leases.active_agent(session, agent_id)
+    agent.last_heartbeat = now
+    session.add(agent)
+    renewed, expires = leases.renew(session, agent_id=agent_id, run_ids=run_ids, now=now, ttl=ttl)
+    cancel: list[int] = []
+    live: set[int] = set()
+    wanted = sorted(set(run_ids))
+    for start in range(0, len(wanted), 5000):
+        rows = session.execute(
+            select(Run.id, Run.state, Run.agent_id).where(Run.id.in_(wanted[start : start + 5000]))
+        )
+        for run_id, state, owner in rows:
+            if owner != agent_id:
+                continue
+            if state in LIVE_RUN:
+                live.add(run_id)
+            elif state == wire.RunState.cancelled.value:
+                cancel.append(run_id)
+    lost = [i for i in wanted if i not in live and i not in cancel]
+    return wire.HeartbeatAck(renewed=renewed, lease_expires_at=expires, cancel=cancel, lost=lost)
+
+
+def stop(session: Session, *, agent_id: int, now: datetime) -> wire.Agent:
+    """Mark the agent stopped and release every lease it still holds."""
+    agent = session.get(Agent, agent_id)
+    if agent is None:
+        leases.active_agent(session, agent_id)  # raises NotFound
+    assert agent is not None
+    leases.release_agent(session, agent_id=agent_id, now=now, reason="agent stopped")
+    agent.state = "stopped"
+    agent.last_heartbeat = now
+    session.add(agent)
+    session.flush()
+    return wire.Agent.model_validate(agent)
+
+
+def list_(session: Session) -> list[wire.Agent]:
+    """Every agent, newest first, with how many live runs each holds."""
+    running = dict(
+        session.execute(
+            select(Run.agent_id, func.count()).where(Run.state.in_(LIVE_RUN)).group_by(Run.agent_id)
+        ).all()
+    )
+    rows = session.execute(select(Agent).order_by(Agent.id.desc())).scalars()
+    return [
+        wire.Agent.model_validate({**row.model_dump(), "running": running.get(row.id, 0)})
+        for row in rows
+    ]

@@ -1,0 +1,166 @@
+"""`create_app(settings)`: the FastAPI application, its lifespan and its error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlmodel import SQLModel
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from farmhand.agent import wire
+from farmhand.server import auth, leases
+from farmhand.server.db import Database
+from farmhand.server.errors import FarmhandError
+from farmhand.server.notify import Wakeup
+from farmhand.server.routes import agents as agent_routes
+from farmhand.server.routes import campaigns as campaign_routes
+from farmhand.server.routes import records as record_routes
+from farmhand.server.settings import Settings
+from farmhand.server.tables import utcnow
+
+log = logging.getLogger("farmhand.server")
+
+try:
+    VERSION = version("farmhand")
+except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+    VERSION = "0+unknown"
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the server application for `settings` (nothing happens at import time)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(_open, app, settings)
+        app.state.wakeup.bind(asyncio.get_running_loop())
+        sweeper = asyncio.create_task(_sweep(app, settings))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            app.state.db.dispose()
+
+    app = FastAPI(
+        title="farmhand",
+        version=VERSION,
+        summary="Leases for ten thousand to ten million calculations on HPC machines.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.wakeup = Wakeup()
+    app.state.token_cache = {}
+    for router in (
+        campaign_routes.router,
+        campaign_routes.tokens,
+        record_routes.router,
+        agent_routes.router,
+        agent_routes.leases_router,
+        agent_routes.runs_router,
+    ):
+        app.include_router(
+            router,
+            prefix=wire.API_PREFIX,
+            responses={code: {"model": wire.ErrorBody} for code in (401, 403, 404, 409, 422)},
+        )
+    _add_error_handlers(app)
+    _add_body_limit(app, settings.max_body_bytes)
+
+    @app.get("/healthz", response_model=wire.Health, tags=["health"], summary="Liveness")
+    def healthz(request: Request) -> wire.Health:
+        """The server is up and its database answers."""
+        db: Database = request.app.state.db
+        with db.read() as session:
+            session.execute(text("SELECT 1"))
+        return wire.Health(status="ok", version=VERSION, database=db.dialect)
+
+    return app
+
+
+def _open(app: FastAPI, settings: Settings) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url)
+    SQLModel.metadata.create_all(db.engine)
+    app.state.db = db
+    auth.bootstrap_admin(db, settings.data_dir, settings.admin_token)
+    with db.write() as session:
+        extended = leases.grant_grace(session, now=utcnow(), grace=settings.resolved_startup_grace)
+    if extended:
+        log.info(
+            "gave %d live leases a %.0f s grace period after start",
+            extended,
+            settings.resolved_startup_grace,
+        )
+
+
+async def _sweep(app: FastAPI, settings: Settings) -> None:
+    """Expire lost leases in the background (claims also do it themselves)."""
+    db: Database = app.state.db
+
+    def once() -> leases.Expired:
+        with db.write() as session:
+            return leases.expire(session, now=utcnow())
+
+    while True:
+        await asyncio.sleep(settings.sweep_interval)
+        try:
+            expired = await run_in_threadpool(once)
+        except Exception:  # keep sweeping whatever one pass hit
+            log.exception("lease sweep failed")
+            continue
+        if expired.requeued or expired.failed:
+            log.info("lease sweep: %d re-queued, %d failed", expired.requeued, expired.failed)
+            app.state.wakeup.notify()
+
+
+def _error(status: int, detail: str, code: str, errors: list | None = None) -> JSONResponse:
+    body = wire.ErrorBody(detail=detail, code=code, errors=errors)
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(FarmhandError)
+    async def domain_error(_: Request, exc: FarmhandError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors():
+            if err.get("type") == "json_invalid":
+                reason = (err.get("ctx") or {}).get("error", "")
+                problems.append(f"request body is not valid JSON ({reason})".replace(" ()", ""))
+                continue
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+            problems.append(f"{where}: {err.get('msg', 'invalid')}")
+        detail = "invalid request: " + "; ".join(problems[:5])
+        if len(problems) > 5:
+            detail += f"; and {len(problems) - 5} more"
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+            for e in exc.errors()[:50]
+        ]
+        return _error(422, detail, "invalid", errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), "http_error")
+
+
+def _add_body_limit(app: FastAPI, limit: int) -> None:
+    @app.middleware("http")
+    async def body_limit(request: Request, call_next):  # type: ignore[no-untyped-def]
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            return _error(413, f"request body is {length} bytes; the limit is {limit}", "too_large")
+        return await call_next(request)

@@ -1,0 +1,76 @@
+"""Bearer tokens: generation, hashing, lookup and the bootstrap admin token."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from sqlmodel import Session, select
+
+from farmhand.agent.wire import Role
+from farmhand.server.db import Database
+from farmhand.server.errors import Unauthorized
+from farmhand.server.tables import Token
+
+TOKEN_PREFIX = "fh_"
+
+
+def digest(token: str) -> str:
+    """The stored form of a token. Tokens are 256-bit random, so a plain sha256 suffices."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_secret() -> str:
+    """A fresh random token."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def create_token(
+    session: Session, *, role: Role, name: str = "", secret: str | None = None
+) -> tuple[Token, str]:
+    """Store a new token (or the given secret) and return the row and the secret."""
+    secret = secret or new_secret()
+    row = Token(role=role.value, name=name, digest=digest(secret))
+    session.add(row)
+    session.flush()
+    return row, secret
+
+
+def authenticate(session: Session, secret: str | None) -> Token:
+    """The live token row for a bearer secret, or `Unauthorized`."""
+    if not secret:
+        raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
+    row = session.exec(select(Token).where(Token.digest == digest(secret))).first()
+    if row is None or row.revoked:
+        raise Unauthorized("unknown or revoked token")
+    return row
+
+
+def bootstrap_admin(db: Database, data_dir: Path, configured: str | None) -> str | None:
+    """Make sure an admin token exists; returns a newly generated secret (to print once).
+
+    The token comes from `FARMHAND_ADMIN_TOKEN` (settings), else from `<data-dir>/admin.token`,
+    else — on first start only — it is generated and written there with mode 0600.
+    """
+    path = data_dir / "admin.token"
+    generated = None
+    secret = configured
+    if not secret and path.exists():
+        secret = path.read_text().strip()
+    with db.write() as session:
+        if secret:
+            if session.exec(select(Token).where(Token.digest == digest(secret))).first() is None:
+                create_token(session, role=Role.admin, name="bootstrap", secret=secret)
+            return None
+        has_admin = session.exec(select(Token).where(Token.role == Role.admin.value)).first()
+        if has_admin is not None:
+            return None
+        _, generated = create_token(session, role=Role.admin, name="bootstrap")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(generated + "\n")
+    print(f"farmhand: generated admin token (saved to {path}):\n  {generated}", file=sys.stderr)
+    return generated

@@ -1,0 +1,61 @@
+"""Domain errors. Data functions raise these; `app.py` maps them to HTTP in one place."""
+
+from __future__ import annotations
+
+
+class FarmhandError(Exception):
+    """Base of the server's domain errors; the message is shown to the user as is."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(FarmhandError):
+    """No such thing (404)."""
+
+    status = 404
+    code = "not_found"
+
+
+class Conflict(FarmhandError):
+    """The thing is not in a state that allows this (409)."""
+
+    status = 409
+    code = "conflict"
+
+
+class InvalidTransition(Conflict):
+    """A record state change the state table does not allow (409)."""
+
+    code = "invalid_transition"
+
+
+class StaleLease(Conflict):
+    """A run mutation whose lease token is no longer the live one (409)."""
+
+    code = "stale_lease"
+
+
+class Invalid(FarmhandError):
+    """Semantically wrong input that passed schema validation (422)."""
+
+    status = 422
+    code = "invalid"
+
+
+class Unauthorized(FarmhandError):
+    """Missing or unknown bearer token (401)."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(FarmhandError):
+    """The token's role may not do this (403)."""
+
+    status = 403
+    code = "forbidden"

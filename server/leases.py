@@ -1,0 +1,251 @@
+"""Leases: claim, renew, expire and bulk release. Each function runs inside the caller's
+write transaction (routes own transactions) and flushes, never commits.
+
+The claim is one `UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING`: on PostgreSQL the inner
+select takes `FOR UPDATE SKIP LOCKED`, on SQLite the whole transaction holds the write lock
+from `BEGIN IMMEDIATE`. Expired leases are turned back into ready records in the same
+transaction, so correctness never waits on the background sweeper.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, insert, select, update
+from sqlmodel import Session
+
+from farmhand.agent import wire
+from farmhand.server import states
+from farmhand.server.errors import Conflict, NotFound
+from farmhand.server.states import Event
+from farmhand.server.tables import Agent, Campaign, Record, Run
+
+REC = Record.__table__
+RUN = Run.__table__
+CAMPAIGN = Campaign.__table__
+LIVE_RUN = [s.value for s in wire.LIVE_RUN_STATES]
+
+
+@dataclass
+class Expired:
+    """What one expiry pass did."""
+
+    requeued: int = 0
+    failed: int = 0
+
+
+def _skip_locked(stmt: Any, session: Session) -> Any:
+    """`FOR UPDATE SKIP LOCKED` where the database has it (SQLite serialises writers anyway)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return stmt.with_for_update(skip_locked=True)
+    return stmt
+
+
+def active_agent(session: Session, agent_id: int) -> Agent:
+    """The agent row, or 404 if unknown and 409 if it has stopped."""
+    agent = session.get(Agent, agent_id)
+    if agent is None:
+        raise NotFound(f"agent {agent_id} is not registered")
+    if agent.state != "active":
+        raise Conflict(f"agent {agent_id} ({agent.name}) has stopped; register a new agent")
+    return agent
+
+
+def expire(session: Session, *, now: datetime) -> Expired:
+    """Turn leases that expired before `now` into lost runs; their records go back to ready,
+    or to failed when no attempts remain."""
+    expired = _skip_locked(
+        select(REC.c.id).where(
+            REC.c.state.in_(states.source_values(Event.requeue)),
+            REC.c.lease_expires_at < now,
+        ),
+        session,
+    )
+    ids = list(session.execute(expired).scalars())
+    if not ids:
+        return Expired()
+    session.execute(
+        update(RUN)
+        .where(RUN.c.id.in_(select(REC.c.run_id).where(REC.c.id.in_(ids))))
+        .where(RUN.c.state.in_(LIVE_RUN))
+        .values(
+            state=wire.RunState.lost.value,
+            ended_at=now,
+            error="lease expired: the agent stopped renewing it",
+        )
+    )
+    lease_gone = {"agent_id": None, "lease_expires_at": None, "updated_at": now}
+    failed = session.execute(
+        update(REC)
+        .where(REC.c.id.in_(ids), REC.c.attempts >= REC.c.max_attempts)
+        .values(
+            state=states.target(Event.fail).value,
+            error="lease lost and no attempts left (max_attempts reached)",
+            **lease_gone,
+        )
+    ).rowcount
+    requeued = session.execute(
+        update(REC)
+        .where(REC.c.id.in_(ids), REC.c.attempts < REC.c.max_attempts)
+        .values(state=states.target(Event.requeue).value, error="lease lost", **lease_gone)
+    ).rowcount
+    return Expired(requeued=requeued, failed=failed)
+
+
+def claim(
+    session: Session,
+    *,
+    agent_id: int,
+    max_records: int,
+    now: datetime,
+    ttl: float,
+    campaign_id: int | None = None,
+) -> list[wire.Lease]:
+    """Lease up to `max_records` ready records to the agent, highest priority first."""
+    active_agent(session, agent_id)
+    expire(session, now=now)
+    expires = now + timedelta(seconds=ttl)
+    queue = select(REC.c.id).where(REC.c.state.in_(states.source_values(Event.claim)))
+    if campaign_id is not None:
+        queue = queue.where(REC.c.campaign_id == campaign_id)
+    queue = _skip_locked(
+        queue.order_by(REC.c.priority.desc(), REC.c.id).limit(max_records), session
+    )
+    claimed = session.execute(
+        update(REC)
+        .where(REC.c.id.in_(queue.scalar_subquery()))
+        .values(
+            state=states.target(Event.claim).value,
+            attempts=REC.c.attempts + 1,
+            agent_id=agent_id,
+            lease_expires_at=expires,
+            updated_at=now,
+        )
+        .returning(
+            REC.c.id,
+            REC.c.campaign_id,
+            REC.c.key,
+            REC.c.command,
+            REC.c.run_args,
+            REC.c.attempts,
+            REC.c.priority,
+        )
+    ).all()
+    if not claimed:
+        return []
+    claimed.sort(key=lambda row: (-row.priority, row.id))
+    tokens = {row.id: secrets.token_urlsafe(18) for row in claimed}
+    runs = session.execute(
+        insert(RUN).returning(RUN.c.id, RUN.c.record_id, sort_by_parameter_order=True),
+        [
+            {
+                "record_id": row.id,
+                "agent_id": agent_id,
+                "token": tokens[row.id],
+                "attempt": row.attempts,
+                "state": wire.RunState.leased.value,
+                "claimed_at": now,
+            }
+            for row in claimed
+        ],
+    ).all()
+    run_of = {run.record_id: run.id for run in runs}
+    session.execute(
+        update(REC).where(REC.c.id == bindparam("rid")).values(run_id=bindparam("new_run")),
+        [{"rid": record_id, "new_run": run_id} for record_id, run_id in run_of.items()],
+        execution_options={"synchronize_session": False},
+    )
+    campaign_ids = {row.campaign_id for row in claimed}
+    session.execute(
+        update(CAMPAIGN)
+        .where(CAMPAIGN.c.id.in_(campaign_ids), CAMPAIGN.c.started_at.is_(None))
+        .values(started_at=now)
+    )
+    defaults = dict(
+        session.execute(
+            select(CAMPAIGN.c.id, CAMPAIGN.c.defaults).where(CAMPAIGN.c.id.in_(campaign_ids))
+        ).all()
+    )
+    return [
+        wire.Lease(
+            run_id=run_of[row.id],
+            token=tokens[row.id],
+            expires_at=expires,
+            record_id=row.id,
+            campaign_id=row.campaign_id,
+            key=row.key,
+            command=row.command,
+            attempt=row.attempts,
+            run_args=derive_run_args(defaults.get(row.campaign_id), row.run_args),
+        )
+        for row in claimed
+    ]
+
+
+def derive_run_args(
+    defaults: dict[str, Any] | None,
+    overrides: dict[str, Any] | None,
+    temporary: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Campaign defaults, then record overrides, then one run's temporary args (later wins)."""
+    return {**(defaults or {}), **(overrides or {}), **(temporary or {})}
+
+
+def renew(
+    session: Session, *, agent_id: int, run_ids: list[int], now: datetime, ttl: float
+) -> tuple[int, datetime]:
+    """Extend the leases of the listed runs this agent holds; returns (renewed, new expiry).
+
+    Only runs the agent names are renewed: a lease whose claim answer never reached the
+    agent (lost in transit) must still expire.
+    """
+    expires = now + timedelta(seconds=ttl)
+    renewed = 0
+    for start in range(0, len(run_ids), 5000):
+        chunk = run_ids[start : start + 5000]
+        renewed += session.execute(
+            update(REC)
+            .where(
+                REC.c.agent_id == agent_id,
+                REC.c.run_id.in_(chunk),
+                REC.c.state.in_(states.source_values(Event.release)),
+            )
+            .values(lease_expires_at=expires)
+        ).rowcount
+    return renewed, expires
+
+
+def release_agent(session: Session, *, agent_id: int, now: datetime, reason: str) -> int:
+    """Give back every lease the agent holds without spending attempts; returns how many."""
+    held = select(REC.c.run_id).where(
+        REC.c.agent_id == agent_id, REC.c.state.in_(states.source_values(Event.release))
+    )
+    session.execute(
+        update(RUN)
+        .where(RUN.c.id.in_(held), RUN.c.state.in_(LIVE_RUN))
+        .values(state=wire.RunState.released.value, ended_at=now, error=reason)
+    )
+    return session.execute(
+        update(REC)
+        .where(REC.c.agent_id == agent_id, REC.c.state.in_(states.source_values(Event.release)))
+        .values(
+            state=states.target(Event.release).value,
+            attempts=REC.c.attempts - 1,
+            agent_id=None,
+            lease_expires_at=None,
+            updated_at=now,
+        )
+    ).rowcount
+
+
+def grant_grace(session: Session, *, now: datetime, grace: float) -> int:
+    """After a server start, give every live lease at least `grace` seconds (invariant 3)."""
+    until = now + timedelta(seconds=grace)
+    return session.execute(
+        update(REC)
+        .where(REC.c.state.in_(states.source_values(Event.release)), REC.c.lease_expires_at < until)
+        .values(lease_expires_at=until)
+    ).rowcount

@@ -1,0 +1,57 @@
+"""/api/v1/campaigns and /api/v1/tokens: the submitter's and admin's bookkeeping."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from farmhand.agent import wire
+from farmhand.server import auth, campaigns
+from farmhand.server.routes.deps import AdminDep, DbDep, SubmitterDep
+
+router = APIRouter(tags=["campaigns"])
+
+
+@router.post(
+    "/campaigns",
+    status_code=201,
+    response_model=wire.Campaign,
+    summary="Create a campaign (next version of its name)",
+)
+def create_campaign(body: wire.CampaignCreate, db: DbDep, _: SubmitterDep) -> wire.Campaign:
+    """Create a campaign; its version is one more than the highest with the same name."""
+    with db.write() as session:
+        return campaigns.create(session, spec=body)
+
+
+@router.get(
+    "/campaigns",
+    response_model=list[wire.Campaign],
+    summary="List campaigns with record counts by state",
+)
+def list_campaigns(db: DbDep, _: SubmitterDep, name: str | None = None) -> list[wire.Campaign]:
+    """Every campaign (or every version of `name`), oldest first, with counts by state."""
+    with db.read() as session:
+        return campaigns.list_(session, name=name)
+
+
+@router.get("/campaigns/{campaign_id}", response_model=wire.Campaign, summary="Get a campaign")
+def get_campaign(campaign_id: int, db: DbDep, _: SubmitterDep) -> wire.Campaign:
+    """One campaign with its record counts by state."""
+    with db.read() as session:
+        return campaigns.get(session, campaign_id)
+
+
+tokens = APIRouter(tags=["tokens"])
+
+
+@tokens.post(
+    "/tokens",
+    status_code=201,
+    response_model=wire.TokenCreated,
+    summary="Create a bearer token (admin)",
+)
+def create_token(body: wire.TokenCreate, db: DbDep, _: AdminDep) -> wire.TokenCreated:
+    """Create a token with a role; the secret is shown only in this answer."""
+    with db.write() as session:
+        row, secret = auth.create_token(session, role=body.role, name=body.name)
+        return wire.TokenCreated(id=row.id, role=body.role, name=row.name, token=secret)

@@ -1,0 +1,95 @@
+"""FastAPI dependencies: the database, settings, the clock and role checks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from farmhand.agent.wire import Role
+from farmhand.server import auth
+from farmhand.server.db import Database
+from farmhand.server.errors import Forbidden
+from farmhand.server.notify import Wakeup
+from farmhand.server.settings import Settings
+from farmhand.server.tables import utcnow
+
+_bearer = HTTPBearer(auto_error=False, description="a farmhand token: `farmhand token create`")
+_TOKEN_CACHE_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the token's id and role."""
+
+    token_id: int
+    role: Role
+
+
+def get_db(request: Request) -> Database:
+    """The app's database."""
+    return request.app.state.db
+
+
+def get_settings(request: Request) -> Settings:
+    """The app's settings."""
+    return request.app.state.settings
+
+
+def get_wakeup(request: Request) -> Wakeup:
+    """The app's long-poll wakeup."""
+    return request.app.state.wakeup
+
+
+def get_now() -> datetime:
+    """The request's clock."""
+    return utcnow()
+
+
+DbDep = Annotated[Database, Depends(get_db)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+WakeupDep = Annotated[Wakeup, Depends(get_wakeup)]
+NowDep = Annotated[datetime, Depends(get_now)]
+
+
+def _caller(
+    request: Request, db: Database, credentials: HTTPAuthorizationCredentials | None
+) -> Caller:
+    secret = credentials.credentials if credentials else None
+    cache: dict[str, tuple[float, Caller]] = request.app.state.token_cache
+    key = auth.digest(secret) if secret else ""
+    hit = cache.get(key)
+    if hit and time.monotonic() - hit[0] < _TOKEN_CACHE_SECONDS:
+        return hit[1]
+    with db.read() as session:
+        row = auth.authenticate(session, secret)
+        caller = Caller(token_id=row.id, role=Role(row.role))
+    cache[key] = (time.monotonic(), caller)
+    return caller
+
+
+def require(*roles: Role) -> Callable[..., Caller]:
+    """A dependency that lets through only tokens whose role is one of `roles`."""
+    allowed = ", ".join(r.value for r in roles)
+
+    def dependency(
+        request: Request,
+        db: DbDep,
+        credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
+    ) -> Caller:
+        caller = _caller(request, db, credentials)
+        if caller.role not in roles:
+            raise Forbidden(f"a {caller.role.value} token may not do this; it needs: {allowed}")
+        return caller
+
+    return dependency
+
+
+AdminDep = Annotated[Caller, Depends(require(Role.admin))]
+SubmitterDep = Annotated[Caller, Depends(require(Role.admin, Role.submitter))]
+AgentDep = Annotated[Caller, Depends(require(Role.admin, Role.agent))]

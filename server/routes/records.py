@@ -1,0 +1,90 @@
+"""/api/v1/records: submit, list, inspect, cancel and retry calculations."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+
+from farmhand.agent import wire
+from farmhand.server import records
+from farmhand.server.routes.deps import DbDep, NowDep, SettingsDep, SubmitterDep, WakeupDep
+
+router = APIRouter(tags=["records"])
+
+
+@router.post(
+    "/records",
+    status_code=201,
+    response_model=wire.RecordsCreated,
+    summary="Submit records in bulk (existing keys are skipped)",
+)
+def create_records(
+    body: wire.RecordsCreate,
+    db: DbDep,
+    settings: SettingsDep,
+    now: NowDep,
+    wakeup: WakeupDep,
+    _: SubmitterDep,
+) -> wire.RecordsCreated:
+    """Create records in one campaign; keys the campaign already has are skipped."""
+    with db.write() as session:
+        answer = records.create(
+            session,
+            body=body,
+            now=now,
+            default_max_attempts=settings.max_attempts,
+            max_command_length=settings.max_command_length,
+        )
+    if answer.created:
+        wakeup.notify()
+    return answer
+
+
+@router.get("/records", response_model=wire.Page[wire.Record], summary="List records")
+def list_records(
+    db: DbDep,
+    _: SubmitterDep,
+    campaign_id: int | None = None,
+    state: wire.RecordState | None = None,
+    key: str | None = None,
+    after: int | None = Query(None, description="id to continue after (keyset)"),
+    limit: int = Query(100, ge=1, le=records.MAX_PAGE),
+) -> wire.Page[wire.Record]:
+    """Records in id order, filtered; follow `next` for the following page."""
+    with db.read() as session:
+        return records.list_(
+            session, after=after, limit=limit, campaign_id=campaign_id, state=state, key=key
+        )
+
+
+@router.get(
+    "/records/{record_id}",
+    response_model=wire.Record,
+    summary="Get a record with its runs and derived run_args",
+)
+def get_record(record_id: int, db: DbDep, _: SubmitterDep) -> wire.Record:
+    """One record: spec, state, result, effective run_args and every attempt."""
+    with db.read() as session:
+        return records.get(session, record_id)
+
+
+@router.post("/records/cancel", response_model=wire.RecordsChanged, summary="Cancel records")
+def cancel_records(
+    body: wire.RecordIds, db: DbDep, now: NowDep, _: SubmitterDep
+) -> wire.RecordsChanged:
+    """Cancel records; running ones are stopped by their agent at its next heartbeat.
+
+    All or nothing: if any record cannot be cancelled, none is (409 naming it).
+    """
+    with db.write() as session:
+        return wire.RecordsChanged(changed=records.cancel(session, ids=body.ids, now=now))
+
+
+@router.post("/records/retry", response_model=wire.RecordsChanged, summary="Retry records")
+def retry_records(
+    body: wire.RecordIds, db: DbDep, now: NowDep, wakeup: WakeupDep, _: SubmitterDep
+) -> wire.RecordsChanged:
+    """Re-queue failed, cancelled or orphaned records with fresh attempts (all or nothing)."""
+    with db.write() as session:
+        changed = records.retry(session, ids=body.ids, now=now)
+    wakeup.notify()
+    return wire.RecordsChanged(changed=changed)

@@ -1,0 +1,223 @@
+"""Run mutations — start, complete, fail, release — each fenced by the run's lease token.
+
+A stale token gets `StaleLease` (409) and changes nothing. A final report (complete, fail,
+release) is remembered with a digest of its payload, so the same report sent twice gets the
+same answer, while a different report for an ended run is a 409.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session, select
+
+from farmhand.agent import wire
+from farmhand.server import states
+from farmhand.server.errors import NotFound, StaleLease
+from farmhand.server.states import Event
+from farmhand.server.tables import Record, RecordResult, Run
+
+LIVE = {s.value for s in wire.LIVE_RUN_STATES}
+
+
+def _fenced(session: Session, run_id: int, token: str) -> tuple[Run, Record]:
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFound(f"run {run_id} does not exist")
+    if not hmac.compare_digest(run.token, token):
+        raise StaleLease(f"run {run_id}: the lease token does not match; this lease is not yours")
+    record = session.get(Record, run.record_id)
+    assert record is not None  # foreign key
+    return run, record
+
+
+def _ack(run: Run, record: Record) -> wire.RunAck:
+    return wire.RunAck(
+        run_id=run.id,
+        run_state=run.state,
+        record_id=record.id,
+        record_state=record.state,
+        attempts=record.attempts,
+    )
+
+
+def _digest(verb: str, body: wire.Strict) -> str:
+    payload = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return verb + ":" + hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _replay_or_refuse(run: Run, record: Record, digest: str) -> wire.RunAck:
+    """An ended run: the same report again gets the stored answer; anything else is a 409."""
+    if run.report:
+        stored = json.loads(run.report)
+        if stored["digest"] == digest:
+            return wire.RunAck.model_validate(stored["ack"])
+    raise StaleLease(
+        f"run {run.id} of record '{record.key}' already ended as {run.state}; "
+        f"its lease is gone and this report changes nothing"
+    )
+
+
+def _end(
+    session: Session,
+    run: Run,
+    record: Record,
+    *,
+    digest: str,
+    now: datetime,
+    run_state: wire.RunState,
+    event: Event,
+    **run_fields: Any,
+) -> wire.RunAck:
+    record.state = states.transition(event, record.state, what=f"record '{record.key}'").value
+    record.agent_id = None
+    record.lease_expires_at = None
+    record.updated_at = now
+    run.state = run_state.value
+    run.ended_at = now
+    for name, value in run_fields.items():
+        setattr(run, name, value)
+    ack = _ack(run, record)
+    run.report = json.dumps({"digest": digest, "ack": ack.model_dump(mode="json")})
+    session.add(run)
+    session.add(record)
+    session.flush()
+    return ack
+
+
+def _final(verb: str, apply: Callable[..., wire.RunAck]) -> Callable[..., wire.RunAck]:
+    """Wrap a final report: fence it, replay it if it was already applied, else apply it."""
+
+    def handler(session: Session, *, run_id: int, body: Any, now: datetime) -> wire.RunAck:
+        run, record = _fenced(session, run_id, body.token)
+        digest = _digest(verb, body)
+        if run.state not in LIVE:
+            return _replay_or_refuse(run, record, digest)
+        return apply(session, run, record, body, digest=digest, now=now)
+
+    handler.__name__ = verb
+    handler.__doc__ = apply.__doc__
+    return handler
+
+
+def start(session: Session, *, run_id: int, body: wire.RunStart, now: datetime) -> wire.RunAck:
+    """The agent started the command: claimed → running. Repeating it is harmless."""
+    run, record = _fenced(session, run_id, body.token)
+    if run.state == wire.RunState.running.value:
+        return _ack(run, record)
+    if run.state not in LIVE:
+        raise StaleLease(f"run {run_id} of record '{record.key}' already ended as {run.state}")
+    record.state = states.transition(Event.start, record.state, what=f"record '{record.key}'").value
+    record.updated_at = now
+    run.state = wire.RunState.running.value
+    run.started_at = now
+    session.add(run)
+    session.add(record)
+    session.flush()
+    return _ack(run, record)
+
+
+def _complete(
+    session: Session,
+    run: Run,
+    record: Record,
+    body: wire.RunComplete,
+    *,
+    digest: str,
+    now: datetime,
+) -> wire.RunAck:
+    """The attempt succeeded: the record is done and its result document is stored."""
+    record.error = None
+    result = session.get(RecordResult, record.id)
+    if result is None:
+        session.add(RecordResult(record_id=record.id, run_id=run.id, document=body.result))
+    else:
+        result.run_id, result.document = run.id, body.result
+        session.add(result)
+    return _end(
+        session,
+        run,
+        record,
+        digest=digest,
+        now=now,
+        run_state=wire.RunState.done,
+        event=Event.complete,
+        exit_code=body.exit_code,
+        stdout_tail=body.stdout_tail,
+        stderr_tail=body.stderr_tail,
+        error=None,
+    )
+
+
+def _fail(
+    session: Session, run: Run, record: Record, body: wire.RunFail, *, digest: str, now: datetime
+) -> wire.RunAck:
+    """The attempt failed: back to ready while attempts remain, else failed for good."""
+    final = record.attempts >= record.max_attempts
+    record.error = body.error if final else f"attempt {record.attempts} failed: {body.error}"
+    return _end(
+        session,
+        run,
+        record,
+        digest=digest,
+        now=now,
+        run_state=wire.RunState.failed,
+        event=Event.fail if final else Event.requeue,
+        exit_code=body.exit_code,
+        error=body.error,
+        stdout_tail=body.stdout_tail,
+        stderr_tail=body.stderr_tail,
+    )
+
+
+def _release(
+    session: Session, run: Run, record: Record, body: wire.RunRelease, *, digest: str, now: datetime
+) -> wire.RunAck:
+    """The agent gave the record back: ready again, and the attempt is not spent."""
+    record.attempts -= 1
+    return _end(
+        session,
+        run,
+        record,
+        digest=digest,
+        now=now,
+        run_state=wire.RunState.released,
+        event=Event.release,
+        error=body.reason,
+    )
+
+
+complete = _final("complete", _complete)
+fail = _final("fail", _fail)
+release = _final("release", _release)
+
+
+def list_(
+    session: Session,
+    *,
+    after: int | None,
+    limit: int,
+    record_id: int | None = None,
+    agent_id: int | None = None,
+    state: wire.RunState | None = None,
+) -> wire.Page[wire.Run]:
+    """A page of runs in id order; `next` is the `after` of the following page."""
+    stmt = select(Run).order_by(Run.id).limit(limit + 1)
+    for column, value in (
+        (Run.record_id, record_id),
+        (Run.agent_id, agent_id),
+        (Run.state, state.value if state else None),
+    ):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    if after is not None:
+        stmt = stmt.where(Run.id > after)
+    rows = [wire.Run.model_validate(r) for r in session.exec(stmt)]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return wire.Page[wire.Run](items=rows, next=rows[-1].id if more else None)

@@ -1,0 +1,55 @@
+"""Server settings: built once by the CLI or a test and handed to `create_app`, never at import."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from farmhand.agent import wire
+
+
+class Settings(BaseModel):
+    """Everything the server can be told. `from_env` reads the `FARMHAND_*` variables."""
+
+    data_dir: Path = Path("farmhand-data")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite file farmhand.db in data_dir"
+    )
+    admin_token: str | None = Field(default=None, description="bootstrap admin bearer token")
+    lease_ttl: float = Field(default=60.0, gt=0, description="seconds a lease lives unrenewed")
+    startup_grace: float | None = Field(
+        default=None, description="seconds live leases get after a server start; default lease_ttl"
+    )
+    sweep_interval: float = Field(default=5.0, gt=0, description="seconds between lease sweeps")
+    max_attempts: int = Field(default=3, ge=1, description="attempts a record gets by default")
+    max_command_length: int = Field(default=wire.MAX_COMMAND_LENGTH, ge=1)
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    claim_poll_interval: float = Field(
+        default=1.0, gt=0, description="long-poll re-check interval when nothing wakes a claim"
+    )
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to the SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'farmhand.db').resolve()}"
+
+    @property
+    def resolved_startup_grace(self) -> float:
+        """Grace given to live leases at start (invariant 3)."""
+        return self.lease_ttl if self.startup_grace is None else self.startup_grace
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+        """Settings from `FARMHAND_*` variables, then explicit overrides (CLI flags) on top."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for name in cls.model_fields:
+            raw = env.get(f"FARMHAND_{name.upper()}")
+            if raw not in (None, ""):
+                values[name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(values)

@@ -1,0 +1,160 @@
+"""Database tables. Only the server imports this; the wire shapes live in `farmhand.agent.wire`.
+
+The hot queue row (`record`) stays narrow: result documents live in `record_result` and log
+tails on `run`, where the claim statement never touches them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, Text, TypeDecorator, UniqueConstraint, text
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now, the only clock the server reads."""
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """A datetime stored as UTC and always read back timezone-aware (SQLite forgets zones)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+def _when(*, now: bool = False, index: bool = False) -> Any:
+    if now:
+        return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False, index=index)
+    return Field(default=None, sa_type=UTCDateTime, nullable=True, index=index)
+
+
+def _json(**kwargs: Any) -> Any:
+    return Field(default_factory=dict, sa_column=Column(JSON, nullable=False, **kwargs))
+
+
+class Campaign(SQLModel, table=True):
+    """A named, versioned group of records."""
+
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_campaign_name_version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True)
+    version: int = 1
+    software: str | None = None
+    defaults: dict[str, Any] = _json()
+    created_at: datetime = _when(now=True)
+    started_at: datetime | None = _when()
+
+
+class Record(SQLModel, table=True):
+    """One calculation. `lease_expires_at`, `agent_id` and `run_id` describe its live lease."""
+
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "key", name="uq_record_campaign_key"),
+        Index("ix_record_campaign_state", "campaign_id", "state"),
+        Index(
+            "ix_record_live_lease",
+            "lease_expires_at",
+            sqlite_where=text("state IN ('claimed', 'running')"),
+            postgresql_where=text("state IN ('claimed', 'running')"),
+        ),
+        Index("ix_record_agent", "agent_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id")
+    key: str
+    command: str = Field(sa_column=Column(Text, nullable=False))
+    priority: int = 0
+    run_args: dict[str, Any] = _json()
+    state: str = "ready"
+    attempts: int = 0
+    max_attempts: int = 3
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    agent_id: int | None = None
+    run_id: int | None = None
+    lease_expires_at: datetime | None = _when()
+    created_at: datetime = _when(now=True)
+    updated_at: datetime = _when(now=True)
+
+
+class RecordResult(SQLModel, table=True):
+    """The result document (`results.json`) of a record's successful run."""
+
+    __tablename__ = "record_result"
+
+    record_id: int = Field(primary_key=True, foreign_key="record.id")
+    run_id: int
+    document: Any = Field(sa_column=Column(JSON, nullable=True))
+
+
+class Run(SQLModel, table=True):
+    """One attempt of a record by one agent under one lease, fenced by `token`."""
+
+    __table_args__ = (Index("ix_run_record", "record_id", "id"), Index("ix_run_agent", "agent_id"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    record_id: int = Field(foreign_key="record.id")
+    agent_id: int | None = None
+    token: str = Field(unique=True)
+    attempt: int
+    state: str = "leased"
+    claimed_at: datetime = _when(now=True)
+    started_at: datetime | None = _when()
+    ended_at: datetime | None = _when()
+    exit_code: int | None = None
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    stdout_tail: str | None = Field(default=None, sa_column=Column(Text))
+    stderr_tail: str | None = Field(default=None, sa_column=Column(Text))
+    report: str | None = Field(
+        default=None, sa_column=Column(Text), description="digest of the final report (idempotency)"
+    )
+
+
+class Agent(SQLModel, table=True):
+    """A registered worker process."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    host: str
+    pid: int | None = None
+    slots: int = 1
+    labels: dict[str, Any] = _json()
+    state: str = "active"
+    token_id: int | None = None
+    registered_at: datetime = _when(now=True)
+    last_heartbeat: datetime = _when(now=True)
+
+
+class Token(SQLModel, table=True):
+    """A bearer token; only its sha256 is stored."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = ""
+    role: str
+    digest: str = Field(unique=True)
+    created_at: datetime = _when(now=True)
+    revoked: bool = False
+
+
+# The ready queue, in claim order: a partial index so the claim reads only ready rows.
+Index(
+    "ix_record_ready",
+    Record.__table__.c.priority.desc(),
+    Record.__table__.c.id,
+    sqlite_where=text("state = 'ready'"),
+    postgresql_where=text("state = 'ready'"),
+)

@@ -1,0 +1,131 @@
+"""Shared fixtures: a real SQLite database, the app in-process, and a real server process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import SQLModel
+
+from farmhand.agent.client import FarmhandClient
+from farmhand.agent.demo import free_port, wait_until_up
+from farmhand.server.app import create_app
+from farmhand.server.db import Database
+from farmhand.server.settings import Settings
+
+ADMIN = "fh_test_admin_token"
+FARMHAND = [sys.executable, "-m", "farmhand.agent"]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    """A fresh SQLite database file with every table."""
+    database = Database(f"sqlite:///{tmp_path / 'farmhand.db'}")
+    SQLModel.metadata.create_all(database.engine)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def make_api(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
+    """Build the app in-process on a fresh SQLite file; `make_api(lease_ttl=…)`."""
+    clients: list[TestClient] = []
+
+    def make(**settings: object) -> TestClient:
+        data_dir = tmp_path / f"data-{len(clients)}"
+        app = create_app(Settings(data_dir=data_dir, admin_token=ADMIN, **settings))
+        client = TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"})
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def api(make_api: Callable[..., TestClient]) -> TestClient:
+    """The app in-process, authenticated as admin."""
+    return make_api()
+
+
+@dataclass
+class LiveServer:
+    """A real `farmhand server` process on a free loopback port."""
+
+    url: str
+    data_dir: Path
+    admin_token: str
+    env: dict[str, str]
+    port: int
+    process: subprocess.Popen | None = None
+    log: Path | None = None
+    _clients: list[FarmhandClient] = field(default_factory=list)
+
+    def start(self) -> None:
+        """Start (or restart) the server process and wait until it answers."""
+        assert self.log is not None
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [*FARMHAND, "server", "--port", str(self.port), "--data-dir",
+                 str(self.data_dir), "--log-level", "warning"],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        with FarmhandClient(self.url, self.admin_token) as client:
+            wait_until_up(client, self.process)
+
+    def client(self, token: str | None = None) -> FarmhandClient:
+        """A client authenticated as admin (or with `token`)."""
+        client = FarmhandClient(self.url, token or self.admin_token)
+        self._clients.append(client)
+        return client
+
+    def client_env(self, token: str | None = None) -> dict[str, str]:
+        """Environment for `farmhand` client and agent processes."""
+        return {**self.env, "FARMHAND_SERVER": self.url,
+                "FARMHAND_TOKEN": token or self.admin_token}
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the server process."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=30)
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
+
+
+@pytest.fixture
+def live_server_factory(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    """Start real server processes; keyword arguments become FARMHAND_* settings."""
+    servers: list[LiveServer] = []
+
+    def start(**settings: object) -> LiveServer:
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FARMHAND_")}
+        env["FARMHAND_ADMIN_TOKEN"] = ADMIN
+        env.update({f"FARMHAND_{k.upper()}": str(v) for k, v in settings.items()})
+        server = LiveServer(url=f"http://127.0.0.1:{port}", data_dir=tmp_path / f"server-{port}",
+                            admin_token=ADMIN, env=env, port=port,
+                            log=tmp_path / f"server-{port}.log")
+        servers.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def live_server(live_server_factory: Callable[..., LiveServer]) -> LiveServer:
+    """One real server process with default settings."""
+    return live_server_factory()
