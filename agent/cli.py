@@ -217,7 +217,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         row: dict[str, Any] = {"campaign": f"{c.name} v{c.version}", "total": total}
         row.update({s.value: c.counts.get(s, 0) for s in wire.RecordState})
         rows.append(row)
-    print(_table(rows, ["campaign", "total", *[s.value for s in wire.RecordState]]))
+    if rows:
+        print(_table(rows, ["campaign", "total", *[s.value for s in wire.RecordState]]))
+    else:
+        print("no campaigns yet: farmhand submit FILE --campaign NAME")
     active = [a for a in agents if a.state == "active"]
     print(f"\nagents: {len(active)} active, {sum(a.running for a in active)} runs in progress")
     return 0

@@ -25,14 +25,23 @@ def setup(db: Database, n: int = 3, **run_args: object) -> tuple[int, int]:
     """A campaign with `n` ready records and two registered agents."""
     with db.write() as s:
         c = campaigns.create(s, spec=wire.CampaignCreate(name="c"))
-        specs = [wire.RecordSpec(key=f"k{i}", command="true", priority=0, run_args=run_args)
-                 for i in range(n)]
-        records.create(s, body=wire.RecordsCreate(campaign_id=c.id, records=specs), now=T0,
-                       default_max_attempts=3, max_command_length=1000)
-        a1 = agents.register(s, body=wire.AgentRegister(name="a1", host="h", slots=4),
-                             token_id=1, now=T0)
-        a2 = agents.register(s, body=wire.AgentRegister(name="a2", host="h", slots=4),
-                             token_id=1, now=T0)
+        specs = [
+            wire.RecordSpec(key=f"k{i}", command="true", priority=0, run_args=run_args)
+            for i in range(n)
+        ]
+        records.create(
+            s,
+            body=wire.RecordsCreate(campaign_id=c.id, records=specs),
+            now=T0,
+            default_max_attempts=3,
+            max_command_length=1000,
+        )
+        a1 = agents.register(
+            s, body=wire.AgentRegister(name="a1", host="h", slots=4), token_id=1, now=T0
+        )
+        a2 = agents.register(
+            s, body=wire.AgentRegister(name="a2", host="h", slots=4), token_id=1, now=T0
+        )
     return a1.id, a2.id
 
 
@@ -56,9 +65,15 @@ def test_claim_hands_each_record_out_once_in_priority_order(db: Database) -> Non
     a1, a2 = setup(db, 3)
     with db.write() as s:
         c = campaigns.create(s, spec=wire.CampaignCreate(name="urgent"))
-        records.create(s, body=wire.RecordsCreate(campaign_id=c.id, records=[
-            wire.RecordSpec(key="hot", command="true", priority=5)]), now=T0,
-            default_max_attempts=3, max_command_length=1000)
+        records.create(
+            s,
+            body=wire.RecordsCreate(
+                campaign_id=c.id, records=[wire.RecordSpec(key="hot", command="true", priority=5)]
+            ),
+            now=T0,
+            default_max_attempts=3,
+            max_command_length=1000,
+        )
     first = claim(db, a1, 2, 0)
     second = claim(db, a2, 5, 0)
     assert [lease.key for lease in first] == ["hot", "k0"]

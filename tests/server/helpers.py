@@ -1,0 +1,45 @@
+"""Small builders for API tests (in-process app, real SQLite file)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+API = "/api/v1"
+
+
+def campaign(api: TestClient, name: str = "c", **defaults: Any) -> int:
+    r = api.post(f"{API}/campaigns", json={"name": name, "defaults": defaults})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def submit(api: TestClient, campaign_id: int, *keys: str, **run_args: Any) -> None:
+    records = [{"key": k, "command": f"echo {k}", "run_args": run_args} for k in keys]
+    r = api.post(f"{API}/records", json={"campaign_id": campaign_id, "records": records})
+    assert r.status_code == 201, r.text
+
+
+def agent(api: TestClient, name: str = "a") -> int:
+    r = api.post(f"{API}/agents", json={"name": name, "host": "h", "slots": 4})
+    assert r.status_code == 201, r.text
+    return r.json()["agent"]["id"]
+
+
+def claim(api: TestClient, agent_id: int, n: int = 1) -> list[dict[str, Any]]:
+    r = api.post(f"{API}/leases", json={"agent_id": agent_id, "max_records": n})
+    assert r.status_code == 200, r.text
+    return r.json()["leases"]
+
+
+def record(api: TestClient, record_id: int) -> dict[str, Any]:
+    r = api.get(f"{API}/records/{record_id}")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def counts(api: TestClient, campaign_id: int) -> dict[str, int]:
+    return {
+        k: v for k, v in api.get(f"{API}/campaigns/{campaign_id}").json()["counts"].items() if v
+    }

@@ -1,0 +1,169 @@
+"""Run reports over the API: fencing, idempotency, retries, cancel via heartbeat."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from tests.server.helpers import API, agent, campaign, claim, record, submit
+
+
+def test_stale_token_is_409_and_changes_nothing(api: TestClient) -> None:
+    c = campaign(api)
+    submit(api, c, "k")
+    (lease,) = claim(api, agent(api))
+    before = record(api, lease["record_id"])
+    for verb, body in (
+        ("start", {}),
+        ("complete", {"result": {"x": 1}}),
+        ("fail", {"error": "x"}),
+        ("release", {}),
+    ):
+        r = api.post(f"{API}/runs/{lease['run_id']}/{verb}", json={"token": "not-it", **body})
+        assert r.status_code == 409, verb
+        assert r.json()["code"] == "stale_lease"
+        assert "token does not match" in r.json()["detail"]
+    assert record(api, lease["record_id"]) == before
+
+
+def test_same_completion_twice_gets_the_same_answer(api: TestClient) -> None:
+    c = campaign(api)
+    submit(api, c, "k")
+    (lease,) = claim(api, agent(api))
+    body = {"token": lease["token"], "result": {"energy": -3.5}, "stdout_tail": "ok\n"}
+    first = api.post(f"{API}/runs/{lease['run_id']}/complete", json=body)
+    second = api.post(f"{API}/runs/{lease['run_id']}/complete", json=body)
+    assert first.status_code == second.status_code == 200
+    assert first.json() == second.json()
+    assert first.json()["record_state"] == "done"
+    got = record(api, lease["record_id"])
+    assert got["result"] == {"energy": -3.5} and len(got["runs"]) == 1
+    # A different report for the ended run is refused and changes nothing.
+    other = api.post(
+        f"{API}/runs/{lease['run_id']}/complete", json={**body, "result": {"energy": 0}}
+    )
+    assert other.status_code == 409
+    late_fail = api.post(
+        f"{API}/runs/{lease['run_id']}/fail", json={"token": lease["token"], "error": "boom"}
+    )
+    assert late_fail.status_code == 409
+    assert record(api, lease["record_id"])["result"] == {"energy": -3.5}
+
+
+def test_failed_attempts_requeue_until_max_attempts(api: TestClient) -> None:
+    c = campaign(api, max_attempts=2)
+    submit(api, c, "k")
+    a = agent(api)
+    for attempt, expected in ((1, "ready"), (2, "failed")):
+        (lease,) = claim(api, a)
+        assert lease["attempt"] == attempt
+        r = api.post(
+            f"{API}/runs/{lease['run_id']}/fail",
+            json={"token": lease["token"], "error": "exit code 3", "exit_code": 3},
+        )
+        assert r.json()["record_state"] == expected
+    got = record(api, lease["record_id"])
+    assert got["state"] == "failed" and got["attempts"] == 2 and got["error"] == "exit code 3"
+    assert [run["state"] for run in got["runs"]] == ["failed", "failed"]
+    assert claim(api, a) == []
+
+
+def test_release_does_not_spend_an_attempt(api: TestClient) -> None:
+    c = campaign(api)
+    submit(api, c, "k")
+    a = agent(api)
+    (lease,) = claim(api, a)
+    r = api.post(f"{API}/runs/{lease['run_id']}/release", json={"token": lease["token"]})
+    assert r.json() == {
+        "run_id": lease["run_id"],
+        "run_state": "released",
+        "record_id": lease["record_id"],
+        "record_state": "ready",
+        "attempts": 0,
+    }
+    (again,) = claim(api, a)
+    assert again["attempt"] == 1
+
+
+def test_cancel_reaches_the_agent_through_its_heartbeat(api: TestClient) -> None:
+    c = campaign(api)
+    submit(api, c, "k", "other")
+    a = agent(api)
+    lease, other = claim(api, a, 2)
+    api.post(f"{API}/runs/{lease['run_id']}/start", json={"token": lease["token"]})
+    r = api.post(f"{API}/records/cancel", json={"ids": [lease["record_id"]]})
+    assert r.status_code == 200 and r.json() == {"changed": [lease["record_id"]]}
+    beat = api.post(
+        f"{API}/agents/{a}/heartbeat", json={"run_ids": [lease["run_id"], other["run_id"]]}
+    ).json()
+    assert beat["cancel"] == [lease["run_id"]] and beat["lost"] == [] and beat["renewed"] == 1
+    late = api.post(f"{API}/runs/{lease['run_id']}/complete", json={"token": lease["token"]})
+    assert late.status_code == 409 and "cancelled" in late.json()["detail"]
+    assert record(api, lease["record_id"])["state"] == "cancelled"
+
+
+def test_illegal_transition_names_both_states(api: TestClient) -> None:
+    c = campaign(api)
+    submit(api, c, "k")
+    (lease,) = claim(api, agent(api))
+    api.post(f"{API}/runs/{lease['run_id']}/complete", json={"token": lease["token"]})
+    r = api.post(f"{API}/records/cancel", json={"ids": [lease["record_id"]]})
+    assert r.status_code == 409
+    assert "from done to cancelled" in r.json()["detail"]
+    r = api.post(f"{API}/records/retry", json={"ids": [lease["record_id"]]})
+    assert r.status_code == 409 and "from done to ready" in r.json()["detail"]
+
+
+def test_retry_gives_fresh_attempts(api: TestClient) -> None:
+    c = campaign(api, max_attempts=1)
+    submit(api, c, "k")
+    a = agent(api)
+    (lease,) = claim(api, a)
+    api.post(f"{API}/runs/{lease['run_id']}/fail", json={"token": lease["token"], "error": "x"})
+    assert record(api, lease["record_id"])["state"] == "failed"
+    r = api.post(f"{API}/records/retry", json={"ids": [lease["record_id"]]})
+    assert r.status_code == 200
+    got = record(api, lease["record_id"])
+    assert (got["state"], got["attempts"], got["error"]) == ("ready", 0, None)
+    assert claim(api, a)[0]["attempt"] == 1
+
+
+def test_records_listing_pages_by_keyset_and_filters(api: TestClient) -> None:
+    c = campaign(api)
+    submit(api, c, *[f"k{i:02d}" for i in range(25)])
+    seen, after = [], None
+    while True:
+        params = {"campaign_id": c, "limit": 10, **({"after": after} if after else {})}
+        page = api.get(f"{API}/records", params=params).json()
+        seen += [item["key"] for item in page["items"]]
+        after = page["next"]
+        if after is None:
+            break
+    assert seen == [f"k{i:02d}" for i in range(25)]
+    (lease,) = claim(api, agent(api))
+    claimed = api.get(f"{API}/records", params={"state": "claimed"}).json()["items"]
+    assert [r["id"] for r in claimed] == [lease["record_id"]]
+    by_key = api.get(f"{API}/records", params={"key": "k07"}).json()["items"]
+    assert [r["key"] for r in by_key] == ["k07"]
+
+
+def test_derived_run_args_merge_campaign_defaults_and_record_overrides(api: TestClient) -> None:
+    c = campaign(api, max_attempts=2, walltime=60, env={"A": "1"})
+    submit(api, c, "k", walltime=600)
+    (lease,) = claim(api, agent(api))
+    assert lease["run_args"] == {"max_attempts": 2, "walltime": 600, "env": {"A": "1"}}
+    got = record(api, lease["record_id"])
+    assert got["run_args"] == {"walltime": 600}
+    assert got["derived_run_args"] == lease["run_args"] and got["max_attempts"] == 2
+
+
+def test_skipped_keys_are_reported(api: TestClient) -> None:
+    c = campaign(api)
+    submit(api, c, "a", "b")
+    r = api.post(
+        f"{API}/records",
+        json={
+            "campaign_id": c,
+            "records": [{"key": "b", "command": "x"}, {"key": "c", "command": "y"}],
+        },
+    )
+    assert r.json() == {"created": 1, "skipped": 1, "skipped_keys": ["b"]}
