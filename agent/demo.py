@@ -44,19 +44,26 @@ def sample_campaign(count: int, scratch: Path) -> list[wire.RecordSpec]:
     """`count` small calculations: most succeed, one needs a retry, two fail for good."""
     specs = []
     for n in range(1, count + 1):
-        command = (f'sleep 0.$((RANDOM % 4)); printf \'{{"n": {n}, "square": {n * n}}}\' '
-                   f"> results.json; echo computed {n}")
+        command = (
+            f'sleep 0.$((RANDOM % 4)); printf \'{{"n": {n}, "square": {n * n}}}\' '
+            f"> results.json; echo computed {n}"
+        )
         specs.append(wire.RecordSpec(key=f"square-{n:03d}", command=command))
     marker = scratch / "flaky-once"
-    specs.append(wire.RecordSpec(
-        key="flaky",
-        command=f"if [ -e {marker} ]; then echo second try works; else touch {marker}; "
-                "echo 'first attempt fails on purpose' >&2; exit 1; fi",
-    ))
-    specs.append(wire.RecordSpec(
-        key="always-fails", command="echo 'this one fails on purpose' >&2; exit 3",
-        run_args={"max_attempts": 2},
-    ))
+    specs.append(
+        wire.RecordSpec(
+            key="flaky",
+            command=f"if [ -e {marker} ]; then echo second try works; else touch {marker}; "
+            "echo 'first attempt fails on purpose' >&2; exit 1; fi",
+        )
+    )
+    specs.append(
+        wire.RecordSpec(
+            key="always-fails",
+            command="echo 'this one fails on purpose' >&2; exit 3",
+            run_args={"max_attempts": 2},
+        )
+    )
     specs.append(wire.RecordSpec(key="bad-results", command="echo '{not json' > results.json"))
     return specs
 
@@ -72,27 +79,54 @@ def run(records: int = 60, agents: int = 2, keep: bool = False) -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     token = "fh_demo_" + os.urandom(12).hex()
-    env = {**os.environ, "FARMHAND_ADMIN_TOKEN": token, "FARMHAND_SERVER": url,
-           "FARMHAND_TOKEN": token}
+    env = {
+        **os.environ,
+        "FARMHAND_ADMIN_TOKEN": token,
+        "FARMHAND_SERVER": url,
+        "FARMHAND_TOKEN": token,
+    }
     print(f"farmhand demo: server at {url}, data in {root}")
     server = subprocess.Popen(
-        [*FARMHAND, "server", "--port", str(port), "--data-dir", str(root / "data"),
-         "--log-level", "warning"], env=env,
+        [
+            *FARMHAND,
+            "server",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(root / "data"),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
     )
     workers: list[subprocess.Popen] = []
     try:
         with FarmhandClient(url, token) as client:
             wait_until_up(client, server)
-            campaign = client.create_campaign("demo", software="farmhand-demo",
-                                              defaults={"max_attempts": 3})
+            campaign = client.create_campaign(
+                "demo", software="farmhand-demo", defaults={"max_attempts": 3}
+            )
             answer = client.submit(campaign.id, sample_campaign(records, root))
             print(f"submitted {answer.created} records to campaign demo v{campaign.version}")
             for i in range(agents):
-                workers.append(subprocess.Popen(
-                    [*FARMHAND, "agent", "--slots", "4", "--name", f"demo-agent-{i + 1}",
-                     "--workdir", str(root / f"agent-{i + 1}"), "--exit-when-idle", "2"],
-                    env=env, stderr=subprocess.DEVNULL,
-                ))
+                workers.append(
+                    subprocess.Popen(
+                        [
+                            *FARMHAND,
+                            "agent",
+                            "--slots",
+                            "4",
+                            "--name",
+                            f"demo-agent-{i + 1}",
+                            "--workdir",
+                            str(root / f"agent-{i + 1}"),
+                            "--exit-when-idle",
+                            "2",
+                        ],
+                        env=env,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
             print(f"started {agents} agents with 4 slots each")
             last = ""
             deadline = time.monotonic() + 120

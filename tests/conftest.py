@@ -75,9 +75,19 @@ class LiveServer:
         assert self.log is not None
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [*FARMHAND, "server", "--port", str(self.port), "--data-dir",
-                 str(self.data_dir), "--log-level", "warning"],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    *FARMHAND,
+                    "server",
+                    "--port",
+                    str(self.port),
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--log-level",
+                    "warning",
+                ],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         with FarmhandClient(self.url, self.admin_token) as client:
             wait_until_up(client, self.process)
@@ -90,8 +100,11 @@ class LiveServer:
 
     def client_env(self, token: str | None = None) -> dict[str, str]:
         """Environment for `farmhand` client and agent processes."""
-        return {**self.env, "FARMHAND_SERVER": self.url,
-                "FARMHAND_TOKEN": token or self.admin_token}
+        return {
+            **self.env,
+            "FARMHAND_SERVER": self.url,
+            "FARMHAND_TOKEN": token or self.admin_token,
+        }
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop the server process."""
@@ -113,9 +126,14 @@ def live_server_factory(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FARMHAND_")}
         env["FARMHAND_ADMIN_TOKEN"] = ADMIN
         env.update({f"FARMHAND_{k.upper()}": str(v) for k, v in settings.items()})
-        server = LiveServer(url=f"http://127.0.0.1:{port}", data_dir=tmp_path / f"server-{port}",
-                            admin_token=ADMIN, env=env, port=port,
-                            log=tmp_path / f"server-{port}.log")
+        server = LiveServer(
+            url=f"http://127.0.0.1:{port}",
+            data_dir=tmp_path / f"server-{port}",
+            admin_token=ADMIN,
+            env=env,
+            port=port,
+            log=tmp_path / f"server-{port}.log",
+        )
         servers.append(server)
         server.start()
         return server
