@@ -141,7 +141,17 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 def cmd_agent(args: argparse.Namespace) -> int:
     """Run an agent until it is stopped or idle."""
+    import logging
+
     from farmhand.agent.loop import Agent, AgentConfig, install_signal_handlers
+
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if args.log_level != "debug":
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
 
     server = args.server or os.environ.get("FARMHAND_SERVER")
     if not server:
@@ -372,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="exit after this many seconds with nothing to do",
     )
+    p.add_argument("--log-level", default="info", choices=["error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_agent)
 
     p = sub.add_parser(
