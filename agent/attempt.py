@@ -61,7 +61,7 @@ def describe_exit(code: int) -> str:
 def release(client: FarmhandClient, lease: wire.Lease) -> None:
     """Give a lease back without spending its attempt; a lease already gone is fine."""
     try:
-        client.release(lease.run_id, lease.token, reason=RELEASE_REASON)
+        client.release(lease.run_id, lease.token, reason=RELEASE_REASON, timeout=5.0)
     except Conflict:
         pass  # already released (deregistration) or ended: nothing to give back
     except FarmhandError as exc:

@@ -274,16 +274,21 @@ class FarmhandClient:
         """Registered agents, newest first."""
         return [wire.Agent.model_validate(a) for a in self.request("GET", "/agents")]
 
-    def heartbeat(self, agent_id: int, run_ids: list[int]) -> wire.HeartbeatAck:
+    def heartbeat(
+        self, agent_id: int, run_ids: list[int], *, timeout: float | None = None
+    ) -> wire.HeartbeatAck:
         """Renew every lease the agent holds in one request."""
         body = wire.Heartbeat(run_ids=run_ids)
-        return self._model(
-            wire.HeartbeatAck, "POST", f"/agents/{agent_id}/heartbeat", json=self._body(body)
-        )
+        path = f"/agents/{agent_id}/heartbeat"
+        return self._model(wire.HeartbeatAck, "POST", path, json=self._body(body), timeout=timeout)
 
-    def deregister(self, agent_id: int) -> wire.Agent:
+    def drain(self, agent_id: int, *, timeout: float | None = None) -> wire.Agent:
+        """Stop handing this agent new leases (its shutdown began); heartbeats still work."""
+        return self._model(wire.Agent, "POST", f"/agents/{agent_id}/drain", timeout=timeout)
+
+    def deregister(self, agent_id: int, *, timeout: float | None = None) -> wire.Agent:
         """Mark the agent stopped; the server releases any lease it still holds."""
-        return self._model(wire.Agent, "POST", f"/agents/{agent_id}/stop")
+        return self._model(wire.Agent, "POST", f"/agents/{agent_id}/stop", timeout=timeout)
 
     def claim(
         self,
@@ -314,9 +319,20 @@ class FarmhandClient:
         """Report a failed attempt."""
         return self._run_call(run_id, "fail", body)
 
-    def release(self, run_id: int, token: str, reason: str = "released by agent") -> wire.RunAck:
+    def release(
+        self,
+        run_id: int,
+        token: str,
+        reason: str = "released by agent",
+        *,
+        timeout: float | None = None,
+    ) -> wire.RunAck:
         """Give the record back without spending an attempt."""
-        return self._run_call(run_id, "release", wire.RunRelease(token=token, reason=reason))
+        body = wire.RunRelease(token=token, reason=reason)
+        return self._run_call(run_id, "release", body, timeout=timeout)
 
-    def _run_call(self, run_id: int, verb: str, body: BaseModel) -> wire.RunAck:
-        return self._model(wire.RunAck, "POST", f"/runs/{run_id}/{verb}", json=self._body(body))
+    def _run_call(
+        self, run_id: int, verb: str, body: BaseModel, *, timeout: float | None = None
+    ) -> wire.RunAck:
+        path = f"/runs/{run_id}/{verb}"
+        return self._model(wire.RunAck, "POST", path, json=self._body(body), timeout=timeout)

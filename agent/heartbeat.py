@@ -75,7 +75,7 @@ class HeartbeatThread(threading.Thread):
         """Send one heartbeat now and dispatch its cancels and losses; None if it failed."""
         try:
             run_ids = sorted(set(self.held_run_ids()))
-            ack = self.client.heartbeat(self.agent_id, run_ids)
+            ack = self.client.heartbeat(self.agent_id, run_ids, timeout=max(self.interval, 5.0))
         except ServerUnavailable as exc:
             self.failures += 1
             log.warning("heartbeat failed, will retry in %.1fs: %s", self.interval, exc)

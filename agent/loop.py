@@ -35,6 +35,8 @@ log = logging.getLogger("farmhand.agent")
 
 #: Seconds, beyond the grace, that a shutdown waits for its runs to be released.
 SHUTDOWN_SLACK = 5.0
+#: Seconds a shutdown call (drain, release, deregister) may take against a hung server.
+SHUTDOWN_CALL_TIMEOUT = 5.0
 #: Least seconds between two claims that found nothing (when poll_wait is below it).
 MIN_CLAIM_GAP = 0.5
 
@@ -182,6 +184,10 @@ class Agent:
 
     def _shutdown(self, heartbeat: HeartbeatThread) -> None:
         log.info("agent %s stopping: %s", self.name, self._stop_reason or "interrupted")
+        try:  # first, so our own releases below do not wake a long poll that re-claims them
+            self.client.drain(self.agent_id, timeout=SHUTDOWN_CALL_TIMEOUT)
+        except FarmhandError as exc:
+            log.warning("could not drain agent %d: %s", self.agent_id, exc)
         with self._cond:
             self._stopping.set()
             attempts = list(self._attempts.values())
@@ -199,7 +205,7 @@ class Agent:
             )
         heartbeat.stop(timeout=1.0)
         try:
-            self.client.deregister(self.agent_id)
+            self.client.deregister(self.agent_id, timeout=SHUTDOWN_CALL_TIMEOUT)
         except FarmhandError as exc:
             log.warning("could not deregister agent %d: %s", self.agent_id, exc)
         c = self.counts

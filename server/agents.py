@@ -28,7 +28,7 @@ def heartbeat(
     session: Session, *, agent_id: int, run_ids: list[int], now: datetime, ttl: float
 ) -> wire.HeartbeatAck:
     """Renew the agent's leases and tell it which of its runs to stop."""
-    agent = leases.active_agent(session, agent_id)
+    agent = leases.active_agent(session, agent_id, draining_ok=True)
     agent.last_heartbeat = now
     session.add(agent)
     renewed, expires = leases.renew(session, agent_id=agent_id, run_ids=run_ids, now=now, ttl=ttl)
@@ -48,6 +48,16 @@ def heartbeat(
                 cancel.append(run_id)
     lost = [i for i in wanted if i not in live and i not in cancel]
     return wire.HeartbeatAck(renewed=renewed, lease_expires_at=expires, cancel=cancel, lost=lost)
+
+
+def drain(session: Session, *, agent_id: int, now: datetime) -> wire.Agent:
+    """The agent is shutting down: it gets no new leases but keeps renewing its own."""
+    agent = leases.active_agent(session, agent_id, draining_ok=True)
+    agent.state = "draining"
+    agent.last_heartbeat = now
+    session.add(agent)
+    session.flush()
+    return wire.Agent.model_validate(agent)
 
 
 def stop(session: Session, *, agent_id: int, now: datetime) -> wire.Agent:

@@ -44,13 +44,20 @@ def _skip_locked(stmt: Any, session: Session) -> Any:
     return stmt
 
 
-def active_agent(session: Session, agent_id: int) -> Agent:
-    """The agent row, or 404 if unknown and 409 if it has stopped."""
+def active_agent(session: Session, agent_id: int, *, draining_ok: bool = False) -> Agent:
+    """The agent row, or 404 if unknown and 409 if it has stopped (or is draining, unless
+    `draining_ok`: a draining agent still renews the leases it is giving back)."""
     agent = session.get(Agent, agent_id)
     if agent is None:
         raise NotFound(f"agent {agent_id} is not registered")
-    if agent.state != "active":
-        raise Conflict(f"agent {agent_id} ({agent.name}) has stopped; register a new agent")
+    allowed = ("active", "draining") if draining_ok else ("active",)
+    if agent.state not in allowed:
+        what = (
+            "is draining and gets no new leases"
+            if agent.state == "draining"
+            else ("has stopped; register a new agent")
+        )
+        raise Conflict(f"agent {agent_id} ({agent.name}) {what}")
     return agent
 
 

@@ -56,6 +56,16 @@ def heartbeat(
         )
 
 
+@router.post(
+    "/agents/{agent_id}/drain", response_model=wire.Agent, summary="Stop handing an agent work"
+)
+def drain_agent(agent_id: int, db: DbDep, now: NowDep, _: AgentDep) -> wire.Agent:
+    """The agent is shutting down: its claims get 409 from now on (an in-flight long poll
+    included), while its heartbeats still renew the leases it is about to release."""
+    with db.write() as session:
+        return agents.drain(session, agent_id=agent_id, now=now)
+
+
 @router.post("/agents/{agent_id}/stop", response_model=wire.Agent, summary="Deregister an agent")
 def stop_agent(agent_id: int, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep) -> wire.Agent:
     """Mark the agent stopped; every lease it still holds is released at once."""

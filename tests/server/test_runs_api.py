@@ -167,3 +167,19 @@ def test_skipped_keys_are_reported(api: TestClient) -> None:
         },
     )
     assert r.json() == {"created": 1, "skipped": 1, "skipped_keys": ["b"]}
+
+
+def test_a_draining_agent_renews_but_gets_no_new_leases(api: TestClient) -> None:
+    c = campaign(api)
+    submit(api, c, "held", "other")
+    a = agent(api)
+    (lease,) = claim(api, a)
+    r = api.post(f"{API}/agents/{a}/drain")
+    assert r.status_code == 200 and r.json()["state"] == "draining"
+    r = api.post(f"{API}/leases", json={"agent_id": a, "max_records": 1})
+    assert r.status_code == 409 and "draining" in r.json()["detail"]
+    beat = api.post(f"{API}/agents/{a}/heartbeat", json={"run_ids": [lease["run_id"]]})
+    assert beat.status_code == 200 and beat.json()["renewed"] == 1
+    api.post(f"{API}/runs/{lease['run_id']}/release", json={"token": lease["token"]})
+    assert api.post(f"{API}/agents/{a}/stop").json()["state"] == "stopped"
+    assert api.post(f"{API}/agents/{a}/drain").status_code == 409
