@@ -9,6 +9,7 @@ from sqlmodel import Session
 
 from farmhand.agent import wire
 from farmhand.server import leases
+from farmhand.server.db import literal_in
 from farmhand.server.tables import Agent, Run
 
 LIVE_RUN = [s.value for s in wire.LIVE_RUN_STATES]
@@ -78,7 +79,9 @@ def list_(session: Session) -> list[wire.Agent]:
     """Every agent, newest first, with how many live runs each holds."""
     running = dict(
         session.execute(
-            select(Run.agent_id, func.count()).where(Run.state.in_(LIVE_RUN)).group_by(Run.agent_id)
+            select(Run.agent_id, func.count())
+            .where(literal_in(Run.state, LIVE_RUN))
+            .group_by(Run.agent_id)
         ).all()
     )
     rows = session.execute(select(Agent).order_by(Agent.id.desc())).scalars()

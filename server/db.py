@@ -9,11 +9,11 @@ SQLite's sleeping busy handler. The database runs in WAL mode, so readers never 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, literal_column
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
@@ -80,3 +80,19 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(connection: Any) -> None:
         mode = connection.get_execution_options().get("farmhand_begin", "DEFERRED")
         connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def literal_in(column: Any, values: Iterable[str]) -> Any:
+    """`column IN ('a', 'b')` with the values written inline, not bound.
+
+    The planner can match a partial index (`WHERE state = 'ready'`) only against literals; a
+    bound parameter hides the value from it. Use it only for our own enum values.
+    """
+    quoted = []
+    for value in sorted(values):
+        if not value.isidentifier():
+            raise ValueError(f"not a state name: {value!r}")
+        quoted.append(literal_column(f"'{value}'"))
+    if len(quoted) == 1:
+        return column == quoted[0]
+    return column.in_(quoted)

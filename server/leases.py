@@ -19,6 +19,7 @@ from sqlmodel import Session
 
 from farmhand.agent import wire
 from farmhand.server import states
+from farmhand.server.db import literal_in
 from farmhand.server.errors import Conflict, NotFound
 from farmhand.server.states import Event
 from farmhand.server.tables import Agent, Campaign, Record, Run
@@ -66,7 +67,7 @@ def expire(session: Session, *, now: datetime) -> Expired:
     or to failed when no attempts remain."""
     expired = _skip_locked(
         select(REC.c.id).where(
-            REC.c.state.in_(states.source_values(Event.requeue)),
+            literal_in(REC.c.state, states.source_values(Event.requeue)),
             REC.c.lease_expires_at < now,
         ),
         session,
@@ -77,7 +78,7 @@ def expire(session: Session, *, now: datetime) -> Expired:
     session.execute(
         update(RUN)
         .where(RUN.c.id.in_(select(REC.c.run_id).where(REC.c.id.in_(ids))))
-        .where(RUN.c.state.in_(LIVE_RUN))
+        .where(literal_in(RUN.c.state, LIVE_RUN))
         .values(
             state=wire.RunState.lost.value,
             ended_at=now,
@@ -115,7 +116,7 @@ def claim(
     active_agent(session, agent_id)
     expire(session, now=now)
     expires = now + timedelta(seconds=ttl)
-    queue = select(REC.c.id).where(REC.c.state.in_(states.source_values(Event.claim)))
+    queue = select(REC.c.id).where(literal_in(REC.c.state, states.source_values(Event.claim)))
     if campaign_id is not None:
         queue = queue.where(REC.c.campaign_id == campaign_id)
     queue = _skip_locked(
@@ -218,7 +219,7 @@ def renew(
             .where(
                 REC.c.agent_id == agent_id,
                 REC.c.run_id.in_(chunk),
-                REC.c.state.in_(states.source_values(Event.release)),
+                literal_in(REC.c.state, states.source_values(Event.release)),
             )
             .values(lease_expires_at=expires)
         ).rowcount
@@ -228,16 +229,18 @@ def renew(
 def release_agent(session: Session, *, agent_id: int, now: datetime, reason: str) -> int:
     """Give back every lease the agent holds without spending attempts; returns how many."""
     held = select(REC.c.run_id).where(
-        REC.c.agent_id == agent_id, REC.c.state.in_(states.source_values(Event.release))
+        REC.c.agent_id == agent_id, literal_in(REC.c.state, states.source_values(Event.release))
     )
     session.execute(
         update(RUN)
-        .where(RUN.c.id.in_(held), RUN.c.state.in_(LIVE_RUN))
+        .where(RUN.c.id.in_(held), literal_in(RUN.c.state, LIVE_RUN))
         .values(state=wire.RunState.released.value, ended_at=now, error=reason)
     )
     return session.execute(
         update(REC)
-        .where(REC.c.agent_id == agent_id, REC.c.state.in_(states.source_values(Event.release)))
+        .where(
+            REC.c.agent_id == agent_id, literal_in(REC.c.state, states.source_values(Event.release))
+        )
         .values(
             state=states.target(Event.release).value,
             attempts=REC.c.attempts - 1,
@@ -253,6 +256,9 @@ def grant_grace(session: Session, *, now: datetime, grace: float) -> int:
     until = now + timedelta(seconds=grace)
     return session.execute(
         update(REC)
-        .where(REC.c.state.in_(states.source_values(Event.release)), REC.c.lease_expires_at < until)
+        .where(
+            literal_in(REC.c.state, states.source_values(Event.release)),
+            REC.c.lease_expires_at < until,
+        )
         .values(lease_expires_at=until)
     ).rowcount

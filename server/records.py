@@ -10,6 +10,7 @@ from sqlmodel import Session
 
 from farmhand.agent import wire
 from farmhand.server import states
+from farmhand.server.db import literal_in
 from farmhand.server.errors import Invalid, NotFound
 from farmhand.server.leases import derive_run_args
 from farmhand.server.states import Event
@@ -153,7 +154,7 @@ def cancel(session: Session, *, ids: list[int], now: datetime) -> list[int]:
                 update(RUN)
                 .where(
                     RUN.c.id == record.run_id,
-                    RUN.c.state.in_([s.value for s in wire.LIVE_RUN_STATES]),
+                    literal_in(RUN.c.state, [s.value for s in wire.LIVE_RUN_STATES]),
                 )
                 .values(
                     state=wire.RunState.cancelled.value,
