@@ -1,4 +1,6 @@
-"""Shared fixtures: a real SQLite database, the app in-process, and a real server process."""
+"""Shared fixtures: a real database on each backend (SQLite file, PostgreSQL), the app
+in-process, and a real server process. Every test that takes `db`, `api`, `make_api` or a live
+server runs once per backend."""
 
 from __future__ import annotations
 
@@ -19,27 +21,56 @@ from farmhand.agent.demo import free_port, wait_until_up
 from farmhand.server.app import create_app
 from farmhand.server.db import Database
 from farmhand.server.settings import Settings
+from tests.databases import BACKENDS, PostgresDatabase, require_postgres
 
 ADMIN = "fh_test_admin_token"
 FARMHAND = [sys.executable, "-m", "farmhand.agent"]
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database backend this test runs on."""
+    if request.param == "postgresql":
+        require_postgres()
+    return request.param
+
+
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    """A fresh SQLite database file with every table."""
-    database = Database(f"sqlite:///{tmp_path / 'farmhand.db'}")
+def new_database_url(backend: str, tmp_path: Path) -> Iterator[Callable[[], str]]:
+    """Make fresh, empty databases on this test's backend; each call gives a new URL."""
+    made: list[PostgresDatabase] = []
+
+    def make() -> str:
+        if backend == "sqlite":
+            return f"sqlite:///{tmp_path / f'farmhand-{len(made)}-{os.urandom(3).hex()}.db'}"
+        database = PostgresDatabase()
+        made.append(database)
+        return database.url
+
+    yield make
+    for database in made:
+        database.drop()
+
+
+@pytest.fixture
+def db(new_database_url: Callable[[], str]) -> Iterator[Database]:
+    """A fresh database with every table."""
+    database = Database(new_database_url())
     SQLModel.metadata.create_all(database.engine)
     yield database
     database.dispose()
 
 
 @pytest.fixture
-def make_api(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
-    """Build the app in-process on a fresh SQLite file; `make_api(lease_ttl=…)`."""
+def make_api(
+    tmp_path: Path, new_database_url: Callable[[], str]
+) -> Iterator[Callable[..., TestClient]]:
+    """Build the app in-process on a fresh database; `make_api(lease_ttl=…)`."""
     clients: list[TestClient] = []
 
     def make(**settings: object) -> TestClient:
         data_dir = tmp_path / f"data-{len(clients)}"
+        settings.setdefault("database_url", new_database_url())
         app = create_app(Settings(data_dir=data_dir, admin_token=ADMIN, **settings))
         client = TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"})
         client.__enter__()
@@ -117,7 +148,9 @@ class LiveServer:
 
 
 @pytest.fixture
-def live_server_factory(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+def live_server_factory(
+    tmp_path: Path, new_database_url: Callable[[], str]
+) -> Iterator[Callable[..., LiveServer]]:
     """Start real server processes; keyword arguments become FARMHAND_* settings."""
     servers: list[LiveServer] = []
 
@@ -125,6 +158,7 @@ def live_server_factory(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("FARMHAND_")}
         env["FARMHAND_ADMIN_TOKEN"] = ADMIN
+        settings.setdefault("database_url", new_database_url())
         env.update({f"FARMHAND_{k.upper()}": str(v) for k, v in settings.items()})
         server = LiveServer(
             url=f"http://127.0.0.1:{port}",

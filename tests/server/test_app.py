@@ -7,10 +7,10 @@ from fastapi.testclient import TestClient
 from tests.server.helpers import API
 
 
-def test_healthz_needs_no_token(api: TestClient) -> None:
+def test_healthz_needs_no_token(api: TestClient, backend: str) -> None:
     r = api.get("/healthz", headers={"Authorization": ""})
     assert r.status_code == 200
-    assert r.json()["status"] == "ok" and r.json()["database"] == "sqlite"
+    assert r.json()["status"] == "ok" and r.json()["database"] == backend
 
 
 def test_openapi_lists_every_endpoint_with_the_error_schema(api: TestClient) -> None:

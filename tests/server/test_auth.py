@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from farmhand.server.app import create_app
 from farmhand.server.settings import Settings
+from tests.conftest import ADMIN
 from tests.server.helpers import API, agent, campaign, submit
 
 
@@ -61,10 +63,12 @@ def test_submitters_cannot_claim_or_make_tokens(api: TestClient) -> None:
     assert api.get(f"{API}/campaigns", headers=as_(secret)).status_code == 200
 
 
-def test_tokens_are_stored_hashed(api: TestClient, tmp_path: Path) -> None:
+def test_tokens_are_stored_hashed(api: TestClient) -> None:
     secret = token(api, "agent")
-    raw = b"".join(p.read_bytes() for p in tmp_path.rglob("farmhand.db*"))
-    assert secret.encode() not in raw
+    with api.app.state.db.read() as session:
+        rows = session.execute(text("SELECT * FROM token")).all()
+    assert len(rows) == 2  # the bootstrap admin token and this one
+    assert secret not in repr(rows) and ADMIN not in repr(rows)
 
 
 def test_first_start_generates_an_admin_token_once(
