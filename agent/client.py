@@ -319,6 +319,12 @@ class FarmhandClient:
         """Report a failed attempt."""
         return self._run_call(run_id, "fail", body)
 
+    def report_many(self, reports: list[wire.RunReport]) -> list[wire.RunReportAnswer]:
+        """Complete or fail many runs in one request; one answer per report, in order."""
+        body = wire.RunReports(reports=reports)
+        answers = self._model(wire.RunReportAnswers, "POST", "/runs/reports", json=self._body(body))
+        return answers.answers
+
     def release(
         self,
         run_id: int,

@@ -324,6 +324,38 @@ class RunAck(Loose):
     attempts: int
 
 
+class RunReport(Strict):
+    """One item of a batch report: a completion (no `error`) or a failure (with `error`)."""
+
+    run_id: int
+    token: str
+    exit_code: int | None = None
+    error: str | None = Field(default=None, min_length=1, max_length=4096)
+    result: dict[str, Any] | list[Any] | None = None
+    stdout_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
+    stderr_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
+
+
+class RunReports(Strict):
+    """Many final reports in one request; each is fenced and answered on its own."""
+
+    reports: list[RunReport] = Field(min_length=1, max_length=MAX_CLAIM * 4)
+
+
+class RunReportAnswer(Loose):
+    """The answer to one item: `ack` when it was applied (or replayed), else `error`."""
+
+    run_id: int
+    ack: RunAck | None = None
+    error: ErrorBody | None = None
+
+
+class RunReportAnswers(Loose):
+    """Per-item answers, in the order of the request."""
+
+    answers: list[RunReportAnswer]
+
+
 # --- tokens ------------------------------------------------------------------------------
 
 

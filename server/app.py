@@ -23,7 +23,9 @@ from farmhand.server.errors import FarmhandError
 from farmhand.server.notify import Wakeup
 from farmhand.server.routes import agents as agent_routes
 from farmhand.server.routes import campaigns as campaign_routes
+from farmhand.server.routes import leases as lease_routes
 from farmhand.server.routes import records as record_routes
+from farmhand.server.routes import runs as run_routes
 from farmhand.server.settings import Settings
 from farmhand.server.tables import utcnow
 
@@ -65,8 +67,8 @@ def create_app(settings: Settings) -> FastAPI:
         campaign_routes.tokens,
         record_routes.router,
         agent_routes.router,
-        agent_routes.leases_router,
-        agent_routes.runs_router,
+        lease_routes.router,
+        run_routes.router,
     ):
         app.include_router(
             router,

@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 
 from farmhand.agent import wire
 from farmhand.server import states
-from farmhand.server.errors import NotFound, StaleLease
+from farmhand.server.errors import FarmhandError, NotFound, StaleLease
 from farmhand.server.states import Event
 from farmhand.server.tables import Record, RecordResult, Run
 
@@ -195,6 +195,36 @@ def _release(
 complete = _final("complete", _complete)
 fail = _final("fail", _fail)
 release = _final("release", _release)
+
+
+def report_many(
+    session: Session, *, reports: list[wire.RunReport], now: datetime
+) -> list[wire.RunReportAnswer]:
+    """Apply many final reports in one transaction, each fenced on its own.
+
+    Each item runs in a savepoint: a stale or unknown one gets its error and changes nothing,
+    while the others are applied. A repeat of an applied item gets the same answer.
+    """
+    answers = []
+    for item in reports:
+        fields = item.model_dump(exclude={"run_id", "error", "result", "exit_code"})
+        try:
+            with session.begin_nested():
+                if item.error is None:
+                    body = wire.RunComplete(
+                        exit_code=0 if item.exit_code is None else item.exit_code,
+                        result=item.result,
+                        **fields,
+                    )
+                    ack = complete(session, run_id=item.run_id, body=body, now=now)
+                else:
+                    body = wire.RunFail(error=item.error, exit_code=item.exit_code, **fields)
+                    ack = fail(session, run_id=item.run_id, body=body, now=now)
+            answers.append(wire.RunReportAnswer(run_id=item.run_id, ack=ack))
+        except FarmhandError as exc:
+            error = wire.ErrorBody(detail=exc.message, code=exc.code)
+            answers.append(wire.RunReportAnswer(run_id=item.run_id, error=error))
+    return answers
 
 
 def list_(

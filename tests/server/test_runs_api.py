@@ -183,3 +183,38 @@ def test_a_draining_agent_renews_but_gets_no_new_leases(api: TestClient) -> None
     api.post(f"{API}/runs/{lease['run_id']}/release", json={"token": lease["token"]})
     assert api.post(f"{API}/agents/{a}/stop").json()["state"] == "stopped"
     assert api.post(f"{API}/agents/{a}/drain").status_code == 409
+
+
+def test_batch_reports_are_fenced_and_answered_one_by_one(api: TestClient) -> None:
+    c = campaign(api, max_attempts=1)
+    submit(api, c, "ok", "bad", "stale")
+    ok, bad, stale = claim(api, agent(api), 3)
+    good = {"run_id": ok["run_id"], "token": ok["token"], "result": {"v": 1}}
+    reports = [
+        good,
+        {"run_id": bad["run_id"], "token": bad["token"], "error": "exit code 2", "exit_code": 2},
+        {"run_id": stale["run_id"], "token": "not-it"},
+        {"run_id": 999, "token": "x"},
+        good,  # a repeat inside the same batch gets the same answer
+    ]
+    r = api.post(f"{API}/runs/reports", json={"reports": reports})
+    assert r.status_code == 200, r.text
+    answers = r.json()["answers"]
+    assert [a["run_id"] for a in answers] == [
+        ok["run_id"],
+        bad["run_id"],
+        stale["run_id"],
+        999,
+        ok["run_id"],
+    ]
+    assert answers[0]["ack"]["record_state"] == "done" and answers[0]["error"] is None
+    assert answers[1]["ack"]["record_state"] == "failed"
+    assert answers[2]["error"]["code"] == "stale_lease" and answers[2]["ack"] is None
+    assert answers[3]["error"]["code"] == "not_found"
+    assert answers[4] == answers[0]
+    assert record(api, ok["record_id"])["result"] == {"v": 1}
+    assert record(api, bad["record_id"])["error"] == "exit code 2"
+    untouched = record(api, stale["record_id"])
+    assert untouched["state"] == "claimed" and untouched["runs"][0]["state"] == "leased"
+    again = api.post(f"{API}/runs/reports", json={"reports": reports[:2]})
+    assert again.json()["answers"] == answers[:2]

@@ -1,0 +1,46 @@
+"""/api/v1/leases: the claim endpoint, with its long poll."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+
+from farmhand.agent import wire
+from farmhand.server import leases
+from farmhand.server.routes.deps import AgentDep, DbDep, SettingsDep, WakeupDep
+from farmhand.server.tables import utcnow
+
+router = APIRouter(tags=["leases"])
+
+
+@router.post("/leases", response_model=wire.Leases, summary="Claim records")
+async def claim(
+    body: wire.ClaimRequest, db: DbDep, settings: SettingsDep, wakeup: WakeupDep, _: AgentDep
+) -> wire.Leases:
+    """Lease up to `max_records` ready records in one transaction.
+
+    With `wait` > 0 and nothing to claim, the request waits (without holding a worker thread)
+    until records are submitted or released, or `wait` seconds pass.
+    """
+    deadline = time.monotonic() + body.wait
+
+    def attempt() -> list[wire.Lease]:
+        with db.write() as session:
+            return leases.claim(
+                session,
+                agent_id=body.agent_id,
+                max_records=body.max_records,
+                now=utcnow(),
+                ttl=settings.lease_ttl,
+                campaign_id=body.campaign_id,
+            )
+
+    while True:
+        granted = await run_in_threadpool(attempt)
+        remaining = deadline - time.monotonic()
+        if granted or remaining <= 0:
+            return wire.Leases(leases=granted)
+        # Leases expire on the clock, not on an event: re-check at least every poll interval.
+        await wakeup.wait(min(remaining, settings.claim_poll_interval))

@@ -1,0 +1,84 @@
+"""/api/v1/runs: attempts, and the fenced reports agents send about them."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+
+from farmhand.agent import wire
+from farmhand.server import runs
+from farmhand.server.routes.deps import AgentDep, DbDep, NowDep, SubmitterDep, WakeupDep
+
+router = APIRouter(tags=["runs"])
+
+
+@router.get("/runs", response_model=wire.Page[wire.Run], summary="List runs")
+def list_runs(
+    db: DbDep,
+    _: SubmitterDep,
+    record_id: int | None = None,
+    agent_id: int | None = None,
+    state: wire.RunState | None = None,
+    after: int | None = None,
+    limit: int = Query(100, ge=1, le=1000),
+) -> wire.Page[wire.Run]:
+    """Runs in id order, filtered; follow `next` for the following page."""
+    with db.read() as session:
+        return runs.list_(
+            session, after=after, limit=limit, record_id=record_id, agent_id=agent_id, state=state
+        )
+
+
+@router.post(
+    "/runs/reports", response_model=wire.RunReportAnswers, summary="Report many runs at once"
+)
+def report_runs(
+    body: wire.RunReports, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep
+) -> wire.RunReportAnswers:
+    """Complete or fail many runs in one request and one transaction. Each report is fenced
+    by its own token and answered on its own: a stale one gets its error, the rest apply."""
+    with db.write() as session:
+        answers = runs.report_many(session, reports=body.reports, now=now)
+    if any(a.ack and a.ack.record_state == wire.RecordState.ready for a in answers):
+        wakeup.notify()
+    return wire.RunReportAnswers(answers=answers)
+
+
+@router.post("/runs/{run_id}/start", response_model=wire.RunAck, summary="Start a run")
+def start_run(run_id: int, body: wire.RunStart, db: DbDep, now: NowDep, _: AgentDep) -> wire.RunAck:
+    """The agent has staged the run and started its command (fenced by the lease token)."""
+    with db.write() as session:
+        return runs.start(session, run_id=run_id, body=body, now=now)
+
+
+@router.post(
+    "/runs/{run_id}/complete", response_model=wire.RunAck, summary="Report a successful run"
+)
+def complete_run(
+    run_id: int, body: wire.RunComplete, db: DbDep, now: NowDep, _: AgentDep
+) -> wire.RunAck:
+    """The record becomes done with the run's result; a repeat gets the same answer."""
+    with db.write() as session:
+        return runs.complete(session, run_id=run_id, body=body, now=now)
+
+
+@router.post("/runs/{run_id}/fail", response_model=wire.RunAck, summary="Report a failed run")
+def fail_run(
+    run_id: int, body: wire.RunFail, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep
+) -> wire.RunAck:
+    """The attempt failed; the record is re-queued while attempts remain, else failed."""
+    with db.write() as session:
+        ack = runs.fail(session, run_id=run_id, body=body, now=now)
+    if ack.record_state == wire.RecordState.ready:
+        wakeup.notify()
+    return ack
+
+
+@router.post("/runs/{run_id}/release", response_model=wire.RunAck, summary="Give a record back")
+def release_run(
+    run_id: int, body: wire.RunRelease, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep
+) -> wire.RunAck:
+    """The record is ready again at once, without spending an attempt."""
+    with db.write() as session:
+        ack = runs.release(session, run_id=run_id, body=body, now=now)
+    wakeup.notify()
+    return ack
