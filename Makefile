@@ -30,3 +30,6 @@ format: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.claims

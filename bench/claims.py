@@ -1,0 +1,257 @@
+"""`make bench`: claim+complete throughput over HTTP next to its ceilings, and bulk submit.
+
+For each backend: a real `farmhand server` process; 8 client processes claim a batch (1 or 32
+records) and report it (`/runs/{id}/complete` for one, `/runs/reports` for a batch) for a few
+seconds. Beside it: the same claim and report functions run directly on the database without
+HTTP (one thread), and a trivial FastAPI route under the same uvicorn and client load.
+Numbers are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from sqlmodel import SQLModel
+
+from farmhand.agent import wire
+from farmhand.agent.client import FarmhandClient
+from farmhand.agent.demo import free_port, wait_until_up
+from farmhand.server import agents, campaigns, leases, records, runs
+from farmhand.server.db import Database
+from farmhand.server.tables import utcnow
+from tests.databases import PostgresDatabase, postgres_problem
+
+TOKEN = "fh_bench"
+CLIENTS = 8
+
+
+def _claim_loop(url: str, batch: int, seconds: float, start_at: float) -> int:
+    with FarmhandClient(url, TOKEN) as client:
+        me = client.register(wire.AgentRegister(name="bench", host="h", slots=batch)).agent.id
+        while time.time() < start_at:
+            time.sleep(0.001)
+        done, stop = 0, time.time() + seconds
+        while time.time() < stop:
+            got = client.claim(me, batch)
+            if not got:
+                break
+            if batch == 1:
+                client.complete(got[0].run_id, wire.RunComplete(token=got[0].token))
+            else:
+                client.report_many([wire.RunReport(run_id=x.run_id, token=x.token) for x in got])
+            done += len(got)
+        return done
+
+
+def _ping_loop(url: str, seconds: float, start_at: float) -> int:
+    with httpx.Client() as client:
+        while time.time() < start_at:
+            time.sleep(0.001)
+        n, stop = 0, time.time() + seconds
+        while time.time() < stop:
+            client.post(url + "/ping")
+            n += 1
+        return n
+
+
+def _fan_out(target, args: tuple, seconds: float) -> float:
+    start_at = time.time() + 1.0
+    with mp.get_context("fork").Pool(CLIENTS) as pool:
+        counts = pool.starmap(target, [(*args, seconds, start_at)] * CLIENTS)
+    return sum(counts) / seconds
+
+
+def _serve(argv: list[str], env: dict[str, str], port: int) -> subprocess.Popen:
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+            return proc
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{argv} did not start")
+
+
+def _specs(n: int, prefix: str) -> list[wire.RecordSpec]:
+    return [wire.RecordSpec(key=f"{prefix}{i}", command="true") for i in range(n)]
+
+
+def http_rates(url: str, data_dir: Path, batches: list[int], seconds: float) -> dict[str, float]:
+    """Records/s over HTTP per batch size, then the time to submit 100,000 records."""
+    env = {**os.environ, "FARMHAND_ADMIN_TOKEN": TOKEN}
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "farmhand.agent",
+        "server",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--database-url",
+        url,
+        "--log-level",
+        "warning",
+    ]
+    server = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    out: dict[str, float] = {}
+    try:
+        with FarmhandClient(base, TOKEN, timeout=120) as client:
+            wait_until_up(client, server)
+            campaign = client.create_campaign("throughput")
+            client.submit(campaign.id, _specs(int(seconds * 20_000), "r"))
+            for batch in batches:
+                out[f"http_{batch}"] = _fan_out(_claim_loop, (base, batch), seconds)
+            # Bulk submission last, so its ready records do not sit in the claims' queue.
+            campaign = client.create_campaign("bulk")
+            began = time.perf_counter()
+            client.submit(campaign.id, _specs(100_000, "b"))
+            out["submit_100k_s"] = time.perf_counter() - began
+    finally:
+        server.terminate()
+        server.wait()
+    return out
+
+
+def direct_rates(url: str, batches: list[int], seconds: float) -> dict[str, float]:
+    """The ceiling: the same claim and report functions on the database, no HTTP, one thread."""
+    db = Database(url)
+    SQLModel.metadata.create_all(db.engine)
+    out: dict[str, float] = {}
+    try:
+        with db.write() as s:
+            campaign = campaigns.create(s, spec=wire.CampaignCreate(name="direct"))
+            agent = agents.register(
+                s, body=wire.AgentRegister(name="d", host="h", slots=32), token_id=0, now=utcnow()
+            ).id
+        specs = _specs(int(seconds * 40_000), "d")
+        for start in range(0, len(specs), wire.MAX_RECORDS_PER_REQUEST):
+            body = wire.RecordsCreate(
+                campaign_id=campaign.id, records=specs[start : start + wire.MAX_RECORDS_PER_REQUEST]
+            )
+            with db.write() as s:
+                records.create(
+                    s,
+                    body=body,
+                    now=utcnow(),
+                    default_max_attempts=3,
+                    max_command_length=wire.MAX_COMMAND_LENGTH,
+                )
+        for batch in batches:
+            done, stop = 0, time.perf_counter() + seconds
+            began = time.perf_counter()
+            while time.perf_counter() < stop:
+                with db.write() as s:
+                    got = leases.claim(s, agent_id=agent, max_records=batch, now=utcnow(), ttl=60)
+                with db.write() as s:
+                    if batch == 1:
+                        runs.complete(
+                            s,
+                            run_id=got[0].run_id,
+                            body=wire.RunComplete(token=got[0].token),
+                            now=utcnow(),
+                        )
+                    else:
+                        runs.report_many(
+                            s,
+                            now=utcnow(),
+                            reports=[wire.RunReport(run_id=x.run_id, token=x.token) for x in got],
+                        )
+                done += len(got)
+            out[f"direct_{batch}"] = done / (time.perf_counter() - began)
+    finally:
+        db.dispose()
+    return out
+
+
+def ping_rate(seconds: float) -> float:
+    """Requests/s of a trivial FastAPI route under the same uvicorn and client load."""
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(Path(__file__).parent),
+        "ping_app:app",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    server = _serve(argv, dict(os.environ), port)
+    try:
+        return _fan_out(_ping_loop, (f"http://127.0.0.1:{port}",), seconds)
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def main() -> int:
+    """Run every measurement and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
+    parser.add_argument("--backend", choices=["sqlite", "postgresql"], action="append")
+    args = parser.parse_args()
+    backends = args.backend or ["sqlite", "postgresql"]
+    if "postgresql" in backends and postgres_problem():
+        print(f"skipping PostgreSQL: {postgres_problem()}")
+        backends.remove("postgresql")
+    batches = [1, 32]
+    ping = ping_rate(args.seconds)
+    print(f"HTTP ceiling: trivial FastAPI route, {CLIENTS} client processes: {ping:,.0f} req/s")
+    print(
+        "targets: >= 500 records/s one at a time, >= 10,000/s in batches of 32, "
+        "100,000 submitted in <= 5 s\n"
+    )
+    header = (
+        f"{'backend':<11}{'batch':>6}{'HTTP rec/s':>12}{'direct rec/s':>14}{'ratio':>7}"
+        f"{'HTTP req/s':>12}{'of ceiling':>12}"
+    )
+    print(header)
+    print("-" * len(header))
+    bulk = {}
+    for backend in backends:
+        with tempfile.TemporaryDirectory() as tmp:
+            made: list[PostgresDatabase] = []
+
+            def url(name: str, backend: str = backend, made: list = made) -> str:
+                if backend == "sqlite":
+                    return f"sqlite:///{tmp}/{name}.db"
+                made.append(PostgresDatabase())
+                return made[-1].url
+
+            try:
+                http = http_rates(url("http"), Path(tmp) / "data", batches, args.seconds)
+                direct = direct_rates(url("direct"), batches, args.seconds)
+            finally:
+                for database in made:
+                    database.drop()
+        bulk[backend] = http["submit_100k_s"]
+        for batch in batches:
+            h, d = http[f"http_{batch}"], direct[f"direct_{batch}"]
+            requests = h / batch * 2  # one claim and one report request per batch
+            print(
+                f"{backend:<11}{batch:>6}{h:>12,.0f}{d:>14,.0f}{h / d:>7.0%}"
+                f"{requests:>12,.0f}{requests / ping:>12.0%}"
+            )
+    print()
+    for backend, took in bulk.items():
+        print(f"bulk submission of 100,000 records over HTTP ({backend}): {took:.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
