@@ -35,6 +35,10 @@ class Database:
             kwargs.update(pool_size=20, max_overflow=40)
         else:
             kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+            # psycopg prepares a statement after 5 runs and PostgreSQL may then switch to a
+            # generic plan that ignores the values (a seq scan for `key IN (...)`); our
+            # statements are cheap to plan, so plan each with its values.
+            kwargs["connect_args"] = {"prepare_threshold": None}
         self.engine: Engine = create_engine(url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
