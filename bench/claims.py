@@ -153,7 +153,7 @@ def direct_rates(url: str, batches: list[int], seconds: float) -> dict[str, floa
             began = time.perf_counter()
             while time.perf_counter() < stop:
                 with db.write() as s:
-                    got = leases.claim(s, agent_id=agent, max_records=batch, now=utcnow(), ttl=60)
+                    got = leases.claim(s, agent_id=agent, max_records=batch, clock=utcnow, ttl=60)
                 with db.write() as s:
                     if batch == 1:
                         runs.complete(

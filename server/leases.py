@@ -10,6 +10,7 @@ transaction, so correctness never waits on the background sweeper.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -108,11 +109,17 @@ def claim(
     *,
     agent_id: int,
     max_records: int,
-    now: datetime,
+    clock: Callable[[], datetime],
     ttl: float,
     campaign_id: int | None = None,
 ) -> list[wire.Lease]:
-    """Lease up to `max_records` ready records to the agent, highest priority first."""
+    """Lease up to `max_records` ready records to the agent, highest priority first.
+
+    `clock` is read twice: before the claim (expiry and lease end) and after the records are
+    locked (the runs' `claimed_at`), so a run never starts before the end of the attempt a
+    concurrent transaction finished just before this claim took the record.
+    """
+    now = clock()
     active_agent(session, agent_id)
     expire(session, now=now)
     expires = now + timedelta(seconds=ttl)
@@ -146,6 +153,7 @@ def claim(
         return []
     claimed.sort(key=lambda row: (-row.priority, row.id))
     tokens = {row.id: secrets.token_urlsafe(18) for row in claimed}
+    claimed_at = max(now, clock())
     runs = session.execute(
         insert(RUN).returning(RUN.c.id, RUN.c.record_id, sort_by_parameter_order=True),
         [
@@ -155,7 +163,7 @@ def claim(
                 "token": tokens[row.id],
                 "attempt": row.attempts,
                 "state": wire.RunState.leased.value,
-                "claimed_at": now,
+                "claimed_at": claimed_at,
             }
             for row in claimed
         ],
@@ -228,27 +236,33 @@ def renew(
 
 def release_agent(session: Session, *, agent_id: int, now: datetime, reason: str) -> int:
     """Give back every lease the agent holds without spending attempts; returns how many."""
-    held = select(REC.c.run_id).where(
-        REC.c.agent_id == agent_id, literal_in(REC.c.state, states.source_values(Event.release))
-    )
-    session.execute(
-        update(RUN)
-        .where(RUN.c.id.in_(held), literal_in(RUN.c.state, LIVE_RUN))
-        .values(state=wire.RunState.released.value, ended_at=now, error=reason)
-    )
-    return session.execute(
-        update(REC)
-        .where(
-            REC.c.agent_id == agent_id, literal_in(REC.c.state, states.source_values(Event.release))
+    # Records first, then runs: the lock order of every writer.
+    held = (
+        session.execute(
+            update(REC)
+            .where(
+                REC.c.agent_id == agent_id,
+                literal_in(REC.c.state, states.source_values(Event.release)),
+            )
+            .values(
+                state=states.target(Event.release).value,
+                attempts=REC.c.attempts - 1,
+                agent_id=None,
+                lease_expires_at=None,
+                updated_at=now,
+            )
+            .returning(REC.c.run_id)
         )
-        .values(
-            state=states.target(Event.release).value,
-            attempts=REC.c.attempts - 1,
-            agent_id=None,
-            lease_expires_at=None,
-            updated_at=now,
+        .scalars()
+        .all()
+    )
+    if held:
+        session.execute(
+            update(RUN)
+            .where(RUN.c.id.in_(held), literal_in(RUN.c.state, LIVE_RUN))
+            .values(state=wire.RunState.released.value, ended_at=now, error=reason)
         )
-    ).rowcount
+    return len(held)
 
 
 def grant_grace(session: Session, *, now: datetime, grace: float) -> int:

@@ -134,7 +134,11 @@ def get(session: Session, record_id: int) -> wire.Record:
 
 
 def _load(session: Session, ids: list[int]) -> list[Record]:
-    rows = {r.id: r for r in session.execute(select(Record).where(Record.id.in_(ids))).scalars()}
+    # FOR UPDATE (PostgreSQL): a cancel must not race a claim or a report of the same record.
+    stmt = select(Record).where(Record.id.in_(ids)).order_by(Record.id).with_for_update()
+    rows = {
+        r.id: r for r in session.execute(stmt.execution_options(populate_existing=True)).scalars()
+    }
     missing = [i for i in ids if i not in rows]
     if missing:
         raise NotFound(f"records do not exist: {', '.join(map(str, missing[:20]))}")

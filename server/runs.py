@@ -26,13 +26,17 @@ LIVE = {s.value for s in wire.LIVE_RUN_STATES}
 
 
 def _fenced(session: Session, run_id: int, token: str) -> tuple[Run, Record]:
-    run = session.get(Run, run_id)
-    if run is None:
+    record_id = session.execute(select(Run.record_id).where(Run.id == run_id)).scalar()
+    if record_id is None:
         raise NotFound(f"run {run_id} does not exist")
+    # Lock in the order every writer uses, record then run, and read the rows as committed
+    # now: on PostgreSQL a report racing an expiry or a claim waits for it and then sees
+    # its outcome, instead of overwriting it (SQLite serialises writers anyway).
+    record = session.get(Record, record_id, with_for_update=True, populate_existing=True)
+    run = session.get(Run, run_id, with_for_update=True, populate_existing=True)
+    assert record is not None and run is not None  # foreign key; runs are never deleted
     if not hmac.compare_digest(run.token, token):
         raise StaleLease(f"run {run_id}: the lease token does not match; this lease is not yours")
-    record = session.get(Record, run.record_id)
-    assert record is not None  # foreign key
     return run, record
 
 

@@ -32,7 +32,7 @@ async def claim(
                 session,
                 agent_id=body.agent_id,
                 max_records=body.max_records,
-                now=utcnow(),
+                clock=utcnow,
                 ttl=settings.lease_ttl,
                 campaign_id=body.campaign_id,
             )

@@ -47,7 +47,7 @@ def setup(db: Database, n: int = 3, **run_args: object) -> tuple[int, int]:
 
 def claim(db: Database, agent: int, n: int, when: float) -> list[wire.Lease]:
     with db.write() as s:
-        return leases.claim(s, agent_id=agent, max_records=n, now=at(when), ttl=TTL)
+        return leases.claim(s, agent_id=agent, max_records=n, clock=lambda: at(when), ttl=TTL)
 
 
 def record(db: Database, key: str) -> Record:

@@ -1,0 +1,110 @@
+"""Two real transactions: a report that races an expiry waits for it and then sees it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+from sqlalchemy import text
+
+from farmhand.agent import wire
+from farmhand.server import leases, runs
+from farmhand.server.db import Database
+from farmhand.server.errors import StaleLease
+from tests.server.test_leases import T0, TTL, at, claim, record, setup
+
+
+def blocked_on_a_lock(db: Database, waiter: threading.Thread) -> bool:
+    """Whether the waiting transaction is really blocked (not merely slow)."""
+    if not waiter.is_alive():
+        return False
+    if db.dialect == "postgresql":
+        with db.engine.connect() as conn:
+            waiting = conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
+            ).scalar()
+        return waiting > 0
+    return db._write_lock is not None and db._write_lock.locked()
+
+
+def test_a_late_report_waits_for_the_expiry_and_is_refused(db: Database) -> None:
+    a1, _ = setup(db, 1)
+    (lease,) = claim(db, a1, 1, 0)
+    expired = threading.Event()
+    release_expiry = threading.Event()
+    outcome: list[object] = []
+
+    def expiry() -> None:
+        with db.write() as s:
+            leases.expire(s, now=at(TTL + 1))
+            expired.set()
+            assert release_expiry.wait(30)
+
+    def late_report() -> None:
+        try:
+            with db.write() as s:
+                body = wire.RunComplete(token=lease.token)
+                outcome.append(
+                    runs.complete(
+                        s, run_id=lease.run_id, body=body, now=T0 + timedelta(seconds=TTL + 2)
+                    )
+                )
+        except StaleLease as exc:
+            outcome.append(exc)
+
+    first = threading.Thread(target=expiry)
+    first.start()
+    assert expired.wait(30)
+    second = threading.Thread(target=late_report)
+    second.start()
+    deadline = time.monotonic() + 30
+    while not blocked_on_a_lock(db, second):
+        assert time.monotonic() < deadline, "the report never blocked behind the expiry"
+        time.sleep(0.01)
+    assert outcome == []  # still waiting while the expiry holds the record
+    release_expiry.set()
+    first.join(30)
+    second.join(30)
+    (answer,) = outcome
+    assert isinstance(answer, StaleLease) and "already ended as lost" in str(answer)
+    r = record(db, "k0")
+    assert (r.state, r.attempts) == ("ready", 1)
+
+
+def test_a_cancel_racing_a_report_ends_with_one_winner(db: Database) -> None:
+    """Cancel (records, then runs) and a report (record, then run) finish in either order."""
+    a1, _ = setup(db, 1)
+    (lease,) = claim(db, a1, 1, 0)
+    errors: list[BaseException] = []
+
+    def cancel() -> None:
+        from farmhand.server import records
+
+        try:
+            with db.write() as s:
+                records.cancel(s, ids=[lease.record_id], now=at(1))
+        except BaseException as exc:
+            errors.append(exc)
+
+    def report() -> None:
+        try:
+            with db.write() as s:
+                runs.complete(
+                    s, run_id=lease.run_id, body=wire.RunComplete(token=lease.token), now=at(1)
+                )
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=cancel), threading.Thread(target=report)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    # Exactly one wins; the other gets a 409 (not a deadlock, not a lost update).
+    assert len(errors) == 1 and getattr(errors[0], "status", None) == 409
+    assert record(db, "k0").state in {"done", "cancelled"}
