@@ -1,7 +1,8 @@
 """The `farmhand` command. Client commands read FARMHAND_SERVER and FARMHAND_TOKEN.
 
-Only `farmhand server` and `farmhand demo` load server code, and only when they run, so an
-agent on a compute node never imports fastapi or sqlalchemy.
+`farmhand server` lives in `farmhand.server.cli` and is found through an entry point, so
+nothing here imports server code: an agent on a compute node never loads fastapi or
+sqlalchemy.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from enum import Enum
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from farmhand.agent import campaign_file, wire
+from farmhand.agent import campaign_file, output, refs, wire
 from farmhand.agent.client import ApiError, FarmhandClient, FarmhandError
 
 EPILOG = (
@@ -24,42 +25,13 @@ EPILOG = (
 )
 
 
+#: Commands whose code lives outside the agent, found through the `farmhand.commands` entry
+#: point group, so the agent never imports them (invariant 4).
+EXTERNAL = {"server": "run the server (see `farmhand server --help`)"}
+
+
 class CliError(Exception):
     """A one-line error for the user; exit status 1."""
-
-
-# --- output ------------------------------------------------------------------------------
-
-
-def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
-    if not rows:
-        return "(none)"
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    return "\n".join(lines)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, Enum):
-        value = value.value
-    if isinstance(value, (dict, list)):
-        text = json.dumps(value, separators=(",", ":"))
-    else:
-        text = str(value)
-    text = text.replace("\n", " ")
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _dump(models: Any) -> None:
-    if isinstance(models, list):
-        data = [m.model_dump(mode="json") for m in models]
-    else:
-        data = models.model_dump(mode="json")
-    print(json.dumps(data, indent=2))
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -76,67 +48,7 @@ def _client(args: argparse.Namespace) -> FarmhandClient:
     return FarmhandClient(args.server, args.token)
 
 
-def _campaign_ref(client: FarmhandClient, ref: str) -> wire.Campaign:
-    """`NAME` (latest version), `NAME:VERSION` or a numeric id."""
-    if ref.isdigit():
-        return client.campaign(int(ref))
-    name, _, version = ref.partition(":")
-    versions = client.campaigns(name=name)
-    if version:
-        versions = [c for c in versions if str(c.version) == version]
-    if not versions:
-        raise CliError(f"no campaign '{ref}'")
-    return max(versions, key=lambda c: c.version)
-
-
-def _record_ids(client: FarmhandClient, refs: list[str], campaign: str | None) -> list[int]:
-    """Resolve record references: numeric ids, or keys (within --campaign when given)."""
-    campaign_id = _campaign_ref(client, campaign).id if campaign else None
-    ids = []
-    for ref in refs:
-        if ref.isdigit() and campaign_id is None:
-            ids.append(int(ref))
-            continue
-        found = client.records_page(key=ref, campaign_id=campaign_id, limit=10).items
-        if not found:
-            where = f" in campaign '{campaign}'" if campaign else ""
-            raise CliError(f"no record with key '{ref}'{where}")
-        if len(found) > 1:
-            raise CliError(f"key '{ref}' is in several campaigns; pass --campaign NAME")
-        ids.append(found[0].id)
-    return ids
-
-
 # --- commands ----------------------------------------------------------------------------
-
-
-def cmd_server(args: argparse.Namespace) -> int:
-    """Run the server (loads the server extra)."""
-    try:
-        import uvicorn
-
-        from farmhand.server.app import create_app
-        from farmhand.server.settings import Settings
-    except ImportError as exc:
-        hint = "pip install 'farmhand[server]'"
-        raise CliError(f"the server needs its extra: {hint} ({exc})") from exc
-    settings = Settings.from_env(
-        data_dir=args.data_dir, database_url=args.database_url, lease_ttl=args.lease_ttl
-    )
-    app = create_app(settings)
-    print(
-        f"farmhand server on http://{args.host}:{args.port} (API docs at /docs), "
-        f"data in {settings.data_dir}",
-        file=sys.stderr,
-    )
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        access_log=args.log_level == "debug",
-    )
-    return 0
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -181,8 +93,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise CliError(f"{args.file} names no campaign: pass --campaign NAME")
     client = _client(args)
     try:
-        campaign = _campaign_ref(client, name)
-    except CliError:
+        campaign = refs.find_campaign(client, name)
+    except refs.RefError:
         if ":" in name or name.isdigit():
             raise
         campaign = client.create_campaign(name, software=parsed.software, defaults=parsed.defaults)
@@ -190,7 +102,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.json:
         print(
             json.dumps(
-                {"campaign": campaign.model_dump(mode="json"), **answer.model_dump(mode="json")},
+                {
+                    "campaign": campaign.model_dump(mode="json"),
+                    **answer.model_dump(mode="json"),
+                },
                 indent=2,
             )
         )
@@ -228,7 +143,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         row.update({s.value: c.counts.get(s, 0) for s in wire.RecordState})
         rows.append(row)
     if rows:
-        print(_table(rows, ["campaign", "total", *[s.value for s in wire.RecordState]]))
+        print(output.table(rows, ["campaign", "total", *[s.value for s in wire.RecordState]]))
     else:
         print("no campaigns yet: farmhand submit FILE --campaign NAME")
     active = [a for a in agents if a.state == "active"]
@@ -253,7 +168,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     elif args.what == "agents":
         items = client.agents()
     elif args.what == "records":
-        campaign_id = _campaign_ref(client, args.campaign).id if args.campaign else None
+        campaign_id = refs.find_campaign(client, args.campaign).id if args.campaign else None
         state = wire.RecordState(args.state) if args.state else None
         items = []
         for record in client.records(campaign_id=campaign_id, state=state):
@@ -263,19 +178,19 @@ def cmd_ls(args: argparse.Namespace) -> int:
     else:
         items = client.runs_page(limit=min(args.limit, 1000), state=args.state).items
     if args.json:
-        _dump(items)
+        output.dump(items)
     else:
-        print(_table([i.model_dump(mode="json") for i in items], LS_COLUMNS[args.what]))
+        print(output.table([i.model_dump(mode="json") for i in items], LS_COLUMNS[args.what]))
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     """Everything about one record."""
     client = _client(args)
-    (record_id,) = _record_ids(client, [args.record], args.campaign)
+    (record_id,) = refs.find_record_ids(client, [args.record], args.campaign)
     record = client.record(record_id)
     if args.json:
-        _dump(record)
+        output.dump(record)
         return 0
     for name in (
         "id",
@@ -288,13 +203,13 @@ def cmd_show(args: argparse.Namespace) -> int:
         "command",
         "error",
     ):
-        print(f"{name + ':':14}{_cell(getattr(record, name))}")
+        print(f"{name + ':':14}{output.cell(getattr(record, name))}")
     print(f"{'run_args:':14}{json.dumps(record.derived_run_args)}")
     print(f"{'result:':14}{json.dumps(record.result)}")
     print("\nruns:")
     runs = [r.model_dump(mode="json") for r in record.runs or []]
     print(
-        _table(
+        output.table(
             runs,
             ["id", "attempt", "agent_id", "state", "exit_code", "started_at", "ended_at", "error"],
         )
@@ -311,7 +226,7 @@ PAST = {"cancel": "cancelled", "retry": "re-queued"}
 def _change(verb: str) -> Callable[[argparse.Namespace], int]:
     def command(args: argparse.Namespace) -> int:
         client = _client(args)
-        ids = _record_ids(client, args.records, args.campaign)
+        ids = refs.find_record_ids(client, args.records, args.campaign)
         changed = getattr(client, verb)(ids).changed
         print(f"{PAST[verb]} {len(changed)} records")
         return 0
@@ -325,7 +240,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     client = _client(args)
     created = client.create_token(args.role, name=args.name)
     if args.json:
-        _dump(created)
+        output.dump(created)
     else:
         print(created.token)
     return 0
@@ -353,18 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     json_opt = argparse.ArgumentParser(add_help=False)
     json_opt.add_argument("--json", action="store_true", help="print JSON")
 
-    p = sub.add_parser("server", help="run the server")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument(
-        "--data-dir", help="database and tokens (default: $FARMHAND_DATA_DIR or ./farmhand-data)"
-    )
-    p.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite in the data dir)")
-    p.add_argument("--lease-ttl", type=float, help="seconds a lease lives unrenewed (60)")
-    p.add_argument(
-        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
-    )
-    p.set_defaults(func=cmd_server)
+    # Commands other packages provide (the server): listed here, dispatched in main().
+    for name, text in EXTERNAL.items():
+        sub.add_parser(name, help=text, add_help=False)
 
     p = sub.add_parser("agent", parents=[client_opts], help="run an agent")
     p.add_argument(
@@ -440,12 +346,29 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _external(name: str, argv: list[str]) -> int:
+    """Run a command another part of farmhand registered under `farmhand.commands`."""
+    found = entry_points(group="farmhand.commands", name=name)
+    if not found:
+        raise CliError(f"'{name}' is not installed: pip install 'farmhand[server]'")
+    try:
+        command = next(iter(found)).load()
+    except ImportError as exc:
+        raise CliError(
+            f"'{name}' needs the server extra: pip install 'farmhand[server]' ({exc})"
+        ) from exc
+    return command(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `farmhand` console script."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv and argv[0] in EXTERNAL:
+            return _external(argv[0], argv[1:])
+        args = build_parser().parse_args(argv)
         return args.func(args)
-    except (CliError, FarmhandError) as exc:
+    except (CliError, refs.RefError, FarmhandError) as exc:
         message = exc.detail if isinstance(exc, ApiError) else str(exc)
         print(f"farmhand: error: {message}", file=sys.stderr)
         return 1

@@ -36,3 +36,21 @@ def test_agent_help_runs_without_the_server_extra_loaded() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "--slots" in out.stdout
     assert "LOADED []" in out.stdout
+
+
+def test_no_agent_module_imports_server_side_packages() -> None:
+    """Also the lazy imports inside functions, which the sys.modules check cannot see."""
+    import ast
+    from pathlib import Path
+
+    agent_dir = Path(__file__).resolve().parent.parent / "agent"
+    offenders = []
+    for path in agent_dir.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            offenders += [f"{path.name}: {n}" for n in names if n.startswith(FORBIDDEN)]
+    assert offenders == []
