@@ -12,12 +12,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
-from sqlmodel import SQLModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from farmhand.agent import wire
-from farmhand.server import auth, leases
+from farmhand.server import auth, leases, migrate
 from farmhand.server.db import Database
 from farmhand.server.errors import FarmhandError
 from farmhand.server.notify import Wakeup
@@ -92,8 +91,19 @@ def create_app(settings: Settings) -> FastAPI:
 def _open(app: FastAPI, settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url)
-    SQLModel.metadata.create_all(db.engine)
+    try:
+        with migrate.startup_lock(db.engine):
+            _prepare(db, settings)
+    except Exception as exc:
+        log.error("cannot start on %s: %s", db.dialect, exc)
+        db.dispose()
+        raise
     app.state.db = db
+
+
+def _prepare(db: Database, settings: Settings) -> None:
+    """What every start does once: schema to head, admin token, grace for live leases."""
+    migrate.upgrade(db.engine)
     auth.bootstrap_admin(db, settings.data_dir, settings.admin_token)
     with db.write() as session:
         extended = leases.grant_grace(session, now=utcnow(), grace=settings.resolved_startup_grace)

@@ -8,8 +8,12 @@ import sys
 from collections.abc import Sequence
 
 import uvicorn
+from sqlalchemy.exc import OperationalError
 
+from farmhand.server import migrate
 from farmhand.server.app import create_app
+from farmhand.server.db import Database
+from farmhand.server.errors import SchemaError
 from farmhand.server.settings import Settings
 
 
@@ -24,6 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite in the data dir)")
     p.add_argument("--lease-ttl", type=float, help="seconds a lease lives unrenewed (60)")
     p.add_argument(
+        "--migrate-only",
+        action="store_true",
+        help="bring the database schema to this version's head, then exit",
+    )
+    p.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     return p
@@ -35,6 +44,8 @@ def main(argv: Sequence[str]) -> int:
     settings = Settings.from_env(
         data_dir=args.data_dir, database_url=args.database_url, lease_ttl=args.lease_ttl
     )
+    if args.migrate_only:
+        return _migrate_only(settings)
     print(
         f"farmhand server on http://{args.host}:{args.port} (API docs at /docs), "
         f"data in {settings.data_dir}",
@@ -47,4 +58,22 @@ def main(argv: Sequence[str]) -> int:
         log_level=args.log_level,
         access_log=args.log_level == "debug",
     )
+    return 0
+
+
+def _migrate_only(settings: Settings) -> int:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url)
+    try:
+        done = migrate.upgrade(db.engine)
+    except (SchemaError, OperationalError) as exc:
+        reason = str(exc).splitlines()[0]
+        print(f"farmhand server: cannot migrate the database: {reason}", file=sys.stderr)
+        return 1
+    finally:
+        db.dispose()
+    if done.changed:
+        print(f"database schema migrated from {done.before or 'empty'} to {done.after}")
+    else:
+        print(f"database schema is up to date (revision {done.after})")
     return 0

@@ -59,3 +59,10 @@ class Forbidden(FarmhandError):
 
     status = 403
     code = "forbidden"
+
+
+class SchemaError(FarmhandError):
+    """The database's schema cannot be used by this version of farmhand (startup refuses)."""
+
+    status = 500
+    code = "schema"

@@ -158,3 +158,7 @@ Index(
     sqlite_where=text("state = 'ready'"),
     postgresql_where=text("state = 'ready'"),
 )
+
+# Every table above, for Alembic (migrations compare against it; the server never calls
+# create_all: migrations build the schema).
+metadata = SQLModel.metadata

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlmodel import SQLModel
 
 from farmhand.agent.client import FarmhandClient
 from farmhand.agent.demo import free_port, wait_until_up
+from farmhand.server import migrate
 from farmhand.server.app import create_app
 from farmhand.server.db import Database
 from farmhand.server.settings import Settings
@@ -54,9 +54,9 @@ def new_database_url(backend: str, tmp_path: Path) -> Iterator[Callable[[], str]
 
 @pytest.fixture
 def db(new_database_url: Callable[[], str]) -> Iterator[Database]:
-    """A fresh database with every table."""
+    """A fresh database migrated to head (the path every server start takes)."""
     database = Database(new_database_url())
-    SQLModel.metadata.create_all(database.engine)
+    migrate.upgrade(database.engine)
     yield database
     database.dispose()
 

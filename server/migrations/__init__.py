@@ -1,0 +1,1 @@
+"""Alembic migrations for the server's database; `farmhand.server.migrate` drives them."""
