@@ -74,6 +74,7 @@ class _Outage:
 
     def back(self) -> None:
         if self.down:
+            # A warning, like the outage: under uvicorn only farmhand's warnings reach the log.
             log.warning("%s is back", self.what)
         self.down = False
 
