@@ -20,6 +20,7 @@ from farmhand.server import auth, leases, migrate
 from farmhand.server.db import Database
 from farmhand.server.errors import FarmhandError
 from farmhand.server.notify import Wakeup
+from farmhand.server.relay import start_relay
 from farmhand.server.routes import agents as agent_routes
 from farmhand.server.routes import campaigns as campaign_routes
 from farmhand.server.routes import leases as lease_routes
@@ -43,10 +44,14 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(_open, app, settings)
         app.state.wakeup.bind(asyncio.get_running_loop())
+        # Other replicas' wakeups (PostgreSQL LISTEN/NOTIFY); None keeps them in-process.
+        app.state.relay = start_relay(app.state.wakeup, settings.resolved_notify_url)
         sweeper = asyncio.create_task(_sweep(app, settings))
         try:
             yield
         finally:
+            if app.state.relay is not None:
+                await app.state.relay.stop()
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper

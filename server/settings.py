@@ -29,6 +29,15 @@ class Settings(BaseModel):
     claim_poll_interval: float = Field(
         default=1.0, gt=0, description="long-poll re-check interval when nothing wakes a claim"
     )
+    listen_notify: bool = Field(
+        default=True,
+        description="PostgreSQL: wake claims on other replicas through LISTEN/NOTIFY; turn off "
+        "behind a transaction-mode pooler unless notify_url is a direct connection",
+    )
+    notify_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL for LISTEN/NOTIFY, bypassing a pooler; default database_url",
+    )
 
     @property
     def resolved_database_url(self) -> str:
@@ -36,6 +45,13 @@ class Settings(BaseModel):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'farmhand.db').resolve()}"
+
+    @property
+    def resolved_notify_url(self) -> str | None:
+        """Where replicas LISTEN/NOTIFY; None when wakeups stay in-process (SQLite, or off)."""
+        if not self.listen_notify or self.resolved_database_url.startswith("sqlite"):
+            return None
+        return self.notify_url or self.resolved_database_url
 
     @property
     def resolved_startup_grace(self) -> float:

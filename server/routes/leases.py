@@ -38,9 +38,10 @@ async def claim(
             )
 
     while True:
+        seen = wakeup.generation  # a wakeup while the attempt runs must not be missed
         granted = await run_in_threadpool(attempt)
         remaining = deadline - time.monotonic()
         if granted or remaining <= 0:
             return wire.Leases(leases=granted)
         # Leases expire on the clock, not on an event: re-check at least every poll interval.
-        await wakeup.wait(min(remaining, settings.claim_poll_interval))
+        await wakeup.wait(min(remaining, settings.claim_poll_interval), since=seen)

@@ -8,14 +8,13 @@ and exactly one run is done.
 
 from __future__ import annotations
 
-import itertools
 import random
 import threading
-from collections import defaultdict
 
 from farmhand.agent import wire
 from farmhand.agent.client import Conflict, FarmhandClient
 from tests.conftest import LiveServer
+from tests.e2e.witness import assert_done_once_without_overlap, runs_by_record
 
 RECORDS = 5000
 CLAIMERS = 32
@@ -78,25 +77,10 @@ def test_concurrent_claims_never_share_a_record(live_server_factory) -> None:
     assert not errors, errors[:3]
     assert admin.campaign(campaign.id).counts[DONE] == RECORDS
 
-    runs_by_record: dict[int, list[wire.Run]] = defaultdict(list)
-    after = None
-    while True:
-        page = admin.runs_page(after=after, limit=1000)
-        for run in page.items:
-            runs_by_record[run.record_id].append(run)
-        if page.next is None:
-            break
-        after = page.next
-    assert len(runs_by_record) == RECORDS
-    for record_id, runs in runs_by_record.items():
-        assert [r.state for r in runs].count(wire.RunState.done) == 1, record_id
-        runs.sort(key=lambda r: r.claimed_at)
-        for earlier, later in itertools.pairwise(runs):
-            assert earlier.ended_at is not None, f"run {earlier.id} never ended"
-            assert earlier.ended_at <= later.claimed_at, (
-                f"record {record_id}: runs {earlier.id} and {later.id} overlap"
-            )
-    lost = {r.id for runs in runs_by_record.values() for r in runs if r.state == "lost"}
+    grouped = runs_by_record(admin)
+    assert len(grouped) == RECORDS
+    assert_done_once_without_overlap(grouped)
+    lost = {r.id for runs in grouped.values() for r in runs if r.state == "lost"}
     # Every lost run was abandoned, or its report came after its lease expired (these
     # claimers send no heartbeats); each such record was leased again and finished.
     assert lost == set(abandoned) | set(too_late)
