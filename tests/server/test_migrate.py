@@ -186,6 +186,16 @@ def test_database_at_each_revision_upgrades_with_its_data(
     check_seeded_data(make_api(database_url=url))  # the app migrates at start
 
 
+def test_queue_tables_get_their_autovacuum_settings_on_postgresql(
+    backend: str, db: Database
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("storage parameters are PostgreSQL's")
+    with db.engine.connect() as conn:
+        options = conn.execute(text("SELECT reloptions FROM pg_class WHERE relname = 'record'"))
+        assert {"fillfactor=90", "autovacuum_vacuum_scale_factor=0.01"} <= set(options.scalar())
+
+
 def test_database_made_before_migrations_is_stamped_then_upgraded(
     new_database_url: Callable[[], str], make_api: Callable[..., TestClient]
 ) -> None:
