@@ -22,6 +22,9 @@ MAX_RECORDS_PER_REQUEST = 10_000
 MAX_TAIL_BYTES = 16 * 1024
 MAX_CLAIM = 256
 MAX_WAIT_SECONDS = 60.0
+MAX_PARENTS = 1000
+#: Campaign names, datasets and tags: letters, digits and `._-`, starting with a letter or digit.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
 class RecordState(str, Enum):
@@ -51,6 +54,7 @@ class RunState(str, Enum):
     lost = "lost"
     released = "released"
     cancelled = "cancelled"
+    orphaned = "orphaned"
 
 
 LIVE_RUN_STATES = (RunState.leased, RunState.running)
@@ -62,6 +66,10 @@ class Role(str, Enum):
     admin = "admin"
     submitter = "submitter"
     agent = "agent"
+
+
+def _is_name(value: str) -> bool:
+    return value[0].isalnum() and all(c.isalnum() or c in "._-" for c in value)
 
 
 class Strict(BaseModel):
@@ -100,10 +108,16 @@ class ErrorBody(Loose):
 class CampaignCreate(Strict):
     """A new campaign; its version is one more than the highest of the same name."""
 
-    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    name: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
     software: str | None = Field(default=None, max_length=200)
     defaults: dict[str, Any] = Field(
         default_factory=dict, description="run_args every record inherits"
+    )
+    based_on: str | None = Field(
+        default=None,
+        max_length=220,
+        description="the campaign this one follows, `NAME:VERSION` (or `NAME`: its latest)",
+        examples=["relax:3"],
     )
 
 
@@ -115,8 +129,12 @@ class Campaign(Loose):
     version: int
     software: str | None = None
     defaults: dict[str, Any] = Field(default_factory=dict)
+    based_on: str | None = Field(default=None, description="`NAME:VERSION` it follows")
     created_at: datetime
-    started_at: datetime | None = None
+    started_at: datetime | None = Field(default=None, description="first claim")
+    finished_at: datetime | None = Field(
+        default=None, description="when its last unfinished record ended; reset by new work"
+    )
     counts: dict[RecordState, int] = Field(default_factory=dict)
 
 
@@ -128,8 +146,23 @@ class RecordSpec(Strict):
 
     key: str = Field(min_length=1, max_length=MAX_KEY_LENGTH)
     command: str = Field(min_length=1, max_length=MAX_COMMAND_LENGTH)
-    priority: int = 0
+    priority: int = Field(default=0, description="higher is claimed first, then submission order")
     run_args: dict[str, Any] = Field(default_factory=dict)
+    parents: list[str | int] = Field(
+        default_factory=list,
+        max_length=MAX_PARENTS,
+        description="keys (same campaign) or ids of records that must be done first",
+    )
+    dataset: str | None = Field(default=None, max_length=200, pattern=NAME_PATTERN)
+    tags: list[str] = Field(default_factory=list, max_length=64)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags_are_names(cls, value: list[str]) -> list[str]:
+        for tag in value:
+            if not tag or len(tag) > 100 or not _is_name(tag):
+                raise ValueError(f"tag {tag!r} must be 1-100 letters, digits or ._- characters")
+        return sorted(set(value))
 
     @field_validator("command")
     @classmethod
@@ -140,10 +173,17 @@ class RecordSpec(Strict):
 
 
 class RecordsCreate(Strict):
-    """Bulk submission into one campaign. Keys already present are skipped."""
+    """Bulk submission into one campaign.
+
+    A key already in the campaign is skipped (the default); with `force` a record that is not
+    done gets the new spec and is re-queued; a done one is rerun only with
+    `force_ignores_success` as well.
+    """
 
     campaign_id: int
     records: list[RecordSpec] = Field(min_length=1, max_length=MAX_RECORDS_PER_REQUEST)
+    force: bool = False
+    force_ignores_success: bool = False
 
 
 class RecordsCreated(Loose):
@@ -151,6 +191,7 @@ class RecordsCreated(Loose):
 
     created: int
     skipped: int
+    replaced: int = Field(default=0, description="existing records given the new spec (force)")
     skipped_keys: list[str] = Field(default_factory=list, description="at most the first 100")
 
 
@@ -169,6 +210,9 @@ class Run(Loose):
     error: str | None = None
     stdout_tail: str | None = None
     stderr_tail: str | None = None
+    run_args: dict[str, Any] | None = Field(
+        default=None, description="temporary run_args this attempt ran with (from a retry)"
+    )
 
 
 class Record(Loose):
@@ -180,7 +224,17 @@ class Record(Loose):
     command: str
     priority: int
     run_args: dict[str, Any] = Field(default_factory=dict)
-    derived_run_args: dict[str, Any] = Field(default_factory=dict)
+    temporary_run_args: dict[str, Any] | None = Field(
+        default=None, description="given by a retry; used until the record ends again"
+    )
+    derived_run_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the effective set: campaign defaults, then run_args, then temporary ones",
+    )
+    dataset: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    parents: list[str] = Field(default_factory=list, description="keys of its parents")
+    children: list[str] | None = Field(default=None, description="only on GET /records/{id}")
     state: RecordState
     attempts: int
     max_attempts: int
@@ -197,10 +251,39 @@ class RecordIds(Strict):
     ids: list[int] = Field(min_length=1, max_length=MAX_RECORDS_PER_REQUEST)
 
 
+class RecordsRetry(Strict):
+    """Re-queue records: by id, or every orphan (of one campaign).
+
+    Failed, cancelled and orphaned records are retried; others are skipped with the reason,
+    unless `force` (re-queue records that are waiting, ready or leased: a live run is
+    cancelled) and `force_ignores_success` (rerun done records as well). `run_args` are
+    temporary: they apply until the record ends again, and each run keeps the set it ran with.
+    """
+
+    ids: list[int] = Field(default_factory=list, max_length=MAX_RECORDS_PER_REQUEST)
+    orphans: bool = Field(default=False, description="also every orphaned record")
+    campaign_id: int | None = Field(default=None, description="limits `orphans`")
+    force: bool = False
+    force_ignores_success: bool = False
+    run_args: dict[str, Any] | None = None
+
+
+class Skipped(Loose):
+    """A record an operation left alone, and why."""
+
+    id: int
+    key: str
+    reason: str
+
+
 class RecordsChanged(Loose):
-    """Records a cancel or retry changed."""
+    """Records a cancel or retry changed, and the ones it skipped."""
 
     changed: list[int]
+    skipped: list[Skipped] = Field(default_factory=list)
+    reopened: int = Field(
+        default=0, description="descendants that had failed upstream, waiting again"
+    )
 
 
 # --- agents, leases and runs -------------------------------------------------------------
@@ -258,7 +341,21 @@ class ClaimRequest(Strict):
     agent_id: int
     max_records: int = Field(default=1, ge=1, le=MAX_CLAIM)
     wait: float = Field(default=0.0, ge=0.0, le=MAX_WAIT_SECONDS)
-    campaign_id: int | None = None
+    campaign_id: int | None = Field(default=None, description="one campaign (see campaign_ids)")
+    campaign_ids: list[int] | None = Field(
+        default=None, max_length=1000, description="only records of these campaigns"
+    )
+    datasets: list[str] | None = Field(
+        default=None, max_length=1000, description="only records of these datasets"
+    )
+
+
+class ParentResult(Loose):
+    """A parent of a leased record: its key and result document (`results.json`)."""
+
+    record_id: int
+    key: str
+    result: dict[str, Any] | list[Any] | None = None
 
 
 class Lease(Loose):
@@ -272,7 +369,8 @@ class Lease(Loose):
     key: str
     command: str
     attempt: int
-    run_args: dict[str, Any] = Field(default_factory=dict)
+    run_args: dict[str, Any] = Field(default_factory=dict, description="the effective set")
+    parents: list[ParentResult] = Field(default_factory=list)
 
 
 class Leases(Loose):
@@ -312,6 +410,15 @@ class RunRelease(Strict):
 
     token: str
     reason: str = Field(default="released by agent", max_length=1024)
+
+
+class RunOrphan(Strict):
+    """The agent cannot run the record as specified (unknown runner, missing input, the run
+    directory cannot be staged): the record is kept as `orphaned` with the reason, and no
+    attempt is spent."""
+
+    token: str
+    reason: str = Field(min_length=1, max_length=4096)
 
 
 class RunAck(Loose):

@@ -73,7 +73,7 @@ def current(engine: Engine) -> str | None:
 def upgrade(engine: Engine, target: str = "head") -> Migrated:
     """Migrate the database to `target` (default: head) and say what changed."""
     scripts = ScriptDirectory.from_config(config())
-    with engine.begin() as conn:
+    with engine.connect() as conn, _foreign_keys_deferred(conn), conn.begin():
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         before = MigrationContext.configure(conn).get_current_revision()
@@ -90,10 +90,40 @@ def upgrade(engine: Engine, target: str = "head") -> Migrated:
             before = BASELINE
         command.upgrade(cfg, target)
         after = MigrationContext.configure(conn).get_current_revision()
+        _check_foreign_keys(conn)
     assert after is not None
     if before != after:
         log.info("database schema migrated from %s to %s", before or "empty", after)
     return Migrated(before=before, after=after)
+
+
+@contextmanager
+def _foreign_keys_deferred(conn: Connection) -> Iterator[None]:
+    """SQLite: switch foreign keys off while migrating.
+
+    Batch mode rebuilds a table (create new, copy, drop old, rename); with foreign keys on,
+    dropping a table other tables point at fails. The pragma only works outside a
+    transaction, so it goes to the driver connection before SQLAlchemy begins one; the
+    migrated data is checked with `foreign_key_check` before the commit instead.
+    """
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    driver.execute("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        driver.execute("PRAGMA foreign_keys=ON")
+
+
+def _check_foreign_keys(conn: Connection) -> None:
+    if conn.dialect.name != "sqlite":
+        return
+    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if broken:
+        raise SchemaError(f"migration left rows pointing at nothing: {broken[:5]}")
 
 
 @contextmanager

@@ -1,15 +1,16 @@
-"""Records: bulk create, list with keyset pagination, get with runs, cancel and retry."""
+"""Records: list with keyset pagination, get with runs, cancel and retry (submission is in
+`submit.py`)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, select, update
 from sqlmodel import Session
 
 from farmhand.agent import wire
-from farmhand.server import states
+from farmhand.server import dependencies, states
 from farmhand.server.db import literal_in
 from farmhand.server.errors import Invalid, NotFound
 from farmhand.server.leases import derive_run_args
@@ -18,72 +19,10 @@ from farmhand.server.tables import Campaign, Record, RecordResult, Run
 
 REC = Record.__table__
 RUN = Run.__table__
+RESULT = RecordResult.__table__
+LIVE_RUN = [s.value for s in wire.LIVE_RUN_STATES]
+S = wire.RecordState
 MAX_PAGE = 1000
-_CHUNK = 500
-
-
-def _max_attempts(run_args: dict[str, Any], default: int, where: str) -> int:
-    value = run_args.get("max_attempts", default)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise Invalid(f"{where}: run_args.max_attempts must be a whole number >= 1, got {value!r}")
-    return value
-
-
-def create(
-    session: Session,
-    *,
-    body: wire.RecordsCreate,
-    now: datetime,
-    default_max_attempts: int,
-    max_command_length: int,
-) -> wire.RecordsCreated:
-    """Insert the records whose keys are new to the campaign; skip the rest."""
-    campaign = session.get(Campaign, body.campaign_id)
-    if campaign is None:
-        raise NotFound(f"campaign {body.campaign_id} does not exist")
-    seen: set[str] = set()
-    for spec in body.records:
-        if spec.key in seen:
-            raise Invalid(f"key '{spec.key}' appears twice in this request")
-        seen.add(spec.key)
-        if len(spec.command) > max_command_length:
-            raise Invalid(
-                f"record '{spec.key}': command is {len(spec.command)} characters; "
-                f"the limit is {max_command_length}"
-            )
-    campaign_default = _max_attempts(
-        campaign.defaults, default_max_attempts, f"campaign '{campaign.name}'"
-    )
-    existing: set[str] = set()
-    keys = list(seen)
-    for start in range(0, len(keys), _CHUNK):
-        existing.update(
-            session.execute(
-                select(REC.c.key).where(
-                    REC.c.campaign_id == campaign.id, REC.c.key.in_(keys[start : start + _CHUNK])
-                )
-            ).scalars()
-        )
-    rows = [
-        {
-            "campaign_id": campaign.id,
-            "key": spec.key,
-            "command": spec.command,
-            "priority": spec.priority,
-            "run_args": spec.run_args,
-            "state": wire.RecordState.ready.value,
-            "attempts": 0,
-            "max_attempts": _max_attempts(spec.run_args, campaign_default, f"record '{spec.key}'"),
-            "created_at": now,
-            "updated_at": now,
-        }
-        for spec in body.records
-        if spec.key not in existing
-    ]
-    if rows:
-        session.execute(insert(REC), rows)
-    skipped = [spec.key for spec in body.records if spec.key in existing]
-    return wire.RecordsCreated(created=len(rows), skipped=len(skipped), skipped_keys=skipped[:100])
 
 
 def list_(
@@ -94,6 +33,7 @@ def list_(
     campaign_id: int | None = None,
     state: wire.RecordState | None = None,
     key: str | None = None,
+    dataset: str | None = None,
 ) -> wire.Page[wire.Record]:
     """A page of records in id order; `next` is the `after` of the following page."""
     limit = max(1, min(limit, MAX_PAGE))
@@ -111,11 +51,14 @@ def list_(
         stmt = stmt.where(Record.state == state.value)
     if key is not None:
         stmt = stmt.where(Record.key == key)
+    if dataset is not None:
+        stmt = stmt.where(Record.dataset == dataset)
     rows = session.execute(stmt).all()
     more = len(rows) > limit
     rows = rows[:limit]
     defaults = _defaults(session, {row.Record.campaign_id for row in rows})
-    items = [_out(row.Record, row.document, defaults) for row in rows]
+    parents = dependencies.parents_of(session, [row.Record.id for row in rows])
+    items = [_out(row.Record, row.document, defaults, parents) for row in rows]
     return wire.Page[wire.Record](items=items, next=items[-1].id if more else None)
 
 
@@ -126,10 +69,14 @@ def get(session: Session, record_id: int) -> wire.Record:
         raise NotFound(f"record {record_id} does not exist")
     result = session.get(RecordResult, record_id)
     out = _out(
-        record, result.document if result else None, _defaults(session, {record.campaign_id})
+        record,
+        result.document if result else None,
+        _defaults(session, {record.campaign_id}),
+        dependencies.parents_of(session, [record_id]),
     )
     runs = session.execute(select(Run).where(Run.record_id == record_id).order_by(Run.id))
     out.runs = [wire.Run.model_validate(run) for run in runs.scalars()]
+    out.children = dependencies.children_of(session, record_id)
     return out
 
 
@@ -146,48 +93,100 @@ def _load(session: Session, ids: list[int]) -> list[Record]:
 
 
 def cancel(session: Session, *, ids: list[int], now: datetime) -> list[int]:
-    """Cancel records; a leased one's run is cancelled too (its agent hears at heartbeat)."""
+    """Cancel records (all or nothing); a leased one's run is cancelled too (its agent hears
+    at its next heartbeat); waiting descendants fail upstream."""
     records = _load(session, ids)
+    leased = [r.id for r in records if r.state in states.LEASED]
     for record in records:
-        leased = record.state in states.LEASED
         record.state = states.transition(
             Event.cancel, record.state, what=f"record '{record.key}'"
         ).value
-        if leased and record.run_id is not None:
-            session.execute(
-                update(RUN)
-                .where(
-                    RUN.c.id == record.run_id,
-                    literal_in(RUN.c.state, [s.value for s in wire.LIVE_RUN_STATES]),
-                )
-                .values(
-                    state=wire.RunState.cancelled.value,
-                    ended_at=now,
-                    error="record cancelled by a user",
-                )
-            )
+    stop_live_runs(session, record_ids=leased, now=now, reason="record cancelled by a user")
+    for record in records:
         record.error = "cancelled by a user"
         record.agent_id = None
         record.lease_expires_at = None
+        record.temporary_run_args = None
         record.updated_at = now
         session.add(record)
     session.flush()
+    dependencies.fail_downstream(session, {r.id: r.key for r in records}, now=now)
     return [r.id for r in records]
 
 
-def retry(session: Session, *, ids: list[int], now: datetime) -> list[int]:
-    """Re-queue failed, cancelled or orphaned records with a fresh set of attempts."""
+# Why a retry skips a record (the retry table: states x flags, see `retry_decision`).
+RETRY_DONE = "is done; rerun it with --force --force-ignores-success"
+RETRY_LIVE = "is {state}; re-queue it anyway with --force"
+
+
+def retry_decision(state: S, *, force: bool, force_ignores_success: bool) -> str | None:
+    """None when a retry re-queues a record in `state`, else why it is skipped."""
+    if state in states.sources(Event.retry):
+        return None
+    if state == S.done:
+        return None if force and force_ignores_success else RETRY_DONE
+    return None if force else RETRY_LIVE.format(state=state.value)
+
+
+def retry(session: Session, *, body: wire.RecordsRetry, now: datetime) -> wire.RecordsChanged:
+    """Re-queue records with fresh attempts (see `wire.RecordsRetry`); descendants that had
+    failed upstream because of them wait again."""
+    if body.force_ignores_success and not body.force:
+        raise Invalid("force_ignores_success needs force as well")
+    ids = list(body.ids)
+    if body.orphans:
+        orphans = select(REC.c.id).where(REC.c.state == S.orphaned.value).order_by(REC.c.id)
+        if body.campaign_id is not None:
+            orphans = orphans.where(REC.c.campaign_id == body.campaign_id)
+        ids += [i for i in session.execute(orphans).scalars() if i not in set(ids)]
+    if not ids:
+        return wire.RecordsChanged(changed=[])
     records = _load(session, ids)
+    changed, skipped = [], []
     for record in records:
-        record.state = states.transition(
-            Event.retry, record.state, what=f"record '{record.key}'"
-        ).value
+        reason = retry_decision(
+            S(record.state), force=body.force, force_ignores_success=body.force_ignores_success
+        )
+        if reason is not None:
+            skipped.append(wire.Skipped(id=record.id, key=record.key, reason=reason))
+        else:
+            changed.append(record)
+    stop_live_runs(
+        session,
+        record_ids=[r.id for r in changed if r.state in states.LEASED],
+        now=now,
+        reason="record re-queued by a forced retry",
+    )
+    for record in changed:
+        record.state = S.ready.value
         record.attempts = 0
         record.error = None
+        record.agent_id = None
+        record.lease_expires_at = None
+        record.temporary_run_args = body.run_args
         record.updated_at = now
         session.add(record)
     session.flush()
-    return [r.id for r in records]
+    ids = [r.id for r in changed]
+    if ids:
+        session.execute(delete(RESULT).where(RESULT.c.record_id.in_(ids)))
+    dependencies.settle(session, ids, now=now)
+    reopened = dependencies.reopen(session, ids, {r.id: r.key for r in changed}, now=now)
+    return wire.RecordsChanged(changed=ids, skipped=skipped, reopened=reopened)
+
+
+def stop_live_runs(session: Session, *, record_ids: list[int], now: datetime, reason: str) -> int:
+    """Cancel the live runs of these records (their agents hear at the next heartbeat).
+
+    Call it with the records already locked: records first, then runs.
+    """
+    if not record_ids:
+        return 0
+    return session.execute(
+        update(RUN)
+        .where(RUN.c.record_id.in_(record_ids), literal_in(RUN.c.state, LIVE_RUN))
+        .values(state=wire.RunState.cancelled.value, ended_at=now, error=reason)
+    ).rowcount
 
 
 def _defaults(session: Session, campaign_ids: set[int]) -> dict[int, dict[str, Any]]:
@@ -199,11 +198,19 @@ def _defaults(session: Session, campaign_ids: set[int]) -> dict[int, dict[str, A
     return dict(rows.all())
 
 
-def _out(record: Record, document: Any, defaults: dict[int, dict[str, Any]]) -> wire.Record:
+def _out(
+    record: Record,
+    document: Any,
+    defaults: dict[int, dict[str, Any]],
+    parents: dict[int, list[tuple[int, str]]],
+) -> wire.Record:
     return wire.Record.model_validate(
         {
             **record.model_dump(),
             "result": document,
-            "derived_run_args": derive_run_args(defaults.get(record.campaign_id), record.run_args),
+            "parents": [key for _, key in parents.get(record.id or 0, [])],
+            "derived_run_args": derive_run_args(
+                defaults.get(record.campaign_id), record.run_args, record.temporary_run_args
+            ),
         }
     )

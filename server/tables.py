@@ -45,6 +45,16 @@ def _json(**kwargs: Any) -> Any:
     return Field(default_factory=dict, sa_column=Column(JSON, nullable=False, **kwargs))
 
 
+def _json_list() -> Any:
+    return Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default=text("'[]'"))
+    )
+
+
+def _json_or_null() -> Any:
+    return Field(default=None, sa_column=Column(JSON, nullable=True))
+
+
 class Campaign(SQLModel, table=True):
     """A named, versioned group of records."""
 
@@ -55,8 +65,10 @@ class Campaign(SQLModel, table=True):
     version: int = 1
     software: str | None = None
     defaults: dict[str, Any] = _json()
+    based_on_id: int | None = Field(default=None, foreign_key="campaign.id")
     created_at: datetime = _when(now=True)
     started_at: datetime | None = _when()
+    finished_at: datetime | None = _when()
 
 
 class Record(SQLModel, table=True):
@@ -72,6 +84,7 @@ class Record(SQLModel, table=True):
             postgresql_where=text("state IN ('claimed', 'running')"),
         ),
         Index("ix_record_agent", "agent_id"),
+        Index("ix_record_campaign_dataset", "campaign_id", "dataset"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -80,6 +93,15 @@ class Record(SQLModel, table=True):
     command: str = Field(sa_column=Column(Text, nullable=False))
     priority: int = 0
     run_args: dict[str, Any] = _json()
+    temporary_run_args: dict[str, Any] | None = _json_or_null()
+    dataset: str | None = None
+    tags: list[str] = _json_list()
+    # What the claim matches agents against, from the effective run_args at submission.
+    runner: str = Field(default="subprocess", sa_column_kwargs={"server_default": "subprocess"})
+    cores: float | None = None
+    gpus: int | None = None
+    memory_mb: int | None = None
+    walltime: float | None = None
     state: str = "ready"
     attempts: int = 0
     max_attempts: int = 3
@@ -89,6 +111,16 @@ class Record(SQLModel, table=True):
     lease_expires_at: datetime | None = _when()
     created_at: datetime = _when(now=True)
     updated_at: datetime = _when(now=True)
+
+
+class RecordParent(SQLModel, table=True):
+    """An edge of the dependency graph: `record_id` waits for `parent_id` to be done."""
+
+    __tablename__ = "record_parent"
+    __table_args__ = (Index("ix_record_parent_parent", "parent_id"),)
+
+    record_id: int = Field(primary_key=True, foreign_key="record.id")
+    parent_id: int = Field(primary_key=True, foreign_key="record.id")
 
 
 class RecordResult(SQLModel, table=True):
@@ -119,6 +151,7 @@ class Run(SQLModel, table=True):
     error: str | None = Field(default=None, sa_column=Column(Text))
     stdout_tail: str | None = Field(default=None, sa_column=Column(Text))
     stderr_tail: str | None = Field(default=None, sa_column=Column(Text))
+    run_args: dict[str, Any] | None = _json_or_null()
     report: str | None = Field(
         default=None, sa_column=Column(Text), description="digest of the final report (idempotency)"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 
 from farmhand.agent import wire
-from farmhand.server import records
+from farmhand.server import records, submit
 from farmhand.server.routes.deps import DbDep, NowDep, SettingsDep, SubmitterDep, WakeupDep
 
 router = APIRouter(tags=["records"])
@@ -15,7 +15,7 @@ router = APIRouter(tags=["records"])
     "/records",
     status_code=201,
     response_model=wire.RecordsCreated,
-    summary="Submit records in bulk (existing keys are skipped)",
+    summary="Submit records in bulk (skip, or force-replace, existing keys)",
 )
 def create_records(
     body: wire.RecordsCreate,
@@ -25,16 +25,18 @@ def create_records(
     wakeup: WakeupDep,
     _: SubmitterDep,
 ) -> wire.RecordsCreated:
-    """Create records in one campaign; keys the campaign already has are skipped."""
+    """Create records in one campaign. Keys the campaign already has are skipped, or with
+    `force` replaced and queued again (`force_ignores_success`: done ones too). Records with
+    `parents` wait until every parent is done; an unknown parent or a cycle is a 422."""
     with db.write() as session:
-        answer = records.create(
+        answer = submit.create(
             session,
             body=body,
             now=now,
             default_max_attempts=settings.max_attempts,
             max_command_length=settings.max_command_length,
         )
-    if answer.created:
+    if answer.created or answer.replaced:
         wakeup.notify()
     return answer
 
@@ -46,13 +48,20 @@ def list_records(
     campaign_id: int | None = None,
     state: wire.RecordState | None = None,
     key: str | None = None,
+    dataset: str | None = None,
     after: int | None = Query(None, description="id to continue after (keyset)"),
     limit: int = Query(100, ge=1, le=records.MAX_PAGE),
 ) -> wire.Page[wire.Record]:
     """Records in id order, filtered; follow `next` for the following page."""
     with db.read() as session:
         return records.list_(
-            session, after=after, limit=limit, campaign_id=campaign_id, state=state, key=key
+            session,
+            after=after,
+            limit=limit,
+            campaign_id=campaign_id,
+            state=state,
+            key=key,
+            dataset=dataset,
         )
 
 
@@ -73,7 +82,8 @@ def cancel_records(
 ) -> wire.RecordsChanged:
     """Cancel records; running ones are stopped by their agent at its next heartbeat.
 
-    All or nothing: if any record cannot be cancelled, none is (409 naming it).
+    All or nothing: if any record cannot be cancelled, none is (409 naming it). Waiting
+    descendants of a cancelled record fail with "upstream failed: <key>".
     """
     with db.write() as session:
         return wire.RecordsChanged(changed=records.cancel(session, ids=body.ids, now=now))
@@ -81,10 +91,17 @@ def cancel_records(
 
 @router.post("/records/retry", response_model=wire.RecordsChanged, summary="Retry records")
 def retry_records(
-    body: wire.RecordIds, db: DbDep, now: NowDep, wakeup: WakeupDep, _: SubmitterDep
+    body: wire.RecordsRetry, db: DbDep, now: NowDep, wakeup: WakeupDep, _: SubmitterDep
 ) -> wire.RecordsChanged:
-    """Re-queue failed, cancelled or orphaned records with fresh attempts (all or nothing)."""
+    """Re-queue failed, cancelled or orphaned records (or every orphan) with fresh attempts.
+
+    Records in other states are skipped with the reason unless `force` (and, for done ones,
+    `force_ignores_success`). `run_args` given here are temporary: they apply until the
+    record ends again. Descendants that had failed upstream because of a retried record wait
+    again. Unknown ids are a 404 and nothing changes.
+    """
     with db.write() as session:
-        changed = records.retry(session, ids=body.ids, now=now)
-    wakeup.notify()
-    return wire.RecordsChanged(changed=changed)
+        answer = records.retry(session, body=body, now=now)
+    if answer.changed:
+        wakeup.notify()
+    return answer

@@ -8,7 +8,7 @@ import pytest
 from sqlmodel import select
 
 from farmhand.agent import wire
-from farmhand.server import agents, campaigns, leases, records
+from farmhand.server import agents, campaigns, leases, submit
 from farmhand.server.db import Database
 from farmhand.server.errors import Conflict, NotFound
 from farmhand.server.tables import Record, Run
@@ -29,7 +29,7 @@ def setup(db: Database, n: int = 3, **run_args: object) -> tuple[int, int]:
             wire.RecordSpec(key=f"k{i}", command="true", priority=0, run_args=run_args)
             for i in range(n)
         ]
-        records.create(
+        submit.create(
             s,
             body=wire.RecordsCreate(campaign_id=c.id, records=specs),
             now=T0,
@@ -65,7 +65,7 @@ def test_claim_hands_each_record_out_once_in_priority_order(db: Database) -> Non
     a1, a2 = setup(db, 3)
     with db.write() as s:
         c = campaigns.create(s, spec=wire.CampaignCreate(name="urgent"))
-        records.create(
+        submit.create(
             s,
             body=wire.RecordsCreate(
                 campaign_id=c.id, records=[wire.RecordSpec(key="hot", command="true", priority=5)]

@@ -112,7 +112,7 @@ def _advance_sequences(conn: Connection) -> None:
 
 # The rows each revision can hold. Adding a revision? Add a seed for the one before it, so
 # the upgrade from it is tested with data in the database.
-SEEDS: dict[str, Callable[[Connection], None]] = {"0001": seed_0001}
+SEEDS: dict[str, Callable[[Connection], None]] = {"0001": seed_0001, "0002": seed_0001}
 
 
 def revisions() -> list[str]:

@@ -91,7 +91,7 @@ def test_cancel_reaches_the_agent_through_its_heartbeat(api: TestClient) -> None
     lease, other = claim(api, a, 2)
     api.post(f"{API}/runs/{lease['run_id']}/start", json={"token": lease["token"]})
     r = api.post(f"{API}/records/cancel", json={"ids": [lease["record_id"]]})
-    assert r.status_code == 200 and r.json() == {"changed": [lease["record_id"]]}
+    assert r.status_code == 200 and r.json()["changed"] == [lease["record_id"]]
     beat = api.post(
         f"{API}/agents/{a}/heartbeat", json={"run_ids": [lease["run_id"], other["run_id"]]}
     ).json()
@@ -110,7 +110,9 @@ def test_illegal_transition_names_both_states(api: TestClient) -> None:
     assert r.status_code == 409
     assert "from done to cancelled" in r.json()["detail"]
     r = api.post(f"{API}/records/retry", json={"ids": [lease["record_id"]]})
-    assert r.status_code == 409 and "from done to ready" in r.json()["detail"]
+    assert r.status_code == 200 and r.json()["changed"] == []
+    (skipped,) = r.json()["skipped"]
+    assert skipped["key"] == "k" and "--force --force-ignores-success" in skipped["reason"]
 
 
 def test_retry_gives_fresh_attempts(api: TestClient) -> None:
@@ -166,7 +168,7 @@ def test_skipped_keys_are_reported(api: TestClient) -> None:
             "records": [{"key": "b", "command": "x"}, {"key": "c", "command": "y"}],
         },
     )
-    assert r.json() == {"created": 1, "skipped": 1, "skipped_keys": ["b"]}
+    assert r.json() == {"created": 1, "skipped": 1, "replaced": 0, "skipped_keys": ["b"]}
 
 
 def test_a_draining_agent_renews_but_gets_no_new_leases(api: TestClient) -> None:
