@@ -20,6 +20,7 @@ from farmhand.agent import wire
 from farmhand.server import auth, leases
 from farmhand.server.db import Database
 from farmhand.server.errors import FarmhandError
+from farmhand.server.logs import RequestIdMiddleware
 from farmhand.server.notify import Wakeup
 from farmhand.server.routes import agents as agent_routes
 from farmhand.server.routes import campaigns as campaign_routes
@@ -77,6 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
     _add_error_handlers(app)
     _add_body_limit(app, settings.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)  # outermost: even a 413 carries X-Request-ID
 
     @app.get("/healthz", response_model=wire.Health, tags=["health"], summary="Liveness")
     def healthz(request: Request) -> wire.Health:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -28,6 +29,9 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     claim_poll_interval: float = Field(
         default=1.0, gt=0, description="long-poll re-check interval when nothing wakes a claim"
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="server log lines: text, or one JSON object per line"
     )
 
     @property
