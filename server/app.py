@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from farmhand.agent import wire
-from farmhand.server import auth, leases
+from farmhand.server import auth, leases, metrics
 from farmhand.server.db import Database
 from farmhand.server.errors import FarmhandError
 from farmhand.server.logs import RequestIdMiddleware
@@ -78,6 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
     _add_error_handlers(app)
     _add_body_limit(app, settings.max_body_bytes)
+    metrics.mount(app)  # /metrics
     app.add_middleware(RequestIdMiddleware)  # outermost: even a 413 carries X-Request-ID
 
     @app.get("/healthz", response_model=wire.Health, tags=["health"], summary="Liveness")
