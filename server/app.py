@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from farmhand.agent import wire
-from farmhand.server import auth, leases, metrics
+from farmhand.server import auth, leases, metrics, pages
 from farmhand.server.db import Database
 from farmhand.server.errors import FarmhandError
 from farmhand.server.logs import RequestIdMiddleware
@@ -59,6 +59,8 @@ def create_app(settings: Settings) -> FastAPI:
         version=VERSION,
         summary="Leases for ten thousand to ten million calculations on HPC machines.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc are served by `pages`, from local files (no CDN)
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.wakeup = Wakeup()
@@ -78,6 +80,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
     _add_error_handlers(app)
     _add_body_limit(app, settings.max_body_bytes)
+    pages.mount(app)  # status pages, /static, /docs, /redoc
     metrics.mount(app)  # /metrics
     app.add_middleware(RequestIdMiddleware)  # outermost: even a 413 carries X-Request-ID
 

@@ -48,7 +48,7 @@ def main(argv: Sequence[str]) -> int:
     # Configured here rather than by uvicorn, so the first line is in the chosen format too.
     logging.config.dictConfig(logs.config(settings.log_format, args.log_level))
     logging.getLogger("farmhand.server").info(
-        "farmhand server on http://%s:%d (API docs at /docs), data in %s",
+        "farmhand server on http://%s:%d (status pages at /, API docs at /docs), data in %s",
         args.host,
         args.port,
         settings.data_dir,

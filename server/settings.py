@@ -33,6 +33,9 @@ class Settings(BaseModel):
     log_format: Literal["text", "json"] = Field(
         default="text", description="server log lines: text, or one JSON object per line"
     )
+    page_refresh: float = Field(
+        default=3.0, gt=0, description="seconds between the status pages' live refreshes"
+    )
 
     @property
     def resolved_database_url(self) -> str:
