@@ -33,3 +33,4 @@ clean:
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.claims
+	$(BIN)/python -m bench.overview
