@@ -34,3 +34,4 @@ clean:
 bench: $(STAMP)
 	$(BIN)/python -m bench.claims
 	$(BIN)/python -m bench.replicas
+	$(BIN)/python -m bench.overview

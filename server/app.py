@@ -16,9 +16,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from farmhand.agent import wire
-from farmhand.server import auth, leases, migrate
+from farmhand.server import auth, leases, metrics, migrate, pages
 from farmhand.server.db import Database
 from farmhand.server.errors import FarmhandError
+from farmhand.server.logs import RequestIdMiddleware
 from farmhand.server.notify import Wakeup
 from farmhand.server.relay import start_relay
 from farmhand.server.routes import agents as agent_routes
@@ -62,6 +63,8 @@ def create_app(settings: Settings) -> FastAPI:
         version=VERSION,
         summary="Leases for ten thousand to ten million calculations on HPC machines.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc are served by `pages`, from local files (no CDN)
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.wakeup = Wakeup()
@@ -81,6 +84,9 @@ def create_app(settings: Settings) -> FastAPI:
         )
     _add_error_handlers(app)
     _add_body_limit(app, settings.max_body_bytes)
+    pages.mount(app)  # status pages, /static, /docs, /redoc
+    metrics.mount(app)  # /metrics
+    app.add_middleware(RequestIdMiddleware)  # outermost: even a 413 carries X-Request-ID
 
     @app.get("/healthz", response_model=wire.Health, tags=["health"], summary="Liveness")
     def healthz(request: Request) -> wire.Health:

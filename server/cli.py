@@ -4,13 +4,15 @@ CLI dispatches to it without importing the server."""
 from __future__ import annotations
 
 import argparse
+import logging
+import logging.config
 import sys
 from collections.abc import Sequence
 
 import uvicorn
 from sqlalchemy.exc import OperationalError
 
-from farmhand.server import migrate
+from farmhand.server import logs, migrate
 from farmhand.server.app import create_app
 from farmhand.server.db import Database
 from farmhand.server.errors import SchemaError
@@ -35,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
+    p.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        help="text, or one JSON object per line (default: $FARMHAND_LOG_FORMAT or text)",
+    )
     return p
 
 
@@ -42,19 +49,26 @@ def main(argv: Sequence[str]) -> int:
     """Run the server until it is interrupted."""
     args = build_parser().parse_args(argv)
     settings = Settings.from_env(
-        data_dir=args.data_dir, database_url=args.database_url, lease_ttl=args.lease_ttl
+        data_dir=args.data_dir,
+        database_url=args.database_url,
+        lease_ttl=args.lease_ttl,
+        log_format=args.log_format,
     )
     if args.migrate_only:
         return _migrate_only(settings)
-    print(
-        f"farmhand server on http://{args.host}:{args.port} (API docs at /docs), "
-        f"data in {settings.data_dir}",
-        file=sys.stderr,
+    # Configured here rather than by uvicorn, so the first line is in the chosen format too.
+    logging.config.dictConfig(logs.config(settings.log_format, args.log_level))
+    logging.getLogger("farmhand.server").info(
+        "farmhand server on http://%s:%d (status pages at /, API docs at /docs), data in %s",
+        args.host,
+        args.port,
+        settings.data_dir,
     )
     uvicorn.run(
         create_app(settings),
         host=args.host,
         port=args.port,
+        log_config=None,
         log_level=args.log_level,
         access_log=args.log_level == "debug",
     )

@@ -19,7 +19,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlmodel import Session
 
 from farmhand.agent import wire
-from farmhand.server import states
+from farmhand.server import metrics, states
 from farmhand.server.db import literal_in
 from farmhand.server.errors import Conflict, NotFound
 from farmhand.server.states import Event
@@ -101,6 +101,7 @@ def expire(session: Session, *, now: datetime) -> Expired:
         .where(REC.c.id.in_(ids), REC.c.attempts < REC.c.max_attempts)
         .values(state=states.target(Event.requeue).value, error="lease lost", **lease_gone)
     ).rowcount
+    metrics.leases_expired(requeued=requeued, failed=failed)  # both the sweeper's and claims'
     return Expired(requeued=requeued, failed=failed)
 
 

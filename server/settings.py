@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -37,6 +38,12 @@ class Settings(BaseModel):
     notify_url: str | None = Field(
         default=None,
         description="PostgreSQL URL for LISTEN/NOTIFY, bypassing a pooler; default database_url",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="server log lines: text, or one JSON object per line"
+    )
+    page_refresh: float = Field(
+        default=3.0, gt=0, description="seconds between the status pages' live refreshes"
     )
 
     @property

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
 from farmhand.agent import wire
-from farmhand.server import leases
+from farmhand.server import leases, metrics
 from farmhand.server.routes.deps import AgentDep, DbDep, SettingsDep, WakeupDep
 from farmhand.server.tables import utcnow
 
@@ -26,6 +26,7 @@ async def claim(
     """
     deadline = time.monotonic() + body.wait
 
+    @metrics.timed_claim
     def attempt() -> list[wire.Lease]:
         with db.write() as session:
             return leases.claim(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 
 from farmhand.agent import wire
-from farmhand.server import runs
+from farmhand.server import metrics, runs
 from farmhand.server.routes.deps import AgentDep, DbDep, NowDep, SubmitterDep, WakeupDep
 
 router = APIRouter(tags=["runs"])
@@ -38,6 +38,7 @@ def report_runs(
     by its own token and answered on its own: a stale one gets its error, the rest apply."""
     with db.write() as session:
         answers = runs.report_many(session, reports=body.reports, now=now)
+    metrics.runs_ended(*(answer.ack for answer in answers))
     if any(a.ack and a.ack.record_state == wire.RecordState.ready for a in answers):
         wakeup.notify()
     return wire.RunReportAnswers(answers=answers)
@@ -58,7 +59,9 @@ def complete_run(
 ) -> wire.RunAck:
     """The record becomes done with the run's result; a repeat gets the same answer."""
     with db.write() as session:
-        return runs.complete(session, run_id=run_id, body=body, now=now)
+        ack = runs.complete(session, run_id=run_id, body=body, now=now)
+    metrics.runs_ended(ack)
+    return ack
 
 
 @router.post("/runs/{run_id}/fail", response_model=wire.RunAck, summary="Report a failed run")
@@ -68,6 +71,7 @@ def fail_run(
     """The attempt failed; the record is re-queued while attempts remain, else failed."""
     with db.write() as session:
         ack = runs.fail(session, run_id=run_id, body=body, now=now)
+    metrics.runs_ended(ack)
     if ack.record_state == wire.RecordState.ready:
         wakeup.notify()
     return ack
@@ -80,5 +84,6 @@ def release_run(
     """The record is ready again at once, without spending an attempt."""
     with db.write() as session:
         ack = runs.release(session, run_id=run_id, body=body, now=now)
+    metrics.runs_ended(ack)
     wakeup.notify()
     return ack

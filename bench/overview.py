@@ -1,0 +1,240 @@
+"""`make bench`: the status pages with a million records (target: overview <= 300 ms).
+
+For each backend: 1,000,000 records in ten campaigns (one of 910,000), with a run for every
+record that was started and 50 agents, inserted straight into the database by SQL; then a
+real `farmhand server` process on it, timed over HTTP with a logged-in session cookie. Also
+timed directly: the counts-by-state GROUP BY the overview runs, and, for reference, the
+`run.ended_at` scan a database-side throughput would need (unindexed; the pages use sampled
+counts instead). Numbers are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+from sqlalchemy import text
+from sqlmodel import SQLModel
+
+from farmhand.agent.client import FarmhandClient
+from farmhand.agent.demo import free_port, wait_until_up
+from farmhand.server import status
+from farmhand.server.db import Database
+from farmhand.server.pages.access import COOKIE
+from farmhand.server.tables import utcnow
+from tests.databases import PostgresDatabase, postgres_problem
+
+TOKEN = "fh_bench_overview"
+CAMPAIGNS = 10
+AGENTS = 50
+# Out of every 200 records: 110 done, 70 ready, 6 failed, 2 running, 1 claimed,
+# 1 cancelled, 10 waiting.
+STATE = (
+    "CASE WHEN i % 200 < 110 THEN 'done' WHEN i % 200 < 180 THEN 'ready' "
+    "WHEN i % 200 < 186 THEN 'failed' WHEN i % 200 < 188 THEN 'running' "
+    "WHEN i % 200 < 189 THEN 'claimed' WHEN i % 200 < 190 THEN 'cancelled' ELSE 'waiting' END"
+)
+
+
+def fill(db: Database, n: int) -> float:
+    """Insert `n` records, their runs and the agents in a few statements; returns seconds."""
+    sqlite = db.is_sqlite
+    if sqlite:
+        series = (
+            "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :n) "
+            "SELECT i FROM s"
+        )
+        now = "datetime('now')"
+
+        def ago(seconds: str) -> str:
+            return f"datetime('now', '-' || ({seconds}) || ' seconds')"
+    else:
+        series = "SELECT generate_series(1, :n) AS i"
+        now = "(now() AT TIME ZONE 'utc')"
+
+        def ago(seconds: str) -> str:
+            return f"({now} - make_interval(secs => {seconds}))"
+
+    small = n // 100
+    big = n - (CAMPAIGNS - 1) * small
+    began = time.perf_counter()
+    with db.engine.begin() as conn:
+        for k in range(CAMPAIGNS):
+            conn.execute(
+                text(
+                    "INSERT INTO campaign (name, version, defaults, created_at, started_at) "
+                    f"VALUES (:name, 1, '{{}}', {now}, {ago('3600')})"
+                ),
+                {"name": f"campaign-{k}"},
+            )
+        for k in range(AGENTS):
+            state = "draining" if k % 10 == 9 else "active"
+            beat = ago("600") if k % 10 == 8 else now  # every tenth is stale
+            conn.execute(
+                text(
+                    "INSERT INTO agent (name, host, slots, labels, state, registered_at, "
+                    f"last_heartbeat) VALUES (:name, :host, 32, '{{}}', :state, {now}, {beat})"
+                ),
+                {"name": f"agent-{k}", "host": f"cn{k:03d}", "state": state},
+            )
+        leased = "i % 200 >= 186 AND i % 200 < 189"
+        conn.execute(
+            text(
+                "INSERT INTO record (campaign_id, key, command, priority, run_args, state, "
+                "attempts, max_attempts, agent_id, lease_expires_at, created_at, updated_at) "
+                f"SELECT CASE WHEN i <= {big} THEN 1 ELSE 2 + (i - {big} - 1) / {small} END, "
+                f"'key-' || i, 'python calc.py ' || i, 0, '{{}}', {STATE}, "
+                f"CASE WHEN i % 200 < 110 OR {leased} THEN 1 ELSE 0 END, 3, "
+                f"CASE WHEN {leased} THEN 1 + i % {AGENTS} END, "
+                f"CASE WHEN {leased} THEN {ago('-3600')} END, {now}, {now} "
+                f"FROM ({series}) AS g"
+            ),
+            {"n": n},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO run (record_id, agent_id, token, attempt, state, claimed_at, "
+                "started_at, ended_at, exit_code, error, stdout_tail, stderr_tail) "
+                f"SELECT id, 1 + id % {AGENTS}, 't' || id, 1, "
+                "CASE state WHEN 'done' THEN 'done' WHEN 'failed' THEN 'failed' "
+                "ELSE 'running' END, "
+                f"{ago('id % 3600 + 20')}, {ago('id % 3600 + 10')}, "
+                f"CASE WHEN state IN ('done', 'failed') THEN {ago('id % 3600')} END, "
+                "CASE state WHEN 'done' THEN 0 WHEN 'failed' THEN 3 END, "
+                "CASE WHEN state = 'failed' THEN 'exit code 3' END, "
+                "'step 1\nstep 2\nconverged after ' || (id % 97) || ' iterations\n', "
+                "CASE WHEN state = 'failed' THEN 'Traceback (most recent call last):\n"
+                '  File "calc.py", line 12, in <module>\n'
+                "ValueError: negative volume in structure ' || id || '\n' END "
+                "FROM record WHERE state IN ('done', 'failed', 'running')"
+            )
+        )
+    return time.perf_counter() - began
+
+
+def timed(call: Callable[[], object], repeat: int) -> tuple[float, float]:
+    """(median, p95) in milliseconds after two warm-up calls."""
+    for _ in range(2):
+        call()
+    took = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        call()
+        took.append((time.perf_counter() - began) * 1000)
+    took.sort()
+    return statistics.median(took), took[min(len(took) - 1, int(len(took) * 0.95))]
+
+
+def direct(db: Database, repeat: int) -> dict[str, tuple[float, float]]:
+    """The overview's heaviest query, and the unindexed throughput scan, on the database."""
+
+    def counts() -> object:
+        with db.read() as session:
+            return status.campaigns(session)
+
+    def ended_scan() -> object:
+        with db.read() as session:
+            cutoff = utcnow() - timedelta(minutes=5)
+            query = text("SELECT count(*) FROM run WHERE ended_at > :cutoff")
+            return session.execute(query, {"cutoff": cutoff.replace(tzinfo=None)}).scalar()
+
+    return {
+        "counts by state (GROUP BY, direct)": timed(counts, repeat),
+        "runs ended in last 5 min (scan, direct)": timed(ended_scan, repeat),
+    }
+
+
+def over_http(url: str, data_dir: Path, repeat: int) -> dict[str, tuple[float, float]]:
+    """Each page over HTTP from a real server process, logged in by cookie."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FARMHAND_")}
+    env["FARMHAND_ADMIN_TOKEN"] = TOKEN
+    argv = [sys.executable, "-m", "farmhand.agent", "server", "--port", str(port)]
+    argv += ["--data-dir", str(data_dir), "--database-url", url, "--log-level", "warning"]
+    server = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with FarmhandClient(base, TOKEN) as client:
+            wait_until_up(client, server)
+        with httpx.Client(base_url=base, cookies={COOKIE: TOKEN}, timeout=60) as http:
+
+            def get(path: str, **headers: str) -> Callable[[], object]:
+                def call() -> object:
+                    r = http.get(path, headers=headers)
+                    r.raise_for_status()
+                    return r
+
+                return call
+
+            pages = {
+                "overview page /": get("/"),
+                "overview live refresh": get("/", **{"X-Farmhand-Live": "1"}),
+                "campaign page, state=failed": get("/campaigns/1?state=failed"),
+                "campaign page, deep keyset page": get("/campaigns/1?after=500000"),
+                "campaign page, key prefix": get("/campaigns/1?key=key-12345"),
+                "record page": get("/records/100"),
+                "/metrics": get("/metrics"),
+            }
+            return {name: timed(call, repeat) for name, call in pages.items()}
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def measure(backend: str, url: str, n: int, repeat: int, data_dir: Path) -> None:
+    """Fill one database and print its rows."""
+    db = Database(url)
+    SQLModel.metadata.create_all(db.engine)
+    took = fill(db, n)
+    print(f"\n{backend}: {n:,} records inserted in {took:.1f} s")
+    rows = {**direct(db, repeat), **over_http(url, data_dir, repeat)}
+    if backend == "postgresql":
+        # Index-only scans need the visibility map that (auto)vacuum writes.
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE"))
+        after = {**direct(db, repeat), **over_http(url, data_dir, repeat)}
+        rows = {k: (*v, *after[k]) for k, v in rows.items()}
+    db.dispose()
+    columns = ["median ms", "p95 ms"]
+    if backend == "postgresql":
+        columns += ["VACUUMed median", "VACUUMed p95"]
+    print(f"{'':<40}" + "".join(f"{c:>16}" for c in columns))
+    for name, figures in rows.items():
+        print(f"{name:<40}" + "".join(f"{x:>16.1f}" for x in figures))
+
+
+def main() -> int:
+    """Run the measurements on each backend."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=20, help="timed requests per row")
+    parser.add_argument("--backend", choices=["sqlite", "postgresql"], action="append")
+    args = parser.parse_args()
+    backends = args.backend or ["sqlite", "postgresql"]
+    if "postgresql" in backends and postgres_problem():
+        print(f"skipping PostgreSQL: {postgres_problem()}")
+        backends.remove("postgresql")
+    print(f"status pages with {args.records:,} records: target <= 300 ms for the overview")
+    for backend in backends:
+        with tempfile.TemporaryDirectory() as tmp:
+            database = PostgresDatabase() if backend == "postgresql" else None
+            url = database.url if database else f"sqlite:///{tmp}/overview.db"
+            try:
+                measure(backend, url, args.records, args.repeat, Path(tmp) / "data")
+            finally:
+                if database:
+                    database.drop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

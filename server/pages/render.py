@@ -1,0 +1,113 @@
+"""Rendering: one Jinja2 environment, display filters, and the pages' response headers.
+
+A page answers a live refresh (header `X-Farmhand-Live`) with only its `live` block, which
+the page's script swaps in place: no full reload, and no second template to keep in step.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+TEMPLATES = Path(__file__).parent / "templates"
+NOTHING = "\u2013"  # an en dash stands for a missing time or rate
+LIVE_HEADER = "X-Farmhand-Live"
+#: Scripts, styles and fetches only from this server: no CDN, no inline code.
+CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+def ago(seconds: float | None) -> str:
+    """`42 s`, `5 min`, `3 h`, `2 d`."""
+    if seconds is None:
+        return NOTHING
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def when(moment: datetime | None) -> str:
+    """A UTC time, to the second."""
+    if moment is None:
+        return NOTHING
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def rate(per_second: float | None) -> str:
+    """Records per second or per minute, whichever reads better."""
+    if per_second is None:
+        return NOTHING
+    if per_second >= 1:
+        return f"{per_second:,.1f}/s"
+    return f"{per_second * 60:,.1f}/min"
+
+
+def last_lines(text: str | None, lines: int = 8) -> str:
+    """The last `lines` lines of a log tail."""
+    if not text:
+        return ""
+    return "\n".join(text.rstrip("\n").splitlines()[-lines:])
+
+
+def pretty(value: Any) -> str:
+    """JSON, indented."""
+    return json.dumps(value, indent=2, sort_keys=True, default=str)
+
+
+@cache
+def environment() -> Environment:
+    """The pages' Jinja2 environment (built on first use, not at import)."""
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(default=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(ago=ago, when=when, rate=rate, last_lines=last_lines, pretty=pretty)
+    return env
+
+
+def render(
+    request: Request,
+    name: str,
+    context: dict[str, Any],
+    *,
+    status_code: int = 200,
+    viewer: Any = None,
+) -> HTMLResponse:
+    """The page `name`, or only its `live` block when the page's script asks for it."""
+    app = request.app
+    template = environment().get_template(name)
+    full = {
+        "request": request,
+        "base": request.scope.get("root_path", ""),
+        "version": app.version,
+        "refresh": app.state.settings.page_refresh,
+        "viewer": viewer,
+        "now": datetime.now(timezone.utc),
+        **context,
+    }
+    if request.headers.get(LIVE_HEADER) and "live" in template.blocks:
+        html = "".join(template.blocks["live"](template.new_context(full)))
+    else:
+        html = template.render(full)
+    headers = {
+        "Content-Security-Policy": CSP,
+        "Cache-Control": "no-store",
+        "Vary": LIVE_HEADER,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+    }
+    return HTMLResponse(html, status_code=status_code, headers=headers)

@@ -1,0 +1,134 @@
+"""The status pages: overview, campaign, record; and the cancel and retry buttons."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import select
+
+from farmhand.agent import wire
+from farmhand.server import campaigns, records, states, status
+from farmhand.server.errors import Conflict, FarmhandError
+from farmhand.server.pages.access import ActorDep, Refused, ViewerDep
+from farmhand.server.pages.render import render
+from farmhand.server.routes.deps import DbDep, SettingsDep
+from farmhand.server.states import Event
+from farmhand.server.tables import Agent, Campaign, utcnow
+
+router = APIRouter(include_in_schema=False)
+PAGE_SIZE = 50
+
+
+@router.get("/")
+def overview(request: Request, who: ViewerDep, db: DbDep, settings: SettingsDep) -> Response:
+    """Every campaign's progress, the agents, and the latest failures."""
+    now = utcnow()
+    with db.read() as session:
+        rows = status.campaigns(session)
+        agents, stopped = status.agents(session, now=now, stale_after=settings.lease_ttl)
+        failures = status.recent_failures(session)
+    progress = status.progress(rows, throughput=request.app.state.throughput, now=now)
+    context = {
+        "progress": progress,
+        "agents": agents,
+        "stopped_agents": stopped,
+        "failures": failures,
+        "names": {c.id: f"{c.name} v{c.version}" for c in rows},
+    }
+    return render(request, "overview.html", context, viewer=who)
+
+
+@router.get("/campaigns/{campaign_id}")
+def campaign(
+    request: Request,
+    campaign_id: int,
+    who: ViewerDep,
+    db: DbDep,
+    state: str = "",
+    key: str = "",
+    after: int | None = None,
+    before: int | None = None,
+) -> Response:
+    """One campaign: its progress and its records, filtered and paged."""
+    try:
+        wanted = wire.RecordState(state) if state else None
+    except ValueError:
+        choices = ", ".join(s.value for s in wire.RecordState)
+        raise Refused(f"unknown state {state!r}; choose one of {choices}", 422) from None
+    key = key.strip()
+    with db.read() as session:
+        with page_errors():
+            row = campaigns.get(session, campaign_id)
+        page = status.record_page(
+            session,
+            campaign_id=campaign_id,
+            state=wanted,
+            key_prefix=key or None,
+            after=after,
+            before=before,
+            limit=PAGE_SIZE,
+        )
+    (progress,) = status.progress([row], throughput=request.app.state.throughput, now=utcnow())
+    filters = {"state": state, "key": key}
+    context = {
+        "progress": progress,
+        "page": page,
+        "filters": filters,
+        "query": {k: v for k, v in filters.items() if v},
+        "states": list(wire.RecordState),
+    }
+    return render(request, "campaign.html", context, viewer=who)
+
+
+@router.get("/records/{record_id}")
+def record(request: Request, record_id: int, who: ViewerDep, db: DbDep, did: str = "") -> Response:
+    """One record: its spec, effective run_args, result and every attempt with log tails."""
+    with db.read() as session:
+        with page_errors():
+            item = records.get(session, record_id)
+        owner = session.get(Campaign, item.campaign_id)  # not campaigns.get: no counts needed
+        agent_ids = {run.agent_id for run in item.runs or () if run.agent_id is not None}
+        agents = {
+            row.id: row
+            for row in session.execute(select(Agent).where(Agent.id.in_(agent_ids))).scalars()
+        }
+    context = {
+        "record": item,
+        "campaign": owner,
+        "agents": agents,
+        "did": did if did in ("cancelled", "retried") else "",
+        "can_cancel": who.can_act and item.state in states.sources(Event.cancel),
+        "can_retry": who.can_act and item.state in states.sources(Event.retry),
+    }
+    return render(request, "record.html", context, viewer=who)
+
+
+@router.post("/records/{record_id}/cancel")
+def cancel(record_id: int, who: ActorDep, db: DbDep) -> Response:
+    """The record's Cancel button."""
+    with page_errors(), db.write() as session:
+        records.cancel(session, ids=[record_id], now=utcnow())
+    return RedirectResponse(f"/records/{record_id}?did=cancelled", status_code=303)
+
+
+@router.post("/records/{record_id}/retry")
+def retry(request: Request, record_id: int, who: ActorDep, db: DbDep) -> Response:
+    """The record's Retry button."""
+    with page_errors(), db.write() as session:
+        answer = records.retry(session, body=wire.RecordsRetry(ids=[record_id]), now=utcnow())
+        for skipped in answer.skipped:  # the button retries one record: say why it did not
+            raise Conflict(f"record '{skipped.key}' was not retried: it {skipped.reason}")
+    request.app.state.wakeup.notify()  # idle agents long-polling for work take it at once
+    return RedirectResponse(f"/records/{record_id}?did=retried", status_code=303)
+
+
+@contextmanager
+def page_errors() -> Iterator[None]:
+    """Show a domain error (404, 409 …) as the pages' error page instead of JSON."""
+    try:
+        yield
+    except FarmhandError as exc:
+        raise Refused(exc.message, exc.status) from exc
