@@ -10,7 +10,7 @@ from sqlalchemy import delete, select, update
 from sqlmodel import Session
 
 from farmhand.agent import wire
-from farmhand.server import dependencies, states
+from farmhand.server import dependencies, lifecycle, states
 from farmhand.server.db import literal_in
 from farmhand.server.errors import Invalid, NotFound
 from farmhand.server.leases import derive_run_args
@@ -110,7 +110,7 @@ def cancel(session: Session, *, ids: list[int], now: datetime) -> list[int]:
         record.updated_at = now
         session.add(record)
     session.flush()
-    dependencies.fail_downstream(session, {r.id: r.key for r in records}, now=now)
+    lifecycle.records_ended(session, done=[], failed={r.id: r.key for r in records}, now=now)
     return [r.id for r in records]
 
 
@@ -172,6 +172,7 @@ def retry(session: Session, *, body: wire.RecordsRetry, now: datetime) -> wire.R
         session.execute(delete(RESULT).where(RESULT.c.record_id.in_(ids)))
     dependencies.settle(session, ids, now=now)
     reopened = dependencies.reopen(session, ids, {r.id: r.key for r in changed}, now=now)
+    lifecycle.reopen_campaigns(session, [r.campaign_id for r in changed])
     return wire.RecordsChanged(changed=ids, skipped=skipped, reopened=reopened)
 
 

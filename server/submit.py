@@ -17,7 +17,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlmodel import Session
 
 from farmhand.agent import wire
-from farmhand.server import dependencies, matching, records
+from farmhand.server import dependencies, lifecycle, matching, records
 from farmhand.server.errors import Invalid, NotFound
 from farmhand.server.leases import derive_run_args
 from farmhand.server.tables import Campaign, Record, RecordResult, Run
@@ -89,6 +89,8 @@ def create(
         reopened_from = [existing[s.key].id for s in replace if existing[s.key].state in FINISHED]
         keys = {existing[s.key].id: s.key for s in replace}
         dependencies.reopen(session, reopened_from, keys, now=now)
+    if new or replace:
+        lifecycle.reopen_campaigns(session, [campaign.id])
     return wire.RecordsCreated(
         created=len(new), replaced=len(replace), skipped=len(skipped), skipped_keys=skipped[:100]
     )

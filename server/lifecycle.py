@@ -1,0 +1,75 @@
+"""What follows when records end: children, descendants, temporary args, campaign ends.
+
+Every path that ends records (run reports, lease expiry, cancel) calls `records_ended` in
+the same transaction, so a child becomes ready in the transaction that finished its last
+parent, and a campaign's `finished_at` is set by the transaction that ended its last
+unfinished record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlmodel import Session
+
+from farmhand.agent.wire import RecordState
+from farmhand.server import dependencies
+from farmhand.server.db import literal_in
+from farmhand.server.tables import Campaign, Record
+
+REC = Record.__table__
+CAMPAIGN = Campaign.__table__
+S = RecordState
+#: States a record can still leave on its own; a campaign with none left is finished.
+UNFINISHED = [S.waiting.value, S.ready.value, S.claimed.value, S.running.value]
+
+
+def records_ended(
+    session: Session, *, done: Iterable[int], failed: dict[int, str], now: datetime
+) -> None:
+    """`done` records unblock their children; `failed` ones (id → key, failed for good or
+    cancelled) fail their waiting descendants; both drop their temporary run_args."""
+    done_ids, failed_ids = sorted(set(done)), sorted(failed)
+    ended = done_ids + failed_ids
+    if not ended:
+        return
+    session.execute(
+        update(REC)
+        .where(REC.c.id.in_(ended), REC.c.temporary_run_args.is_not(None))
+        .values(temporary_run_args=None)
+    )
+    dependencies.unblock(session, done_ids, now=now)
+    dependencies.fail_downstream(session, failed, now=now)
+    campaign_ids = session.execute(
+        select(REC.c.campaign_id).where(REC.c.id.in_(ended)).distinct()
+    ).scalars()
+    finish_campaigns(session, campaign_ids, now=now)
+
+
+def finish_campaigns(session: Session, campaign_ids: Iterable[int], *, now: datetime) -> None:
+    """Set `finished_at` on these campaigns when none of their records is unfinished."""
+    for campaign_id in sorted(set(campaign_ids)):
+        unfinished = session.execute(
+            select(REC.c.id)
+            .where(REC.c.campaign_id == campaign_id, literal_in(REC.c.state, UNFINISHED))
+            .limit(1)
+        ).first()
+        if unfinished is None:
+            session.execute(
+                update(CAMPAIGN)
+                .where(CAMPAIGN.c.id == campaign_id, CAMPAIGN.c.finished_at.is_(None))
+                .values(finished_at=now)
+            )
+
+
+def reopen_campaigns(session: Session, campaign_ids: Iterable[int]) -> None:
+    """New or re-queued work: these campaigns are not finished any more."""
+    ids = sorted(set(campaign_ids))
+    if ids:
+        session.execute(
+            update(CAMPAIGN)
+            .where(CAMPAIGN.c.id.in_(ids), CAMPAIGN.c.finished_at.is_not(None))
+            .values(finished_at=None)
+        )
