@@ -13,21 +13,23 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, exists, func, insert, select, update
 from sqlmodel import Session
 
 from farmhand.agent import wire
 from farmhand.server import states
 from farmhand.server.db import literal_in
-from farmhand.server.errors import Conflict, NotFound
+from farmhand.server.errors import Conflict, FarmhandError, NotFound
 from farmhand.server.states import Event
-from farmhand.server.tables import Agent, Campaign, Record, Run
+from farmhand.server.tables import Agent, Campaign, Record, Run, UTCDateTime
 
 REC = Record.__table__
 RUN = Run.__table__
 CAMPAIGN = Campaign.__table__
+AGENT = Agent.__table__
 LIVE_RUN = [s.value for s in wire.LIVE_RUN_STATES]
 
 
@@ -46,20 +48,28 @@ def _skip_locked(stmt: Any, session: Session) -> Any:
     return stmt
 
 
+def _refusal(agent_id: int, name: str, state: str, draining_ok: bool) -> FarmhandError | None:
+    """Why an agent in `state` may not act (None when it may)."""
+    allowed = ("active", "draining") if draining_ok else ("active",)
+    if state in allowed:
+        return None
+    what = (
+        "is draining and gets no new leases"
+        if state == "draining"
+        else "has stopped; register a new agent"
+    )
+    return Conflict(f"agent {agent_id} ({name}) {what}")
+
+
 def active_agent(session: Session, agent_id: int, *, draining_ok: bool = False) -> Agent:
     """The agent row, or 404 if unknown and 409 if it has stopped (or is draining, unless
     `draining_ok`: a draining agent still renews the leases it is giving back)."""
     agent = session.get(Agent, agent_id)
     if agent is None:
         raise NotFound(f"agent {agent_id} is not registered")
-    allowed = ("active", "draining") if draining_ok else ("active",)
-    if agent.state not in allowed:
-        what = (
-            "is draining and gets no new leases"
-            if agent.state == "draining"
-            else ("has stopped; register a new agent")
-        )
-        raise Conflict(f"agent {agent_id} ({agent.name}) {what}")
+    refusal = _refusal(agent_id, agent.name, agent.state, draining_ok)
+    if refusal is not None:
+        raise refusal
     return agent
 
 
@@ -104,6 +114,81 @@ def expire(session: Session, *, now: datetime) -> Expired:
     return Expired(requeued=requeued, failed=failed)
 
 
+# The claim's statements are built once: building a statement costs more than running it.
+
+#: One round trip before a claim: the agent's state, and whether any lease has run out.
+_GATE = select(
+    AGENT.c.name,
+    AGENT.c.state,
+    exists()
+    .where(
+        literal_in(REC.c.state, states.source_values(Event.requeue)),
+        REC.c.lease_expires_at < bindparam("b_now", type_=UTCDateTime),
+    )
+    .label("due"),
+).where(AGENT.c.id == bindparam("b_agent"))
+
+_OF_CAMPAIGN = CAMPAIGN.c.id == REC.c.campaign_id
+#: Returned with each claimed record, so no statement reads the campaign afterwards.
+_DEFAULTS = select(CAMPAIGN.c.defaults).where(_OF_CAMPAIGN).correlate(REC).scalar_subquery()
+_UNSTARTED = (
+    select(CAMPAIGN.c.started_at).where(_OF_CAMPAIGN).correlate(REC).scalar_subquery().is_(None)
+)
+
+
+@cache
+def _claim_statement(dialect: str, by_campaign: bool) -> Any:
+    """`UPDATE record … WHERE id IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED) RETURNING …`."""
+    queue = select(REC.c.id).where(literal_in(REC.c.state, states.source_values(Event.claim)))
+    if by_campaign:
+        queue = queue.where(REC.c.campaign_id == bindparam("b_campaign"))
+    queue = (
+        queue.order_by(REC.c.priority.desc(), REC.c.id)
+        .limit(bindparam("b_limit"))
+        .with_for_update(skip_locked=True)  # rendered on PostgreSQL only
+    )
+    values: dict[str, Any] = {
+        "state": states.target(Event.claim).value,
+        "attempts": REC.c.attempts + 1,
+        "agent_id": bindparam("b_agent"),
+        "lease_expires_at": bindparam("b_expires", type_=UTCDateTime),
+        "updated_at": bindparam("b_now", type_=UTCDateTime),
+    }
+    if dialect == "postgresql":
+        # The runs' ids come from their sequence right here, so the claim needs no second
+        # UPDATE of record.run_id after inserting them: one round trip less.
+        values["run_id"] = func.nextval(func.pg_get_serial_sequence(RUN.name, "id"))
+    return (
+        update(REC)
+        .where(REC.c.id.in_(queue.scalar_subquery()))
+        .values(**values)
+        .returning(
+            REC.c.id,
+            REC.c.campaign_id,
+            REC.c.key,
+            REC.c.command,
+            REC.c.run_args,
+            REC.c.attempts,
+            REC.c.priority,
+            REC.c.run_id,
+            _DEFAULTS.label("defaults"),
+            _UNSTARTED.label("unstarted"),
+        )
+    )
+
+
+_INSERT_RUNS = insert(RUN)
+_INSERT_RUNS_RETURNING = insert(RUN).returning(
+    RUN.c.id, RUN.c.record_id, sort_by_parameter_order=True
+)
+_SET_RUN_ID = update(REC).where(REC.c.id == bindparam("b_record")).values(run_id=bindparam("b_run"))
+_START_CAMPAIGNS = (
+    update(CAMPAIGN)
+    .where(CAMPAIGN.c.id.in_(bindparam("b_ids", expanding=True)), CAMPAIGN.c.started_at.is_(None))
+    .values(started_at=bindparam("b_now", type_=UTCDateTime))
+)
+
+
 def claim(
     session: Session,
     *,
@@ -120,84 +205,66 @@ def claim(
     concurrent transaction finished just before this claim took the record.
     """
     now = clock()
-    active_agent(session, agent_id)
-    expire(session, now=now)
+    conn = session.connection()
+    gate = conn.execute(_GATE, {"b_agent": agent_id, "b_now": now}).first()
+    if gate is None:
+        raise NotFound(f"agent {agent_id} is not registered")
+    refusal = _refusal(agent_id, gate.name, gate.state, draining_ok=False)
+    if refusal is not None:
+        raise refusal
+    if gate.due:
+        expire(session, now=now)
     expires = now + timedelta(seconds=ttl)
-    queue = select(REC.c.id).where(literal_in(REC.c.state, states.source_values(Event.claim)))
-    if campaign_id is not None:
-        queue = queue.where(REC.c.campaign_id == campaign_id)
-    queue = _skip_locked(
-        queue.order_by(REC.c.priority.desc(), REC.c.id).limit(max_records), session
-    )
-    claimed = session.execute(
-        update(REC)
-        .where(REC.c.id.in_(queue.scalar_subquery()))
-        .values(
-            state=states.target(Event.claim).value,
-            attempts=REC.c.attempts + 1,
-            agent_id=agent_id,
-            lease_expires_at=expires,
-            updated_at=now,
-        )
-        .returning(
-            REC.c.id,
-            REC.c.campaign_id,
-            REC.c.key,
-            REC.c.command,
-            REC.c.run_args,
-            REC.c.attempts,
-            REC.c.priority,
-        )
-    ).all()
+    dialect = conn.dialect.name
+    params = {
+        "b_agent": agent_id,
+        "b_limit": max_records,
+        "b_expires": expires,
+        "b_now": now,
+        "b_campaign": campaign_id,
+    }
+    claimed = conn.execute(_claim_statement(dialect, campaign_id is not None), params).all()
     if not claimed:
         return []
     claimed.sort(key=lambda row: (-row.priority, row.id))
-    tokens = {row.id: secrets.token_urlsafe(18) for row in claimed}
     claimed_at = max(now, clock())
-    runs = session.execute(
-        insert(RUN).returning(RUN.c.id, RUN.c.record_id, sort_by_parameter_order=True),
-        [
-            {
-                "record_id": row.id,
-                "agent_id": agent_id,
-                "token": tokens[row.id],
-                "attempt": row.attempts,
-                "state": wire.RunState.leased.value,
-                "claimed_at": claimed_at,
-            }
-            for row in claimed
-        ],
-    ).all()
-    run_of = {run.record_id: run.id for run in runs}
-    session.execute(
-        update(REC).where(REC.c.id == bindparam("rid")).values(run_id=bindparam("new_run")),
-        [{"rid": record_id, "new_run": run_id} for record_id, run_id in run_of.items()],
-        execution_options={"synchronize_session": False},
-    )
-    campaign_ids = {row.campaign_id for row in claimed}
-    session.execute(
-        update(CAMPAIGN)
-        .where(CAMPAIGN.c.id.in_(campaign_ids), CAMPAIGN.c.started_at.is_(None))
-        .values(started_at=now)
-    )
-    defaults = dict(
-        session.execute(
-            select(CAMPAIGN.c.id, CAMPAIGN.c.defaults).where(CAMPAIGN.c.id.in_(campaign_ids))
-        ).all()
-    )
+    runs = [
+        {
+            "record_id": row.id,
+            "agent_id": agent_id,
+            "token": secrets.token_urlsafe(18),
+            "attempt": row.attempts,
+            "state": wire.RunState.leased.value,
+            "claimed_at": claimed_at,
+        }
+        for row in claimed
+    ]
+    if dialect == "postgresql":
+        for run, row in zip(runs, claimed, strict=True):
+            run["id"] = row.run_id
+        conn.execute(_INSERT_RUNS, runs)
+    else:
+        # SQLite holds the database's write lock: the ids the insert assigns are final.
+        ids = conn.execute(_INSERT_RUNS_RETURNING, runs).all()
+        for run, (run_id, _) in zip(runs, ids, strict=True):
+            run["id"] = run_id
+        conn.execute(_SET_RUN_ID, [{"b_record": r["record_id"], "b_run": r["id"]} for r in runs])
+    unstarted = {row.campaign_id for row in claimed if row.unstarted}
+    if unstarted:
+        conn.execute(_START_CAMPAIGNS, {"b_ids": sorted(unstarted), "b_now": now})
     return [
         wire.Lease(
-            run_id=run_of[row.id],
-            token=tokens[row.id],
+            run_id=run["id"],
+            token=run["token"],
             expires_at=expires,
             record_id=row.id,
             campaign_id=row.campaign_id,
             key=row.key,
             command=row.command,
             attempt=row.attempts,
-            run_args=derive_run_args(defaults.get(row.campaign_id), row.run_args),
+            run_args=derive_run_args(row.defaults, row.run_args),
         )
-        for row in claimed
+        for run, row in zip(runs, claimed, strict=True)
     ]
 
 
