@@ -108,3 +108,40 @@ def test_a_cancel_racing_a_report_ends_with_one_winner(db: Database) -> None:
     # Exactly one wins; the other gets a 409 (not a deadlock, not a lost update).
     assert len(errors) == 1 and getattr(errors[0], "status", None) == 409
     assert record(db, "k0").state in {"done", "cancelled"}
+
+
+def test_a_batch_report_racing_the_same_batch_waits_and_gets_the_same_answers(
+    db: Database,
+) -> None:
+    """Batch reports lock records, then runs, each in id order, whatever the order of the
+    items: the second of two overlapping batches blocks, then replays the first's answers."""
+    a1, _ = setup(db, 3)
+    items = [wire.RunReport(run_id=x.run_id, token=x.token) for x in claim(db, a1, 3, 0)]
+    holding, let_go = threading.Event(), threading.Event()
+    answers: dict[str, list[wire.RunReportAnswer]] = {}
+
+    def first() -> None:
+        with db.write() as s:
+            answers["first"] = runs.report_many(s, reports=items[::-1], now=at(1))
+            holding.set()
+            assert let_go.wait(30)
+
+    def second() -> None:
+        with db.write() as s:
+            answers["second"] = runs.report_many(s, reports=items, now=at(2))
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    threads[0].start()
+    assert holding.wait(30)
+    threads[1].start()
+    deadline = time.monotonic() + 30
+    while not blocked_on_a_lock(db, threads[1]):
+        assert time.monotonic() < deadline, "the second batch never blocked behind the first"
+        time.sleep(0.01)
+    assert "second" not in answers
+    let_go.set()
+    for t in threads:
+        t.join(30)
+    assert all(a.ack is not None for a in answers["first"])
+    assert answers["second"] == answers["first"][::-1]  # replayed, not applied twice
+    assert {record(db, f"k{i}").state for i in range(3)} == {"done"}
