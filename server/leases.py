@@ -116,7 +116,8 @@ def expire(session: Session, *, now: datetime) -> Expired:
 
 # The claim's statements are built once: building a statement costs more than running it.
 
-#: One round trip before a claim: the agent's state, and whether any lease has run out.
+#: One round trip before a claim: the agent's state, whether any lease has run out, and the
+#: highest run id (SQLite numbers the new runs from it: it holds the database's write lock).
 _GATE = select(
     AGENT.c.name,
     AGENT.c.state,
@@ -126,6 +127,7 @@ _GATE = select(
         REC.c.lease_expires_at < bindparam("b_now", type_=UTCDateTime),
     )
     .label("due"),
+    select(func.coalesce(func.max(RUN.c.id), 0)).scalar_subquery().label("last_run"),
 ).where(AGENT.c.id == bindparam("b_agent"))
 
 _OF_CAMPAIGN = CAMPAIGN.c.id == REC.c.campaign_id
@@ -178,10 +180,16 @@ def _claim_statement(dialect: str, by_campaign: bool) -> Any:
 
 
 _INSERT_RUNS = insert(RUN)
-_INSERT_RUNS_RETURNING = insert(RUN).returning(
-    RUN.c.id, RUN.c.record_id, sort_by_parameter_order=True
+_SET_RUN_IDS = (
+    update(REC)
+    .where(REC.c.id.in_(bindparam("b_ids", expanding=True)))
+    .values(
+        run_id=select(func.max(RUN.c.id))
+        .where(RUN.c.record_id == REC.c.id)
+        .correlate(REC)
+        .scalar_subquery()
+    )
 )
-_SET_RUN_ID = update(REC).where(REC.c.id == bindparam("b_record")).values(run_id=bindparam("b_run"))
 _START_CAMPAIGNS = (
     update(CAMPAIGN)
     .where(CAMPAIGN.c.id.in_(bindparam("b_ids", expanding=True)), CAMPAIGN.c.started_at.is_(None))
@@ -239,16 +247,11 @@ def claim(
         }
         for row in claimed
     ]
-    if dialect == "postgresql":
-        for run, row in zip(runs, claimed, strict=True):
-            run["id"] = row.run_id
-        conn.execute(_INSERT_RUNS, runs)
-    else:
-        # SQLite holds the database's write lock: the ids the insert assigns are final.
-        ids = conn.execute(_INSERT_RUNS_RETURNING, runs).all()
-        for run, (run_id, _) in zip(runs, ids, strict=True):
-            run["id"] = run_id
-        conn.execute(_SET_RUN_ID, [{"b_record": r["record_id"], "b_run": r["id"]} for r in runs])
+    for number, (run, row) in enumerate(zip(runs, claimed, strict=True), start=1):
+        run["id"] = row.run_id if dialect == "postgresql" else gate.last_run + number
+    conn.execute(_INSERT_RUNS, runs)
+    if dialect != "postgresql":
+        conn.execute(_SET_RUN_IDS, {"b_ids": [row.id for row in claimed]})
     unstarted = {row.campaign_id for row in claimed if row.unstarted}
     if unstarted:
         conn.execute(_START_CAMPAIGNS, {"b_ids": sorted(unstarted), "b_now": now})

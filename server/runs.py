@@ -52,13 +52,14 @@ _LOCK_RUNS = (
     .with_for_update()
 )
 _NOW = bindparam("b_now", type_=UTCDateTime)
+# Records that end the same way (say, 32 completions) are written by one statement.
 _END_RECORDS = (
     update(REC)
-    .where(REC.c.id == bindparam("b_id"))
+    .where(REC.c.id.in_(bindparam("b_ids", expanding=True)))
     .values(
         state=bindparam("b_state"),
         error=bindparam("b_error"),
-        attempts=bindparam("b_attempts"),
+        attempts=REC.c.attempts - bindparam("b_given_back"),
         agent_id=None,
         lease_expires_at=None,
         updated_at=_NOW,
@@ -142,8 +143,12 @@ def _lock(session: Session, run_ids: list[int]) -> tuple[dict[int, dict], dict[i
     """The runs and their records, locked records first; {id: row} each."""
     conn = session.connection()
     params = {"b_runs": sorted(set(run_ids))}
-    records = {row.id: row._asdict() for row in conn.execute(_LOCK_RECORDS, params)}
-    runs = {row.id: row._asdict() for row in conn.execute(_LOCK_RUNS, params)}
+    found = []
+    for stmt in (_LOCK_RECORDS, _LOCK_RUNS):
+        result = conn.execute(stmt, params)
+        keys = list(result.keys())
+        found.append({row[0]: dict(zip(keys, row, strict=True)) for row in result})
+    records, runs = found
     return runs, records
 
 
@@ -198,7 +203,7 @@ def _end(run: dict, record: dict, report: _Report) -> wire.RunAck:
     record.update(state=record_state, attempts=attempts, error=error)
     run["state"] = run_state.value
     ack = _ack(run, record)
-    run["report"] = json.dumps({"digest": report.digest, "ack": ack.model_dump(mode="json")})
+    run["report"] = f'{{"digest":{json.dumps(report.digest)},"ack":{ack.model_dump_json()}}}'
     return ack
 
 
@@ -226,19 +231,21 @@ def _apply(
 
 def _write(session: Session, ended: list[tuple[_Report, dict, dict]], now: datetime) -> None:
     conn = session.connection()
-    conn.execute(
-        _END_RECORDS,
-        [
+    endings: dict[tuple, list[int]] = {}
+    for report, _, record in ended:
+        given_back = 1 if report.verb == "release" else 0
+        endings.setdefault((record["state"], record["error"], given_back), []).append(record["id"])
+    for (state, error, given_back), ids in endings.items():
+        conn.execute(
+            _END_RECORDS,
             {
-                "b_id": record["id"],
-                "b_state": record["state"],
-                "b_error": record["error"],
-                "b_attempts": record["attempts"],
+                "b_ids": ids,
+                "b_state": state,
+                "b_error": error,
+                "b_given_back": given_back,
                 "b_now": now,
-            }
-            for _, _, record in ended
-        ],
-    )
+            },
+        )
     conn.execute(
         _END_RUNS,
         [
