@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import ARRAY, JSON, Integer, Text, bindparam, cast, func, literal, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from farmhand.agent import wire
@@ -14,12 +16,11 @@ from farmhand.server.db import literal_in
 from farmhand.server.errors import Invalid, NotFound
 from farmhand.server.leases import derive_run_args
 from farmhand.server.states import Event
-from farmhand.server.tables import Campaign, Record, RecordResult, Run
+from farmhand.server.tables import Campaign, Record, RecordResult, Run, UTCDateTime
 
 REC = Record.__table__
 RUN = Run.__table__
 MAX_PAGE = 1000
-_CHUNK = 500
 
 
 def _max_attempts(run_args: dict[str, Any], default: int, where: str) -> int:
@@ -27,6 +28,79 @@ def _max_attempts(run_args: dict[str, Any], default: int, where: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise Invalid(f"{where}: run_args.max_attempts must be a whole number >= 1, got {value!r}")
     return value
+
+
+# Both statements skip keys the campaign already has and return the keys they inserted: no
+# lookup first, and no race with a concurrent submission of the same keys.
+_INSERT_SQLITE = (
+    sqlite.insert(REC)
+    .on_conflict_do_nothing(index_elements=[REC.c.campaign_id, REC.c.key])
+    .returning(REC.c.key)
+)
+# On PostgreSQL the rows travel as one array per column: a multi-row VALUES has a placeholder
+# per value, and psycopg parses a statement with more than 50 of them in Python, every time
+# (it took 40 % of the server's time for 10,000 records).
+_SPECS = (
+    func.unnest(
+        bindparam("b_keys", type_=ARRAY(Text)),
+        bindparam("b_commands", type_=ARRAY(Text)),
+        bindparam("b_priorities", type_=ARRAY(Integer)),
+        bindparam("b_run_args", type_=ARRAY(Text)),
+        bindparam("b_max_attempts", type_=ARRAY(Integer)),
+    )
+    .table_valued("key", "command", "priority", "run_args", "max_attempts")
+    .render_derived()
+)
+_INSERT_POSTGRESQL = (
+    postgresql.insert(REC)
+    .from_select(
+        [
+            "campaign_id",
+            "key",
+            "command",
+            "priority",
+            "run_args",
+            "max_attempts",
+            "state",
+            "attempts",
+            "created_at",
+            "updated_at",
+        ],
+        select(
+            bindparam("b_campaign", type_=Integer),
+            _SPECS.c.key,
+            _SPECS.c.command,
+            _SPECS.c.priority,
+            cast(_SPECS.c.run_args, JSON),
+            _SPECS.c.max_attempts,
+            literal(wire.RecordState.ready.value),
+            literal(0),
+            bindparam("b_now", type_=UTCDateTime),
+            bindparam("b_now", type_=UTCDateTime),
+        ),
+    )
+    .on_conflict_do_nothing(index_elements=[REC.c.campaign_id, REC.c.key])
+    .returning(REC.c.key)
+)
+
+
+def _insert_new(session: Session, campaign_id: int, rows: list[dict], now: datetime) -> set[str]:
+    """Insert the rows whose keys the campaign does not have yet; the keys inserted."""
+    conn = session.connection()
+    if conn.dialect.name != "postgresql":
+        for row in rows:
+            row.update(campaign_id=campaign_id, state=wire.RecordState.ready.value, attempts=0)
+            row.update(created_at=now, updated_at=now)
+        return set(conn.execute(_INSERT_SQLITE, rows).scalars())
+    columns = {
+        "b_keys": [r["key"] for r in rows],
+        "b_commands": [r["command"] for r in rows],
+        "b_priorities": [r["priority"] for r in rows],
+        "b_run_args": [json.dumps(r["run_args"]) for r in rows],
+        "b_max_attempts": [r["max_attempts"] for r in rows],
+    }
+    params = {**columns, "b_campaign": campaign_id, "b_now": now}
+    return set(conn.execute(_INSERT_POSTGRESQL, params).scalars())
 
 
 def create(
@@ -54,36 +128,21 @@ def create(
     campaign_default = _max_attempts(
         campaign.defaults, default_max_attempts, f"campaign '{campaign.name}'"
     )
-    existing: set[str] = set()
-    keys = list(seen)
-    for start in range(0, len(keys), _CHUNK):
-        existing.update(
-            session.execute(
-                select(REC.c.key).where(
-                    REC.c.campaign_id == campaign.id, REC.c.key.in_(keys[start : start + _CHUNK])
-                )
-            ).scalars()
-        )
     rows = [
         {
-            "campaign_id": campaign.id,
             "key": spec.key,
             "command": spec.command,
             "priority": spec.priority,
             "run_args": spec.run_args,
-            "state": wire.RecordState.ready.value,
-            "attempts": 0,
             "max_attempts": _max_attempts(spec.run_args, campaign_default, f"record '{spec.key}'"),
-            "created_at": now,
-            "updated_at": now,
         }
         for spec in body.records
-        if spec.key not in existing
     ]
-    if rows:
-        session.execute(insert(REC), rows)
-    skipped = [spec.key for spec in body.records if spec.key in existing]
-    return wire.RecordsCreated(created=len(rows), skipped=len(skipped), skipped_keys=skipped[:100])
+    created = _insert_new(session, campaign.id, rows, now)
+    skipped = [spec.key for spec in body.records if spec.key not in created]
+    return wire.RecordsCreated(
+        created=len(created), skipped=len(skipped), skipped_keys=skipped[:100]
+    )
 
 
 def list_(
