@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
-from sqlalchemy import event, literal_column
+from sqlalchemy import ARRAY, bindparam, event, func, literal_column
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
@@ -100,3 +100,30 @@ def literal_in(column: Any, values: Iterable[str]) -> Any:
     if len(quoted) == 1:
         return column == quoted[0]
     return column.in_(quoted)
+
+
+def unnest(**columns: Any) -> Any:
+    """`unnest(:b_a, :b_b, …) AS v(a, b, …)` on PostgreSQL: many rows sent as one array per
+    column, for `INSERT … SELECT` and `UPDATE … FROM`.
+
+    The alternatives cost more there: an executemany is one statement per row, and psycopg
+    parses a statement with more than 50 placeholders (a multi-row `VALUES`) in Python on
+    every execution. `columns` maps each column name to its SQL type.
+    """
+    arrays = [bindparam(f"b_{name}", type_=ARRAY(kind)) for name, kind in columns.items()]
+    return func.unnest(*arrays).table_valued(*columns).render_derived()
+
+
+def execute_rows(
+    connection: Any, sqlite_stmt: Any, postgresql_stmt: Any, rows: list[dict], **same: Any
+) -> Any:
+    """Run a statement for many rows (keys `b_<column>`; `same` holds the values shared by
+    all): an executemany on SQLite (in-process, so cheap; an INSERT with RETURNING goes in
+    multi-row batches), one array per column on PostgreSQL (`postgresql_stmt` reads them
+    through `unnest(…)`). Returns the result (None when there are no rows)."""
+    if not rows:
+        return None
+    if connection.dialect.name == "postgresql":
+        arrays = {key: [row[key] for row in rows] for key in rows[0]}
+        return connection.execute(postgresql_stmt, {**arrays, **same})
+    return connection.execute(sqlite_stmt, [{**row, **same} for row in rows])

@@ -16,12 +16,12 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, exists, func, insert, select, update
+from sqlalchemy import Integer, Text, bindparam, exists, func, insert, literal, select, update
 from sqlmodel import Session
 
 from farmhand.agent import wire
 from farmhand.server import states
-from farmhand.server.db import literal_in
+from farmhand.server.db import execute_rows, literal_in, unnest
 from farmhand.server.errors import Conflict, FarmhandError, NotFound
 from farmhand.server.states import Event
 from farmhand.server.tables import Agent, Campaign, Record, Run, UTCDateTime
@@ -179,7 +179,25 @@ def _claim_statement(dialect: str, by_campaign: bool) -> Any:
     )
 
 
-_INSERT_RUNS = insert(RUN)
+_NEW_RUN = {
+    "agent_id": bindparam("b_agent"),
+    "state": literal(wire.RunState.leased.value),
+    "claimed_at": bindparam("b_claimed_at", type_=UTCDateTime),
+}
+_INSERT_RUNS = insert(RUN).values(
+    id=bindparam("b_id"),
+    record_id=bindparam("b_record_id"),
+    token=bindparam("b_token"),
+    attempt=bindparam("b_attempt"),
+    **_NEW_RUN,
+)
+_NEW_RUNS = unnest(id=Integer, record_id=Integer, token=Text, attempt=Integer)
+_INSERT_RUNS_POSTGRESQL = insert(RUN).from_select(
+    ["id", "record_id", "token", "attempt", *_NEW_RUN],
+    select(
+        _NEW_RUNS.c.id, _NEW_RUNS.c.record_id, _NEW_RUNS.c.token, _NEW_RUNS.c.attempt
+    ).add_columns(*_NEW_RUN.values()),
+)
 _SET_RUN_IDS = (
     update(REC)
     .where(REC.c.id.in_(bindparam("b_ids", expanding=True)))
@@ -238,18 +256,16 @@ def claim(
     claimed_at = max(now, clock())
     runs = [
         {
-            "record_id": row.id,
-            "agent_id": agent_id,
-            "token": secrets.token_urlsafe(18),
-            "attempt": row.attempts,
-            "state": wire.RunState.leased.value,
-            "claimed_at": claimed_at,
+            "b_id": row.run_id if dialect == "postgresql" else gate.last_run + number,
+            "b_record_id": row.id,
+            "b_token": secrets.token_urlsafe(18),
+            "b_attempt": row.attempts,
         }
-        for row in claimed
+        for number, row in enumerate(claimed, start=1)
     ]
-    for number, (run, row) in enumerate(zip(runs, claimed, strict=True), start=1):
-        run["id"] = row.run_id if dialect == "postgresql" else gate.last_run + number
-    conn.execute(_INSERT_RUNS, runs)
+    execute_rows(
+        conn, _INSERT_RUNS, _INSERT_RUNS_POSTGRESQL, runs, b_agent=agent_id, b_claimed_at=claimed_at
+    )
     if dialect != "postgresql":
         conn.execute(_SET_RUN_IDS, {"b_ids": [row.id for row in claimed]})
     unstarted = {row.campaign_id for row in claimed if row.unstarted}
@@ -257,8 +273,8 @@ def claim(
         conn.execute(_START_CAMPAIGNS, {"b_ids": sorted(unstarted), "b_now": now})
     return [
         wire.Lease(
-            run_id=run["id"],
-            token=run["token"],
+            run_id=run["b_id"],
+            token=run["b_token"],
             expires_at=expires,
             record_id=row.id,
             campaign_id=row.campaign_id,

@@ -6,13 +6,13 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, JSON, Integer, Text, bindparam, cast, func, literal, select, update
+from sqlalchemy import JSON, Integer, Text, bindparam, cast, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from farmhand.agent import wire
 from farmhand.server import states
-from farmhand.server.db import literal_in
+from farmhand.server.db import execute_rows, literal_in, unnest
 from farmhand.server.errors import Invalid, NotFound
 from farmhand.server.leases import derive_run_args
 from farmhand.server.states import Event
@@ -30,77 +30,44 @@ def _max_attempts(run_args: dict[str, Any], default: int, where: str) -> int:
     return value
 
 
+_SPEC_COLUMNS = ("key", "command", "priority", "run_args", "max_attempts")
+_NEW_RECORD = {
+    "campaign_id": bindparam("b_campaign", type_=Integer),
+    "state": literal(wire.RecordState.ready.value),
+    "attempts": literal(0),
+    "created_at": bindparam("b_now", type_=UTCDateTime),
+    "updated_at": bindparam("b_now", type_=UTCDateTime),
+}
 # Both statements skip keys the campaign already has and return the keys they inserted: no
-# lookup first, and no race with a concurrent submission of the same keys.
-_INSERT_SQLITE = (
+# lookup first, and no race with a concurrent submission of the same keys. run_args arrive
+# as JSON text.
+_INSERT = (
     sqlite.insert(REC)
+    .values(
+        **{name: bindparam(f"b_{name}") for name in _SPEC_COLUMNS},
+        **_NEW_RECORD,
+    )
+    .values(run_args=bindparam("b_run_args", type_=Text))  # already JSON text
     .on_conflict_do_nothing(index_elements=[REC.c.campaign_id, REC.c.key])
     .returning(REC.c.key)
 )
-# On PostgreSQL the rows travel as one array per column: a multi-row VALUES has a placeholder
-# per value, and psycopg parses a statement with more than 50 of them in Python, every time
-# (it took 40 % of the server's time for 10,000 records).
-_SPECS = (
-    func.unnest(
-        bindparam("b_keys", type_=ARRAY(Text)),
-        bindparam("b_commands", type_=ARRAY(Text)),
-        bindparam("b_priorities", type_=ARRAY(Integer)),
-        bindparam("b_run_args", type_=ARRAY(Text)),
-        bindparam("b_max_attempts", type_=ARRAY(Integer)),
-    )
-    .table_valued("key", "command", "priority", "run_args", "max_attempts")
-    .render_derived()
-)
+_SPECS = unnest(key=Text, command=Text, priority=Integer, run_args=Text, max_attempts=Integer)
 _INSERT_POSTGRESQL = (
     postgresql.insert(REC)
     .from_select(
-        [
-            "campaign_id",
-            "key",
-            "command",
-            "priority",
-            "run_args",
-            "max_attempts",
-            "state",
-            "attempts",
-            "created_at",
-            "updated_at",
-        ],
+        [*_SPEC_COLUMNS, *_NEW_RECORD],
         select(
-            bindparam("b_campaign", type_=Integer),
             _SPECS.c.key,
             _SPECS.c.command,
             _SPECS.c.priority,
             cast(_SPECS.c.run_args, JSON),
             _SPECS.c.max_attempts,
-            literal(wire.RecordState.ready.value),
-            literal(0),
-            bindparam("b_now", type_=UTCDateTime),
-            bindparam("b_now", type_=UTCDateTime),
+            *_NEW_RECORD.values(),
         ),
     )
     .on_conflict_do_nothing(index_elements=[REC.c.campaign_id, REC.c.key])
     .returning(REC.c.key)
 )
-
-
-def _insert_new(session: Session, campaign_id: int, rows: list[dict], now: datetime) -> set[str]:
-    """Insert the rows whose keys the campaign does not have yet; the keys inserted."""
-    conn = session.connection()
-    if conn.dialect.name != "postgresql":
-        for row in rows:
-            row.update(campaign_id=campaign_id, state=wire.RecordState.ready.value, attempts=0)
-            row.update(created_at=now, updated_at=now)
-        return set(conn.execute(_INSERT_SQLITE, rows).scalars())
-    columns = {
-        "b_keys": [r["key"] for r in rows],
-        "b_commands": [r["command"] for r in rows],
-        "b_priorities": [r["priority"] for r in rows],
-        "b_run_args": [json.dumps(r["run_args"]) for r in rows],
-        "b_max_attempts": [r["max_attempts"] for r in rows],
-    }
-    params = {**columns, "b_campaign": campaign_id, "b_now": now}
-    return set(conn.execute(_INSERT_POSTGRESQL, params).scalars())
 
 
 def create(
@@ -130,15 +97,20 @@ def create(
     )
     rows = [
         {
-            "key": spec.key,
-            "command": spec.command,
-            "priority": spec.priority,
-            "run_args": spec.run_args,
-            "max_attempts": _max_attempts(spec.run_args, campaign_default, f"record '{spec.key}'"),
+            "b_key": spec.key,
+            "b_command": spec.command,
+            "b_priority": spec.priority,
+            "b_run_args": json.dumps(spec.run_args),
+            "b_max_attempts": _max_attempts(
+                spec.run_args, campaign_default, f"record '{spec.key}'"
+            ),
         }
         for spec in body.records
     ]
-    created = _insert_new(session, campaign.id, rows, now)
+    inserted = execute_rows(
+        session.connection(), _INSERT, _INSERT_POSTGRESQL, rows, b_campaign=campaign.id, b_now=now
+    )
+    created = set(inserted.scalars())
     skipped = [spec.key for spec in body.records if spec.key not in created]
     return wire.RecordsCreated(
         created=len(created), skipped=len(skipped), skipped_keys=skipped[:100]

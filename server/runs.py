@@ -18,15 +18,15 @@ import hmac
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import JSON, Integer, Text, bindparam, cast, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from farmhand.agent import wire
 from farmhand.server import states
+from farmhand.server.db import execute_rows, unnest
 from farmhand.server.errors import FarmhandError, NotFound, StaleLease
 from farmhand.server.states import Event
 from farmhand.server.tables import Record, RecordResult, Run, UTCDateTime
@@ -65,18 +65,25 @@ _END_RECORDS = (
         updated_at=_NOW,
     )
 )
+_END_RUN_VALUES = ("state", "exit_code", "error", "stdout_tail", "stderr_tail", "report")
 _END_RUNS = (
     update(RUN)
     .where(RUN.c.id == bindparam("b_id"))
-    .values(
-        state=bindparam("b_state"),
-        ended_at=_NOW,
-        exit_code=bindparam("b_exit_code"),
-        error=bindparam("b_error"),
-        stdout_tail=bindparam("b_stdout_tail"),
-        stderr_tail=bindparam("b_stderr_tail"),
-        report=bindparam("b_report"),
-    )
+    .values(ended_at=_NOW, **{name: bindparam(f"b_{name}") for name in _END_RUN_VALUES})
+)
+_ENDED = unnest(
+    id=Integer,
+    state=Text,
+    exit_code=Integer,
+    error=Text,
+    stdout_tail=Text,
+    stderr_tail=Text,
+    report=Text,
+)
+_END_RUNS_POSTGRESQL = (
+    update(RUN)
+    .where(RUN.c.id == _ENDED.c.id)
+    .values(ended_at=_NOW, **{name: _ENDED.c[name] for name in _END_RUN_VALUES})
 )
 _START_RECORD = (
     update(REC)
@@ -90,14 +97,28 @@ _START_RUN = (
 )
 
 
-@cache
-def _store_results(dialect: str) -> Any:
-    """`INSERT INTO record_result … ON CONFLICT (record_id) DO UPDATE`: a rerun replaces it."""
-    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(RESULT)
-    return stmt.on_conflict_do_update(
-        index_elements=[RESULT.c.record_id],
-        set_={"run_id": stmt.excluded.run_id, "document": stmt.excluded.document},
-    )
+# INSERT … ON CONFLICT (record_id) DO UPDATE: a rerun's result replaces the earlier one.
+_STORE_RESULTS = sqlite.insert(RESULT).values(
+    record_id=bindparam("b_record_id"),
+    run_id=bindparam("b_run_id"),
+    document=bindparam("b_document", type_=Text),  # JSON text already (no CAST in SQLite)
+)
+_STORE_RESULTS = _STORE_RESULTS.on_conflict_do_update(
+    index_elements=[RESULT.c.record_id],
+    set_={"run_id": _STORE_RESULTS.excluded.run_id, "document": _STORE_RESULTS.excluded.document},
+)
+_RESULTS = unnest(record_id=Integer, run_id=Integer, document=Text)
+_STORE_RESULTS_POSTGRESQL = postgresql.insert(RESULT).from_select(
+    ["record_id", "run_id", "document"],
+    select(_RESULTS.c.record_id, _RESULTS.c.run_id, cast(_RESULTS.c.document, JSON)),
+)
+_STORE_RESULTS_POSTGRESQL = _STORE_RESULTS_POSTGRESQL.on_conflict_do_update(
+    index_elements=[RESULT.c.record_id],
+    set_={
+        "run_id": _STORE_RESULTS_POSTGRESQL.excluded.run_id,
+        "document": _STORE_RESULTS_POSTGRESQL.excluded.document,
+    },
+)
 
 
 @dataclass
@@ -246,29 +267,29 @@ def _write(session: Session, ended: list[tuple[_Report, dict, dict]], now: datet
                 "b_now": now,
             },
         )
-    conn.execute(
-        _END_RUNS,
-        [
-            {
-                "b_id": run["id"],
-                "b_state": run["state"],
-                "b_now": now,
-                "b_exit_code": report.payload.get("exit_code"),
-                "b_error": report.payload.get("error", report.payload.get("reason")),
-                "b_stdout_tail": report.payload.get("stdout_tail"),
-                "b_stderr_tail": report.payload.get("stderr_tail"),
-                "b_report": run["report"],
-            }
-            for report, run, _ in ended
-        ],
-    )
+    runs = [
+        {
+            "b_id": run["id"],
+            "b_state": run["state"],
+            "b_exit_code": report.payload.get("exit_code"),
+            "b_error": report.payload.get("error", report.payload.get("reason")),
+            "b_stdout_tail": report.payload.get("stdout_tail"),
+            "b_stderr_tail": report.payload.get("stderr_tail"),
+            "b_report": run["report"],
+        }
+        for report, run, _ in ended
+    ]
+    execute_rows(conn, _END_RUNS, _END_RUNS_POSTGRESQL, runs, b_now=now)
     results = [
-        {"record_id": record["id"], "run_id": run["id"], "document": report.result}
+        {
+            "b_record_id": record["id"],
+            "b_run_id": run["id"],
+            "b_document": json.dumps(report.result),
+        }
         for report, run, record in ended
         if report.verb == "complete"
     ]
-    if results:
-        conn.execute(_store_results(conn.dialect.name), results)
+    execute_rows(conn, _STORE_RESULTS, _STORE_RESULTS_POSTGRESQL, results)
 
 
 def _one(session: Session, report: _Report, now: datetime) -> wire.RunAck:
