@@ -17,11 +17,12 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import Integer, Text, bindparam, exists, func, insert, literal, select, update
+from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from farmhand.agent import wire
 from farmhand.server import states
-from farmhand.server.db import execute_rows, literal_in, unnest
+from farmhand.server.db import connection_of, execute_rows, literal_in, unnest
 from farmhand.server.errors import Conflict, FarmhandError, NotFound
 from farmhand.server.states import Event
 from farmhand.server.tables import Agent, Campaign, Record, Run, UTCDateTime
@@ -39,13 +40,6 @@ class Expired:
 
     requeued: int = 0
     failed: int = 0
-
-
-def _skip_locked(stmt: Any, session: Session) -> Any:
-    """`FOR UPDATE SKIP LOCKED` where the database has it (SQLite serialises writers anyway)."""
-    if session.get_bind().dialect.name == "postgresql":
-        return stmt.with_for_update(skip_locked=True)
-    return stmt
 
 
 def _refusal(agent_id: int, name: str, state: str, draining_ok: bool) -> FarmhandError | None:
@@ -73,20 +67,22 @@ def active_agent(session: Session, agent_id: int, *, draining_ok: bool = False) 
     return agent
 
 
-def expire(session: Session, *, now: datetime) -> Expired:
+def expire(tx: Session | Connection, *, now: datetime) -> Expired:
     """Turn leases that expired before `now` into lost runs; their records go back to ready,
     or to failed when no attempts remain."""
-    expired = _skip_locked(
-        select(REC.c.id).where(
+    expired = (
+        select(REC.c.id)
+        .where(
             literal_in(REC.c.state, states.source_values(Event.requeue)),
             REC.c.lease_expires_at < now,
-        ),
-        session,
+        )
+        .with_for_update(skip_locked=True)  # rendered on PostgreSQL only
     )
-    ids = list(session.execute(expired).scalars())
+    conn = connection_of(tx)
+    ids = list(conn.execute(expired).scalars())
     if not ids:
         return Expired()
-    session.execute(
+    conn.execute(
         update(RUN)
         .where(RUN.c.id.in_(select(REC.c.run_id).where(REC.c.id.in_(ids))))
         .where(literal_in(RUN.c.state, LIVE_RUN))
@@ -97,7 +93,7 @@ def expire(session: Session, *, now: datetime) -> Expired:
         )
     )
     lease_gone = {"agent_id": None, "lease_expires_at": None, "updated_at": now}
-    failed = session.execute(
+    failed = conn.execute(
         update(REC)
         .where(REC.c.id.in_(ids), REC.c.attempts >= REC.c.max_attempts)
         .values(
@@ -106,7 +102,7 @@ def expire(session: Session, *, now: datetime) -> Expired:
             **lease_gone,
         )
     ).rowcount
-    requeued = session.execute(
+    requeued = conn.execute(
         update(REC)
         .where(REC.c.id.in_(ids), REC.c.attempts < REC.c.max_attempts)
         .values(state=states.target(Event.requeue).value, error="lease lost", **lease_gone)
@@ -216,7 +212,7 @@ _START_CAMPAIGNS = (
 
 
 def claim(
-    session: Session,
+    tx: Session | Connection,
     *,
     agent_id: int,
     max_records: int,
@@ -231,7 +227,7 @@ def claim(
     concurrent transaction finished just before this claim took the record.
     """
     now = clock()
-    conn = session.connection()
+    conn = connection_of(tx)
     gate = conn.execute(_GATE, {"b_agent": agent_id, "b_now": now}).first()
     if gate is None:
         raise NotFound(f"agent {agent_id} is not registered")
@@ -239,7 +235,7 @@ def claim(
     if refusal is not None:
         raise refusal
     if gate.due:
-        expire(session, now=now)
+        expire(conn, now=now)
     expires = now + timedelta(seconds=ttl)
     dialect = conn.dialect.name
     params = {

@@ -22,11 +22,12 @@ from typing import Any
 
 from sqlalchemy import JSON, Integer, Text, bindparam, cast, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from farmhand.agent import wire
 from farmhand.server import states
-from farmhand.server.db import execute_rows, unnest
+from farmhand.server.db import connection_of, execute_rows, unnest
 from farmhand.server.errors import FarmhandError, NotFound, StaleLease
 from farmhand.server.states import Event
 from farmhand.server.tables import Record, RecordResult, Run, UTCDateTime
@@ -160,9 +161,8 @@ def _failure(run_id: int, body: wire.RunFail | wire.RunReport) -> _Report:
     return _Report("fail", run_id, body.token, payload)
 
 
-def _lock(session: Session, run_ids: list[int]) -> tuple[dict[int, dict], dict[int, dict]]:
+def _lock(conn: Connection, run_ids: list[int]) -> tuple[dict[int, dict], dict[int, dict]]:
     """The runs and their records, locked records first; {id: row} each."""
-    conn = session.connection()
     params = {"b_runs": sorted(set(run_ids))}
     found = []
     for stmt in (_LOCK_RECORDS, _LOCK_RUNS):
@@ -229,10 +229,11 @@ def _end(run: dict, record: dict, report: _Report) -> wire.RunAck:
 
 
 def _apply(
-    session: Session, reports: list[_Report], now: datetime
+    tx: Session | Connection, reports: list[_Report], now: datetime
 ) -> list[wire.RunAck | FarmhandError]:
     """Apply final reports in one go: one answer (an ack or the error) per report, in order."""
-    runs, records = _lock(session, [r.run_id for r in reports])
+    conn = connection_of(tx)
+    runs, records = _lock(conn, [r.run_id for r in reports])
     outcomes: list[wire.RunAck | FarmhandError] = []
     ended: list[tuple[_Report, dict, dict]] = []
     for report in reports:
@@ -246,12 +247,11 @@ def _apply(
         except FarmhandError as exc:
             outcomes.append(exc)
     if ended:
-        _write(session, ended, now)
+        _write(conn, ended, now)
     return outcomes
 
 
-def _write(session: Session, ended: list[tuple[_Report, dict, dict]], now: datetime) -> None:
-    conn = session.connection()
+def _write(conn: Connection, ended: list[tuple[_Report, dict, dict]], now: datetime) -> None:
     endings: dict[tuple, list[int]] = {}
     for report, _, record in ended:
         given_back = 1 if report.verb == "release" else 0
@@ -292,16 +292,19 @@ def _write(session: Session, ended: list[tuple[_Report, dict, dict]], now: datet
     execute_rows(conn, _STORE_RESULTS, _STORE_RESULTS_POSTGRESQL, results)
 
 
-def _one(session: Session, report: _Report, now: datetime) -> wire.RunAck:
-    (outcome,) = _apply(session, [report], now)
+def _one(tx: Session | Connection, report: _Report, now: datetime) -> wire.RunAck:
+    (outcome,) = _apply(tx, [report], now)
     if isinstance(outcome, FarmhandError):
         raise outcome
     return outcome
 
 
-def start(session: Session, *, run_id: int, body: wire.RunStart, now: datetime) -> wire.RunAck:
+def start(
+    tx: Session | Connection, *, run_id: int, body: wire.RunStart, now: datetime
+) -> wire.RunAck:
     """The agent started the command: claimed → running. Repeating it is harmless."""
-    runs, records = _lock(session, [run_id])
+    conn = connection_of(tx)
+    runs, records = _lock(conn, [run_id])
     run, record = _fence(runs, records, run_id, body.token)
     if run["state"] == wire.RunState.running.value:
         return _ack(run, record)
@@ -312,32 +315,35 @@ def start(session: Session, *, run_id: int, body: wire.RunStart, now: datetime) 
     what = f"record '{record['key']}'"
     record["state"] = states.transition(Event.start, record["state"], what=what).value
     run["state"] = wire.RunState.running.value
-    conn = session.connection()
     conn.execute(_START_RECORD, {"b_id": record["id"], "b_state": record["state"], "b_now": now})
     conn.execute(_START_RUN, {"b_id": run_id, "b_now": now})
     return _ack(run, record)
 
 
 def complete(
-    session: Session, *, run_id: int, body: wire.RunComplete, now: datetime
+    tx: Session | Connection, *, run_id: int, body: wire.RunComplete, now: datetime
 ) -> wire.RunAck:
     """The attempt succeeded: the record is done and its result document is stored."""
-    return _one(session, _completion(run_id, body), now)
+    return _one(tx, _completion(run_id, body), now)
 
 
-def fail(session: Session, *, run_id: int, body: wire.RunFail, now: datetime) -> wire.RunAck:
+def fail(
+    tx: Session | Connection, *, run_id: int, body: wire.RunFail, now: datetime
+) -> wire.RunAck:
     """The attempt failed: back to ready while attempts remain, else failed for good."""
-    return _one(session, _failure(run_id, body), now)
+    return _one(tx, _failure(run_id, body), now)
 
 
-def release(session: Session, *, run_id: int, body: wire.RunRelease, now: datetime) -> wire.RunAck:
+def release(
+    tx: Session | Connection, *, run_id: int, body: wire.RunRelease, now: datetime
+) -> wire.RunAck:
     """The agent gave the record back: ready again, and the attempt is not spent."""
     payload = {"token": body.token, "reason": body.reason}
-    return _one(session, _Report("release", run_id, body.token, payload), now)
+    return _one(tx, _Report("release", run_id, body.token, payload), now)
 
 
 def report_many(
-    session: Session, *, reports: list[wire.RunReport], now: datetime
+    tx: Session | Connection, *, reports: list[wire.RunReport], now: datetime
 ) -> list[wire.RunReportAnswer]:
     """Apply many final reports in one transaction, each fenced on its own.
 
@@ -345,7 +351,7 @@ def report_many(
     A repeat of an applied item gets the same answer.
     """
     outcomes = _apply(
-        session,
+        tx,
         [_completion(r.run_id, r) if r.error is None else _failure(r.run_id, r) for r in reports],
         now,
     )

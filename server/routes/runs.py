@@ -36,8 +36,8 @@ def report_runs(
 ) -> wire.RunReportAnswers:
     """Complete or fail many runs in one request and one transaction. Each report is fenced
     by its own token and answered on its own: a stale one gets its error, the rest apply."""
-    with db.write() as session:
-        answers = runs.report_many(session, reports=body.reports, now=now)
+    with db.write_core() as conn:
+        answers = runs.report_many(conn, reports=body.reports, now=now)
     if any(a.ack and a.ack.record_state == wire.RecordState.ready for a in answers):
         wakeup.notify()
     return wire.RunReportAnswers(answers=answers)
@@ -46,8 +46,8 @@ def report_runs(
 @router.post("/runs/{run_id}/start", response_model=wire.RunAck, summary="Start a run")
 def start_run(run_id: int, body: wire.RunStart, db: DbDep, now: NowDep, _: AgentDep) -> wire.RunAck:
     """The agent has staged the run and started its command (fenced by the lease token)."""
-    with db.write() as session:
-        return runs.start(session, run_id=run_id, body=body, now=now)
+    with db.write_core() as conn:
+        return runs.start(conn, run_id=run_id, body=body, now=now)
 
 
 @router.post(
@@ -57,8 +57,8 @@ def complete_run(
     run_id: int, body: wire.RunComplete, db: DbDep, now: NowDep, _: AgentDep
 ) -> wire.RunAck:
     """The record becomes done with the run's result; a repeat gets the same answer."""
-    with db.write() as session:
-        return runs.complete(session, run_id=run_id, body=body, now=now)
+    with db.write_core() as conn:
+        return runs.complete(conn, run_id=run_id, body=body, now=now)
 
 
 @router.post("/runs/{run_id}/fail", response_model=wire.RunAck, summary="Report a failed run")
@@ -66,8 +66,8 @@ def fail_run(
     run_id: int, body: wire.RunFail, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep
 ) -> wire.RunAck:
     """The attempt failed; the record is re-queued while attempts remain, else failed."""
-    with db.write() as session:
-        ack = runs.fail(session, run_id=run_id, body=body, now=now)
+    with db.write_core() as conn:
+        ack = runs.fail(conn, run_id=run_id, body=body, now=now)
     if ack.record_state == wire.RecordState.ready:
         wakeup.notify()
     return ack
@@ -78,7 +78,7 @@ def release_run(
     run_id: int, body: wire.RunRelease, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep
 ) -> wire.RunAck:
     """The record is ready again at once, without spending an attempt."""
-    with db.write() as session:
-        ack = runs.release(session, run_id=run_id, body=body, now=now)
+    with db.write_core() as conn:
+        ack = runs.release(conn, run_id=run_id, body=body, now=now)
     wakeup.notify()
     return ack
