@@ -206,6 +206,14 @@ class RecordsChanged(Loose):
 # --- agents, leases and runs -------------------------------------------------------------
 
 
+class Resources(Strict):
+    """Amounts of cores, GPUs and memory (MiB); None = unknown/unlimited."""
+
+    cores: float | None = None
+    gpus: int | None = None
+    memory_mb: int | None = None
+
+
 class AgentRegister(Strict):
     """An agent introducing itself."""
 
@@ -214,6 +222,8 @@ class AgentRegister(Strict):
     pid: int | None = None
     slots: int = Field(ge=1, le=100_000)
     labels: dict[str, str] = Field(default_factory=dict)
+    runners: list[str] = Field(default_factory=list, description="runner names it offers")
+    resources: Resources | None = Field(default=None, description="its total resources")
 
 
 class Agent(Loose):
@@ -259,6 +269,12 @@ class ClaimRequest(Strict):
     max_records: int = Field(default=1, ge=1, le=MAX_CLAIM)
     wait: float = Field(default=0.0, ge=0.0, le=MAX_WAIT_SECONDS)
     campaign_id: int | None = None
+    runners: list[str] | None = Field(
+        default=None, description="runner names the agent offers; None = any"
+    )
+    free: Resources | None = Field(
+        default=None, description="what fits in the agent's free share now"
+    )
 
 
 class Lease(Loose):
