@@ -7,6 +7,7 @@ removes the partial run directory and (on shutdown) gives the lease back.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from farmhand.agent import wire
+from farmhand.agent.allocation import Allocator, Grant
 from farmhand.agent.client import (
     ApiError,
     Conflict,
@@ -26,8 +28,10 @@ from farmhand.agent.client import (
     FarmhandError,
     ServerUnavailable,
 )
+from farmhand.agent.placement import Plan
 from farmhand.agent.retry import is_transient, retry_unavailable
-from farmhand.agent.runners import DEFAULT_RUNNER, Runner, RunningProcess, runner_for
+from farmhand.agent.runners import Launch, Runner, RunningProcess
+from farmhand.agent.runners.definitions import Runners
 from farmhand.agent.staging import (
     STDERR_FILE,
     STDOUT_FILE,
@@ -58,10 +62,16 @@ def describe_exit(code: int) -> str:
     return f"exit code {code}"
 
 
-def release(client: FarmhandClient, lease: wire.Lease) -> None:
+def _digest(token: str) -> str:
+    """Eight hex digits that tell leases apart without revealing the token (container
+    names are visible to every user of the node)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:8]
+
+
+def release(client: FarmhandClient, lease: wire.Lease, reason: str = RELEASE_REASON) -> None:
     """Give a lease back without spending its attempt; a lease already gone is fine."""
     try:
-        client.release(lease.run_id, lease.token, reason=RELEASE_REASON, timeout=5.0)
+        client.release(lease.run_id, lease.token, reason=reason[:1024], timeout=5.0)
     except Conflict:
         pass  # already released (deregistration) or ended: nothing to give back
     except FarmhandError as exc:
@@ -79,6 +89,8 @@ class Context:
     report_deadline: float
     stopping: threading.Event
     count: Callable[[str], None]  # called with "done", "failed", "released", "cancelled", "lost"
+    runners: Runners
+    allocator: Allocator
     kill_now: bool = False  # a second stop(): no grace any more
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
 
@@ -86,10 +98,18 @@ class Context:
 class Attempt:
     """One lease being worked on. `phase` goes staging → running → reporting."""
 
-    def __init__(self, lease: wire.Lease, context: Context, on_exit: Callable[[Attempt], None]):
+    def __init__(
+        self,
+        lease: wire.Lease,
+        context: Context,
+        on_exit: Callable[[Attempt], None],
+        plan: Plan,
+    ):
         self.lease = lease
         self.context = context
         self.on_exit = on_exit
+        self.plan = plan
+        self.grant: Grant | None = None  # this run's share of the agent's resources
         self.phase = "staging"
         self.abort: str | None = None  # "shutdown", "cancelled" or "lost"
         self.handle: RunningProcess | None = None
@@ -132,12 +152,18 @@ class Attempt:
             except Exception:
                 log.exception("could not report the agent error in %s", self.label())
         finally:
+            if self.grant is not None:
+                self.context.allocator.release(self.grant)
             self.on_exit(self)
 
     def _execute(self) -> None:
         lease, ctx = self.lease, self.context
         if ctx.stopping.is_set():
             return self._drop("shutdown")
+        if self.plan.error is not None:
+            return self._fail(self.plan.error, None)
+        if not self._acquire():
+            return self._drop(self.abort or "shutdown")
         try:
             self.run_dir = make_run_dir(ctx.workdir, lease.campaign_id, lease.key, lease.run_id)
         except (OSError, ValueError) as exc:
@@ -154,32 +180,46 @@ class Attempt:
             log.warning("cannot start %s: %s", self.label(), exc)
             return self._drop(self.abort or "lost")
         try:
-            runner = runner_for(lease.run_args.get("runner", DEFAULT_RUNNER))
-            env = self._environment()
+            run_env = self._run_environment()
         except ValueError as exc:
             return self._fail(str(exc), None)
-        start_error = self._start(runner, env)
+        assert self.plan.runner is not None  # refused plans never become attempts
+        start_error = self._start(self.plan.runner, run_env)
         if self.abort is not None:
             return self._drop(self.abort)
         if start_error is not None:
             return self._fail(start_error, None)
         self._wait_and_report()
 
-    def _start(self, runner: Runner, env: dict[str, str]) -> str | None:
+    def _acquire(self) -> bool:
+        """Wait for this run's share of cores, GPUs and memory; False if aborted first."""
+        allocator, need = self.context.allocator, self.plan.need
+        stopping = self.context.stopping
+        shortfall = allocator.shortfall(need)
+        if shortfall is not None:
+            log.info("%s waits: %s", self.label(), shortfall)
+        self.grant = allocator.acquire(need, lambda: self.abort is not None or stopping.is_set())
+        return self.grant is not None
+
+    def _start(self, runner: Runner, run_env: dict[str, str]) -> str | None:
         """Start the command unless aborted meanwhile; an error message if it cannot start."""
-        run_dir = self.run_dir
+        run_dir, lease = self.run_dir, self.lease
         assert run_dir is not None
+        launch = Launch(
+            command=lease.command,
+            run_dir=run_dir,
+            stdout=run_dir / STDOUT_FILE,
+            stderr=run_dir / STDERR_FILE,
+            base_env={k: v for k, v in self.context.environ.items() if k not in PRIVATE_ENV},
+            run_env=run_env,
+            name=f"farmhand-{lease.run_id}-{_digest(lease.token)}",
+            run_args=lease.run_args,
+        )
         with self._lock:
             if self.abort is not None:
                 return None
             try:
-                self.handle = runner.start(
-                    self.lease.command,
-                    cwd=run_dir,
-                    env=env,
-                    stdout=run_dir / STDOUT_FILE,
-                    stderr=run_dir / STDERR_FILE,
-                )
+                self.handle = runner.start(launch)
             except (OSError, ValueError, subprocess.SubprocessError) as exc:
                 self.phase = "reporting"
                 return f"cannot start the command: {exc}"
@@ -217,12 +257,15 @@ class Attempt:
             assert error is not None
             self._fail(error, code, **tails)
 
-    def _environment(self) -> dict[str, str]:
-        lease, run_dir = self.lease, self.run_dir
+    def _run_environment(self) -> dict[str, str]:
+        """What this run adds to the agent's environment: its share, the record's `env`,
+        then the FARMHAND_* variables."""
+        lease, run_dir, grant = self.lease, self.run_dir, self.grant
+        assert grant is not None
         extra = lease.run_args.get("env") or {}
         if not isinstance(extra, dict):
             raise ValueError(f"run_args.env must be a table of NAME = value, not {extra!r}")
-        env = {k: v for k, v in self.context.environ.items() if k not in PRIVATE_ENV}
+        env = grant.environment(gpus_managed=self.context.allocator.gpus_managed)
         for name, value in extra.items():
             env[str(name)] = value if isinstance(value, str) else json.dumps(value)
         env.update(

@@ -16,7 +16,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from farmhand.agent import campaign_file, output, refs, wire
+from farmhand.agent import campaign_file, offer, output, refs, wire
 from farmhand.agent.client import ApiError, FarmhandClient, FarmhandError
 
 EPILOG = (
@@ -65,17 +65,26 @@ def cmd_agent(args: argparse.Namespace) -> int:
     if args.log_level != "debug":
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
 
+    try:
+        runners, resources = offer.from_args(args)
+    except offer.OfferError as exc:
+        raise CliError(str(exc)) from exc
+    if args.list_runners:
+        print(offer.listing(runners, resources))
+        return 0
     server = args.server or os.environ.get("FARMHAND_SERVER")
     if not server:
         raise CliError("no server: pass --server URL or set FARMHAND_SERVER")
     config = AgentConfig(
         server=server,
         token=args.token or os.environ.get("FARMHAND_TOKEN"),
-        slots=args.slots,
+        slots=args.slots or max(1, int(resources.cores)),
         workdir=Path(args.workdir),
         name=args.name,
         exit_when_idle=args.exit_when_idle,
         campaign_id=args.campaign,
+        runners=runners,
+        resources=resources,
     )
     agent = Agent(config)
     install_signal_handlers(agent)
@@ -276,8 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--slots",
         type=_positive_int,
-        default=os.cpu_count() or 1,
-        help="records run at once (default: CPU count)",
+        help="records run at once (default: the cores it has, at least 1)",
     )
     p.add_argument("--workdir", default="farmhand-work", help="where run directories go")
     p.add_argument("--name", help="agent name (default: HOST-PID)")
@@ -288,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="exit after this many seconds with nothing to do",
     )
+    offer.add_arguments(p)
     p.add_argument("--log-level", default="info", choices=["error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_agent)
 

@@ -297,10 +297,18 @@ class FarmhandClient:
         *,
         wait: float = 0.0,
         campaign_id: int | None = None,
+        runners: list[str] | None = None,
+        free: wire.Resources | None = None,
     ) -> list[wire.Lease]:
-        """Claim up to `max_records` leases, long-polling up to `wait` seconds for work."""
+        """Claim up to `max_records` leases, long-polling up to `wait` seconds for work;
+        `runners` and `free` say what the agent can run and what fits its free share now."""
         body = wire.ClaimRequest(
-            agent_id=agent_id, max_records=max_records, wait=wait, campaign_id=campaign_id
+            agent_id=agent_id,
+            max_records=max_records,
+            wait=wait,
+            campaign_id=campaign_id,
+            runners=runners,
+            free=free,
         )
         timeout = wait + 30.0
         return self._model(

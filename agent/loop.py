@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from farmhand.agent import wire
+from farmhand.agent.allocation import Allocator
 from farmhand.agent.attempt import CHECK_EVERY, Attempt, Context, describe_exit, release
 from farmhand.agent.client import (
     ApiError,
@@ -27,7 +28,10 @@ from farmhand.agent.client import (
     ServerUnavailable,
 )
 from farmhand.agent.heartbeat import HeartbeatThread
+from farmhand.agent.placement import plan
+from farmhand.agent.resources import NodeResources, detect
 from farmhand.agent.retry import is_transient
+from farmhand.agent.runners import definitions
 
 __all__ = ["Agent", "AgentConfig", "describe_exit", "install_signal_handlers"]
 
@@ -39,6 +43,9 @@ SHUTDOWN_SLACK = 5.0
 SHUTDOWN_CALL_TIMEOUT = 5.0
 #: Least seconds between two claims that found nothing (when poll_wait is below it).
 MIN_CLAIM_GAP = 0.5
+#: Longest pause after a claim that brought only records this agent gave back.
+MAX_REFUSED_PAUSE = 30.0
+OUTCOMES = ("done", "failed", "released", "cancelled", "lost", "refused")
 
 
 @dataclass
@@ -55,6 +62,8 @@ class AgentConfig:
     poll_wait: float = 10.0  # long-poll seconds per claim (capped by wire.MAX_WAIT_SECONDS)
     term_grace: float = 5.0  # SIGTERM→SIGKILL grace when terminating a run
     report_deadline: float = 600.0  # how long a report retries an unreachable server
+    runners: definitions.Runners | None = None  # default: only the built-in subprocess
+    resources: NodeResources | None = None  # default: detected from the batch system and OS
 
 
 class Agent:
@@ -74,9 +83,13 @@ class Agent:
         self.agent_id: int | None = None
         self.lease_ttl: float | None = None
         self.exit_status = 0
-        self.counts = {"done": 0, "failed": 0, "released": 0, "cancelled": 0, "lost": 0}
+        # "refused": leases given back at once, for a runner or resources this agent lacks.
+        self.counts = dict.fromkeys(OUTCOMES, 0)
+        self.runners = config.runners or definitions.builtin()
+        self.allocator = Allocator(config.resources or detect(), config.slots)
         self._cond = threading.Condition()
         self._attempts: dict[int, Attempt] = {}
+        self._ended = 0  # attempts that ended, so a pause can end with one
         self._last_busy = time.monotonic()
         self._stopping = threading.Event()  # shutdown began: claims stop, attempts abort
         self._wake = threading.Event()
@@ -93,6 +106,8 @@ class Agent:
             report_deadline=config.report_deadline,
             stopping=self._stopping,
             count=self._count,
+            runners=self.runners,
+            allocator=self.allocator,
         )
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -168,7 +183,12 @@ class Agent:
         self._context.workdir.mkdir(parents=True, exist_ok=True)
         answer = self.client.register(
             wire.AgentRegister(
-                name=self.name, host=socket.gethostname(), pid=os.getpid(), slots=cfg.slots
+                name=self.name,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                slots=cfg.slots,
+                runners=self.runners.offered(),
+                resources=self.allocator.total.to_wire(),
             )
         )
         self.agent_id, self.lease_ttl = answer.agent.id, answer.lease_ttl
@@ -180,6 +200,11 @@ class Agent:
             cfg.slots,
             self.lease_ttl,
             self._context.workdir,
+        )
+        log.info(
+            "runners: %s; resources: %s",
+            ", ".join(self.runners.offered()),
+            self.allocator.total.describe(),
         )
 
     def _shutdown(self, heartbeat: HeartbeatThread) -> None:
@@ -208,16 +233,8 @@ class Agent:
             self.client.deregister(self.agent_id, timeout=SHUTDOWN_CALL_TIMEOUT)
         except FarmhandError as exc:
             log.warning("could not deregister agent %d: %s", self.agent_id, exc)
-        c = self.counts
-        log.info(
-            "agent %s stopped: %d done, %d failed, %d released, %d cancelled, %d lost",
-            self.name,
-            c["done"],
-            c["failed"],
-            c["released"],
-            c["cancelled"],
-            c["lost"],
-        )
+        tally = ", ".join(f"{n} {outcome}" for outcome, n in self.counts.items())
+        log.info("agent %s stopped: %s", self.name, tally)
         with self._cond:
             close_now = self._claimer_done
             self._close_when_claimer_done = not close_now
@@ -255,14 +272,17 @@ class Agent:
 
     def _claim_until_stopped(self) -> None:
         cfg = self.config
-        failures = 0
+        failures = refused = 0
         while not self._stopped():
             with self._cond:
-                while len(self._attempts) >= cfg.slots and not self._stopped():
+                while not self._stopped() and (
+                    len(self._attempts) >= cfg.slots or not self.allocator.has_room()
+                ):
                     self._cond.wait(1.0)
                 if self._stopped():
                     return
                 free = cfg.slots - len(self._attempts)
+                ended = self._ended
                 if self._attempts:
                     self._last_busy = time.monotonic()
                 idle_for = time.monotonic() - self._last_busy
@@ -277,7 +297,12 @@ class Agent:
                     return
             try:
                 leases = self.client.claim(
-                    self.agent_id, min(free, wire.MAX_CLAIM), wait=wait, campaign_id=cfg.campaign_id
+                    self.agent_id,
+                    min(free, wire.MAX_CLAIM),
+                    wait=wait,
+                    campaign_id=cfg.campaign_id,
+                    runners=self.runners.offered(),
+                    free=self.allocator.free(),
                 )
             except Conflict as exc:
                 self._request_stop(f"the server refused claims: {exc.detail}")
@@ -294,8 +319,16 @@ class Agent:
                 self._stopping.wait(pause)
                 continue
             failures = 0
-            if leases:
-                self._accept(leases)
+            if leases and not self._accept(leases):
+                # Every lease went back (a runner or resources we lack): the server would
+                # hand them straight back, so pause, growing, within the idle deadline.
+                refused += 1
+                pause = min(MAX_REFUSED_PAUSE, MIN_CLAIM_GAP * 2 ** min(refused, 6))
+                if cfg.exit_when_idle is not None:
+                    pause = min(pause, cfg.exit_when_idle - idle_for)
+                self._pause_unless_a_run_ends(pause, ended)
+            elif leases:
+                refused = 0
             elif cfg.poll_wait < MIN_CLAIM_GAP:
                 # Without a long poll, empty claims must not hammer the server.
                 gap = MIN_CLAIM_GAP - wait
@@ -303,12 +336,16 @@ class Agent:
                     gap = min(gap, cfg.exit_when_idle - idle_for - wait)
                 self._stopping.wait(max(0.0, gap))
 
-    def _accept(self, leases: list[wire.Lease]) -> None:
+    def _accept(self, leases: list[wire.Lease]) -> int:
+        """Start an attempt for each lease this agent can run, give the others back; how
+        many it kept."""
+        plans = [(lease, plan(lease, self.runners, self.allocator)) for lease in leases]
+        kept = [(lease, p) for lease, p in plans if p.refusal is None]
         with self._cond:
             late = self._stopped()
-            if not late:
-                for lease in leases:
-                    attempt = Attempt(lease, self._context, self._attempt_ended)
+            if not late and kept:
+                for lease, p in kept:
+                    attempt = Attempt(lease, self._context, self._attempt_ended, p)
                     self._attempts[lease.run_id] = attempt
                     attempt.thread.start()  # under the lock, so a shutdown can join it
                 self._last_busy = time.monotonic()
@@ -316,13 +353,32 @@ class Agent:
             log.info("releasing %d lease(s) that arrived during shutdown", len(leases))
             for lease in leases:
                 release(self.client, lease)
-            return
-        shown = ", ".join(f"{lease.key} (run {lease.run_id})" for lease in leases[:8])
-        more = f" and {len(leases) - 8} more" if len(leases) > 8 else ""
-        log.info("claimed %d: %s%s", len(leases), shown, more)
+            return 0
+        for lease, p in plans:
+            if p.refusal is not None:
+                log.warning("giving back %s (run %d): %s", lease.key, lease.run_id, p.refusal)
+                release(self.client, lease, f"agent {self.name}: {p.refusal}")
+                self._count("refused")
+        if kept:
+            shown = ", ".join(f"{lease.key} (run {lease.run_id})" for lease, _ in kept[:8])
+            more = f" and {len(kept) - 8} more" if len(kept) > 8 else ""
+            log.info("claimed %d: %s%s", len(kept), shown, more)
+        return len(kept)
+
+    def _pause_unless_a_run_ends(self, seconds: float, ended: int) -> None:
+        """Wait `seconds`, less if the agent stops or a run ends after `ended` runs had
+        (a freed slot may claim what came behind the refused records)."""
+        deadline = time.monotonic() + seconds
+        with self._cond:
+            while not self._stopped() and self._ended == ended:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._cond.wait(min(left, CHECK_EVERY))
 
     def _attempt_ended(self, attempt: Attempt) -> None:
         with self._cond:
+            self._ended += 1
             self._attempts.pop(attempt.lease.run_id, None)
             self._last_busy = time.monotonic()
             self._cond.notify_all()

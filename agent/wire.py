@@ -289,6 +289,14 @@ class RecordsChanged(Loose):
 # --- agents, leases and runs -------------------------------------------------------------
 
 
+class Resources(Strict):
+    """Amounts of cores, GPUs and memory (MiB); None = unknown/unlimited."""
+
+    cores: float | None = None
+    gpus: int | None = None
+    memory_mb: int | None = None
+
+
 class AgentRegister(Strict):
     """An agent introducing itself."""
 
@@ -297,6 +305,8 @@ class AgentRegister(Strict):
     pid: int | None = None
     slots: int = Field(ge=1, le=100_000)
     labels: dict[str, str] = Field(default_factory=dict)
+    runners: list[str] = Field(default_factory=list, description="runner names it offers")
+    resources: Resources | None = Field(default=None, description="its total resources")
 
 
 class Agent(Loose):
@@ -347,6 +357,13 @@ class ClaimRequest(Strict):
     )
     datasets: list[str] | None = Field(
         default=None, max_length=1000, description="only records of these datasets"
+    )
+
+    runners: list[str] | None = Field(
+        default=None, description="runner names the agent offers; None = any"
+    )
+    free: Resources | None = Field(
+        default=None, description="what fits in the agent's free share now"
     )
 
 

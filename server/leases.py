@@ -16,7 +16,18 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Integer, Text, bindparam, exists, func, insert, literal, select, update
+from sqlalchemy import (
+    Integer,
+    Text,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
@@ -150,14 +161,30 @@ _UNSTARTED = (
 )
 
 
+def _fits(column: Any, name: str) -> Any:
+    # A record that names no amount asks for none the claim can check (the agent shares
+    # its cores among such records itself).
+    return or_(column.is_(None), column <= bindparam(name))
+
+
+#: What a claim may narrow the queue by: its bound parameter is `b_<name>`.
+_FILTERS = {
+    "campaigns": REC.c.campaign_id.in_(bindparam("b_campaigns", expanding=True)),
+    "datasets": REC.c.dataset.in_(bindparam("b_datasets", expanding=True)),
+    "runners": REC.c.runner.in_(bindparam("b_runners", expanding=True)),
+    "cores": _fits(REC.c.cores, "b_cores"),
+    "gpus": _fits(REC.c.gpus, "b_gpus"),
+    "memory_mb": _fits(REC.c.memory_mb, "b_memory_mb"),
+}
+
+
 @cache
-def _claim_statement(dialect: str, by_campaign: bool, by_dataset: bool) -> Any:
-    """`UPDATE record … WHERE id IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED) RETURNING …`."""
+def _claim_statement(dialect: str, filters: frozenset[str]) -> Any:
+    """`UPDATE record … WHERE id IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED) RETURNING …`,
+    with the `filters` (names of `_FILTERS`) the claim asks for."""
     queue = select(REC.c.id).where(literal_in(REC.c.state, states.source_values(Event.claim)))
-    if by_campaign:
-        queue = queue.where(REC.c.campaign_id.in_(bindparam("b_campaigns", expanding=True)))
-    if by_dataset:
-        queue = queue.where(REC.c.dataset.in_(bindparam("b_datasets", expanding=True)))
+    for name in sorted(filters):
+        queue = queue.where(_FILTERS[name])
     queue = (
         queue.order_by(REC.c.priority.desc(), REC.c.id)
         .limit(bindparam("b_limit"))
@@ -240,6 +267,8 @@ def claim(
     ttl: float,
     campaign_ids: list[int] | None = None,
     datasets: list[str] | None = None,
+    runners: list[str] | None = None,
+    free: wire.Resources | None = None,
 ) -> list[wire.Lease]:
     """Lease up to `max_records` ready records to the agent, highest priority first.
 
@@ -264,10 +293,13 @@ def claim(
         "b_limit": max_records,
         "b_expires": expires,
         "b_now": now,
-        "b_campaigns": campaign_ids or [],
-        "b_datasets": datasets or [],
     }
-    statement = _claim_statement(dialect, campaign_ids is not None, datasets is not None)
+    wanted = {"campaigns": campaign_ids, "datasets": datasets, "runners": runners}
+    if free is not None:
+        wanted.update(cores=free.cores, gpus=free.gpus, memory_mb=free.memory_mb)
+    wanted = {name: value for name, value in wanted.items() if value is not None}
+    params.update({f"b_{name}": value for name, value in wanted.items()})
+    statement = _claim_statement(dialect, frozenset(wanted))
     claimed = conn.execute(statement, params).all()
     if not claimed:
         return []

@@ -1,12 +1,16 @@
 """Runners: how an agent starts one run's command and how it stops it again.
 
-A runner turns a shell command into a `RunningProcess`: a handle on a process that leads its
-own process group, so that stopping a run (`terminate`) reaches every process the command
-started, grandchildren included, even after the command's shell has already exited.
+The protocol is small: a runner has a `name` and `start(launch)`, which starts the command
+described by a `Launch` (command, run directory, environment, output files) and returns a
+`RunningProcess`. The handle reports the exit status (`poll`, `wait`) and stops the run
+(`terminate`: SIGTERM, a grace period, SIGKILL). The process leads its own process group, so
+stopping a run reaches every process the command started, grandchildren included, even after
+the command's shell has already exited. Runners that start work outside that group (a
+container engine's daemon) extend `terminate` to stop it too.
 
-`runner_for(name)` looks runners up by the name a record gives in its run_args
-(`runner = "subprocess"` is the default). Container runners register themselves with
-`register_runner` in a later issue.
+Built-in kinds: `subprocess` (`farmhand.agent.runners.subprocess`, the default) and
+`container` (`farmhand.agent.runners.container`); `farmhand.agent.runners.definitions` reads
+the `runners.d` files that name and configure them.
 """
 
 from __future__ import annotations
@@ -15,18 +19,19 @@ import os
 import signal
 import subprocess as _subprocess  # bare `subprocess` here is our submodule once imported
 import time
-from collections.abc import Callable
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = [
     "DEFAULT_RUNNER",
+    "Launch",
     "Runner",
     "RunningProcess",
+    "compose_script",
     "group_alive",
-    "register_runner",
-    "runner_for",
-    "runner_names",
+    "start_group",
 ]
 
 DEFAULT_RUNNER = "subprocess"
@@ -36,16 +41,67 @@ _KILL_WAIT = 5.0
 _POLL = 0.05  # /proc scans while waiting for a group to empty
 
 
+@dataclass(frozen=True)
+class Launch:
+    """Everything a runner needs to start one run.
+
+    `base_env` is the agent's own environment (without its secrets); `run_env` is what
+    farmhand and the record add for this run (FARMHAND_*, the resource variables, the
+    record's `env`). A native run sees both; a container engine is itself started with
+    `base_env` and passes `run_env` into the container.
+    """
+
+    command: str
+    run_dir: Path
+    stdout: Path
+    stderr: Path
+    base_env: Mapping[str, str] = field(default_factory=dict)
+    run_env: Mapping[str, str] = field(default_factory=dict)
+    name: str = "farmhand-run"  # unique per run: names its container
+    run_args: Mapping[str, Any] = field(default_factory=dict)  # the lease's effective ones
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment of a native run: the agent's, then the run's on top."""
+        return {**self.base_env, **self.run_env}
+
+
 class Runner(Protocol):
     """Starts commands; each started command leads a new process group."""
 
     name: str
 
-    def start(
-        self, command: str, *, cwd: Path, env: dict[str, str], stdout: Path, stderr: Path
-    ) -> RunningProcess:
-        """Start `command` in `cwd` with exactly `env`, appending its output to the two files."""
+    def start(self, launch: Launch) -> RunningProcess:
+        """Start `launch.command` in `launch.run_dir`, appending its output to the two files."""
         ...
+
+
+def compose_script(setup: Sequence[str], command: str) -> str:
+    """The script for `sh -c`: each setup line runs first in the same shell (so `source
+    env.sh` reaches the command) and a failing one ends the script with its status.
+
+    Braces rather than `setup && command`: the command may span lines, and a `#` comment
+    in a setup line must not swallow what follows it.
+    """
+    lines = [f"{{ {line}\n}} || exit $?" for line in setup]
+    return "\n".join([*lines, command])
+
+
+def start_group(
+    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], stdout: Path, stderr: Path
+) -> _subprocess.Popen[bytes]:
+    """Start `argv` as the leader of a new session, hence of its own process group, with
+    empty stdin and its output appended to the two files."""
+    with open(stdout, "ab") as out, open(stderr, "ab") as err:
+        return _subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=dict(env),
+            stdin=_subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
 
 
 def group_alive(pgid: int) -> bool:
@@ -153,37 +209,3 @@ class RunningProcess:
             if left <= 0:
                 return False
             time.sleep(min(_POLL, left))
-
-
-RunnerFactory = Callable[[], Runner]
-
-_FACTORIES: dict[str, RunnerFactory] = {}
-
-
-def _subprocess_runner() -> Runner:
-    from farmhand.agent.runners.subprocess import SubprocessRunner
-
-    return SubprocessRunner()
-
-
-_FACTORIES[DEFAULT_RUNNER] = _subprocess_runner
-
-
-def register_runner(name: str, factory: RunnerFactory) -> None:
-    """Make `runner_for(name)` return `factory()`; replaces an earlier entry of that name."""
-    _FACTORIES[name] = factory
-
-
-def runner_names() -> list[str]:
-    """The names `runner_for` knows, sorted."""
-    return sorted(_FACTORIES)
-
-
-def runner_for(name: str | None = None) -> Runner:
-    """The runner called `name` (default "subprocess"); ValueError names an unknown one."""
-    name = DEFAULT_RUNNER if name is None else name
-    factory = _FACTORIES.get(name) if isinstance(name, str) else None
-    if factory is None:
-        known = ", ".join(repr(n) for n in runner_names())
-        raise ValueError(f"unknown runner {name!r}; this agent knows {known}")
-    return factory()

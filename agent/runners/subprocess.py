@@ -2,32 +2,40 @@
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 
-from farmhand.agent.runners import RunningProcess
+from farmhand.agent.runners import Launch, RunningProcess, compose_script, start_group
 
-__all__ = ["SubprocessRunner"]
+__all__ = ["SHELL", "SubprocessRunner"]
+
+SHELL = "/bin/sh"
 
 
 class SubprocessRunner:
-    """Runs each command as `sh -c COMMAND` in a new session, hence its own process group."""
+    """Runs each command as `sh -c SCRIPT` in a new session, hence its own process group.
 
-    name = "subprocess"
+    A definition may add `setup` lines (run first, in the same shell) and `env` (set before
+    the record's own variables, which win).
+    """
 
-    def start(
-        self, command: str, *, cwd: Path, env: dict[str, str], stdout: Path, stderr: Path
-    ) -> RunningProcess:
-        """Start `command`; its output is appended to `stdout` and `stderr`, stdin is empty."""
-        with open(stdout, "ab") as out, open(stderr, "ab") as err:
-            popen = subprocess.Popen(
-                command,
-                shell=True,
-                cwd=cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
+    kind = "subprocess"
+
+    def __init__(
+        self,
+        name: str = "subprocess",
+        *,
+        setup: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ):
+        self.name = name
+        self.setup = tuple(setup)
+        self.env = dict(env or {})
+
+    def start(self, launch: Launch) -> RunningProcess:
+        """Start the command; its output is appended to the two files, stdin is empty."""
+        argv = [SHELL, "-c", compose_script(self.setup, launch.command)]
+        env = {**launch.base_env, **self.env, **launch.run_env}
+        popen = start_group(
+            argv, cwd=launch.run_dir, env=env, stdout=launch.stdout, stderr=launch.stderr
+        )
         return RunningProcess(popen)

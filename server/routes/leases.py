@@ -37,6 +37,8 @@ async def claim(
                 ttl=settings.lease_ttl,
                 campaign_ids=_campaigns(body),
                 datasets=body.datasets,
+                runners=body.runners,
+                free=body.free,
             )
 
     while True:

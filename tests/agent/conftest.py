@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from farmhand.agent.runners import RunningProcess
+from farmhand.agent.runners import Launch, RunningProcess
 from farmhand.agent.runners.subprocess import SubprocessRunner
 
 
@@ -68,11 +68,14 @@ class Spawner:
 
     def __call__(self, command: str, env: dict[str, str] | None = None) -> RunningProcess:
         handle = SubprocessRunner().start(
-            command,
-            cwd=self.dir,
-            env={**os.environ, **(env or {})},
-            stdout=self.dir / "stdout.txt",
-            stderr=self.dir / "stderr.txt",
+            Launch(
+                command=command,
+                run_dir=self.dir,
+                stdout=self.dir / "stdout.txt",
+                stderr=self.dir / "stderr.txt",
+                base_env=os.environ,
+                run_env=env or {},
+            )
         )
         self.started.append(handle)
         return handle

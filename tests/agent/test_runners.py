@@ -9,30 +9,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from farmhand.agent import runners
-from farmhand.agent.runners import group_alive, register_runner, runner_for, runner_names
+from farmhand.agent.runners import Launch, compose_script, group_alive
 from farmhand.agent.runners.subprocess import SubprocessRunner
 
 if TYPE_CHECKING:
     from tests.agent.conftest import Probe, Spawner
-
-
-def test_runner_for_defaults_to_subprocess() -> None:
-    assert isinstance(runner_for(), SubprocessRunner)
-    assert isinstance(runner_for("subprocess"), SubprocessRunner)
-    assert "subprocess" in runner_names()
-
-
-def test_unknown_runner_is_a_clear_value_error() -> None:
-    with pytest.raises(ValueError, match=r"unknown runner 'podman'.*'subprocess'"):
-        runner_for("podman")
-
-
-def test_runners_are_pluggable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(runners._FACTORIES, "custom", SubprocessRunner)
-    assert isinstance(runner_for("custom"), SubprocessRunner)
-    register_runner("custom", lambda: runner_for("subprocess"))
-    assert isinstance(runner_for("custom"), SubprocessRunner)
 
 
 def test_exit_code_and_output_files(spawn: Spawner, tmp_path: Path) -> None:
@@ -116,3 +97,55 @@ def test_reap_strays_stops_what_a_finished_command_left(
 def test_group_alive_is_false_for_an_unused_group() -> None:
     # pid_max is at most 2**22 on Linux, so this pgid cannot exist.
     assert group_alive(2**22 + 12345) is False
+
+
+def start(runner: SubprocessRunner, command: str, tmp_path: Path, **env: str) -> int | None:
+    launch = Launch(
+        command=command,
+        run_dir=tmp_path,
+        stdout=tmp_path / "stdout.txt",
+        stderr=tmp_path / "stderr.txt",
+        base_env={"PATH": os.environ["PATH"], "FROM_AGENT": "agent", "SHARED": "agent"},
+        run_env=env,
+    )
+    handle = runner.start(launch)
+    try:
+        return handle.wait(15)
+    finally:
+        handle.terminate(1)
+
+
+def test_setup_lines_run_first_in_the_same_shell(tmp_path: Path) -> None:
+    (tmp_path / "env.sh").write_text("LOADED=yes\n")
+    runner = SubprocessRunner("native", setup=[". ./env.sh  # a comment", 'echo "setup $LOADED"'])
+    assert start(runner, 'echo "command $LOADED"\necho second line', tmp_path) == 0
+    assert (tmp_path / "stdout.txt").read_text().splitlines() == [
+        "setup yes",
+        "command yes",
+        "second line",
+    ]
+
+
+def test_a_failing_setup_line_ends_the_run_with_its_status(tmp_path: Path) -> None:
+    runner = SubprocessRunner("native", setup=["exit 7"])
+    assert start(runner, "echo ran > ran.txt", tmp_path) == 7
+    assert not (tmp_path / "ran.txt").exists()
+
+
+def test_environment_precedence(tmp_path: Path) -> None:
+    """The agent's environment, then the definition's `env`, then the run's."""
+    runner = SubprocessRunner("native", env={"SHARED": "definition", "DEF": "definition"})
+    command = 'echo "$FROM_AGENT $SHARED $DEF $RUN"'
+    assert start(runner, command, tmp_path, RUN="run", DEF="run") == 0
+    assert (tmp_path / "stdout.txt").read_text() == "agent definition run run\n"
+
+
+@pytest.mark.parametrize(
+    ("setup", "command", "script"),
+    [
+        ((), "true", "true"),
+        (("a", "b # c"), "x\ny", "{ a\n} || exit $?\n{ b # c\n} || exit $?\nx\ny"),
+    ],
+)
+def test_compose_script(setup: tuple[str, ...], command: str, script: str) -> None:
+    assert compose_script(setup, command) == script

@@ -144,3 +144,23 @@ def test_finished_at_is_set_by_the_last_end_and_cleared_by_new_work(api: TestCli
     assert api.get(f"{API}/campaigns/{c}").json()["finished_at"] is not None
     post(api, c, {"key": "k2", "command": "x"})
     assert api.get(f"{API}/campaigns/{c}").json()["finished_at"] is None
+
+
+def test_claims_match_runners_and_the_free_share(api: TestClient) -> None:
+    c = campaign(api)
+    post(
+        api,
+        c,
+        {"key": "md", "command": "x", "run_args": {"runner": "lammps"}},
+        {"key": "gpu2", "command": "x", "run_args": {"gpus": 2, "memory": "8G"}},
+        {"key": "wide", "command": "x", "run_args": {"cores": 16}},
+        {"key": "plain", "command": "x"},
+    )
+    a = agent(api)
+    small = {"cores": 4, "gpus": 1, "memory_mb": 65536}
+    got = claim_all(api, a, runners=["subprocess"], free=small)
+    assert [x["key"] for x in got] == ["plain"]
+    big = {"cores": 32, "gpus": 2, "memory_mb": 4096}  # gpu2 wants 8 GiB
+    assert [x["key"] for x in claim_all(api, a, runners=["subprocess"], free=big)] == ["wide"]
+    got = claim_all(api, a, runners=["lammps", "subprocess"], free={**big, "memory_mb": 8192})
+    assert sorted(x["key"] for x in got) == ["gpu2", "md"]
