@@ -3,10 +3,10 @@
 For each backend: a real `farmhand server` process; 8 client processes claim a batch (1 or 32
 records) and report it (`/runs/{id}/complete` for one, `/runs/reports` for a batch) for a few
 seconds. Beside it: the same claim and report functions run directly on the database without
-HTTP, by 8 threads in one process (the concurrency a server process sees), and a trivial
-FastAPI route under the same uvicorn and client load. The server's CPU time per record shows
-its own cost apart from the clients, which share the machine. Numbers are printed, never
-asserted.
+HTTP in one process (the better of 1 and 8 threads; `thr` says which), and a trivial
+FastAPI route under the same uvicorn and client load. CPU time per record, of the server and
+of the 8 clients, shows where the machine's cores go: server, clients and database share
+them. Numbers are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -76,16 +77,23 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _fan_out(target, args: tuple, seconds: float, server_pid: int) -> tuple[float, float]:
-    """Run `target` in CLIENTS processes; (operations per second, server CPU seconds used)."""
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _fan_out(target, args: tuple, seconds: float, server_pid: int) -> tuple[float, float, float]:
+    """Run `target` in CLIENTS processes; (operations per second, server CPU seconds, client
+    CPU seconds): the clients share the machine with the server."""
     start_at = time.time() + 1.0
+    clients = _children_cpu_seconds()
     with mp.get_context("fork").Pool(CLIENTS) as pool:
         pending = pool.starmap_async(target, [(*args, seconds, start_at)] * CLIENTS)
         time.sleep(max(0.0, start_at - time.time()))
         cpu = _cpu_seconds(server_pid)
         counts = pending.get()
         cpu = _cpu_seconds(server_pid) - cpu
-    return sum(counts) / seconds, cpu
+    return sum(counts) / seconds, cpu, _children_cpu_seconds() - clients
 
 
 def _serve(argv: list[str], env: dict[str, str], port: int) -> subprocess.Popen:
@@ -105,8 +113,8 @@ def _specs(n: int, prefix: str) -> list[wire.RecordSpec]:
 
 
 def http_rates(url: str, data_dir: Path, batches: list[int], seconds: float) -> dict[str, float]:
-    """Records/s and server CPU µs/record over HTTP per batch size, then the time to submit
-    100,000 records."""
+    """Records/s, and server and client CPU µs/record, over HTTP per batch size; then the time
+    to submit 100,000 records."""
     env = {**os.environ, "FARMHAND_ADMIN_TOKEN": TOKEN}
     port = free_port()
     argv = [
@@ -132,9 +140,10 @@ def http_rates(url: str, data_dir: Path, batches: list[int], seconds: float) -> 
             campaign = client.create_campaign("throughput")
             client.submit(campaign.id, _specs(int(seconds * QUEUE_PER_SECOND), "r"))
             for batch in batches:
-                rate, cpu = _fan_out(_claim_loop, (base, batch), seconds, server.pid)
+                rate, cpu, clients = _fan_out(_claim_loop, (base, batch), seconds, server.pid)
                 out[f"http_{batch}"] = rate
                 out[f"cpu_{batch}"] = cpu / (rate * seconds) * 1e6
+                out[f"clients_{batch}"] = clients / (rate * seconds) * 1e6
             # Bulk submission last, so its ready records do not sit in the claims' queue.
             campaign = client.create_campaign("bulk")
             specs = _specs(100_000, "b")
@@ -166,8 +175,9 @@ def _direct_loop(db: Database, agent: int, batch: int, stop: float) -> int:
 
 
 def direct_rates(url: str, batches: list[int], seconds: float) -> dict[str, float]:
-    """The ceiling: the same claim and report functions on the database, no HTTP, run by
-    CLIENTS threads of one process, as a server process runs them."""
+    """The ceiling: the same claim and report functions on the database, no HTTP, in one
+    process, the better of one thread and CLIENTS threads (SQLite's writers take turns, so
+    more threads only contend; PostgreSQL's overlap their round trips)."""
     db = Database(url)
     SQLModel.metadata.create_all(db.engine)
     out: dict[str, float] = {}
@@ -177,7 +187,7 @@ def direct_rates(url: str, batches: list[int], seconds: float) -> dict[str, floa
             agent = agents.register(
                 s, body=wire.AgentRegister(name="d", host="h", slots=32), token_id=0, now=utcnow()
             ).id
-        specs = _specs(int(seconds * QUEUE_PER_SECOND), "d")
+        specs = _specs(int(seconds * QUEUE_PER_SECOND * 2), "d")  # two runs per batch size
         for start in range(0, len(specs), wire.MAX_RECORDS_PER_REQUEST):
             body = wire.RecordsCreate(
                 campaign_id=campaign.id, records=specs[start : start + wire.MAX_RECORDS_PER_REQUEST]
@@ -191,21 +201,25 @@ def direct_rates(url: str, batches: list[int], seconds: float) -> dict[str, floa
                     max_command_length=wire.MAX_COMMAND_LENGTH,
                 )
         for batch in batches:
-            began = time.perf_counter()
-            with ThreadPoolExecutor(CLIENTS) as pool:
-                loops = [
-                    pool.submit(_direct_loop, db, agent, batch, began + seconds)
-                    for _ in range(CLIENTS)
-                ]
-                done = sum(loop.result() for loop in loops)
-            out[f"direct_{batch}"] = done / (time.perf_counter() - began)
+            for threads in (1, CLIENTS):
+                began = time.perf_counter()
+                with ThreadPoolExecutor(threads) as pool:
+                    loops = [
+                        pool.submit(_direct_loop, db, agent, batch, began + seconds)
+                        for _ in range(threads)
+                    ]
+                    done = sum(loop.result() for loop in loops)
+                rate = done / (time.perf_counter() - began)
+                if rate > out.get(f"direct_{batch}", 0):
+                    out[f"direct_{batch}"], out[f"threads_{batch}"] = rate, threads
     finally:
         db.dispose()
     return out
 
 
-def ping_rate(seconds: float) -> float:
-    """Requests/s of a trivial FastAPI route under the same uvicorn and client load."""
+def ping_rate(seconds: float) -> tuple[float, float]:
+    """Requests/s of a trivial FastAPI route under the same uvicorn and client load, and the
+    server's CPU µs per request."""
     port = free_port()
     argv = [
         sys.executable,
@@ -222,7 +236,8 @@ def ping_rate(seconds: float) -> float:
     ]
     server = _serve(argv, dict(os.environ), port)
     try:
-        return _fan_out(_ping_loop, (f"http://127.0.0.1:{port}",), seconds, server.pid)[0]
+        rate, cpu, _ = _fan_out(_ping_loop, (f"http://127.0.0.1:{port}",), seconds, server.pid)
+        return rate, cpu / (rate * seconds) * 1e6
     finally:
         server.terminate()
         server.wait()
@@ -240,15 +255,18 @@ def main() -> int:
         print(f"skipping PostgreSQL: {postgres_problem()}")
         backends.remove("postgresql")
     batches = args.batch or [1, 32]
-    ping = ping_rate(args.seconds)
-    print(f"HTTP ceiling: trivial FastAPI route, {CLIENTS} client processes: {ping:,.0f} req/s")
+    ping, ping_cpu = ping_rate(args.seconds)
+    print(
+        f"HTTP ceiling: trivial FastAPI route, {CLIENTS} client processes: {ping:,.0f} req/s "
+        f"(server CPU {ping_cpu:,.0f} µs/request)"
+    )
     print(
         "targets: >= 500 records/s one at a time, >= 10,000/s in batches of 32, "
         "100,000 submitted in <= 5 s\n"
     )
     header = (
-        f"{'backend':<11}{'batch':>6}{'HTTP rec/s':>12}{'direct rec/s':>14}{'ratio':>7}"
-        f"{'HTTP req/s':>12}{'of ceiling':>12}{'server CPU/rec':>16}"
+        f"{'backend':<11}{'batch':>6}{'HTTP rec/s':>12}{'direct rec/s':>14}{'thr':>4}{'ratio':>7}"
+        f"{'HTTP req/s':>12}{'of ceiling':>12}{'CPU/rec: server':>17}{'clients':>10}"
     )
     print(header)
     print("-" * len(header))
@@ -274,8 +292,10 @@ def main() -> int:
             h, d = http[f"http_{batch}"], direct[f"direct_{batch}"]
             requests = h / batch * 2  # one claim and one report request per batch
             print(
-                f"{backend:<11}{batch:>6}{h:>12,.0f}{d:>14,.0f}{h / d:>7.0%}"
-                f"{requests:>12,.0f}{requests / ping:>12.0%}{http[f'cpu_{batch}']:>13,.0f} µs"
+                f"{backend:<11}{batch:>6}{h:>12,.0f}{d:>14,.0f}{direct[f'threads_{batch}']:>4}"
+                f"{h / d:>7.0%}"
+                f"{requests:>12,.0f}{requests / ping:>12.0%}"
+                f"{http[f'cpu_{batch}']:>14,.0f} µs{http[f'clients_{batch}']:>7,.0f} µs"
             )
     print()
     for backend, took in bulk.items():
