@@ -52,6 +52,8 @@ class AgentConfig:
     name: str | None = None  # default f"{hostname}-{pid}"
     exit_when_idle: float | None = None  # seconds with nothing running and nothing to claim
     campaign_id: int | None = None
+    campaign_ids: list[int] | None = None  # claim only from these campaigns
+    datasets: list[str] | None = None  # claim only records of these datasets
     poll_wait: float = 10.0  # long-poll seconds per claim (capped by wire.MAX_WAIT_SECONDS)
     term_grace: float = 5.0  # SIGTERM→SIGKILL grace when terminating a run
     report_deadline: float = 600.0  # how long a report retries an unreachable server
@@ -74,7 +76,9 @@ class Agent:
         self.agent_id: int | None = None
         self.lease_ttl: float | None = None
         self.exit_status = 0
-        self.counts = {"done": 0, "failed": 0, "released": 0, "cancelled": 0, "lost": 0}
+        self.counts = dict.fromkeys(
+            ("done", "failed", "released", "cancelled", "lost", "orphaned"), 0
+        )
         self._cond = threading.Condition()
         self._attempts: dict[int, Attempt] = {}
         self._last_busy = time.monotonic()
@@ -208,16 +212,8 @@ class Agent:
             self.client.deregister(self.agent_id, timeout=SHUTDOWN_CALL_TIMEOUT)
         except FarmhandError as exc:
             log.warning("could not deregister agent %d: %s", self.agent_id, exc)
-        c = self.counts
-        log.info(
-            "agent %s stopped: %d done, %d failed, %d released, %d cancelled, %d lost",
-            self.name,
-            c["done"],
-            c["failed"],
-            c["released"],
-            c["cancelled"],
-            c["lost"],
-        )
+        counted = ", ".join(f"{n} {outcome}" for outcome, n in self.counts.items())
+        log.info("agent %s stopped: %s", self.name, counted)
         with self._cond:
             close_now = self._claimer_done
             self._close_when_claimer_done = not close_now
@@ -277,7 +273,12 @@ class Agent:
                     return
             try:
                 leases = self.client.claim(
-                    self.agent_id, min(free, wire.MAX_CLAIM), wait=wait, campaign_id=cfg.campaign_id
+                    self.agent_id,
+                    min(free, wire.MAX_CLAIM),
+                    wait=wait,
+                    campaign_id=cfg.campaign_id,
+                    campaign_ids=cfg.campaign_ids,
+                    datasets=cfg.datasets,
                 )
             except Conflict as exc:
                 self._request_stop(f"the server refused claims: {exc.detail}")
