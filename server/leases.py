@@ -19,15 +19,17 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlmodel import Session
 
 from farmhand.agent import wire
-from farmhand.server import metrics, states
+from farmhand.server import lifecycle, metrics, states
 from farmhand.server.db import literal_in
 from farmhand.server.errors import Conflict, NotFound
 from farmhand.server.states import Event
-from farmhand.server.tables import Agent, Campaign, Record, Run
+from farmhand.server.tables import Agent, Campaign, Record, RecordParent, RecordResult, Run
 
 REC = Record.__table__
 RUN = Run.__table__
 CAMPAIGN = Campaign.__table__
+EDGE = RecordParent.__table__
+RESULT = RecordResult.__table__
 LIVE_RUN = [s.value for s in wire.LIVE_RUN_STATES]
 
 
@@ -87,7 +89,7 @@ def expire(session: Session, *, now: datetime) -> Expired:
         )
     )
     lease_gone = {"agent_id": None, "lease_expires_at": None, "updated_at": now}
-    failed = session.execute(
+    failed_rows = session.execute(
         update(REC)
         .where(REC.c.id.in_(ids), REC.c.attempts >= REC.c.max_attempts)
         .values(
@@ -95,7 +97,11 @@ def expire(session: Session, *, now: datetime) -> Expired:
             error="lease lost and no attempts left (max_attempts reached)",
             **lease_gone,
         )
-    ).rowcount
+        .returning(REC.c.id, REC.c.key)
+    ).all()
+    failed = len(failed_rows)
+    if failed_rows:
+        lifecycle.records_ended(session, done=[], failed=dict(failed_rows), now=now)
     requeued = session.execute(
         update(REC)
         .where(REC.c.id.in_(ids), REC.c.attempts < REC.c.max_attempts)
@@ -112,7 +118,8 @@ def claim(
     max_records: int,
     clock: Callable[[], datetime],
     ttl: float,
-    campaign_id: int | None = None,
+    campaign_ids: list[int] | None = None,
+    datasets: list[str] | None = None,
 ) -> list[wire.Lease]:
     """Lease up to `max_records` ready records to the agent, highest priority first.
 
@@ -125,8 +132,10 @@ def claim(
     expire(session, now=now)
     expires = now + timedelta(seconds=ttl)
     queue = select(REC.c.id).where(literal_in(REC.c.state, states.source_values(Event.claim)))
-    if campaign_id is not None:
-        queue = queue.where(REC.c.campaign_id == campaign_id)
+    if campaign_ids is not None:
+        queue = queue.where(REC.c.campaign_id.in_(campaign_ids))
+    if datasets is not None:
+        queue = queue.where(REC.c.dataset.in_(datasets))
     queue = _skip_locked(
         queue.order_by(REC.c.priority.desc(), REC.c.id).limit(max_records), session
     )
@@ -146,6 +155,7 @@ def claim(
             REC.c.key,
             REC.c.command,
             REC.c.run_args,
+            REC.c.temporary_run_args,
             REC.c.attempts,
             REC.c.priority,
         )
@@ -165,6 +175,7 @@ def claim(
                 "attempt": row.attempts,
                 "state": wire.RunState.leased.value,
                 "claimed_at": claimed_at,
+                "run_args": row.temporary_run_args,
             }
             for row in claimed
         ],
@@ -186,6 +197,7 @@ def claim(
             select(CAMPAIGN.c.id, CAMPAIGN.c.defaults).where(CAMPAIGN.c.id.in_(campaign_ids))
         ).all()
     )
+    parents = _parent_results(session, [row.id for row in claimed])
     return [
         wire.Lease(
             run_id=run_of[row.id],
@@ -196,10 +208,28 @@ def claim(
             key=row.key,
             command=row.command,
             attempt=row.attempts,
-            run_args=derive_run_args(defaults.get(row.campaign_id), row.run_args),
+            run_args=derive_run_args(
+                defaults.get(row.campaign_id), row.run_args, row.temporary_run_args
+            ),
+            parents=parents.get(row.id, []),
         )
         for row in claimed
     ]
+
+
+def _parent_results(session: Session, record_ids: list[int]) -> dict[int, list[wire.ParentResult]]:
+    """Each claimed record's parents with their result documents (most have none)."""
+    rows = session.execute(
+        select(EDGE.c.record_id, REC.c.id, REC.c.key, RESULT.c.document)
+        .join(REC, REC.c.id == EDGE.c.parent_id)
+        .outerjoin(RESULT, RESULT.c.record_id == REC.c.id)
+        .where(EDGE.c.record_id.in_(record_ids))
+        .order_by(EDGE.c.record_id, REC.c.id)
+    )
+    out: dict[int, list[wire.ParentResult]] = {}
+    for child, pid, key, document in rows:
+        out.setdefault(child, []).append(wire.ParentResult(record_id=pid, key=key, result=document))
+    return out
 
 
 def derive_run_args(

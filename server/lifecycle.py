@@ -19,11 +19,13 @@ from farmhand.server import dependencies
 from farmhand.server.db import literal_in
 from farmhand.server.tables import Campaign, Record
 
+#: Set in `session.info` when records became ready: the route wakes long-polling claims.
+MADE_READY = "farmhand_made_ready"
 REC = Record.__table__
 CAMPAIGN = Campaign.__table__
 S = RecordState
-#: States a record can still leave on its own; a campaign with none left is finished.
-UNFINISHED = [S.waiting.value, S.ready.value, S.claimed.value, S.running.value]
+#: States a campaign's records may not be in for it to be finished (orphans wait for a user).
+UNFINISHED = [S.waiting.value, S.ready.value, S.claimed.value, S.running.value, S.orphaned.value]
 
 
 def records_ended(
@@ -40,12 +42,18 @@ def records_ended(
         .where(REC.c.id.in_(ended), REC.c.temporary_run_args.is_not(None))
         .values(temporary_run_args=None)
     )
-    dependencies.unblock(session, done_ids, now=now)
+    if dependencies.unblock(session, done_ids, now=now):
+        session.info[MADE_READY] = True
     dependencies.fail_downstream(session, failed, now=now)
     campaign_ids = session.execute(
         select(REC.c.campaign_id).where(REC.c.id.in_(ended)).distinct()
     ).scalars()
     finish_campaigns(session, campaign_ids, now=now)
+
+
+def made_ready(session: Session) -> bool:
+    """Whether this transaction made records ready (children unblocked)."""
+    return bool(session.info.get(MADE_READY))
 
 
 def finish_campaigns(session: Session, campaign_ids: Iterable[int], *, now: datetime) -> None:

@@ -17,12 +17,13 @@ from typing import Any
 from sqlmodel import Session, select
 
 from farmhand.agent import wire
-from farmhand.server import states
+from farmhand.server import lifecycle, states
 from farmhand.server.errors import FarmhandError, NotFound, StaleLease
 from farmhand.server.states import Event
 from farmhand.server.tables import Record, RecordResult, Run
 
 LIVE = {s.value for s in wire.LIVE_RUN_STATES}
+ENDED = {wire.RecordState.done.value, wire.RecordState.failed.value}
 
 
 def _fenced(session: Session, run_id: int, token: str) -> tuple[Run, Record]:
@@ -91,6 +92,10 @@ def _end(
     session.add(run)
     session.add(record)
     session.flush()
+    if record.state in ENDED:
+        done = [record.id] if record.state == wire.RecordState.done.value else []
+        failed = {} if done else {record.id: record.key}
+        lifecycle.records_ended(session, done=done, failed=failed, now=now)
     return ack
 
 
@@ -196,7 +201,27 @@ def _release(
     )
 
 
+def _orphan(
+    session: Session, run: Run, record: Record, body: wire.RunOrphan, *, digest: str, now: datetime
+) -> wire.RunAck:
+    """The agent cannot run the record as specified: it is kept as orphaned with the reason
+    until someone retries it, and the attempt is not spent."""
+    record.attempts -= 1
+    record.error = f"orphaned: {body.reason}"
+    return _end(
+        session,
+        run,
+        record,
+        digest=digest,
+        now=now,
+        run_state=wire.RunState.orphaned,
+        event=Event.orphan,
+        error=body.reason,
+    )
+
+
 complete = _final("complete", _complete)
+orphan = _final("orphan", _orphan)
 fail = _final("fail", _fail)
 release = _final("release", _release)
 

@@ -35,7 +35,8 @@ async def claim(
                 max_records=body.max_records,
                 clock=utcnow,
                 ttl=settings.lease_ttl,
-                campaign_id=body.campaign_id,
+                campaign_ids=_campaigns(body),
+                datasets=body.datasets,
             )
 
     while True:
@@ -46,3 +47,10 @@ async def claim(
             return wire.Leases(leases=granted)
         # Leases expire on the clock, not on an event: re-check at least every poll interval.
         await wakeup.wait(min(remaining, settings.claim_poll_interval), since=seen)
+
+
+def _campaigns(body: wire.ClaimRequest) -> list[int] | None:
+    """`campaign_id` and `campaign_ids` together; None = every campaign."""
+    if body.campaign_id is None and body.campaign_ids is None:
+        return None
+    return sorted({*(body.campaign_ids or []), *([body.campaign_id] if body.campaign_id else [])})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 
 from farmhand.agent import wire
-from farmhand.server import metrics, runs
+from farmhand.server import lifecycle, metrics, runs
 from farmhand.server.routes.deps import AgentDep, DbDep, NowDep, SubmitterDep, WakeupDep
 
 router = APIRouter(tags=["runs"])
@@ -38,8 +38,9 @@ def report_runs(
     by its own token and answered on its own: a stale one gets its error, the rest apply."""
     with db.write() as session:
         answers = runs.report_many(session, reports=body.reports, now=now)
+        unblocked = lifecycle.made_ready(session)
     metrics.runs_ended(*(answer.ack for answer in answers))
-    if any(a.ack and a.ack.record_state == wire.RecordState.ready for a in answers):
+    if unblocked or any(a.ack and a.ack.record_state == wire.RecordState.ready for a in answers):
         wakeup.notify()
     return wire.RunReportAnswers(answers=answers)
 
@@ -55,12 +56,16 @@ def start_run(run_id: int, body: wire.RunStart, db: DbDep, now: NowDep, _: Agent
     "/runs/{run_id}/complete", response_model=wire.RunAck, summary="Report a successful run"
 )
 def complete_run(
-    run_id: int, body: wire.RunComplete, db: DbDep, now: NowDep, _: AgentDep
+    run_id: int, body: wire.RunComplete, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep
 ) -> wire.RunAck:
-    """The record becomes done with the run's result; a repeat gets the same answer."""
+    """The record becomes done with the run's result (children whose parents are now all done
+    become ready); a repeat gets the same answer."""
     with db.write() as session:
         ack = runs.complete(session, run_id=run_id, body=body, now=now)
+        unblocked = lifecycle.made_ready(session)
     metrics.runs_ended(ack)
+    if unblocked:
+        wakeup.notify()
     return ack
 
 
@@ -74,6 +79,21 @@ def fail_run(
     metrics.runs_ended(ack)
     if ack.record_state == wire.RecordState.ready:
         wakeup.notify()
+    return ack
+
+
+@router.post(
+    "/runs/{run_id}/orphan", response_model=wire.RunAck, summary="Report a record it cannot run"
+)
+def orphan_run(
+    run_id: int, body: wire.RunOrphan, db: DbDep, now: NowDep, _: AgentDep
+) -> wire.RunAck:
+    """The agent cannot run the record as specified (unknown runner, missing input, the run
+    directory cannot be staged): it becomes orphaned with the reason, no attempt spent, until
+    a user retries it (`farmhand retry --orphans`)."""
+    with db.write() as session:
+        ack = runs.orphan(session, run_id=run_id, body=body, now=now)
+    metrics.runs_ended(ack)
     return ack
 
 

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from tests.server.helpers import API, agent, campaign, claim, record
 
-STATES = ["waiting", "ready", "claimed", "running", "done", "failed", "cancelled"]
+STATES = ["waiting", "ready", "claimed", "running", "done", "failed", "cancelled", "orphaned"]
 FLAGS = {
     "default": {},
     "force": {"force": True},
@@ -48,6 +48,11 @@ def make_record_in(api: TestClient, state: str) -> tuple[int, int]:
             api.post(f"{run}/complete", json={**token, "result": {"v": 1}})
         if state == "failed":
             api.post(f"{run}/fail", json={**token, "error": "boom"})
+    if state == "orphaned":
+        (lease,) = claim(api, agent(api))
+        api.post(
+            f"{API}/runs/{lease['run_id']}/orphan", json={"token": lease["token"], "reason": "r"}
+        )
     if state == "cancelled":
         api.post(f"{API}/records/cancel", json={"ids": [rid]})
     assert record(api, rid)["state"] == state
@@ -96,7 +101,7 @@ def test_force_ignores_success_needs_force(api: TestClient) -> None:
 RETRY_TABLE = {
     (state, flags): (
         "retry"
-        if state in ("failed", "cancelled")
+        if state in ("failed", "cancelled", "orphaned")
         or (flags != "default" and state != "done")
         or flags == "force+ignores_success"
         else "skip"
