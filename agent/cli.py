@@ -31,7 +31,8 @@ EPILOG = (
 EXTERNAL = {"server": "run the server (see `farmhand server --help`)"}
 
 
-# Older names, kept so code written against them keeps working.
+# The names this module's commands and flags used before the shared pieces moved to
+# cli_base; kept so that they (and flags added on other branches) need no edit.
 _client = connect
 _positive_int = positive_int
 

@@ -87,7 +87,7 @@ def test_agent_runs_records_to_done_and_failed(live_server: LiveServer, tmp_path
         "bad json": "failed",
         "scalar": "failed",
         "signal": "failed",
-        "podman": "failed",
+        "podman": "orphaned",
     }
     assert records["object"].result == {"energy": -1.5}
     assert records["array"].result == [1, 2]
@@ -96,7 +96,7 @@ def test_agent_runs_records_to_done_and_failed(live_server: LiveServer, tmp_path
     assert records["bad json"].error.startswith("results.json is not valid JSON: ")
     assert records["scalar"].error == "results.json must hold a JSON object or array"
     assert records["signal"].error == "killed by signal SIGKILL"
-    assert records["podman"].error.startswith("unknown runner 'podman'")
+    assert records["podman"].error.startswith("orphaned: unknown runner 'podman'")
 
     (done,) = records["object"].runs
     assert (done.state, done.exit_code, done.stdout_tail) == ("done", 0, "hello\n")
@@ -110,7 +110,8 @@ def test_agent_runs_records_to_done_and_failed(live_server: LiveServer, tmp_path
     kept = tmp_path / "work" / "runs" / str(campaign_id) / "object" / str(done.id)
     assert (kept / "results.json").read_text() == '{"energy": -1.5}'
     assert agent.counts["done"] == 3
-    assert agent.counts["failed"] == 5 * records["exit/3"].max_attempts
+    assert agent.counts["failed"] == 4 * records["exit/3"].max_attempts
+    assert agent.counts["orphaned"] == 1
 
 
 def test_command_environment(
