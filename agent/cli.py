@@ -98,7 +98,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     rows = []
     for c in campaigns:
         total = sum(c.counts.values())
-        row: dict[str, Any] = {"campaign": f"{c.name} v{c.version}", "total": total}
+        row: dict[str, Any] = {"campaign": cli_submit.label(c), "total": total}
         row.update({s.value: c.counts.get(s, 0) for s in wire.RecordState})
         rows.append(row)
     if rows:

@@ -120,3 +120,62 @@ def test_what_this_agent_cannot_run_is_orphaned_without_spending_an_attempt(
     answer = client.retry(orphans=True, campaign_id=campaign_id)
     assert sorted(answer.changed) == sorted([podman.id, blocked.id])
     assert client.record(podman.id).state == "ready"
+
+
+#: The run_args precedence table: which level's `env.MODE` a command sees, for each
+#: combination of campaign default, record override and temporary (retry) value.
+PRECEDENCE = [
+    # (campaign default, record override, temporary) → what the command sees
+    (None, None, None, "unset"),
+    ("default", None, None, "default"),
+    (None, "record", None, "record"),
+    ("default", "record", None, "record"),
+    (None, None, "temporary", "temporary"),
+    ("default", None, "temporary", "temporary"),
+    (None, "record", "temporary", "temporary"),
+    ("default", "record", "temporary", "temporary"),
+]
+SEES_MODE = """printf '{"mode": "%s"}' "${MODE-unset}" > results.json"""
+
+
+def test_run_args_precedence_table(live_server: LiveServer, tmp_path: Path) -> None:
+    client = live_server.client()
+    campaigns = {
+        default: client.create_campaign(
+            f"c-{default}", defaults={"env": {"MODE": default}} if default else {}
+        ).id
+        for default in ("default", None)
+    }
+    ids = {}
+    for default, override, temporary, _ in PRECEDENCE:
+        run_args = {"env": {"MODE": override}} if override else {}
+        key = f"{override}-{temporary}"
+        client.submit(campaigns[default], [spec(key=key, command=SEES_MODE, run_args=run_args)])
+        (ids[default, override, temporary],) = [
+            r.id for r in client.records(campaign_id=campaigns[default], key=key)
+        ]
+
+    def seen() -> dict[tuple, object]:
+        assert make_agent(live_server, tmp_path / "work").run() == 0
+        return {row: (client.record(i).result or {}).get("mode") for row, i in ids.items()}
+
+    def rerun(rows: list[tuple], run_args: dict | None) -> None:
+        client.retry(
+            [ids[row] for row in rows], force=True, force_ignores_success=True, run_args=run_args
+        )
+
+    expected = {(d, o, t): sees for d, o, t, sees in PRECEDENCE}
+    without_temporary = {(d, o, t): expected[d, o, None] for d, o, t in expected}
+    assert seen() == without_temporary
+    temporary_rows = [row for row in expected if row[2]]
+    rerun(temporary_rows, {"env": {"MODE": "temporary"}})
+    for row in temporary_rows:  # what GET /records/{id} shows is what the command will see
+        assert client.record(ids[row]).derived_run_args["env"] == {"MODE": "temporary"}
+    assert seen() == expected
+    for row in temporary_rows:
+        record = client.record(ids[row])
+        assert record.temporary_run_args is None  # dropped once the record ended
+        assert record.runs is not None
+        assert record.runs[-1].run_args == {"env": {"MODE": "temporary"}}  # kept on its run
+    rerun(temporary_rows, None)
+    assert seen() == without_temporary  # the temporary value applied to that run only
