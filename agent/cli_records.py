@@ -148,17 +148,19 @@ def cmd_retry(args: argparse.Namespace) -> int:
     if not args.records and not args.orphans:
         raise CliError("name the records to retry, or pass --orphans (with --campaign C)")
     check_force(args)
+    run_args = assignments(args.run_arg) or None
     client = connect(args)
     ids = refs.find_record_ids(client, args.records, args.campaign) if args.records else []
+    orphans_of = None  # --campaign limits --orphans (and names the keys' campaign)
+    if args.orphans and args.campaign:
+        orphans_of = refs.find_campaign(client, args.campaign).id
     answer = client.retry(
         ids,
         orphans=args.orphans,
-        campaign_id=refs.find_campaign(client, args.campaign).id
-        if args.orphans and args.campaign
-        else None,
+        campaign_id=orphans_of,
         force=args.force,
         force_ignores_success=args.force_ignores_success,
-        run_args=assignments(args.run_arg) or None,
+        run_args=run_args,
     )
     if args.json:
         output.dump(answer)
