@@ -3,8 +3,10 @@
 For each backend: a real `farmhand server` process; 8 client processes claim a batch (1 or 32
 records) and report it (`/runs/{id}/complete` for one, `/runs/reports` for a batch) for a few
 seconds. Beside it: the same claim and report functions run directly on the database without
-HTTP (one thread), and a trivial FastAPI route under the same uvicorn and client load.
-Numbers are printed, never asserted.
+HTTP, by 8 threads in one process (the concurrency a server process sees), and a trivial
+FastAPI route under the same uvicorn and client load. The server's CPU time per record shows
+its own cost apart from the clients, which share the machine. Numbers are printed, never
+asserted.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -24,13 +27,15 @@ from sqlmodel import SQLModel
 from farmhand.agent import wire
 from farmhand.agent.client import FarmhandClient
 from farmhand.agent.demo import free_port, wait_until_up
-from farmhand.server import agents, campaigns, leases, records, runs
+from farmhand.server import agents, campaigns, leases, runs, submit
 from farmhand.server.db import Database
 from farmhand.server.tables import utcnow
 from tests.databases import PostgresDatabase, postgres_problem
 
 TOKEN = "fh_bench"
 CLIENTS = 8
+#: Records queued per second of measurement: more than the fastest run can take.
+QUEUE_PER_SECOND = 30_000
 
 
 def _claim_loop(url: str, batch: int, seconds: float, start_at: float) -> int:
@@ -38,11 +43,11 @@ def _claim_loop(url: str, batch: int, seconds: float, start_at: float) -> int:
         me = client.register(wire.AgentRegister(name="bench", host="h", slots=batch)).agent.id
         while time.time() < start_at:
             time.sleep(0.001)
-        done, stop = 0, time.time() + seconds
+        done, stop = 0, start_at + seconds
         while time.time() < stop:
             got = client.claim(me, batch)
             if not got:
-                break
+                raise RuntimeError("the queue ran dry: raise QUEUE_PER_SECOND")
             if batch == 1:
                 client.complete(got[0].run_id, wire.RunComplete(token=got[0].token))
             else:
@@ -55,18 +60,32 @@ def _ping_loop(url: str, seconds: float, start_at: float) -> int:
     with httpx.Client() as client:
         while time.time() < start_at:
             time.sleep(0.001)
-        n, stop = 0, time.time() + seconds
+        n, stop = 0, start_at + seconds
         while time.time() < stop:
             client.post(url + "/ping")
             n += 1
         return n
 
 
-def _fan_out(target, args: tuple, seconds: float) -> float:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _fan_out(target, args: tuple, seconds: float, server_pid: int) -> tuple[float, float]:
+    """Run `target` in CLIENTS processes; (operations per second, server CPU seconds used)."""
     start_at = time.time() + 1.0
     with mp.get_context("fork").Pool(CLIENTS) as pool:
-        counts = pool.starmap(target, [(*args, seconds, start_at)] * CLIENTS)
-    return sum(counts) / seconds
+        pending = pool.starmap_async(target, [(*args, seconds, start_at)] * CLIENTS)
+        time.sleep(max(0.0, start_at - time.time()))
+        cpu = _cpu_seconds(server_pid)
+        counts = pending.get()
+        cpu = _cpu_seconds(server_pid) - cpu
+    return sum(counts) / seconds, cpu
 
 
 def _serve(argv: list[str], env: dict[str, str], port: int) -> subprocess.Popen:
@@ -86,7 +105,8 @@ def _specs(n: int, prefix: str) -> list[wire.RecordSpec]:
 
 
 def http_rates(url: str, data_dir: Path, batches: list[int], seconds: float) -> dict[str, float]:
-    """Records/s over HTTP per batch size, then the time to submit 100,000 records."""
+    """Records/s and server CPU µs/record over HTTP per batch size, then the time to submit
+    100,000 records."""
     env = {**os.environ, "FARMHAND_ADMIN_TOKEN": TOKEN}
     port = free_port()
     argv = [
@@ -110,13 +130,16 @@ def http_rates(url: str, data_dir: Path, batches: list[int], seconds: float) -> 
         with FarmhandClient(base, TOKEN, timeout=120) as client:
             wait_until_up(client, server)
             campaign = client.create_campaign("throughput")
-            client.submit(campaign.id, _specs(int(seconds * 20_000), "r"))
+            client.submit(campaign.id, _specs(int(seconds * QUEUE_PER_SECOND), "r"))
             for batch in batches:
-                out[f"http_{batch}"] = _fan_out(_claim_loop, (base, batch), seconds)
+                rate, cpu = _fan_out(_claim_loop, (base, batch), seconds, server.pid)
+                out[f"http_{batch}"] = rate
+                out[f"cpu_{batch}"] = cpu / (rate * seconds) * 1e6
             # Bulk submission last, so its ready records do not sit in the claims' queue.
             campaign = client.create_campaign("bulk")
+            specs = _specs(100_000, "b")
             began = time.perf_counter()
-            client.submit(campaign.id, _specs(100_000, "b"))
+            client.submit(campaign.id, specs)
             out["submit_100k_s"] = time.perf_counter() - began
     finally:
         server.terminate()
@@ -124,8 +147,27 @@ def http_rates(url: str, data_dir: Path, batches: list[int], seconds: float) -> 
     return out
 
 
+def _direct_loop(db: Database, agent: int, batch: int, stop: float) -> int:
+    done = 0
+    while time.perf_counter() < stop:
+        with db.write() as s:
+            got = leases.claim(s, agent_id=agent, max_records=batch, clock=utcnow, ttl=60)
+        if not got:
+            raise RuntimeError("the queue ran dry: raise QUEUE_PER_SECOND")
+        with db.write() as s:
+            if batch == 1:
+                body = wire.RunComplete(token=got[0].token)
+                runs.complete(s, run_id=got[0].run_id, body=body, now=utcnow())
+            else:
+                reports = [wire.RunReport(run_id=x.run_id, token=x.token) for x in got]
+                runs.report_many(s, now=utcnow(), reports=reports)
+        done += len(got)
+    return done
+
+
 def direct_rates(url: str, batches: list[int], seconds: float) -> dict[str, float]:
-    """The ceiling: the same claim and report functions on the database, no HTTP, one thread."""
+    """The ceiling: the same claim and report functions on the database, no HTTP, run by
+    CLIENTS threads of one process, as a server process runs them."""
     db = Database(url)
     SQLModel.metadata.create_all(db.engine)
     out: dict[str, float] = {}
@@ -135,13 +177,13 @@ def direct_rates(url: str, batches: list[int], seconds: float) -> dict[str, floa
             agent = agents.register(
                 s, body=wire.AgentRegister(name="d", host="h", slots=32), token_id=0, now=utcnow()
             ).id
-        specs = _specs(int(seconds * 40_000), "d")
+        specs = _specs(int(seconds * QUEUE_PER_SECOND), "d")
         for start in range(0, len(specs), wire.MAX_RECORDS_PER_REQUEST):
             body = wire.RecordsCreate(
                 campaign_id=campaign.id, records=specs[start : start + wire.MAX_RECORDS_PER_REQUEST]
             )
             with db.write() as s:
-                records.create(
+                submit.create(
                     s,
                     body=body,
                     now=utcnow(),
@@ -149,26 +191,13 @@ def direct_rates(url: str, batches: list[int], seconds: float) -> dict[str, floa
                     max_command_length=wire.MAX_COMMAND_LENGTH,
                 )
         for batch in batches:
-            done, stop = 0, time.perf_counter() + seconds
             began = time.perf_counter()
-            while time.perf_counter() < stop:
-                with db.write() as s:
-                    got = leases.claim(s, agent_id=agent, max_records=batch, clock=utcnow, ttl=60)
-                with db.write() as s:
-                    if batch == 1:
-                        runs.complete(
-                            s,
-                            run_id=got[0].run_id,
-                            body=wire.RunComplete(token=got[0].token),
-                            now=utcnow(),
-                        )
-                    else:
-                        runs.report_many(
-                            s,
-                            now=utcnow(),
-                            reports=[wire.RunReport(run_id=x.run_id, token=x.token) for x in got],
-                        )
-                done += len(got)
+            with ThreadPoolExecutor(CLIENTS) as pool:
+                loops = [
+                    pool.submit(_direct_loop, db, agent, batch, began + seconds)
+                    for _ in range(CLIENTS)
+                ]
+                done = sum(loop.result() for loop in loops)
             out[f"direct_{batch}"] = done / (time.perf_counter() - began)
     finally:
         db.dispose()
@@ -193,7 +222,7 @@ def ping_rate(seconds: float) -> float:
     ]
     server = _serve(argv, dict(os.environ), port)
     try:
-        return _fan_out(_ping_loop, (f"http://127.0.0.1:{port}",), seconds)
+        return _fan_out(_ping_loop, (f"http://127.0.0.1:{port}",), seconds, server.pid)[0]
     finally:
         server.terminate()
         server.wait()
@@ -204,12 +233,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], action="append")
+    parser.add_argument("--batch", type=int, action="append", help="batch sizes (1 and 32)")
     args = parser.parse_args()
     backends = args.backend or ["sqlite", "postgresql"]
     if "postgresql" in backends and postgres_problem():
         print(f"skipping PostgreSQL: {postgres_problem()}")
         backends.remove("postgresql")
-    batches = [1, 32]
+    batches = args.batch or [1, 32]
     ping = ping_rate(args.seconds)
     print(f"HTTP ceiling: trivial FastAPI route, {CLIENTS} client processes: {ping:,.0f} req/s")
     print(
@@ -218,7 +248,7 @@ def main() -> int:
     )
     header = (
         f"{'backend':<11}{'batch':>6}{'HTTP rec/s':>12}{'direct rec/s':>14}{'ratio':>7}"
-        f"{'HTTP req/s':>12}{'of ceiling':>12}"
+        f"{'HTTP req/s':>12}{'of ceiling':>12}{'server CPU/rec':>16}"
     )
     print(header)
     print("-" * len(header))
@@ -245,7 +275,7 @@ def main() -> int:
             requests = h / batch * 2  # one claim and one report request per batch
             print(
                 f"{backend:<11}{batch:>6}{h:>12,.0f}{d:>14,.0f}{h / d:>7.0%}"
-                f"{requests:>12,.0f}{requests / ping:>12.0%}"
+                f"{requests:>12,.0f}{requests / ping:>12.0%}{http[f'cpu_{batch}']:>13,.0f} µs"
             )
     print()
     for backend, took in bulk.items():

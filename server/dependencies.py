@@ -12,6 +12,8 @@ transaction that finished its last parent:
 - `reopen(records)`: records were re-queued → exactly the descendants that failed upstream
   because of them go back to `waiting`.
 
+Each function takes the transaction it runs in: a route's ORM session or Core connection.
+
 Concurrency (PostgreSQL): two transactions finishing two parents of one child must not both
 decide "the other parent is not done yet". `unblock` therefore locks the candidate children
 (`FOR UPDATE`, in id order) before it looks at their parents: the second transaction waits for
@@ -24,12 +26,13 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import delete, exists, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import aliased
 from sqlmodel import Session
 
 from farmhand.agent.wire import RecordState
 from farmhand.server import states
-from farmhand.server.db import literal_in
+from farmhand.server.db import connection_of, literal_in
 from farmhand.server.errors import Invalid
 from farmhand.server.states import Event
 from farmhand.server.tables import Record, RecordParent
@@ -45,21 +48,23 @@ def upstream_error(parent_key: str) -> str:
     return f"{UPSTREAM}{parent_key}"
 
 
-def link(session: Session, edges: Iterable[tuple[int, int]]) -> None:
+def link(session: Session | Connection, edges: Iterable[tuple[int, int]]) -> None:
     """Store (record, parent) edges."""
     rows = [{"record_id": child, "parent_id": parent} for child, parent in edges]
     for start in range(0, len(rows), _CHUNK):
         session.execute(insert(EDGE), rows[start : start + _CHUNK])
 
 
-def unlink(session: Session, record_ids: list[int]) -> None:
+def unlink(session: Session | Connection, record_ids: list[int]) -> None:
     """Forget the parents of these records (a forced submission gives new ones)."""
     for start in range(0, len(record_ids), _CHUNK):
         chunk = record_ids[start : start + _CHUNK]
         session.execute(delete(EDGE).where(EDGE.c.record_id.in_(chunk)))
 
 
-def parents_of(session: Session, record_ids: list[int]) -> dict[int, list[tuple[int, str]]]:
+def parents_of(
+    session: Session | Connection, record_ids: list[int]
+) -> dict[int, list[tuple[int, str]]]:
     """Each record's parents as (id, key), in id order."""
     out: dict[int, list[tuple[int, str]]] = {rid: [] for rid in record_ids}
     for start in range(0, len(record_ids), _CHUNK):
@@ -74,7 +79,7 @@ def parents_of(session: Session, record_ids: list[int]) -> dict[int, list[tuple[
     return out
 
 
-def children_of(session: Session, record_id: int) -> list[str]:
+def children_of(session: Session | Connection, record_id: int) -> list[str]:
     """Keys of a record's children, in id order."""
     rows = session.execute(
         select(REC.c.key)
@@ -85,7 +90,7 @@ def children_of(session: Session, record_id: int) -> list[str]:
     return list(rows.scalars())
 
 
-def descendants(session: Session, record_ids: Iterable[int]) -> set[int]:
+def descendants(session: Session | Connection, record_ids: Iterable[int]) -> set[int]:
     """Every record that (transitively) depends on one of these."""
     roots = list(record_ids)
     if not roots:
@@ -96,7 +101,7 @@ def descendants(session: Session, record_ids: Iterable[int]) -> set[int]:
     return set(session.execute(select(down.c.id)).scalars())
 
 
-def unblock(session: Session, parent_ids: list[int], *, now: datetime) -> int:
+def unblock(session: Session | Connection, parent_ids: list[int], *, now: datetime) -> int:
     """Children of these (now done) parents whose parents are all done become ready."""
     if not parent_ids:
         return 0
@@ -109,7 +114,7 @@ def unblock(session: Session, parent_ids: list[int], *, now: datetime) -> int:
         )
         .order_by(REC.c.id)
     )
-    if session.get_bind().dialect.name == "postgresql":
+    if connection_of(session).dialect.name == "postgresql":
         candidates = candidates.with_for_update()
     ids = list(session.execute(candidates).scalars())
     if not ids:
@@ -127,7 +132,9 @@ def unblock(session: Session, parent_ids: list[int], *, now: datetime) -> int:
     ).rowcount
 
 
-def fail_downstream(session: Session, parents: dict[int, str], *, now: datetime) -> int:
+def fail_downstream(
+    session: Session | Connection, parents: dict[int, str], *, now: datetime
+) -> int:
     """Waiting descendants of these failed or cancelled parents (id → key) fail upstream."""
     failed = 0
     for parent_id, key in sorted(parents.items()):
@@ -149,7 +156,9 @@ def fail_downstream(session: Session, parents: dict[int, str], *, now: datetime)
     return failed
 
 
-def reopen(session: Session, record_ids: list[int], keys: dict[int, str], *, now: datetime) -> int:
+def reopen(
+    session: Session | Connection, record_ids: list[int], keys: dict[int, str], *, now: datetime
+) -> int:
     """Descendants that failed upstream because of these records wait again."""
     below = descendants(session, record_ids)
     if not below:
@@ -170,7 +179,7 @@ def reopen(session: Session, record_ids: list[int], keys: dict[int, str], *, now
     return reopened
 
 
-def settle(session: Session, record_ids: list[int], *, now: datetime) -> None:
+def settle(session: Session | Connection, record_ids: list[int], *, now: datetime) -> None:
     """Place records that were just queued by their parents: waiting while a parent is not
     done, failed upstream when a parent has failed or was cancelled, else left ready."""
     parents = parents_of(session, record_ids)
@@ -195,7 +204,10 @@ def settle(session: Session, record_ids: list[int], *, now: datetime) -> None:
 
 
 def check_acyclic(
-    new_edges: dict[int, list[int]], key_of: dict[int, str], session: Session, replaced: set[int]
+    new_edges: dict[int, list[int]],
+    key_of: dict[int, str],
+    session: Session | Connection,
+    replaced: set[int],
 ) -> None:
     """Refuse (422) a submission whose edges, with those already stored, form a cycle.
 
@@ -234,6 +246,6 @@ def _kahn(graph: dict[int, list[int]]) -> set[int]:
     return set(pending)
 
 
-def _keys(session: Session, ids: Iterable[int]) -> dict[int, str]:
+def _keys(session: Session | Connection, ids: Iterable[int]) -> dict[int, str]:
     rows = session.execute(select(REC.c.id, REC.c.key).where(REC.c.id.in_(sorted(ids))))
     return dict(rows.all())

@@ -13,21 +13,32 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Integer, Text, bindparam, exists, func, insert, literal, select, update
+from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from farmhand.agent import wire
 from farmhand.server import lifecycle, metrics, states
-from farmhand.server.db import literal_in
-from farmhand.server.errors import Conflict, NotFound
+from farmhand.server.db import connection_of, execute_rows, literal_in, unnest
+from farmhand.server.errors import Conflict, FarmhandError, NotFound
 from farmhand.server.states import Event
-from farmhand.server.tables import Agent, Campaign, Record, RecordParent, RecordResult, Run
+from farmhand.server.tables import (
+    Agent,
+    Campaign,
+    Record,
+    RecordParent,
+    RecordResult,
+    Run,
+    UTCDateTime,
+)
 
 REC = Record.__table__
 RUN = Run.__table__
 CAMPAIGN = Campaign.__table__
+AGENT = Agent.__table__
 EDGE = RecordParent.__table__
 RESULT = RecordResult.__table__
 LIVE_RUN = [s.value for s in wire.LIVE_RUN_STATES]
@@ -41,11 +52,17 @@ class Expired:
     failed: int = 0
 
 
-def _skip_locked(stmt: Any, session: Session) -> Any:
-    """`FOR UPDATE SKIP LOCKED` where the database has it (SQLite serialises writers anyway)."""
-    if session.get_bind().dialect.name == "postgresql":
-        return stmt.with_for_update(skip_locked=True)
-    return stmt
+def _refusal(agent_id: int, name: str, state: str, draining_ok: bool) -> FarmhandError | None:
+    """Why an agent in `state` may not act (None when it may)."""
+    allowed = ("active", "draining") if draining_ok else ("active",)
+    if state in allowed:
+        return None
+    what = (
+        "is draining and gets no new leases"
+        if state == "draining"
+        else "has stopped; register a new agent"
+    )
+    return Conflict(f"agent {agent_id} ({name}) {what}")
 
 
 def active_agent(session: Session, agent_id: int, *, draining_ok: bool = False) -> Agent:
@@ -54,31 +71,28 @@ def active_agent(session: Session, agent_id: int, *, draining_ok: bool = False) 
     agent = session.get(Agent, agent_id)
     if agent is None:
         raise NotFound(f"agent {agent_id} is not registered")
-    allowed = ("active", "draining") if draining_ok else ("active",)
-    if agent.state not in allowed:
-        what = (
-            "is draining and gets no new leases"
-            if agent.state == "draining"
-            else ("has stopped; register a new agent")
-        )
-        raise Conflict(f"agent {agent_id} ({agent.name}) {what}")
+    refusal = _refusal(agent_id, agent.name, agent.state, draining_ok)
+    if refusal is not None:
+        raise refusal
     return agent
 
 
-def expire(session: Session, *, now: datetime) -> Expired:
+def expire(tx: Session | Connection, *, now: datetime) -> Expired:
     """Turn leases that expired before `now` into lost runs; their records go back to ready,
     or to failed when no attempts remain."""
-    expired = _skip_locked(
-        select(REC.c.id).where(
+    expired = (
+        select(REC.c.id)
+        .where(
             literal_in(REC.c.state, states.source_values(Event.requeue)),
             REC.c.lease_expires_at < now,
-        ),
-        session,
+        )
+        .with_for_update(skip_locked=True)  # rendered on PostgreSQL only
     )
-    ids = list(session.execute(expired).scalars())
+    conn = connection_of(tx)
+    ids = list(conn.execute(expired).scalars())
     if not ids:
         return Expired()
-    session.execute(
+    conn.execute(
         update(RUN)
         .where(RUN.c.id.in_(select(REC.c.run_id).where(REC.c.id.in_(ids))))
         .where(literal_in(RUN.c.state, LIVE_RUN))
@@ -89,7 +103,7 @@ def expire(session: Session, *, now: datetime) -> Expired:
         )
     )
     lease_gone = {"agent_id": None, "lease_expires_at": None, "updated_at": now}
-    failed_rows = session.execute(
+    failed_rows = conn.execute(
         update(REC)
         .where(REC.c.id.in_(ids), REC.c.attempts >= REC.c.max_attempts)
         .values(
@@ -101,8 +115,8 @@ def expire(session: Session, *, now: datetime) -> Expired:
     ).all()
     failed = len(failed_rows)
     if failed_rows:
-        lifecycle.records_ended(session, done=[], failed=dict(failed_rows), now=now)
-    requeued = session.execute(
+        lifecycle.records_ended(conn, done=[], failed=dict(failed_rows), now=now)
+    requeued = conn.execute(
         update(REC)
         .where(REC.c.id.in_(ids), REC.c.attempts < REC.c.max_attempts)
         .values(state=states.target(Event.requeue).value, error="lease lost", **lease_gone)
@@ -111,8 +125,114 @@ def expire(session: Session, *, now: datetime) -> Expired:
     return Expired(requeued=requeued, failed=failed)
 
 
+# The claim's statements are built once: building a statement costs more than running it.
+
+#: One round trip before a claim: the agent's state, whether any lease has run out, and the
+#: highest run id (SQLite numbers the new runs from it: it holds the database's write lock).
+_GATE = select(
+    AGENT.c.name,
+    AGENT.c.state,
+    exists()
+    .where(
+        literal_in(REC.c.state, states.source_values(Event.requeue)),
+        REC.c.lease_expires_at < bindparam("b_now", type_=UTCDateTime),
+    )
+    .label("due"),
+    select(func.coalesce(func.max(RUN.c.id), 0)).scalar_subquery().label("last_run"),
+).where(AGENT.c.id == bindparam("b_agent"))
+
+_OF_CAMPAIGN = CAMPAIGN.c.id == REC.c.campaign_id
+#: Returned with each claimed record, so no statement reads the campaign afterwards.
+_DEFAULTS = select(CAMPAIGN.c.defaults).where(_OF_CAMPAIGN).correlate(REC).scalar_subquery()
+_HAS_PARENTS = exists().where(EDGE.c.record_id == REC.c.id).correlate(REC)
+_UNSTARTED = (
+    select(CAMPAIGN.c.started_at).where(_OF_CAMPAIGN).correlate(REC).scalar_subquery().is_(None)
+)
+
+
+@cache
+def _claim_statement(dialect: str, by_campaign: bool, by_dataset: bool) -> Any:
+    """`UPDATE record … WHERE id IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED) RETURNING …`."""
+    queue = select(REC.c.id).where(literal_in(REC.c.state, states.source_values(Event.claim)))
+    if by_campaign:
+        queue = queue.where(REC.c.campaign_id.in_(bindparam("b_campaigns", expanding=True)))
+    if by_dataset:
+        queue = queue.where(REC.c.dataset.in_(bindparam("b_datasets", expanding=True)))
+    queue = (
+        queue.order_by(REC.c.priority.desc(), REC.c.id)
+        .limit(bindparam("b_limit"))
+        .with_for_update(skip_locked=True)  # rendered on PostgreSQL only
+    )
+    values: dict[str, Any] = {
+        "state": states.target(Event.claim).value,
+        "attempts": REC.c.attempts + 1,
+        "agent_id": bindparam("b_agent"),
+        "lease_expires_at": bindparam("b_expires", type_=UTCDateTime),
+        "updated_at": bindparam("b_now", type_=UTCDateTime),
+    }
+    if dialect == "postgresql":
+        # The runs' ids come from their sequence right here, so the claim needs no second
+        # UPDATE of record.run_id after inserting them: one round trip less.
+        values["run_id"] = func.nextval(func.pg_get_serial_sequence(RUN.name, "id"))
+    return (
+        update(REC)
+        .where(REC.c.id.in_(queue.scalar_subquery()))
+        .values(**values)
+        .returning(
+            REC.c.id,
+            REC.c.campaign_id,
+            REC.c.key,
+            REC.c.command,
+            REC.c.run_args,
+            REC.c.temporary_run_args,
+            REC.c.attempts,
+            REC.c.priority,
+            REC.c.run_id,
+            _HAS_PARENTS.label("has_parents"),
+            _DEFAULTS.label("defaults"),
+            _UNSTARTED.label("unstarted"),
+        )
+    )
+
+
+_NEW_RUN = {
+    "agent_id": bindparam("b_agent"),
+    "state": literal(wire.RunState.leased.value),
+    "claimed_at": bindparam("b_claimed_at", type_=UTCDateTime),
+}
+_INSERT_RUNS = insert(RUN).values(
+    id=bindparam("b_id"),
+    record_id=bindparam("b_record_id"),
+    token=bindparam("b_token"),
+    attempt=bindparam("b_attempt"),
+    **_NEW_RUN,
+)
+_NEW_RUNS = unnest(id=Integer, record_id=Integer, token=Text, attempt=Integer)
+_INSERT_RUNS_POSTGRESQL = insert(RUN).from_select(
+    ["id", "record_id", "token", "attempt", *_NEW_RUN],
+    select(
+        _NEW_RUNS.c.id, _NEW_RUNS.c.record_id, _NEW_RUNS.c.token, _NEW_RUNS.c.attempt
+    ).add_columns(*_NEW_RUN.values()),
+)
+_SET_RUN_IDS = (
+    update(REC)
+    .where(REC.c.id.in_(bindparam("b_ids", expanding=True)))
+    .values(
+        run_id=select(func.max(RUN.c.id))
+        .where(RUN.c.record_id == REC.c.id)
+        .correlate(REC)
+        .scalar_subquery()
+    )
+)
+_START_CAMPAIGNS = (
+    update(CAMPAIGN)
+    .where(CAMPAIGN.c.id.in_(bindparam("b_ids", expanding=True)), CAMPAIGN.c.started_at.is_(None))
+    .values(started_at=bindparam("b_now", type_=UTCDateTime))
+)
+
+
 def claim(
-    session: Session,
+    tx: Session | Connection,
     *,
     agent_id: int,
     max_records: int,
@@ -128,98 +248,83 @@ def claim(
     concurrent transaction finished just before this claim took the record.
     """
     now = clock()
-    active_agent(session, agent_id)
-    expire(session, now=now)
+    conn = connection_of(tx)
+    gate = conn.execute(_GATE, {"b_agent": agent_id, "b_now": now}).first()
+    if gate is None:
+        raise NotFound(f"agent {agent_id} is not registered")
+    refusal = _refusal(agent_id, gate.name, gate.state, draining_ok=False)
+    if refusal is not None:
+        raise refusal
+    if gate.due:
+        expire(conn, now=now)
     expires = now + timedelta(seconds=ttl)
-    queue = select(REC.c.id).where(literal_in(REC.c.state, states.source_values(Event.claim)))
-    if campaign_ids is not None:
-        queue = queue.where(REC.c.campaign_id.in_(campaign_ids))
-    if datasets is not None:
-        queue = queue.where(REC.c.dataset.in_(datasets))
-    queue = _skip_locked(
-        queue.order_by(REC.c.priority.desc(), REC.c.id).limit(max_records), session
-    )
-    claimed = session.execute(
-        update(REC)
-        .where(REC.c.id.in_(queue.scalar_subquery()))
-        .values(
-            state=states.target(Event.claim).value,
-            attempts=REC.c.attempts + 1,
-            agent_id=agent_id,
-            lease_expires_at=expires,
-            updated_at=now,
-        )
-        .returning(
-            REC.c.id,
-            REC.c.campaign_id,
-            REC.c.key,
-            REC.c.command,
-            REC.c.run_args,
-            REC.c.temporary_run_args,
-            REC.c.attempts,
-            REC.c.priority,
-        )
-    ).all()
+    dialect = conn.dialect.name
+    params = {
+        "b_agent": agent_id,
+        "b_limit": max_records,
+        "b_expires": expires,
+        "b_now": now,
+        "b_campaigns": campaign_ids or [],
+        "b_datasets": datasets or [],
+    }
+    statement = _claim_statement(dialect, campaign_ids is not None, datasets is not None)
+    claimed = conn.execute(statement, params).all()
     if not claimed:
         return []
     claimed.sort(key=lambda row: (-row.priority, row.id))
-    tokens = {row.id: secrets.token_urlsafe(18) for row in claimed}
     claimed_at = max(now, clock())
-    runs = session.execute(
-        insert(RUN).returning(RUN.c.id, RUN.c.record_id, sort_by_parameter_order=True),
-        [
-            {
-                "record_id": row.id,
-                "agent_id": agent_id,
-                "token": tokens[row.id],
-                "attempt": row.attempts,
-                "state": wire.RunState.leased.value,
-                "claimed_at": claimed_at,
-                "run_args": row.temporary_run_args,
-            }
-            for row in claimed
-        ],
-    ).all()
-    run_of = {run.record_id: run.id for run in runs}
-    session.execute(
-        update(REC).where(REC.c.id == bindparam("rid")).values(run_id=bindparam("new_run")),
-        [{"rid": record_id, "new_run": run_id} for record_id, run_id in run_of.items()],
-        execution_options={"synchronize_session": False},
+    runs = [
+        {
+            "b_id": row.run_id if dialect == "postgresql" else gate.last_run + number,
+            "b_record_id": row.id,
+            "b_token": secrets.token_urlsafe(18),
+            "b_attempt": row.attempts,
+        }
+        for number, row in enumerate(claimed, start=1)
+    ]
+    execute_rows(
+        conn, _INSERT_RUNS, _INSERT_RUNS_POSTGRESQL, runs, b_agent=agent_id, b_claimed_at=claimed_at
     )
-    campaign_ids = {row.campaign_id for row in claimed}
-    session.execute(
-        update(CAMPAIGN)
-        .where(CAMPAIGN.c.id.in_(campaign_ids), CAMPAIGN.c.started_at.is_(None))
-        .values(started_at=now)
-    )
-    defaults = dict(
-        session.execute(
-            select(CAMPAIGN.c.id, CAMPAIGN.c.defaults).where(CAMPAIGN.c.id.in_(campaign_ids))
-        ).all()
-    )
-    parents = _parent_results(session, [row.id for row in claimed])
+    if dialect != "postgresql":
+        conn.execute(_SET_RUN_IDS, {"b_ids": [row.id for row in claimed]})
+    temporary = [
+        {"b_id": run["b_id"], "b_run_args": row.temporary_run_args}
+        for run, row in zip(runs, claimed, strict=True)
+        if row.temporary_run_args is not None
+    ]
+    if temporary:  # rare: only records retried with temporary run_args
+        conn.execute(_SET_RUN_ARGS, temporary)
+    parents = _parent_results(conn, [row.id for row in claimed if row.has_parents])
+    unstarted = {row.campaign_id for row in claimed if row.unstarted}
+    if unstarted:
+        conn.execute(_START_CAMPAIGNS, {"b_ids": sorted(unstarted), "b_now": now})
     return [
         wire.Lease(
-            run_id=run_of[row.id],
-            token=tokens[row.id],
+            run_id=run["b_id"],
+            token=run["b_token"],
             expires_at=expires,
             record_id=row.id,
             campaign_id=row.campaign_id,
             key=row.key,
             command=row.command,
             attempt=row.attempts,
-            run_args=derive_run_args(
-                defaults.get(row.campaign_id), row.run_args, row.temporary_run_args
-            ),
+            run_args=derive_run_args(row.defaults, row.run_args, row.temporary_run_args),
             parents=parents.get(row.id, []),
         )
-        for row in claimed
+        for run, row in zip(runs, claimed, strict=True)
     ]
 
 
-def _parent_results(session: Session, record_ids: list[int]) -> dict[int, list[wire.ParentResult]]:
-    """Each claimed record's parents with their result documents (most have none)."""
-    rows = session.execute(
+_SET_RUN_ARGS = (
+    update(RUN).where(RUN.c.id == bindparam("b_id")).values(run_args=bindparam("b_run_args"))
+)
+
+
+def _parent_results(conn: Connection, record_ids: list[int]) -> dict[int, list[wire.ParentResult]]:
+    """The parents of these claimed records, with their result documents."""
+    if not record_ids:
+        return {}
+    rows = conn.execute(
         select(EDGE.c.record_id, REC.c.id, REC.c.key, RESULT.c.document)
         .join(REC, REC.c.id == EDGE.c.parent_id)
         .outerjoin(RESULT, RESULT.c.record_id == REC.c.id)

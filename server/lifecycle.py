@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from farmhand.agent.wire import RecordState
@@ -29,7 +30,7 @@ UNFINISHED = [S.waiting.value, S.ready.value, S.claimed.value, S.running.value, 
 
 
 def records_ended(
-    session: Session, *, done: Iterable[int], failed: dict[int, str], now: datetime
+    session: Session | Connection, *, done: Iterable[int], failed: dict[int, str], now: datetime
 ) -> None:
     """`done` records unblock their children; `failed` ones (id → key, failed for good or
     cancelled) fail their waiting descendants; both drop their temporary run_args."""
@@ -51,12 +52,15 @@ def records_ended(
     finish_campaigns(session, campaign_ids, now=now)
 
 
-def made_ready(session: Session) -> bool:
-    """Whether this transaction made records ready (children unblocked)."""
-    return bool(session.info.get(MADE_READY))
+def made_ready(session: Session | Connection) -> bool:
+    """Whether this transaction made records ready (children unblocked); asking clears it
+    (a pooled connection's `info` outlives the transaction)."""
+    return bool(session.info.pop(MADE_READY, False))
 
 
-def finish_campaigns(session: Session, campaign_ids: Iterable[int], *, now: datetime) -> None:
+def finish_campaigns(
+    session: Session | Connection, campaign_ids: Iterable[int], *, now: datetime
+) -> None:
     """Set `finished_at` on these campaigns when none of their records is unfinished."""
     for campaign_id in sorted(set(campaign_ids)):
         unfinished = session.execute(
@@ -72,7 +76,7 @@ def finish_campaigns(session: Session, campaign_ids: Iterable[int], *, now: date
             )
 
 
-def reopen_campaigns(session: Session, campaign_ids: Iterable[int]) -> None:
+def reopen_campaigns(session: Session | Connection, campaign_ids: Iterable[int]) -> None:
     """New or re-queued work: these campaigns are not finished any more."""
     ids = sorted(set(campaign_ids))
     if ids:

@@ -3,6 +3,12 @@
 A stale token gets `StaleLease` (409) and changes nothing. A final report (complete, fail,
 release) is remembered with a digest of its payload, so the same report sent twice gets the
 same answer, while a different report for an ended run is a 409.
+
+Reports are applied as a set, one or many alike: one statement locks the records of all the
+reported runs, one the runs (every writer's lock order: records, then runs, each in id
+order), each report is checked on its own against the rows read, and what changed is written
+back with one statement per table. A report that fails its check changes nothing and does not
+stop the others.
 """
 
 from __future__ import annotations
@@ -10,249 +16,368 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlalchemy import JSON, Integer, Text, bindparam, cast, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlmodel import Session
 
 from farmhand.agent import wire
 from farmhand.server import lifecycle, states
+from farmhand.server.db import connection_of, execute_rows, unnest
 from farmhand.server.errors import FarmhandError, NotFound, StaleLease
 from farmhand.server.states import Event
-from farmhand.server.tables import Record, RecordResult, Run
+from farmhand.server.tables import Record, RecordResult, Run, UTCDateTime
 
+REC = Record.__table__
+RUN = Run.__table__
+RESULT = RecordResult.__table__
 LIVE = {s.value for s in wire.LIVE_RUN_STATES}
-ENDED = {wire.RecordState.done.value, wire.RecordState.failed.value}
+DONE, FAILED = wire.RecordState.done.value, wire.RecordState.failed.value
+
+_RUN_IDS = bindparam("b_runs", expanding=True)
+# FOR UPDATE (PostgreSQL) in id order: a report racing an expiry, a claim or a cancel of the
+# same record waits for it and then reads its outcome instead of overwriting it.
+_LOCK_RECORDS = (
+    select(REC.c.id, REC.c.key, REC.c.state, REC.c.attempts, REC.c.max_attempts, REC.c.error)
+    .where(REC.c.id.in_(select(RUN.c.record_id).where(RUN.c.id.in_(_RUN_IDS))))
+    .order_by(REC.c.id)
+    .with_for_update()
+)
+_LOCK_RUNS = (
+    select(RUN.c.id, RUN.c.record_id, RUN.c.token, RUN.c.state, RUN.c.report)
+    .where(RUN.c.id.in_(_RUN_IDS))
+    .order_by(RUN.c.id)
+    .with_for_update()
+)
+_NOW = bindparam("b_now", type_=UTCDateTime)
+# Records that end the same way (say, 32 completions) are written by one statement.
+_END_RECORDS = (
+    update(REC)
+    .where(REC.c.id.in_(bindparam("b_ids", expanding=True)))
+    .values(
+        state=bindparam("b_state"),
+        error=bindparam("b_error"),
+        attempts=REC.c.attempts - bindparam("b_given_back"),
+        agent_id=None,
+        lease_expires_at=None,
+        updated_at=_NOW,
+    )
+)
+_END_RUN_VALUES = ("state", "exit_code", "error", "stdout_tail", "stderr_tail", "report")
+_END_RUNS = (
+    update(RUN)
+    .where(RUN.c.id == bindparam("b_id"))
+    .values(ended_at=_NOW, **{name: bindparam(f"b_{name}") for name in _END_RUN_VALUES})
+)
+_ENDED = unnest(
+    id=Integer,
+    state=Text,
+    exit_code=Integer,
+    error=Text,
+    stdout_tail=Text,
+    stderr_tail=Text,
+    report=Text,
+)
+_END_RUNS_POSTGRESQL = (
+    update(RUN)
+    .where(RUN.c.id == _ENDED.c.id)
+    .values(ended_at=_NOW, **{name: _ENDED.c[name] for name in _END_RUN_VALUES})
+)
+_START_RECORD = (
+    update(REC)
+    .where(REC.c.id == bindparam("b_id"))
+    .values(state=bindparam("b_state"), updated_at=_NOW)
+)
+_START_RUN = (
+    update(RUN)
+    .where(RUN.c.id == bindparam("b_id"))
+    .values(state=wire.RunState.running.value, started_at=_NOW)
+)
 
 
-def _fenced(session: Session, run_id: int, token: str) -> tuple[Run, Record]:
-    record_id = session.execute(select(Run.record_id).where(Run.id == run_id)).scalar()
-    if record_id is None:
+# INSERT … ON CONFLICT (record_id) DO UPDATE: a rerun's result replaces the earlier one.
+_STORE_RESULTS = sqlite.insert(RESULT).values(
+    record_id=bindparam("b_record_id"),
+    run_id=bindparam("b_run_id"),
+    document=bindparam("b_document", type_=Text),  # JSON text already (no CAST in SQLite)
+)
+_STORE_RESULTS = _STORE_RESULTS.on_conflict_do_update(
+    index_elements=[RESULT.c.record_id],
+    set_={"run_id": _STORE_RESULTS.excluded.run_id, "document": _STORE_RESULTS.excluded.document},
+)
+_RESULTS = unnest(record_id=Integer, run_id=Integer, document=Text)
+_STORE_RESULTS_POSTGRESQL = postgresql.insert(RESULT).from_select(
+    ["record_id", "run_id", "document"],
+    select(_RESULTS.c.record_id, _RESULTS.c.run_id, cast(_RESULTS.c.document, JSON)),
+)
+_STORE_RESULTS_POSTGRESQL = _STORE_RESULTS_POSTGRESQL.on_conflict_do_update(
+    index_elements=[RESULT.c.record_id],
+    set_={
+        "run_id": _STORE_RESULTS_POSTGRESQL.excluded.run_id,
+        "document": _STORE_RESULTS_POSTGRESQL.excluded.document,
+    },
+)
+
+
+@dataclass
+class _Report:
+    """One final report, whichever endpoint brought it."""
+
+    verb: str  # complete, fail, release or orphan
+    run_id: int
+    token: str
+    payload: dict[str, Any]  # the body as sent: its digest makes a repeat recognisable
+    result: Any = None
+
+    @property
+    def digest(self) -> str:
+        text = json.dumps(self.payload, sort_keys=True, separators=(",", ":"))
+        return self.verb + ":" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _completion(run_id: int, body: wire.RunComplete | wire.RunReport) -> _Report:
+    exit_code = body.exit_code if body.exit_code is not None else 0
+    payload = {
+        "token": body.token,
+        "exit_code": exit_code,
+        "result": body.result,
+        "stdout_tail": body.stdout_tail,
+        "stderr_tail": body.stderr_tail,
+    }
+    return _Report("complete", run_id, body.token, payload, result=body.result)
+
+
+def _failure(run_id: int, body: wire.RunFail | wire.RunReport) -> _Report:
+    payload = {
+        "token": body.token,
+        "error": body.error,
+        "exit_code": body.exit_code,
+        "stdout_tail": body.stdout_tail,
+        "stderr_tail": body.stderr_tail,
+    }
+    return _Report("fail", run_id, body.token, payload)
+
+
+def _lock(conn: Connection, run_ids: list[int]) -> tuple[dict[int, dict], dict[int, dict]]:
+    """The runs and their records, locked records first; {id: row} each."""
+    params = {"b_runs": sorted(set(run_ids))}
+    found = []
+    for stmt in (_LOCK_RECORDS, _LOCK_RUNS):
+        result = conn.execute(stmt, params)
+        keys = list(result.keys())
+        found.append({row[0]: dict(zip(keys, row, strict=True)) for row in result})
+    records, runs = found
+    return runs, records
+
+
+def _fence(
+    runs: dict[int, dict], records: dict[int, dict], run_id: int, token: str
+) -> tuple[dict, dict]:
+    run = runs.get(run_id)
+    if run is None:
         raise NotFound(f"run {run_id} does not exist")
-    # Lock in the order every writer uses, record then run, and read the rows as committed
-    # now: on PostgreSQL a report racing an expiry or a claim waits for it and then sees
-    # its outcome, instead of overwriting it (SQLite serialises writers anyway).
-    record = session.get(Record, record_id, with_for_update=True, populate_existing=True)
-    run = session.get(Run, run_id, with_for_update=True, populate_existing=True)
-    assert record is not None and run is not None  # foreign key; runs are never deleted
-    if not hmac.compare_digest(run.token, token):
+    if not hmac.compare_digest(run["token"], token):
         raise StaleLease(f"run {run_id}: the lease token does not match; this lease is not yours")
-    return run, record
+    return run, records[run["record_id"]]  # foreign key; runs are never deleted
 
 
-def _ack(run: Run, record: Record) -> wire.RunAck:
+def _ack(run: dict, record: dict) -> wire.RunAck:
     return wire.RunAck(
-        run_id=run.id,
-        run_state=run.state,
-        record_id=record.id,
-        record_state=record.state,
-        attempts=record.attempts,
+        run_id=run["id"],
+        run_state=run["state"],
+        record_id=record["id"],
+        record_state=record["state"],
+        attempts=record["attempts"],
     )
 
 
-def _digest(verb: str, body: wire.Strict) -> str:
-    payload = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return verb + ":" + hashlib.sha256(payload.encode()).hexdigest()
-
-
-def _replay_or_refuse(run: Run, record: Record, digest: str) -> wire.RunAck:
+def _replay_or_refuse(run: dict, record: dict, digest: str) -> wire.RunAck:
     """An ended run: the same report again gets the stored answer; anything else is a 409."""
-    if run.report:
-        stored = json.loads(run.report)
+    if run["report"]:
+        stored = json.loads(run["report"])
         if stored["digest"] == digest:
             return wire.RunAck.model_validate(stored["ack"])
     raise StaleLease(
-        f"run {run.id} of record '{record.key}' already ended as {run.state}; "
+        f"run {run['id']} of record '{record['key']}' already ended as {run['state']}; "
         f"its lease is gone and this report changes nothing"
     )
 
 
-def _end(
-    session: Session,
-    run: Run,
-    record: Record,
-    *,
-    digest: str,
-    now: datetime,
-    run_state: wire.RunState,
-    event: Event,
-    **run_fields: Any,
-) -> wire.RunAck:
-    record.state = states.transition(event, record.state, what=f"record '{record.key}'").value
-    record.agent_id = None
-    record.lease_expires_at = None
-    record.updated_at = now
-    run.state = run_state.value
-    run.ended_at = now
-    for name, value in run_fields.items():
-        setattr(run, name, value)
+def _end(run: dict, record: dict, report: _Report) -> wire.RunAck:
+    """Check one report against its live run and apply it to the rows in memory."""
+    what = f"record '{record['key']}'"
+    attempts, error = record["attempts"], None
+    if report.verb == "complete":
+        event, run_state = Event.complete, wire.RunState.done
+    elif report.verb == "fail":
+        final = attempts >= record["max_attempts"]
+        event, run_state = (Event.fail if final else Event.requeue), wire.RunState.failed
+        cause = report.payload["error"]
+        error = cause if final else f"attempt {attempts} failed: {cause}"
+    elif report.verb == "orphan":  # kept for a user to look at; the attempt is not spent
+        event, run_state = Event.orphan, wire.RunState.orphaned
+        attempts, error = attempts - 1, f"orphaned: {report.payload['reason']}"
+    else:  # release: the attempt is not spent and the record keeps its last error
+        event, run_state = Event.release, wire.RunState.released
+        attempts, error = attempts - 1, record["error"]
+    record_state = states.transition(event, record["state"], what=what).value
+    record.update(state=record_state, attempts=attempts, error=error)
+    run["state"] = run_state.value
     ack = _ack(run, record)
-    run.report = json.dumps({"digest": digest, "ack": ack.model_dump(mode="json")})
-    session.add(run)
-    session.add(record)
-    session.flush()
-    if record.state in ENDED:
-        done = [record.id] if record.state == wire.RecordState.done.value else []
-        failed = {} if done else {record.id: record.key}
-        lifecycle.records_ended(session, done=done, failed=failed, now=now)
+    run["report"] = f'{{"digest":{json.dumps(report.digest)},"ack":{ack.model_dump_json()}}}'
     return ack
 
 
-def _final(verb: str, apply: Callable[..., wire.RunAck]) -> Callable[..., wire.RunAck]:
-    """Wrap a final report: fence it, replay it if it was already applied, else apply it."""
+def _apply(
+    tx: Session | Connection, reports: list[_Report], now: datetime
+) -> list[wire.RunAck | FarmhandError]:
+    """Apply final reports in one go: one answer (an ack or the error) per report, in order."""
+    conn = connection_of(tx)
+    runs, records = _lock(conn, [r.run_id for r in reports])
+    outcomes: list[wire.RunAck | FarmhandError] = []
+    ended: list[tuple[_Report, dict, dict]] = []
+    for report in reports:
+        try:
+            run, record = _fence(runs, records, report.run_id, report.token)
+            if run["state"] in LIVE:
+                outcomes.append(_end(run, record, report))
+                ended.append((report, run, record))
+            else:  # ended before, or earlier in this very batch
+                outcomes.append(_replay_or_refuse(run, record, report.digest))
+        except FarmhandError as exc:
+            outcomes.append(exc)
+    if ended:
+        _write(conn, ended, now)
+    return outcomes
 
-    def handler(session: Session, *, run_id: int, body: Any, now: datetime) -> wire.RunAck:
-        run, record = _fenced(session, run_id, body.token)
-        digest = _digest(verb, body)
-        if run.state not in LIVE:
-            return _replay_or_refuse(run, record, digest)
-        return apply(session, run, record, body, digest=digest, now=now)
 
-    handler.__name__ = verb
-    handler.__doc__ = apply.__doc__
-    return handler
+def _write(conn: Connection, ended: list[tuple[_Report, dict, dict]], now: datetime) -> None:
+    endings: dict[tuple, list[int]] = {}
+    for report, _, record in ended:
+        given_back = 1 if report.verb in ("release", "orphan") else 0
+        endings.setdefault((record["state"], record["error"], given_back), []).append(record["id"])
+    for (state, error, given_back), ids in endings.items():
+        conn.execute(
+            _END_RECORDS,
+            {
+                "b_ids": ids,
+                "b_state": state,
+                "b_error": error,
+                "b_given_back": given_back,
+                "b_now": now,
+            },
+        )
+    runs = [
+        {
+            "b_id": run["id"],
+            "b_state": run["state"],
+            "b_exit_code": report.payload.get("exit_code"),
+            "b_error": report.payload.get("error", report.payload.get("reason")),
+            "b_stdout_tail": report.payload.get("stdout_tail"),
+            "b_stderr_tail": report.payload.get("stderr_tail"),
+            "b_report": run["report"],
+        }
+        for report, run, _ in ended
+    ]
+    execute_rows(conn, _END_RUNS, _END_RUNS_POSTGRESQL, runs, b_now=now)
+    results = [
+        {
+            "b_record_id": record["id"],
+            "b_run_id": run["id"],
+            "b_document": json.dumps(report.result),
+        }
+        for report, run, record in ended
+        if report.verb == "complete"
+    ]
+    execute_rows(conn, _STORE_RESULTS, _STORE_RESULTS_POSTGRESQL, results)
+    done = [record["id"] for _, _, record in ended if record["state"] == DONE]
+    failed = {record["id"]: record["key"] for _, _, record in ended if record["state"] == FAILED}
+    lifecycle.records_ended(conn, done=done, failed=failed, now=now)
 
 
-def start(session: Session, *, run_id: int, body: wire.RunStart, now: datetime) -> wire.RunAck:
+def _one(tx: Session | Connection, report: _Report, now: datetime) -> wire.RunAck:
+    (outcome,) = _apply(tx, [report], now)
+    if isinstance(outcome, FarmhandError):
+        raise outcome
+    return outcome
+
+
+def start(
+    tx: Session | Connection, *, run_id: int, body: wire.RunStart, now: datetime
+) -> wire.RunAck:
     """The agent started the command: claimed → running. Repeating it is harmless."""
-    run, record = _fenced(session, run_id, body.token)
-    if run.state == wire.RunState.running.value:
+    conn = connection_of(tx)
+    runs, records = _lock(conn, [run_id])
+    run, record = _fence(runs, records, run_id, body.token)
+    if run["state"] == wire.RunState.running.value:
         return _ack(run, record)
-    if run.state not in LIVE:
-        raise StaleLease(f"run {run_id} of record '{record.key}' already ended as {run.state}")
-    record.state = states.transition(Event.start, record.state, what=f"record '{record.key}'").value
-    record.updated_at = now
-    run.state = wire.RunState.running.value
-    run.started_at = now
-    session.add(run)
-    session.add(record)
-    session.flush()
+    if run["state"] not in LIVE:
+        raise StaleLease(
+            f"run {run_id} of record '{record['key']}' already ended as {run['state']}"
+        )
+    what = f"record '{record['key']}'"
+    record["state"] = states.transition(Event.start, record["state"], what=what).value
+    run["state"] = wire.RunState.running.value
+    conn.execute(_START_RECORD, {"b_id": record["id"], "b_state": record["state"], "b_now": now})
+    conn.execute(_START_RUN, {"b_id": run_id, "b_now": now})
     return _ack(run, record)
 
 
-def _complete(
-    session: Session,
-    run: Run,
-    record: Record,
-    body: wire.RunComplete,
-    *,
-    digest: str,
-    now: datetime,
+def complete(
+    tx: Session | Connection, *, run_id: int, body: wire.RunComplete, now: datetime
 ) -> wire.RunAck:
     """The attempt succeeded: the record is done and its result document is stored."""
-    record.error = None
-    result = session.get(RecordResult, record.id)
-    if result is None:
-        session.add(RecordResult(record_id=record.id, run_id=run.id, document=body.result))
-    else:
-        result.run_id, result.document = run.id, body.result
-        session.add(result)
-    return _end(
-        session,
-        run,
-        record,
-        digest=digest,
-        now=now,
-        run_state=wire.RunState.done,
-        event=Event.complete,
-        exit_code=body.exit_code,
-        stdout_tail=body.stdout_tail,
-        stderr_tail=body.stderr_tail,
-        error=None,
-    )
+    return _one(tx, _completion(run_id, body), now)
 
 
-def _fail(
-    session: Session, run: Run, record: Record, body: wire.RunFail, *, digest: str, now: datetime
+def fail(
+    tx: Session | Connection, *, run_id: int, body: wire.RunFail, now: datetime
 ) -> wire.RunAck:
     """The attempt failed: back to ready while attempts remain, else failed for good."""
-    final = record.attempts >= record.max_attempts
-    record.error = body.error if final else f"attempt {record.attempts} failed: {body.error}"
-    return _end(
-        session,
-        run,
-        record,
-        digest=digest,
-        now=now,
-        run_state=wire.RunState.failed,
-        event=Event.fail if final else Event.requeue,
-        exit_code=body.exit_code,
-        error=body.error,
-        stdout_tail=body.stdout_tail,
-        stderr_tail=body.stderr_tail,
-    )
+    return _one(tx, _failure(run_id, body), now)
 
 
-def _release(
-    session: Session, run: Run, record: Record, body: wire.RunRelease, *, digest: str, now: datetime
+def release(
+    tx: Session | Connection, *, run_id: int, body: wire.RunRelease, now: datetime
 ) -> wire.RunAck:
     """The agent gave the record back: ready again, and the attempt is not spent."""
-    record.attempts -= 1
-    return _end(
-        session,
-        run,
-        record,
-        digest=digest,
-        now=now,
-        run_state=wire.RunState.released,
-        event=Event.release,
-        error=body.reason,
-    )
+    payload = {"token": body.token, "reason": body.reason}
+    return _one(tx, _Report("release", run_id, body.token, payload), now)
 
 
-def _orphan(
-    session: Session, run: Run, record: Record, body: wire.RunOrphan, *, digest: str, now: datetime
+def orphan(
+    tx: Session | Connection, *, run_id: int, body: wire.RunOrphan, now: datetime
 ) -> wire.RunAck:
     """The agent cannot run the record as specified: it is kept as orphaned with the reason
     until someone retries it, and the attempt is not spent."""
-    record.attempts -= 1
-    record.error = f"orphaned: {body.reason}"
-    return _end(
-        session,
-        run,
-        record,
-        digest=digest,
-        now=now,
-        run_state=wire.RunState.orphaned,
-        event=Event.orphan,
-        error=body.reason,
-    )
-
-
-complete = _final("complete", _complete)
-orphan = _final("orphan", _orphan)
-fail = _final("fail", _fail)
-release = _final("release", _release)
+    payload = {"token": body.token, "reason": body.reason}
+    return _one(tx, _Report("orphan", run_id, body.token, payload), now)
 
 
 def report_many(
-    session: Session, *, reports: list[wire.RunReport], now: datetime
+    tx: Session | Connection, *, reports: list[wire.RunReport], now: datetime
 ) -> list[wire.RunReportAnswer]:
     """Apply many final reports in one transaction, each fenced on its own.
 
-    Each item runs in a savepoint: a stale or unknown one gets its error and changes nothing,
-    while the others are applied. A repeat of an applied item gets the same answer.
+    A stale or unknown one gets its error and changes nothing, while the others are applied.
+    A repeat of an applied item gets the same answer.
     """
+    outcomes = _apply(
+        tx,
+        [_completion(r.run_id, r) if r.error is None else _failure(r.run_id, r) for r in reports],
+        now,
+    )
     answers = []
-    for item in reports:
-        fields = item.model_dump(exclude={"run_id", "error", "result", "exit_code"})
-        try:
-            with session.begin_nested():
-                if item.error is None:
-                    body = wire.RunComplete(
-                        exit_code=0 if item.exit_code is None else item.exit_code,
-                        result=item.result,
-                        **fields,
-                    )
-                    ack = complete(session, run_id=item.run_id, body=body, now=now)
-                else:
-                    body = wire.RunFail(error=item.error, exit_code=item.exit_code, **fields)
-                    ack = fail(session, run_id=item.run_id, body=body, now=now)
-            answers.append(wire.RunReportAnswer(run_id=item.run_id, ack=ack))
-        except FarmhandError as exc:
-            error = wire.ErrorBody(detail=exc.message, code=exc.code)
+    for item, outcome in zip(reports, outcomes, strict=True):
+        if isinstance(outcome, FarmhandError):
+            error = wire.ErrorBody(detail=outcome.message, code=outcome.code)
             answers.append(wire.RunReportAnswer(run_id=item.run_id, error=error))
+        else:
+            answers.append(wire.RunReportAnswer(run_id=item.run_id, ack=outcome))
     return answers
 
 
@@ -276,7 +401,7 @@ def list_(
             stmt = stmt.where(column == value)
     if after is not None:
         stmt = stmt.where(Run.id > after)
-    rows = [wire.Run.model_validate(r) for r in session.exec(stmt)]
+    rows = [wire.Run.model_validate(r) for r in session.execute(stmt).scalars()]
     more = len(rows) > limit
     rows = rows[:limit]
     return wire.Page[wire.Run](items=rows, next=rows[-1].id if more else None)

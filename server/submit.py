@@ -9,18 +9,34 @@ unknown parent or a cycle refuses all of it, naming the keys.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import (
+    JSON,
+    Float,
+    Integer,
+    Text,
+    bindparam,
+    cast,
+    delete,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from farmhand.agent import wire
 from farmhand.server import dependencies, lifecycle, matching, records
+from farmhand.server.db import connection_of, execute_rows, unnest
 from farmhand.server.errors import Invalid, NotFound
 from farmhand.server.leases import derive_run_args
-from farmhand.server.tables import Campaign, Record, RecordResult, Run
+from farmhand.server.tables import Campaign, Record, RecordResult, Run, UTCDateTime
 
 REC = Record.__table__
 RUN = Run.__table__
@@ -64,6 +80,8 @@ def create(
     default = matching.max_attempts(
         campaign.defaults, default_max_attempts, f"campaign '{campaign.name}'"
     )
+    if not body.force and not any(spec.parents for spec in body.records):
+        return _insert_new(session, campaign, body.records, default, now)
     existing = _existing(session, campaign.id, [spec.key for spec in body.records])
     new, replace, skipped = [], [], []
     for spec in body.records:
@@ -94,6 +112,86 @@ def create(
     return wire.RecordsCreated(
         created=len(new), replaced=len(replace), skipped=len(skipped), skipped_keys=skipped[:100]
     )
+
+
+def _insert_new(
+    session: Session,
+    campaign: Campaign,
+    specs: Sequence[wire.RecordSpec],
+    default: int,
+    now: datetime,
+) -> wire.RecordsCreated:
+    """The common bulk case (no force, no parents): one `INSERT … ON CONFLICT DO NOTHING
+    RETURNING key`; the keys it returns were created, the others were there already. No
+    lookup first, and a concurrent submission of the same keys waits, then skips them."""
+    rows = []
+    for spec in specs:
+        row = _row(spec, campaign, default, now)
+        params = {f"b_{name}": row[name] for name in _SPEC_COLUMNS}
+        params.update(b_run_args=json.dumps(spec.run_args), b_tags=json.dumps(spec.tags))
+        rows.append(params)
+    inserted = execute_rows(
+        connection_of(session), _INSERT, _INSERT_POSTGRESQL, rows, b_campaign=campaign.id, b_now=now
+    )
+    created = set(inserted.scalars())
+    if created:
+        lifecycle.reopen_campaigns(session, [campaign.id])
+    skipped = [spec.key for spec in specs if spec.key not in created]
+    return wire.RecordsCreated(
+        created=len(created), skipped=len(skipped), skipped_keys=skipped[:100]
+    )
+
+
+# The columns a submission sets, with their types for PostgreSQL's unnest(); JSON columns
+# travel as text.
+_SPEC_TYPES: dict[str, Any] = {
+    "key": Text,
+    "command": Text,
+    "priority": Integer,
+    "run_args": Text,
+    "dataset": Text,
+    "tags": Text,
+    "runner": Text,
+    "cores": Float,
+    "gpus": Integer,
+    "memory_mb": Integer,
+    "walltime": Float,
+    "max_attempts": Integer,
+}
+_SPEC_COLUMNS = tuple(_SPEC_TYPES)
+_JSON_COLUMNS = ("run_args", "tags")
+_NEW_RECORD = {
+    "campaign_id": bindparam("b_campaign", type_=Integer),
+    "state": literal(S.ready.value),
+    "attempts": literal(0),
+    "created_at": bindparam("b_now", type_=UTCDateTime),
+    "updated_at": bindparam("b_now", type_=UTCDateTime),
+}
+_INSERT = (
+    sqlite.insert(REC)
+    .values(
+        **{name: bindparam(f"b_{name}", type_=_SPEC_TYPES[name]()) for name in _SPEC_COLUMNS},
+        **_NEW_RECORD,
+    )
+    .on_conflict_do_nothing(index_elements=[REC.c.campaign_id, REC.c.key])
+    .returning(REC.c.key)
+)
+_SPECS = unnest(**_SPEC_TYPES)
+_INSERT_POSTGRESQL = (
+    postgresql.insert(REC)
+    .from_select(
+        [*_SPEC_COLUMNS, *_NEW_RECORD],
+        select(
+            *(
+                cast(_SPECS.c[name], JSON) if name in _JSON_COLUMNS else _SPECS.c[name]
+                for name in _SPEC_COLUMNS
+            ),
+            *_NEW_RECORD.values(),
+        ),
+    )
+    .on_conflict_do_nothing(index_elements=[REC.c.campaign_id, REC.c.key])
+    .returning(REC.c.key)
+)
 
 
 def _flags(body: wire.RecordsCreate) -> dict[str, bool]:

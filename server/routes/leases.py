@@ -28,9 +28,9 @@ async def claim(
 
     @metrics.timed_claim
     def attempt() -> list[wire.Lease]:
-        with db.write() as session:
+        with db.write_core() as conn:
             return leases.claim(
-                session,
+                conn,
                 agent_id=body.agent_id,
                 max_records=body.max_records,
                 clock=utcnow,

@@ -36,9 +36,9 @@ def report_runs(
 ) -> wire.RunReportAnswers:
     """Complete or fail many runs in one request and one transaction. Each report is fenced
     by its own token and answered on its own: a stale one gets its error, the rest apply."""
-    with db.write() as session:
-        answers = runs.report_many(session, reports=body.reports, now=now)
-        unblocked = lifecycle.made_ready(session)
+    with db.write_core() as conn:
+        answers = runs.report_many(conn, reports=body.reports, now=now)
+        unblocked = lifecycle.made_ready(conn)
     metrics.runs_ended(*(answer.ack for answer in answers))
     if unblocked or any(a.ack and a.ack.record_state == wire.RecordState.ready for a in answers):
         wakeup.notify()
@@ -48,8 +48,8 @@ def report_runs(
 @router.post("/runs/{run_id}/start", response_model=wire.RunAck, summary="Start a run")
 def start_run(run_id: int, body: wire.RunStart, db: DbDep, now: NowDep, _: AgentDep) -> wire.RunAck:
     """The agent has staged the run and started its command (fenced by the lease token)."""
-    with db.write() as session:
-        return runs.start(session, run_id=run_id, body=body, now=now)
+    with db.write_core() as conn:
+        return runs.start(conn, run_id=run_id, body=body, now=now)
 
 
 @router.post(
@@ -60,9 +60,9 @@ def complete_run(
 ) -> wire.RunAck:
     """The record becomes done with the run's result (children whose parents are now all done
     become ready); a repeat gets the same answer."""
-    with db.write() as session:
-        ack = runs.complete(session, run_id=run_id, body=body, now=now)
-        unblocked = lifecycle.made_ready(session)
+    with db.write_core() as conn:
+        ack = runs.complete(conn, run_id=run_id, body=body, now=now)
+        unblocked = lifecycle.made_ready(conn)
     metrics.runs_ended(ack)
     if unblocked:
         wakeup.notify()
@@ -74,8 +74,8 @@ def fail_run(
     run_id: int, body: wire.RunFail, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep
 ) -> wire.RunAck:
     """The attempt failed; the record is re-queued while attempts remain, else failed."""
-    with db.write() as session:
-        ack = runs.fail(session, run_id=run_id, body=body, now=now)
+    with db.write_core() as conn:
+        ack = runs.fail(conn, run_id=run_id, body=body, now=now)
     metrics.runs_ended(ack)
     if ack.record_state == wire.RecordState.ready:
         wakeup.notify()
@@ -91,8 +91,8 @@ def orphan_run(
     """The agent cannot run the record as specified (unknown runner, missing input, the run
     directory cannot be staged): it becomes orphaned with the reason, no attempt spent, until
     a user retries it (`farmhand retry --orphans`)."""
-    with db.write() as session:
-        ack = runs.orphan(session, run_id=run_id, body=body, now=now)
+    with db.write_core() as conn:
+        ack = runs.orphan(conn, run_id=run_id, body=body, now=now)
     metrics.runs_ended(ack)
     return ack
 
@@ -102,8 +102,8 @@ def release_run(
     run_id: int, body: wire.RunRelease, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep
 ) -> wire.RunAck:
     """The record is ready again at once, without spending an attempt."""
-    with db.write() as session:
-        ack = runs.release(session, run_id=run_id, body=body, now=now)
+    with db.write_core() as conn:
+        ack = runs.release(conn, run_id=run_id, body=body, now=now)
     metrics.runs_ended(ack)
     wakeup.notify()
     return ack

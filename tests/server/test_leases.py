@@ -84,6 +84,42 @@ def test_claim_hands_each_record_out_once_in_priority_order(db: Database) -> Non
     r = record(db, "k1")
     assert (r.state, r.attempts, r.agent_id) == ("claimed", 1, a2)
     assert r.lease_expires_at == at(TTL)
+    # The record points at the run its lease belongs to (heartbeats renew through it).
+    assert r.run_id == second[0].run_id
+    assert [run.id for run in runs_of(db, "k1")] == [second[0].run_id]
+
+
+def test_first_claim_starts_the_campaign_and_a_filter_keeps_to_its_campaign(
+    db: Database,
+) -> None:
+    a1, _ = setup(db, 2)
+    with db.write() as s:
+        other = campaigns.create(s, spec=wire.CampaignCreate(name="other"))
+        submit.create(
+            s,
+            body=wire.RecordsCreate(
+                campaign_id=other.id,
+                records=[wire.RecordSpec(key="urgent", command="true", priority=9)],
+            ),
+            now=T0,
+            default_max_attempts=3,
+            max_command_length=1000,
+        )
+    with db.write() as s:
+        (first,) = leases.claim(
+            s, agent_id=a1, max_records=5, clock=lambda: at(2), ttl=TTL, campaign_ids=[other.id]
+        )
+    assert first.key == "urgent"
+    with db.write() as s:
+        got = leases.claim(
+            s, agent_id=a1, max_records=5, clock=lambda: at(3), ttl=TTL, campaign_ids=[other.id + 1]
+        )
+    assert got == []  # no such campaign: nothing, not the other campaign's records
+    claim(db, a1, 1, 4)
+    claim(db, a1, 1, 5)
+    with db.read() as s:
+        started = {c.name: c.started_at for c in campaigns.list_(s)}
+    assert started == {"c": at(4), "other": at(2)}  # set by the first claim, kept after
 
 
 def test_expired_lease_is_claimable_inside_the_claim(db: Database) -> None:

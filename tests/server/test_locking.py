@@ -108,3 +108,84 @@ def test_a_cancel_racing_a_report_ends_with_one_winner(db: Database) -> None:
     # Exactly one wins; the other gets a 409 (not a deadlock, not a lost update).
     assert len(errors) == 1 and getattr(errors[0], "status", None) == 409
     assert record(db, "k0").state in {"done", "cancelled"}
+
+
+def test_a_batch_report_racing_the_same_batch_waits_and_gets_the_same_answers(
+    db: Database,
+) -> None:
+    """Batch reports lock records, then runs, each in id order, whatever the order of the
+    items: the second of two overlapping batches blocks, then replays the first's answers."""
+    a1, _ = setup(db, 3)
+    items = [wire.RunReport(run_id=x.run_id, token=x.token) for x in claim(db, a1, 3, 0)]
+    holding, let_go = threading.Event(), threading.Event()
+    answers: dict[str, list[wire.RunReportAnswer]] = {}
+
+    def first() -> None:
+        with db.write() as s:
+            answers["first"] = runs.report_many(s, reports=items[::-1], now=at(1))
+            holding.set()
+            assert let_go.wait(30)
+
+    def second() -> None:
+        with db.write() as s:
+            answers["second"] = runs.report_many(s, reports=items, now=at(2))
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    threads[0].start()
+    assert holding.wait(30)
+    threads[1].start()
+    deadline = time.monotonic() + 30
+    while not blocked_on_a_lock(db, threads[1]):
+        assert time.monotonic() < deadline, "the second batch never blocked behind the first"
+        time.sleep(0.01)
+    assert "second" not in answers
+    let_go.set()
+    for t in threads:
+        t.join(30)
+    assert all(a.ack is not None for a in answers["first"])
+    assert answers["second"] == answers["first"][::-1]  # replayed, not applied twice
+    assert {record(db, f"k{i}").state for i in range(3)} == {"done"}
+
+
+def test_a_submission_racing_the_same_keys_waits_and_skips_them(db: Database) -> None:
+    """Two uncommitted submissions of the same keys: the second waits for the first, then
+    skips every key instead of failing on the unique constraint."""
+    from farmhand.server import campaigns
+    from farmhand.server import submit as submission
+
+    with db.write() as s:
+        c = campaigns.create(s, spec=wire.CampaignCreate(name="race")).id
+    body = wire.RecordsCreate(
+        campaign_id=c, records=[wire.RecordSpec(key=f"k{i}", command="true") for i in range(50)]
+    )
+    holding, let_go = threading.Event(), threading.Event()
+    answers: dict[str, object] = {}
+
+    def submit(name: str, hold: bool) -> None:
+        try:
+            with db.write() as s:
+                answers[name] = submission.create(
+                    s, body=body, now=at(0), default_max_attempts=3, max_command_length=100
+                )
+                if hold:
+                    holding.set()
+                    assert let_go.wait(30)
+        except BaseException as exc:  # surfaced by the assertions below
+            answers[name] = exc
+
+    first = threading.Thread(target=submit, args=("first", True))
+    second = threading.Thread(target=submit, args=("second", False))
+    first.start()
+    assert holding.wait(30)
+    second.start()
+    deadline = time.monotonic() + 30
+    while not blocked_on_a_lock(db, second):
+        assert time.monotonic() < deadline, "the second submission never waited for the first"
+        time.sleep(0.01)
+    let_go.set()
+    first.join(30)
+    second.join(30)
+    assert answers["first"] == wire.RecordsCreated(created=50, skipped=0)
+    assert answers["second"] == wire.RecordsCreated(
+        created=0, skipped=50, skipped_keys=[f"k{i}" for i in range(50)]
+    )

@@ -82,6 +82,12 @@ def test_release_does_not_spend_an_attempt(api: TestClient) -> None:
     }
     (again,) = claim(api, a)
     assert again["attempt"] == 1
+    api.post(f"{API}/runs/{again['run_id']}/fail", json={"token": again["token"], "error": "x"})
+    (third,) = claim(api, a)
+    r = api.post(f"{API}/runs/{third['run_id']}/release", json={"token": third["token"]})
+    assert (r.json()["record_state"], r.json()["attempts"]) == ("ready", 1)
+    # Giving a record back keeps the error of its last failed attempt.
+    assert record(api, lease["record_id"])["error"] == "attempt 1 failed: x"
 
 
 def test_cancel_reaches_the_agent_through_its_heartbeat(api: TestClient) -> None:
