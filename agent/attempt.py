@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from farmhand.agent import wire
+from farmhand.agent import run_args, wire
 from farmhand.agent.allocation import Allocator, Grant
 from farmhand.agent.client import (
     ApiError,
@@ -28,6 +28,8 @@ from farmhand.agent.client import (
     FarmhandError,
     ServerUnavailable,
 )
+from farmhand.agent.orphans import report_orphan
+from farmhand.agent.parents import write_parents
 from farmhand.agent.placement import Plan
 from farmhand.agent.retry import is_transient, retry_unavailable
 from farmhand.agent.runners import Launch, Runner, RunningProcess
@@ -88,7 +90,7 @@ class Context:
     term_grace: float
     report_deadline: float
     stopping: threading.Event
-    count: Callable[[str], None]  # called with "done", "failed", "released", "cancelled", "lost"
+    count: Callable[[str], None]  # "done", "failed", "released", "cancelled", "lost", "orphaned"
     runners: Runners
     allocator: Allocator
     kill_now: bool = False  # a second stop(): no grace any more
@@ -114,6 +116,7 @@ class Attempt:
         self.abort: str | None = None  # "shutdown", "cancelled" or "lost"
         self.handle: RunningProcess | None = None
         self.run_dir: Path | None = None
+        self.timeout: float | None = None  # run_args.timeout, seconds from the command's start
         self.began = time.monotonic()
         self._lock = threading.Lock()
         self.thread = threading.Thread(
@@ -166,8 +169,9 @@ class Attempt:
             return self._drop(self.abort or "shutdown")
         try:
             self.run_dir = make_run_dir(ctx.workdir, lease.campaign_id, lease.key, lease.run_id)
+            write_parents(self.run_dir, lease.parents)
         except (OSError, ValueError) as exc:
-            return self._fail(f"cannot create the run directory: {exc}", None)
+            return self._orphan(f"cannot stage the run directory: {exc}")
         try:
             retry_unavailable(
                 lambda: ctx.client.start(lease.run_id, lease.token),
@@ -181,6 +185,7 @@ class Attempt:
             return self._drop(self.abort or "lost")
         try:
             run_env = self._run_environment()
+            self.timeout = run_args.timeout(self.lease.run_args)
         except ValueError as exc:
             return self._fail(str(exc), None)
         assert self.plan.runner is not None  # refused plans never become attempts
@@ -230,8 +235,12 @@ class Attempt:
         handle, run_dir, grace = self.handle, self.run_dir, self.context.term_grace
         assert handle is not None and run_dir is not None
         code = None
+        ends = None if self.timeout is None else time.monotonic() + self.timeout
         while code is None and self.abort is None:
-            code = handle.wait(CHECK_EVERY)
+            left = CHECK_EVERY if ends is None else min(CHECK_EVERY, ends - time.monotonic())
+            if left <= 0:
+                break  # timed out: the command is stopped below
+            code = handle.wait(left)
         with self._lock:
             if self.abort is None and code is not None and code < 0 and self.context.kill_now:
                 self.abort = "shutdown"  # killed by a second stop() before it was marked
@@ -240,14 +249,19 @@ class Attempt:
         if self.abort is not None:
             handle.terminate(0.0 if self.context.kill_now else grace)
             return self._drop(self.abort)
-        assert code is not None
-        handle.reap_strays(grace)
+        timed_out = code is None
+        if timed_out:
+            code = handle.terminate(grace)
+        else:
+            handle.reap_strays(grace)
         document, results_error = read_results(run_dir)
         tails = {
             "stdout_tail": read_tail(run_dir / STDOUT_FILE),
             "stderr_tail": read_tail(run_dir / STDERR_FILE),
         }
-        if code == 0 and results_error is None:
+        if timed_out:
+            self._fail(f"timed out after {self.timeout:g} s", code, **tails)
+        elif code == 0 and results_error is None:
             self._report(
                 "complete",
                 wire.RunComplete(token=self.lease.token, exit_code=0, result=document, **tails),
@@ -319,15 +333,35 @@ class Attempt:
             ctx.count("failed")
             log.info("failed %s", self.label(body.error, took))
 
+    def _orphan(self, reason: str) -> None:
+        """This agent cannot run the record as specified: report an orphan (no attempt is
+        spent) and remove the partial run directory."""
+        with self._lock:
+            self.phase = "reporting"
+        ctx = self.context
+        if report_orphan(
+            ctx.client,
+            self.lease,
+            reason,
+            deadline=ctx.report_deadline,
+            interrupted=ctx.stopping,
+        ):
+            ctx.count("orphaned")
+            log.warning("orphaned %s", self.label(reason))
+        self._remove_run_dir()
+
     def _drop(self, reason: str) -> None:
         """An aborted attempt: give the lease back on shutdown; remove the partial run dir."""
         if reason == "shutdown":
             release(self.context.client, self.lease)
+        self._remove_run_dir()
+        outcome = {"shutdown": "released", "cancelled": "cancelled"}.get(reason, "lost")
+        self.context.count(outcome)
+        log.info("%s %s", outcome, self.label(f"{time.monotonic() - self.began:.1f}s"))
+
+    def _remove_run_dir(self) -> None:
         if self.run_dir is not None:
             try:
                 remove_run_dir(self.run_dir)
             except OSError as exc:
                 log.warning("could not remove %s: %s", self.run_dir, exc)
-        outcome = {"shutdown": "released", "cancelled": "cancelled"}.get(reason, "lost")
-        self.context.count(outcome)
-        log.info("%s %s", outcome, self.label(f"{time.monotonic() - self.began:.1f}s"))

@@ -1,5 +1,12 @@
 """Reading what `farmhand submit` takes: a tasklist (one shell command per line) or a TOML
-campaign file."""
+campaign file.
+
+A TOML file has an optional `[campaign]` table (`name`, `software`, `based_on`,
+`[campaign.defaults]`) and `[[records]]` with `key`, `command` and optionally `priority`,
+`parents`, `dataset`, `tags` and `[records.run_args]`. Problems are reported with the file
+and the record named; a cycle among the file's own records is caught here, before anything
+is sent (parents that live only on the server are checked there).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from farmhand.agent import wire
+from farmhand.agent import graph, wire
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,6 +36,7 @@ class CampaignFile:
     records: list[wire.RecordSpec]
     name: str | None = None
     software: str | None = None
+    based_on: str | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
 
 
@@ -53,9 +61,21 @@ def _spec(path: Path, where: str, data: dict[str, Any]) -> wire.RecordSpec:
     try:
         return wire.RecordSpec.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field_name = ".".join(str(p) for p in err["loc"]) or "record"
-        raise CampaignFileError(f"{path}: {where}: {field_name}: {err['msg']}") from exc
+        raise CampaignFileError(f"{path}: {where}: {_describe(exc.errors()[0])}") from exc
+
+
+def _describe(err: Any) -> str:
+    """One validation error as `field: what is wrong`, in the words of the file's keys."""
+    loc = err["loc"]
+    if loc[:1] == ("parents",) and len(loc) > 1:
+        # A union's error names its branches (parents.0.str, parents.0.int): say it plainly.
+        return (
+            f"parents[{loc[1]}]: {err['input']!r} is neither a record key (text) "
+            "nor a record id (whole number)"
+        )
+    if err["type"] == "string_pattern_mismatch":
+        return f"{'.'.join(map(str, loc))}: {err['input']!r} must be letters, digits and ._-"
+    return f"{'.'.join(map(str, loc)) or 'record'}: {err['msg']}"
 
 
 def _tasklist(path: Path, text: str) -> CampaignFile:
@@ -79,7 +99,7 @@ def _toml(path: Path, text: str) -> CampaignFile:
     campaign = data.get("campaign", {})
     if not isinstance(campaign, dict):
         raise CampaignFileError(f"{path}: [campaign] must be a table")
-    unknown = set(campaign) - {"name", "software", "defaults"}
+    unknown = set(campaign) - {"name", "software", "based_on", "defaults"}
     if unknown:
         raise CampaignFileError(f"{path}: [campaign]: unknown key(s): {', '.join(sorted(unknown))}")
     raw_records = data.get("records", [])
@@ -98,12 +118,28 @@ def _toml(path: Path, text: str) -> CampaignFile:
             )
         seen[spec.key] = index
         records.append(spec)
+    _check_parents(path, records)
     defaults = campaign.get("defaults", {})
     if not isinstance(defaults, dict):
         raise CampaignFileError(f"{path}: [campaign.defaults] must be a table")
+    for name in ("name", "software", "based_on"):
+        if not isinstance(campaign.get(name, ""), str):
+            raise CampaignFileError(f"{path}: [campaign]: {name} must be a string")
     return CampaignFile(
         records=records,
         name=campaign.get("name"),
         software=campaign.get("software"),
+        based_on=campaign.get("based_on"),
         defaults=defaults,
     )
+
+
+def _check_parents(path: Path, records: list[wire.RecordSpec]) -> None:
+    """Refuse a record that is its own parent, or a cycle among the file's records."""
+    for spec in records:
+        if spec.key in spec.parents:
+            raise CampaignFileError(f"{path}: record '{spec.key}' lists itself as a parent")
+    cycle = graph.on_cycles(records)
+    if cycle:
+        names = ", ".join(f"'{key}'" for key in cycle[:20])
+        raise CampaignFileError(f"{path}: the parents form a cycle through records {names}")

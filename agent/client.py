@@ -24,6 +24,7 @@ import httpx
 from pydantic import BaseModel
 
 from farmhand.agent import wire
+from farmhand.agent.graph import parents_first
 
 __all__ = [
     "ApiError",
@@ -98,6 +99,15 @@ def _raise_for(response: httpx.Response) -> None:
     except Exception:
         detail, code = response.text.strip()[:500] or response.reason_phrase, "error"
     raise _BY_STATUS.get(response.status_code, ApiError)(response.status_code, detail, code)
+
+
+def _page(after: int | None, limit: int, filters: dict[str, Any]) -> dict[str, Any]:
+    """Query parameters of a listing: the filters given (enums by value), limit, after."""
+    params = {k: getattr(v, "value", v) for k, v in filters.items() if v is not None}
+    params["limit"] = limit
+    if after is not None:
+        params["after"] = after
+    return params
 
 
 class FarmhandClient:
@@ -182,10 +192,18 @@ class FarmhandClient:
     # --- campaigns -----------------------------------------------------------------------
 
     def create_campaign(
-        self, name: str, *, software: str | None = None, defaults: dict[str, Any] | None = None
+        self,
+        name: str,
+        *,
+        software: str | None = None,
+        defaults: dict[str, Any] | None = None,
+        based_on: str | None = None,
     ) -> wire.Campaign:
-        """Create a campaign (version = highest of that name + 1)."""
-        body = wire.CampaignCreate(name=name, software=software, defaults=defaults or {})
+        """Create a campaign (version = highest of that name + 1); `based_on` is the campaign
+        it follows, `NAME:VERSION` or `NAME` (its latest version)."""
+        body = wire.CampaignCreate(
+            name=name, software=software, defaults=defaults or {}, based_on=based_on
+        )
         return self._model(wire.Campaign, "POST", "/campaigns", json=self._body(body))
 
     def campaigns(self, name: str | None = None) -> list[wire.Campaign]:
@@ -199,34 +217,46 @@ class FarmhandClient:
 
     # --- records -------------------------------------------------------------------------
 
-    def submit(self, campaign_id: int, records: list[wire.RecordSpec]) -> wire.RecordsCreated:
-        """Bulk-create records, in chunks the server accepts; existing keys are skipped."""
-        created = skipped = 0
-        skipped_keys: list[str] = []
+    def submit(
+        self,
+        campaign_id: int,
+        records: list[wire.RecordSpec],
+        *,
+        force: bool = False,
+        force_ignores_success: bool = False,
+    ) -> wire.RecordsCreated:
+        """Bulk-create records, in chunks the server accepts.
+
+        Keys the campaign already has are skipped, or with `force` given the new spec and
+        queued again (done ones only with `force_ignores_success` too). Each chunk is one
+        transaction; when there are several, parents are sent before their children so that
+        every chunk names only parents the server already has.
+        """
         step = wire.MAX_RECORDS_PER_REQUEST
+        if len(records) > step:
+            records = parents_first(records)
+        total = wire.RecordsCreated(created=0, skipped=0, replaced=0)
         for start in range(0, len(records), step):
             body = wire.RecordsCreate(
-                campaign_id=campaign_id, records=records[start : start + step]
+                campaign_id=campaign_id,
+                records=records[start : start + step],
+                force=force,
+                force_ignores_success=force_ignores_success,
             )
             answer = self._model(wire.RecordsCreated, "POST", "/records", json=self._body(body))
-            created += answer.created
-            skipped += answer.skipped
-            skipped_keys.extend(answer.skipped_keys)
-        return wire.RecordsCreated(
-            created=created, skipped=skipped, skipped_keys=skipped_keys[:100]
-        )
+            total.created += answer.created
+            total.skipped += answer.skipped
+            total.replaced += answer.replaced
+            total.skipped_keys = [*total.skipped_keys, *answer.skipped_keys][:100]
+        return total
 
     def records_page(
         self, *, after: int | None = None, limit: int = 500, **filters: Any
     ) -> wire.Page[wire.Record]:
-        """One page of records; filters: campaign_id, state, key."""
-        params = {
-            k: (v.value if hasattr(v, "value") else v) for k, v in filters.items() if v is not None
-        }
-        params["limit"] = limit
-        if after is not None:
-            params["after"] = after
-        return self._model(wire.Page[wire.Record], "GET", "/records", params=params)
+        """One page of records; filters: campaign_id, state, key, dataset."""
+        return self._model(
+            wire.Page[wire.Record], "GET", "/records", params=_page(after, limit, filters)
+        )
 
     def records(self, **filters: Any) -> Iterator[wire.Record]:
         """Every record matching the filters, page after page."""
@@ -247,22 +277,37 @@ class FarmhandClient:
         body = wire.RecordIds(ids=ids)
         return self._model(wire.RecordsChanged, "POST", "/records/cancel", json=self._body(body))
 
-    def retry(self, ids: list[int]) -> wire.RecordsChanged:
-        """Re-queue failed, cancelled or orphaned records with a fresh set of attempts."""
-        body = wire.RecordIds(ids=ids)
+    def retry(
+        self,
+        ids: list[int] | None = None,
+        *,
+        orphans: bool = False,
+        campaign_id: int | None = None,
+        force: bool = False,
+        force_ignores_success: bool = False,
+        run_args: dict[str, Any] | None = None,
+    ) -> wire.RecordsChanged:
+        """Re-queue records with a fresh set of attempts (see `wire.RecordsRetry`).
+
+        Failed, cancelled and orphaned records are retried, others are skipped with the
+        reason unless `force` (and, for done ones, `force_ignores_success`); `orphans` adds
+        every orphaned record (of `campaign_id`); `run_args` apply to the next runs only.
+        """
+        body = wire.RecordsRetry(
+            ids=ids or [],
+            orphans=orphans,
+            campaign_id=campaign_id,
+            force=force,
+            force_ignores_success=force_ignores_success,
+            run_args=run_args,
+        )
         return self._model(wire.RecordsChanged, "POST", "/records/retry", json=self._body(body))
 
     def runs_page(
         self, *, after: int | None = None, limit: int = 500, **filters: Any
     ) -> wire.Page[wire.Run]:
         """One page of runs; filters: record_id, agent_id, state."""
-        params = {
-            k: (v.value if hasattr(v, "value") else v) for k, v in filters.items() if v is not None
-        }
-        params["limit"] = limit
-        if after is not None:
-            params["after"] = after
-        return self._model(wire.Page[wire.Run], "GET", "/runs", params=params)
+        return self._model(wire.Page[wire.Run], "GET", "/runs", params=_page(after, limit, filters))
 
     # --- agents, leases, runs ------------------------------------------------------------
 
@@ -299,9 +344,12 @@ class FarmhandClient:
         campaign_id: int | None = None,
         runners: list[str] | None = None,
         free: wire.Resources | None = None,
+        campaign_ids: list[int] | None = None,
+        datasets: list[str] | None = None,
     ) -> list[wire.Lease]:
         """Claim up to `max_records` leases, long-polling up to `wait` seconds for work;
-        `runners` and `free` say what the agent can run and what fits its free share now."""
+        `runners` and `free` say what the agent can run and what fits its free share now;
+        only records of `campaign_ids` and `datasets` when given."""
         body = wire.ClaimRequest(
             agent_id=agent_id,
             max_records=max_records,
@@ -309,6 +357,8 @@ class FarmhandClient:
             campaign_id=campaign_id,
             runners=runners,
             free=free,
+            campaign_ids=campaign_ids,
+            datasets=datasets,
         )
         timeout = wait + 30.0
         return self._model(
@@ -344,6 +394,14 @@ class FarmhandClient:
         """Give the record back without spending an attempt."""
         body = wire.RunRelease(token=token, reason=reason)
         return self._run_call(run_id, "release", body, timeout=timeout)
+
+    def orphan(
+        self, run_id: int, token: str, reason: str, *, timeout: float | None = None
+    ) -> wire.RunAck:
+        """This agent cannot run the record as specified: it becomes `orphaned` with the
+        reason, without spending an attempt (`farmhand retry --orphans` re-queues it)."""
+        body = wire.RunOrphan(token=token, reason=reason[:4096])
+        return self._run_call(run_id, "orphan", body, timeout=timeout)
 
     def _run_call(
         self, run_id: int, verb: str, body: BaseModel, *, timeout: float | None = None

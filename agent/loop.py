@@ -45,7 +45,7 @@ SHUTDOWN_CALL_TIMEOUT = 5.0
 MIN_CLAIM_GAP = 0.5
 #: Longest pause after a claim that brought only records this agent gave back.
 MAX_REFUSED_PAUSE = 30.0
-OUTCOMES = ("done", "failed", "released", "cancelled", "lost", "refused")
+OUTCOMES = ("done", "failed", "released", "cancelled", "lost", "orphaned", "refused")
 
 
 @dataclass
@@ -59,6 +59,8 @@ class AgentConfig:
     name: str | None = None  # default f"{hostname}-{pid}"
     exit_when_idle: float | None = None  # seconds with nothing running and nothing to claim
     campaign_id: int | None = None
+    campaign_ids: list[int] | None = None  # claim only from these campaigns
+    datasets: list[str] | None = None  # claim only records of these datasets
     poll_wait: float = 10.0  # long-poll seconds per claim (capped by wire.MAX_WAIT_SECONDS)
     term_grace: float = 5.0  # SIGTERM→SIGKILL grace when terminating a run
     report_deadline: float = 600.0  # how long a report retries an unreachable server
@@ -303,6 +305,8 @@ class Agent:
                     campaign_id=cfg.campaign_id,
                     runners=self.runners.offered(),
                     free=self.allocator.free(),
+                    campaign_ids=cfg.campaign_ids,
+                    datasets=cfg.datasets,
                 )
             except Conflict as exc:
                 self._request_stop(f"the server refused claims: {exc.detail}")

@@ -10,17 +10,34 @@ class RefError(LookupError):
     """Nothing (or more than one thing) matches; the message says which."""
 
 
+def split_campaign(ref: str) -> tuple[str, int | None]:
+    """`NAME` → (NAME, None); `NAME:VERSION` → (NAME, VERSION); RefError when malformed."""
+    name, colon, version = ref.partition(":")
+    if not name or (colon and not version.isdigit()):
+        raise RefError(f"campaign '{ref}' is not NAME or NAME:VERSION (e.g. relax or relax:3)")
+    return name, int(version) if colon else None
+
+
 def find_campaign(client: FarmhandClient, ref: str) -> wire.Campaign:
-    """`NAME` (latest version), `NAME:VERSION` or a numeric id."""
+    """`NAME` (its latest version), `NAME:VERSION` or a numeric id."""
     if ref.isdigit():
         return client.campaign(int(ref))
-    name, _, version = ref.partition(":")
+    name, version = split_campaign(ref)
     versions = client.campaigns(name=name)
-    if version:
-        versions = [c for c in versions if str(c.version) == version]
     if not versions:
-        raise RefError(f"no campaign '{ref}'")
-    return max(versions, key=lambda c: c.version)
+        raise RefError(f"no campaign '{name}': farmhand campaign new {name}")
+    if version is None:
+        return max(versions, key=lambda c: c.version)
+    for campaign in versions:
+        if campaign.version == version:
+            return campaign
+    have = ", ".join(str(c.version) for c in sorted(versions, key=lambda c: c.version))
+    raise RefError(f"no campaign '{ref}': '{name}' has version(s) {have}")
+
+
+def find_campaign_ids(client: FarmhandClient, refs: list[str]) -> list[int]:
+    """Resolve each reference with `find_campaign` (a bare NAME: its latest version now)."""
+    return list(dict.fromkeys(find_campaign(client, ref).id for ref in refs))
 
 
 def find_record_ids(client: FarmhandClient, refs: list[str], campaign: str | None) -> list[int]:

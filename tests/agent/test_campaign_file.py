@@ -77,6 +77,24 @@ command = "python relax.py --a 4.10"
         ("[[records]]\nkey='a'\ncommand='x'\ncolour='red'\n", "colour"),
         ("[campaign]\nnam='x'\n[[records]]\nkey='a'\ncommand='x'\n", "unknown key(s): nam"),
         ("[campaign]\nname='x'\n", "holds no records"),
+        (
+            "[[records]]\nkey='a'\ncommand='x'\nparents=[1.5]\n",
+            "records[0] ('a'): parents[0]: 1.5 is neither a record key (text) nor a record id",
+        ),
+        ("[[records]]\nkey='a'\ncommand='x'\nparents='b'\n", "('a'): parents: Input should be"),
+        ("[[records]]\nkey='a'\ncommand='x'\nparents=['a']\n", "'a' lists itself as a parent"),
+        (
+            "[[records]]\nkey='a'\ncommand='x'\nparents=['b']\n"
+            "[[records]]\nkey='b'\ncommand='x'\nparents=['a']\n",
+            "the parents form a cycle through records 'a', 'b'",
+        ),
+        (
+            "[[records]]\nkey='a'\ncommand='x'\ndataset='my set'\n",
+            "('a'): dataset: 'my set' must be letters, digits and ._-",
+        ),
+        ("[[records]]\nkey='a'\ncommand='x'\ntags=['ok', 'not ok']\n", "tag 'not ok' must be"),
+        ("[[records]]\nkey='a'\ncommand='x'\npriority='high'\n", "('a'): priority:"),
+        ("[campaign]\nbased_on=3\n[[records]]\nkey='a'\ncommand='x'\n", "based_on must be"),
     ],
 )
 def test_bad_toml_names_the_problem(tmp_path: Path, text: str, needle: str) -> None:
@@ -89,3 +107,32 @@ def test_bad_toml_names_the_problem(tmp_path: Path, text: str, needle: str) -> N
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(CampaignFileError, match="cannot read"):
         campaign_file.read(tmp_path / "nope.txt")
+
+
+def test_toml_parents_dataset_tags_and_based_on(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "dag.toml",
+        """
+[campaign]
+name = "dag"
+software = "v2"
+based_on = "dag:1"
+[[records]]
+key = "child"
+command = "cat parents/root/results.json"
+parents = ["root", 17]
+dataset = "bulk"
+tags = ["fcc", "al"]
+priority = 5
+[[records]]
+key = "root"
+command = "true"
+""",
+    )
+    parsed = campaign_file.read(path)
+    assert (parsed.name, parsed.software, parsed.based_on) == ("dag", "v2", "dag:1")
+    child, root = parsed.records
+    assert child.parents == ["root", 17]
+    assert (child.dataset, child.tags, child.priority) == ("bulk", ["al", "fcc"], 5)
+    assert (root.parents, root.dataset, root.tags) == ([], None, [])

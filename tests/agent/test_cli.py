@@ -26,9 +26,9 @@ def test_submit_status_ls_show_cancel_retry(live_server: LiveServer, tmp_path: P
     tasks.write_text("echo one\n# skip me\necho two\n")
     r = farmhand("submit", str(tasks), "--campaign", "c", env=env)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "submitted 2 records to c v1"
+    assert r.stdout.strip() == "submitted 2 records to c:1"
     r = farmhand("submit", str(tasks), "--campaign", "c", env=env)
-    assert "skipped 2 whose keys already exist" in r.stdout
+    assert "skipped 2 whose keys already exist (--force replaces those not done yet)" in r.stdout
     status = json.loads(farmhand("status", "--json", env=env).stdout)
     (campaign,) = status["campaigns"]
     assert campaign["name"] == "c" and campaign["counts"]["ready"] == 2
