@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from farmhand.agent import wire
 from farmhand.server import runs
-from farmhand.server.routes.deps import AgentDep, DbDep, NowDep, SubmitterDep, WakeupDep
+from farmhand.server.routes.deps import (
+    AgentDep,
+    DbDep,
+    NowDep,
+    SubmitterDep,
+    WakeupDep,
+    json_response,
+)
 
 router = APIRouter(tags=["runs"])
 
@@ -33,21 +40,21 @@ def list_runs(
 )
 def report_runs(
     body: wire.RunReports, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep
-) -> wire.RunReportAnswers:
+) -> Response:
     """Complete or fail many runs in one request and one transaction. Each report is fenced
     by its own token and answered on its own: a stale one gets its error, the rest apply."""
     with db.write_core() as conn:
         answers = runs.report_many(conn, reports=body.reports, now=now)
     if any(a.ack and a.ack.record_state == wire.RecordState.ready for a in answers):
         wakeup.notify()
-    return wire.RunReportAnswers(answers=answers)
+    return json_response(wire.RunReportAnswers(answers=answers))
 
 
 @router.post("/runs/{run_id}/start", response_model=wire.RunAck, summary="Start a run")
-def start_run(run_id: int, body: wire.RunStart, db: DbDep, now: NowDep, _: AgentDep) -> wire.RunAck:
+def start_run(run_id: int, body: wire.RunStart, db: DbDep, now: NowDep, _: AgentDep) -> Response:
     """The agent has staged the run and started its command (fenced by the lease token)."""
     with db.write_core() as conn:
-        return runs.start(conn, run_id=run_id, body=body, now=now)
+        return json_response(runs.start(conn, run_id=run_id, body=body, now=now))
 
 
 @router.post(
@@ -55,30 +62,30 @@ def start_run(run_id: int, body: wire.RunStart, db: DbDep, now: NowDep, _: Agent
 )
 def complete_run(
     run_id: int, body: wire.RunComplete, db: DbDep, now: NowDep, _: AgentDep
-) -> wire.RunAck:
+) -> Response:
     """The record becomes done with the run's result; a repeat gets the same answer."""
     with db.write_core() as conn:
-        return runs.complete(conn, run_id=run_id, body=body, now=now)
+        return json_response(runs.complete(conn, run_id=run_id, body=body, now=now))
 
 
 @router.post("/runs/{run_id}/fail", response_model=wire.RunAck, summary="Report a failed run")
 def fail_run(
     run_id: int, body: wire.RunFail, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep
-) -> wire.RunAck:
+) -> Response:
     """The attempt failed; the record is re-queued while attempts remain, else failed."""
     with db.write_core() as conn:
         ack = runs.fail(conn, run_id=run_id, body=body, now=now)
     if ack.record_state == wire.RecordState.ready:
         wakeup.notify()
-    return ack
+    return json_response(ack)
 
 
 @router.post("/runs/{run_id}/release", response_model=wire.RunAck, summary="Give a record back")
 def release_run(
     run_id: int, body: wire.RunRelease, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep
-) -> wire.RunAck:
+) -> Response:
     """The record is ready again at once, without spending an attempt."""
     with db.write_core() as conn:
         ack = runs.release(conn, run_id=run_id, body=body, now=now)
     wakeup.notify()
-    return ack
+    return json_response(ack)
