@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from farmhand.agent.wire import Role
@@ -102,3 +103,10 @@ def require(*roles: Role) -> Callable[..., Caller]:
 AdminDep = Annotated[Caller, Depends(require(Role.admin))]
 SubmitterDep = Annotated[Caller, Depends(require(Role.admin, Role.submitter))]
 AgentDep = Annotated[Caller, Depends(require(Role.admin, Role.agent))]
+
+
+def json_response(body: BaseModel) -> Response:
+    """`body` serialised by pydantic straight to JSON, for the hottest routes (claims, run
+    reports). Returned as is, FastAPI would validate it against the route's response model,
+    which it already is, then serialise it: ~5 % of those requests' CPU."""
+    return Response(body.model_dump_json(), media_type="application/json")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
 from farmhand.agent import wire
 from farmhand.server import leases, metrics
-from farmhand.server.routes.deps import AgentDep, DbDep, SettingsDep, WakeupDep
+from farmhand.server.routes.deps import AgentDep, DbDep, SettingsDep, WakeupDep, json_response
 from farmhand.server.tables import utcnow
 
 router = APIRouter(tags=["leases"])
@@ -18,7 +18,7 @@ router = APIRouter(tags=["leases"])
 @router.post("/leases", response_model=wire.Leases, summary="Claim records")
 async def claim(
     body: wire.ClaimRequest, db: DbDep, settings: SettingsDep, wakeup: WakeupDep, _: AgentDep
-) -> wire.Leases:
+) -> Response:
     """Lease up to `max_records` ready records in one transaction.
 
     With `wait` > 0 and nothing to claim, the request waits (without holding a worker thread)
@@ -46,7 +46,7 @@ async def claim(
         granted = await run_in_threadpool(attempt)
         remaining = deadline - time.monotonic()
         if granted or remaining <= 0:
-            return wire.Leases(leases=granted)
+            return json_response(wire.Leases(leases=granted))
         # Leases expire on the clock, not on an event: re-check at least every poll interval.
         await wakeup.wait(min(remaining, settings.claim_poll_interval), since=seen)
 

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from farmhand.agent import wire
 from farmhand.server import lifecycle, metrics, runs
-from farmhand.server.routes.deps import AgentDep, DbDep, NowDep, SubmitterDep, WakeupDep
+from farmhand.server.routes.deps import (
+    AgentDep,
+    DbDep,
+    NowDep,
+    SubmitterDep,
+    WakeupDep,
+    json_response,
+)
 
 router = APIRouter(tags=["runs"])
 
@@ -33,7 +40,7 @@ def list_runs(
 )
 def report_runs(
     body: wire.RunReports, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep
-) -> wire.RunReportAnswers:
+) -> Response:
     """Complete or fail many runs in one request and one transaction. Each report is fenced
     by its own token and answered on its own: a stale one gets its error, the rest apply."""
     with db.write_core() as conn:
@@ -42,14 +49,14 @@ def report_runs(
     metrics.runs_ended(*(answer.ack for answer in answers))
     if unblocked or any(a.ack and a.ack.record_state == wire.RecordState.ready for a in answers):
         wakeup.notify()
-    return wire.RunReportAnswers(answers=answers)
+    return json_response(wire.RunReportAnswers(answers=answers))
 
 
 @router.post("/runs/{run_id}/start", response_model=wire.RunAck, summary="Start a run")
-def start_run(run_id: int, body: wire.RunStart, db: DbDep, now: NowDep, _: AgentDep) -> wire.RunAck:
+def start_run(run_id: int, body: wire.RunStart, db: DbDep, now: NowDep, _: AgentDep) -> Response:
     """The agent has staged the run and started its command (fenced by the lease token)."""
     with db.write_core() as conn:
-        return runs.start(conn, run_id=run_id, body=body, now=now)
+        return json_response(runs.start(conn, run_id=run_id, body=body, now=now))
 
 
 @router.post(
@@ -57,7 +64,7 @@ def start_run(run_id: int, body: wire.RunStart, db: DbDep, now: NowDep, _: Agent
 )
 def complete_run(
     run_id: int, body: wire.RunComplete, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep
-) -> wire.RunAck:
+) -> Response:
     """The record becomes done with the run's result (children whose parents are now all done
     become ready); a repeat gets the same answer."""
     with db.write_core() as conn:
@@ -66,20 +73,20 @@ def complete_run(
     metrics.runs_ended(ack)
     if unblocked:
         wakeup.notify()
-    return ack
+    return json_response(ack)
 
 
 @router.post("/runs/{run_id}/fail", response_model=wire.RunAck, summary="Report a failed run")
 def fail_run(
     run_id: int, body: wire.RunFail, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep
-) -> wire.RunAck:
+) -> Response:
     """The attempt failed; the record is re-queued while attempts remain, else failed."""
     with db.write_core() as conn:
         ack = runs.fail(conn, run_id=run_id, body=body, now=now)
     metrics.runs_ended(ack)
     if ack.record_state == wire.RecordState.ready:
         wakeup.notify()
-    return ack
+    return json_response(ack)
 
 
 @router.post(
@@ -100,10 +107,10 @@ def orphan_run(
 @router.post("/runs/{run_id}/release", response_model=wire.RunAck, summary="Give a record back")
 def release_run(
     run_id: int, body: wire.RunRelease, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep
-) -> wire.RunAck:
+) -> Response:
     """The record is ready again at once, without spending an attempt."""
     with db.write_core() as conn:
         ack = runs.release(conn, run_id=run_id, body=body, now=now)
     metrics.runs_ended(ack)
     wakeup.notify()
-    return ack
+    return json_response(ack)

@@ -36,5 +36,13 @@ def test_openapi_lists_every_endpoint_with_the_error_schema(api: TestClient) -> 
     assert claim["responses"]["409"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "/ErrorBody"
     )
+    # Routes that answer with pre-serialised JSON still document their answer's schema.
+    for path, model in (
+        ("/leases", "Leases"),
+        ("/runs/reports", "RunReportAnswers"),
+        ("/runs/{run_id}/complete", "RunAck"),
+    ):
+        ok = paths[API + path]["post"]["responses"]["200"]["content"]["application/json"]
+        assert ok["schema"]["$ref"].endswith("/" + model), path
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
     assert api.get("/docs").status_code == 200
