@@ -33,7 +33,13 @@ class Watched:
         self.problems: list[str] = []
         page.on("console", self._console)
         page.on("pageerror", lambda exc: self.problems.append(f"uncaught: {exc}"))
-        page.on("requestfailed", lambda req: self.problems.append(f"failed: {req.url}"))
+        page.on("requestfailed", self._failed)
+
+    def _failed(self, request: Any) -> None:
+        # A click that navigates away aborts the page's in-flight refresh: the browser's
+        # doing, not a failure of the page or the server.
+        if request.failure != "net::ERR_ABORTED":
+            self.problems.append(f"failed: {request.url} ({request.failure})")
 
     def _console(self, message: Any) -> None:
         if message.type == "error":
