@@ -100,7 +100,8 @@ def create(
             "b_key": spec.key,
             "b_command": spec.command,
             "b_priority": spec.priority,
-            "b_run_args": json.dumps(spec.run_args),
+            # Most records carry no run_args of their own: skip the encoder for them.
+            "b_run_args": json.dumps(spec.run_args) if spec.run_args else "{}",
             "b_max_attempts": _max_attempts(
                 spec.run_args, campaign_default, f"record '{spec.key}'"
             ),
