@@ -128,7 +128,11 @@ def _insert_new(
     for spec in specs:
         row = _row(spec, campaign, default, now)
         params = {f"b_{name}": row[name] for name in _SPEC_COLUMNS}
-        params.update(b_run_args=json.dumps(spec.run_args), b_tags=json.dumps(spec.tags))
+        # Most records carry no run_args or tags of their own: skip the encoder for them.
+        params.update(
+            b_run_args=json.dumps(spec.run_args) if spec.run_args else "{}",
+            b_tags=json.dumps(spec.tags) if spec.tags else "[]",
+        )
         rows.append(params)
     inserted = execute_rows(
         connection_of(session), _INSERT, _INSERT_POSTGRESQL, rows, b_campaign=campaign.id, b_now=now

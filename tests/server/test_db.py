@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, insert, select
-from sqlalchemy.engine import make_url
+from sqlmodel import SQLModel
 
 from farmhand.server.db import Database, connection_of
 from farmhand.server.tables import Campaign
@@ -33,10 +34,11 @@ def test_write_core_commits_at_the_end_and_rolls_back_on_error(db: Database) -> 
         assert connection_of(conn) is conn
 
 
-def test_write_core_takes_the_sqlite_write_lock_up_front(db: Database) -> None:
-    if db.dialect != "sqlite":
-        pytest.skip("PostgreSQL locks rows, not the database")
-    other = sqlite3.connect(make_url(db.url).database, timeout=0, isolation_level=None)
+def test_write_core_takes_the_sqlite_write_lock_up_front(tmp_path: Path) -> None:
+    """SQLite only: PostgreSQL locks rows, not the database."""
+    db = Database(f"sqlite:///{tmp_path / 'farmhand.db'}")
+    SQLModel.metadata.create_all(db.engine)
+    other = sqlite3.connect(tmp_path / "farmhand.db", timeout=0, isolation_level=None)
     try:
         # BEGIN IMMEDIATE: the lock is held before the first statement, so another writer
         # is refused at once instead of meeting "database is locked" half-way.
@@ -46,3 +48,4 @@ def test_write_core_takes_the_sqlite_write_lock_up_front(db: Database) -> None:
         other.execute("ROLLBACK")
     finally:
         other.close()
+        db.dispose()
