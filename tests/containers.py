@@ -7,6 +7,7 @@ under CI=true, where that fails them (the same rule as PostgreSQL in tests/datab
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from functools import cache
@@ -66,6 +67,12 @@ def containers(name_prefix: str) -> list[str]:
         check=True,
     )
     return [n for n in out.stdout.split() if n.startswith(name_prefix)]
+
+
+def run_containers() -> list[str]:
+    """Containers named like an agent's runs (`farmhand-<run id>-<8 hex>`), so containers of
+    other tests running at the same time (`farmhand-test-…`) do not count."""
+    return [n for n in containers("farmhand-") if re.fullmatch(r"farmhand-\d+-[0-9a-f]{8}", n)]
 
 
 def write_definitions(directory: Path, name: str = "busybox", **extra: str) -> Path:

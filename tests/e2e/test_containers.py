@@ -14,7 +14,7 @@ import pytest
 from farmhand.agent import wire
 from farmhand.agent.client import FarmhandClient
 from tests.conftest import LiveServer
-from tests.containers import containers, require_podman, write_definitions
+from tests.containers import containers, require_podman, run_containers, write_definitions
 from tests.e2e.test_agents import FARMHAND, start_agent, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -71,7 +71,7 @@ def test_records_run_inside_the_container_to_done(
         assert json.loads((run_dir / "results.json").read_text()) == record.result
         assert run.stdout_tail is not None and run.stdout_tail.startswith(f"n={n} in ")
     assert records["fails"].error == "exit code 3"
-    assert containers("farmhand-") == []
+    assert run_containers() == []
     log = (tmp_path / "agent-boxed.log").read_text()
     assert "runners: busybox, subprocess" in log
 
@@ -101,7 +101,7 @@ def test_cancelling_a_containerised_record_leaves_no_container(
     finally:
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(timeout=60) == 0
-    assert containers("farmhand-") == []
+    assert run_containers() == []
 
 
 def test_agent_stop_stops_its_containers(
@@ -117,10 +117,10 @@ def test_agent_stop_stops_its_containers(
         timeout=120,
         what="both containers to start",
     )
-    assert len(containers("farmhand-")) == 2
+    assert len(run_containers()) == 2
     agent.send_signal(signal.SIGTERM)
     assert agent.wait(timeout=120) == 0
-    assert containers("farmhand-") == []
+    assert run_containers() == []
     states = {r.key: (r.state, r.attempts) for r in client.records(campaign_id=campaign.id)}
     assert states == {"s0": ("ready", 0), "s1": ("ready", 0)}  # released, not failed
 
