@@ -112,15 +112,14 @@ def test_agent_stop_stops_its_containers(
     agent = start_agent(
         live_server, tmp_path, "s", "--runners-dir", str(runners_dir), "--slots", "2"
     )
-    wait_for(
-        lambda: len(list((tmp_path / "work-s" / "runs").glob("*/*/*/up.txt"))) == 2,
-        timeout=120,
-        what="both containers to start",
-    )
-    assert len(run_containers()) == 2
+    ups = lambda: list((tmp_path / "work-s" / "runs").glob("*/*/*/up.txt"))  # noqa: E731
+    wait_for(lambda: len(ups()) == 2, timeout=120, what="both containers to start")
+    # This test's containers: named after its runs (other suites may run containers too).
+    ours = [f"farmhand-{up.parent.name}-" for up in ups()]
+    assert sorted(len(containers(prefix)) for prefix in ours) == [1, 1]
     agent.send_signal(signal.SIGTERM)
     assert agent.wait(timeout=120) == 0
-    assert run_containers() == []
+    assert [name for prefix in ours for name in containers(prefix)] == []
     states = {r.key: (r.state, r.attempts) for r in client.records(campaign_id=campaign.id)}
     assert states == {"s0": ("ready", 0), "s1": ("ready", 0)}  # released, not failed
 
