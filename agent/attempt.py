@@ -2,7 +2,17 @@
 
 Each attempt runs on its own thread, which alone drives its command: a cancel, a lost lease
 or a shutdown only sets `abort`, and the thread terminates the command's process group,
-removes the partial run directory and (on shutdown) gives the lease back.
+removes the partial run directory and (on shutdown) gives the lease back. The walltime drain
+first asks a running command to checkpoint (`checkpoint`); whatever it does then, its run is
+given back, and its directory, which may hold the checkpoint, is kept.
+
+A command that ends once the agent was asked to stop or drain is given back too, not
+reported: the batch system signals every process of a job step, the commands as well as the
+agent, so such an exit is the stop's doing (a checkpoint, or death by the signal), not a
+result or a failure of the calculation.
+
+Final reports (complete, fail, release) go through the agent's durable outbox, so a result
+survives a server that cannot be reached.
 """
 
 from __future__ import annotations
@@ -19,14 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from farmhand.agent import wire
-from farmhand.agent.client import (
-    ApiError,
-    Conflict,
-    FarmhandClient,
-    FarmhandError,
-    ServerUnavailable,
-)
-from farmhand.agent.retry import is_transient, retry_unavailable
+from farmhand.agent.client import ApiError, FarmhandClient, ServerUnavailable
+from farmhand.agent.outbox import Outbox
+from farmhand.agent.retry import retry_unavailable
 from farmhand.agent.runners import DEFAULT_RUNNER, Runner, RunningProcess, runner_for
 from farmhand.agent.staging import (
     STDERR_FILE,
@@ -37,11 +42,15 @@ from farmhand.agent.staging import (
     remove_run_dir,
 )
 
-__all__ = ["RELEASE_REASON", "Attempt", "Context", "describe_exit", "release"]
+__all__ = ["RELEASE_REASONS", "Attempt", "Context", "describe_exit", "release"]
 
 log = logging.getLogger("farmhand.agent")
 
-RELEASE_REASON = "agent shutting down"
+#: Why an aborted attempt gives its record back, as the run's error shows it.
+RELEASE_REASONS = {
+    "shutdown": "agent shutting down",
+    "walltime": "the agent's batch job is ending (walltime drain)",
+}
 #: How often an attempt's thread looks for an abort while its command runs.
 CHECK_EVERY = 0.2
 #: Secrets of the agent itself that a user's command must not inherit.
@@ -58,14 +67,11 @@ def describe_exit(code: int) -> str:
     return f"exit code {code}"
 
 
-def release(client: FarmhandClient, lease: wire.Lease) -> None:
-    """Give a lease back without spending its attempt; a lease already gone is fine."""
-    try:
-        client.release(lease.run_id, lease.token, reason=RELEASE_REASON, timeout=5.0)
-    except Conflict:
-        pass  # already released (deregistration) or ended: nothing to give back
-    except FarmhandError as exc:
-        log.warning("could not release %s (run %d): %s", lease.key, lease.run_id, exc)
+def release(outbox: Outbox, lease: wire.Lease, reason: str) -> None:
+    """Give a lease back without spending its attempt (through the outbox, so it reaches a
+    server that is down right now); a lease already gone is fine."""
+    body = wire.RunRelease(token=lease.token, reason=reason[:1024])
+    outbox.put(lease.run_id, "release", body, f"{lease.key} (run {lease.run_id})")
 
 
 @dataclass
@@ -78,20 +84,26 @@ class Context:
     term_grace: float
     report_deadline: float
     stopping: threading.Event
-    count: Callable[[str], None]  # called with "done", "failed", "released", "cancelled", "lost"
+    count: Callable[[str], None]  # called with "released", "cancelled", "lost"
+    outbox: Outbox
+    slots: threading.Semaphore | None = None  # with prefetch: held while a command runs
+    stop_requested: bool = False  # set (from a signal handler too) once a stop is asked for
+    draining: bool = False  # ...and it is the walltime drain
     kill_now: bool = False  # a second stop(): no grace any more
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
 class Attempt:
-    """One lease being worked on. `phase` goes staging → running → reporting."""
+    """One lease being worked on. `phase` goes staging → (queued →) running → reporting."""
 
     def __init__(self, lease: wire.Lease, context: Context, on_exit: Callable[[Attempt], None]):
         self.lease = lease
         self.context = context
         self.on_exit = on_exit
         self.phase = "staging"
-        self.abort: str | None = None  # "shutdown", "cancelled" or "lost"
+        self.abort: str | None = None  # "shutdown", "walltime", "cancelled" or "lost"
+        self.checkpointed = False  # the walltime drain signalled the running command
+        self.holds_slot = False
         self.handle: RunningProcess | None = None
         self.run_dir: Path | None = None
         self.began = time.monotonic()
@@ -110,6 +122,23 @@ class Attempt:
             if self.phase == "reporting" or self.abort is not None:
                 return False
             self.abort = reason
+        return True
+
+    def checkpoint(self, signum: int) -> bool:
+        """The walltime drain: send `signum` to a running command so it can checkpoint (True),
+        or abort an attempt whose command has not started (False). Either way the record
+        is given back. Nothing happens to an attempt already reporting."""
+        with self._lock:
+            if self.phase == "reporting" or self.abort is not None:
+                return False
+            handle = self.handle
+            if self.phase != "running" or handle is None:
+                self.abort = "walltime"
+                return False
+            if handle.poll() is not None:
+                return False  # it finished just now: its result is reported as usual
+            self.checkpointed = True
+        handle.signal_group(signum)
         return True
 
     def kill(self) -> None:
@@ -132,6 +161,8 @@ class Attempt:
             except Exception:
                 log.exception("could not report the agent error in %s", self.label())
         finally:
+            if self.holds_slot and self.context.slots is not None:
+                self.context.slots.release()
             self.on_exit(self)
 
     def _execute(self) -> None:
@@ -142,6 +173,8 @@ class Attempt:
             self.run_dir = make_run_dir(ctx.workdir, lease.campaign_id, lease.key, lease.run_id)
         except (OSError, ValueError) as exc:
             return self._fail(f"cannot create the run directory: {exc}", None)
+        if not self._wait_for_slot():
+            return self._drop(self.abort or "shutdown")
         try:
             retry_unavailable(
                 lambda: ctx.client.start(lease.run_id, lease.token),
@@ -164,6 +197,23 @@ class Attempt:
         if start_error is not None:
             return self._fail(start_error, None)
         self._wait_and_report()
+
+    def _wait_for_slot(self) -> bool:
+        """A prefetched lease waits here, staged, until a command slot frees; False if it was
+        aborted meanwhile."""
+        slots = self.context.slots
+        if slots is None:
+            return True
+        if not slots.acquire(blocking=False):
+            self.phase = "queued"
+            while not slots.acquire(timeout=CHECK_EVERY):
+                if self.abort is not None or self.context.stopping.is_set():
+                    return False
+        self.holds_slot = True
+        with self._lock:
+            if self.phase == "queued":
+                self.phase = "staging"
+        return self.abort is None
 
     def _start(self, runner: Runner, env: dict[str, str]) -> str | None:
         """Start the command unless aborted meanwhile; an error message if it cannot start."""
@@ -193,8 +243,10 @@ class Attempt:
         while code is None and self.abort is None:
             code = handle.wait(CHECK_EVERY)
         with self._lock:
-            if self.abort is None and code is not None and code < 0 and self.context.kill_now:
-                self.abort = "shutdown"  # killed by a second stop() before it was marked
+            if self.abort is None and (self.context.stop_requested or self.checkpointed):
+                # It ended on the stop's signal (ours, or the batch system's), not by itself.
+                draining = self.checkpointed or self.context.draining
+                self.abort = "walltime" if draining else "shutdown"
             if self.abort is None:
                 self.phase = "reporting"
         if self.abort is not None:
@@ -245,46 +297,25 @@ class Attempt:
         )
 
     def _report(self, verb: str, body: wire.RunComplete | wire.RunFail) -> None:
-        """Send the final report, retrying while the server is unreachable."""
-        ctx, run_id = self.context, self.lease.run_id
-        send = ctx.client.complete if verb == "complete" else ctx.client.fail
-        try:
-            retry_unavailable(
-                lambda: send(run_id, body),
-                what=f"report {self.label()}",
-                deadline=ctx.report_deadline,
-                interrupted=ctx.stopping,
-            )
-        except (ServerUnavailable, ApiError) as exc:
-            if is_transient(exc):
-                # TODO(outbox): keep the report in a durable local outbox, deliver it later.
-                log.error(
-                    "gave up reporting %s: the server stayed unavailable (%s); the result is lost",
-                    self.label(),
-                    exc,
-                )
-            else:
-                log.warning(
-                    "the server refused the report of %s: %s; dropping it", self.label(), exc
-                )
-            return
+        """Hand the final report to the outbox, which delivers it (now, or once the server
+        is back); the agent counts and logs it when the server has taken it."""
         took = f"{time.monotonic() - self.began:.1f}s"
-        if isinstance(body, wire.RunComplete):
-            ctx.count("done")
-            log.info("done %s", self.label("exit 0", took))
-        else:
-            ctx.count("failed")
-            log.info("failed %s", self.label(body.error, took))
+        details = ("exit 0", took) if isinstance(body, wire.RunComplete) else (body.error, took)
+        self.context.outbox.put(self.lease.run_id, verb, body, self.label(*details))
 
     def _drop(self, reason: str) -> None:
-        """An aborted attempt: give the lease back on shutdown; remove the partial run dir."""
-        if reason == "shutdown":
-            release(self.context.client, self.lease)
-        if self.run_dir is not None:
+        """An aborted attempt: give the lease back on shutdown and at the walltime drain;
+        remove the partial run dir, except after a checkpoint signal (it may hold one)."""
+        if reason in RELEASE_REASONS:
+            release(self.context.outbox, self.lease, RELEASE_REASONS[reason])
+        if self.run_dir is not None and reason == "walltime":
+            log.info("kept %s: it may hold the checkpoint of %s", self.run_dir, self.label())
+        elif self.run_dir is not None:
             try:
                 remove_run_dir(self.run_dir)
             except OSError as exc:
                 log.warning("could not remove %s: %s", self.run_dir, exc)
-        outcome = {"shutdown": "released", "cancelled": "cancelled"}.get(reason, "lost")
+        outcome = "released" if reason in RELEASE_REASONS else reason
+        outcome = outcome if outcome in ("released", "cancelled") else "lost"
         self.context.count(outcome)
         log.info("%s %s", outcome, self.label(f"{time.monotonic() - self.began:.1f}s"))

@@ -16,7 +16,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from farmhand.agent import campaign_file, output, refs, wire
+from farmhand.agent import campaign_file, cli_agent, output, refs, wire
 from farmhand.agent.client import ApiError, FarmhandClient, FarmhandError
 
 EPILOG = (
@@ -49,37 +49,6 @@ def _client(args: argparse.Namespace) -> FarmhandClient:
 
 
 # --- commands ----------------------------------------------------------------------------
-
-
-def cmd_agent(args: argparse.Namespace) -> int:
-    """Run an agent until it is stopped or idle."""
-    import logging
-
-    from farmhand.agent.loop import Agent, AgentConfig, install_signal_handlers
-
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    if args.log_level != "debug":
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
-
-    server = args.server or os.environ.get("FARMHAND_SERVER")
-    if not server:
-        raise CliError("no server: pass --server URL or set FARMHAND_SERVER")
-    config = AgentConfig(
-        server=server,
-        token=args.token or os.environ.get("FARMHAND_TOKEN"),
-        slots=args.slots,
-        workdir=Path(args.workdir),
-        name=args.name,
-        exit_when_idle=args.exit_when_idle,
-        campaign_id=args.campaign,
-    )
-    agent = Agent(config)
-    install_signal_handlers(agent)
-    return agent.run()
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -155,7 +124,7 @@ LS_COLUMNS = {
     "campaigns": ["id", "name", "version", "software", "created_at", "started_at"],
     "records": ["id", "key", "state", "attempts", "error", "result"],
     "runs": ["id", "record_id", "agent_id", "attempt", "state", "exit_code", "error"],
-    "agents": ["id", "name", "host", "slots", "state", "running", "last_heartbeat"],
+    "agents": ["id", "name", "host", "slots", "state", "running", "last_heartbeat", "status"],
 }
 
 
@@ -179,8 +148,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
         items = client.runs_page(limit=min(args.limit, 1000), state=args.state).items
     if args.json:
         output.dump(items)
-    else:
-        print(output.table([i.model_dump(mode="json") for i in items], LS_COLUMNS[args.what]))
+        return 0
+    rows = [i.model_dump(mode="json") for i in items]
+    if args.what == "agents":  # one readable line, not the status document
+        for row, agent in zip(rows, items, strict=True):
+            row["status"] = output.agent_status(agent.status)
+    print(output.table(rows, LS_COLUMNS[args.what]))
     return 0
 
 
@@ -272,24 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in EXTERNAL.items():
         sub.add_parser(name, help=text, add_help=False)
 
-    p = sub.add_parser("agent", parents=[client_opts], help="run an agent")
-    p.add_argument(
-        "--slots",
-        type=_positive_int,
-        default=os.cpu_count() or 1,
-        help="records run at once (default: CPU count)",
-    )
-    p.add_argument("--workdir", default="farmhand-work", help="where run directories go")
-    p.add_argument("--name", help="agent name (default: HOST-PID)")
-    p.add_argument("--campaign", type=int, help="claim only from this campaign id")
-    p.add_argument(
-        "--exit-when-idle",
-        type=float,
-        metavar="SECONDS",
-        help="exit after this many seconds with nothing to do",
-    )
-    p.add_argument("--log-level", default="info", choices=["error", "warning", "info", "debug"])
-    p.set_defaults(func=cmd_agent)
+    cli_agent.add_parser(sub, [client_opts])
 
     p = sub.add_parser(
         "submit", parents=[client_opts, json_opt], help="submit a tasklist or TOML campaign file"
@@ -368,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _external(argv[0], argv[1:])
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except (CliError, refs.RefError, FarmhandError) as exc:
+    except (CliError, cli_agent.AgentUsageError, refs.RefError, FarmhandError) as exc:
         message = exc.detail if isinstance(exc, ApiError) else str(exc)
         print(f"farmhand: error: {message}", file=sys.stderr)
         return 1
