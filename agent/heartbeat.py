@@ -93,8 +93,12 @@ class HeartbeatThread(threading.Thread):
     def beat(self) -> wire.HeartbeatAck | None:
         """Send one heartbeat now and dispatch its cancels and losses; None if it failed."""
         try:
-            run_ids = sorted(set(self.held_run_ids()))
             status = self.status() if self.status is not None else None
+        except Exception:  # the leases matter more than the status: renew them without it
+            log.exception("cannot tell the agent's status; heartbeat without it")
+            status = None
+        try:
+            run_ids = sorted(set(self.held_run_ids()))
             ack = self.client.heartbeat(
                 self.agent_id, run_ids, status=status, timeout=max(self.interval, 5.0)
             )

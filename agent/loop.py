@@ -194,7 +194,7 @@ class Agent:
     def status(self) -> wire.AgentStatus:
         """What the heartbeat tells the server about this agent."""
         return wire.AgentStatus(
-            paused=self.paused,
+            paused=None if self.paused is None else self.paused[:500],  # long paths
             disk_used_percent=self.disk.used,
             walltime_left=self.walltime.left(),
             outbox=len(self.outbox),
@@ -207,7 +207,7 @@ class Agent:
         self.walltime = Walltime.discover(
             walltime=cfg.walltime, margin=cfg.walltime_margin, environ=os.environ
         )
-        self.disk.check()
+        self.paused = self.disk.check()  # before the first claim, not a watch later
         answer = self.client.register(
             wire.AgentRegister(
                 name=self.name, host=socket.gethostname(), pid=os.getpid(), slots=cfg.slots
@@ -241,8 +241,9 @@ class Agent:
         """Measure the disk, ask whether the job's end moved; tell the server of a change."""
         self.walltime.maybe_refresh()
         paused = self.disk.check()
-        if paused != self.paused:
-            self.paused = paused
+        flipped = (paused is None) != (self.paused is None)
+        self.paused = paused
+        if flipped:
             self._claim_wake.set()
             if self.heartbeat is not None:
                 self.heartbeat.poke()  # `farmhand ls agents` shows it now, not a beat later

@@ -5,11 +5,21 @@ from __future__ import annotations
 import logging
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
+from farmhand.agent import wire
 from farmhand.agent.diskguard import DiskGuard, parse_limit, used_percent
+from farmhand.agent.loop import Agent, AgentConfig
+from tests.agent.test_loop import Running
 from tests.filesystems import SmallFilesystem
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from tests.agent.conftest import Probe
+    from tests.conftest import LiveServer
 
 
 def test_limits() -> None:
@@ -58,3 +68,39 @@ def test_a_missing_directory_pauses_a_guarded_agent(tmp_path: Path) -> None:
     reason = guard.check()
     assert reason is not None and reason.startswith("cannot measure the disk of")
     assert DiskGuard(tmp_path / "gone", None).check() is None
+
+
+def test_an_agent_started_on_a_full_disk_never_claims(
+    live_server_factory: Callable[..., LiveServer], small_fs: SmallFilesystem, probe: Probe
+) -> None:
+    server = live_server_factory(lease_ttl=1.5)  # a heartbeat every 0.5 s
+    client = server.client()
+    campaign = client.create_campaign("full")
+    client.submit(campaign.id, [wire.RecordSpec(key="waits", command="true")])
+    small_fs.fill_to(60)
+    config = AgentConfig(
+        server=server.url,
+        token=server.admin_token,
+        workdir=small_fs.path / "work",
+        disk_limit=50,
+        poll_wait=1,
+    )
+    agent = Agent(config)
+    running = Running(agent)
+    probe.wait_until(
+        lambda: agent.heartbeat is not None and agent.heartbeat.beats >= 3, what="three beats"
+    )
+    assert agent.paused is not None and agent.paused.startswith("disk ")
+    assert client.runs_page().items == []  # not even one claim slipped through at start
+    (me,) = client.agents()
+    assert me.status is not None and me.status.paused == agent.paused
+    small_fs.free()
+    probe.wait_until(lambda: agent.counts["done"] == 1, what="the record, once space is free")
+    agent.stop("test")
+    assert running.finish(timeout=30) == 0
+
+
+def test_a_long_pause_reason_still_fits_the_heartbeat(tmp_path: Path) -> None:
+    agent = Agent(AgentConfig(server="http://127.0.0.1:9", workdir=tmp_path))
+    agent.paused = "disk 97.0% used, limit 90% (" + "/very/deep" * 80 + ")"
+    assert len(agent.status().paused or "") == 500
