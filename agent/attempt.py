@@ -308,7 +308,7 @@ class Attempt:
         remove the partial run dir, except after a checkpoint signal (it may hold one)."""
         if reason in RELEASE_REASONS:
             release(self.context.outbox, self.lease, RELEASE_REASONS[reason])
-        if self.run_dir is not None and reason == "walltime":
+        if self.run_dir is not None and reason == "walltime" and self.handle is not None:
             log.info("kept %s: it may hold the checkpoint of %s", self.run_dir, self.label())
         elif self.run_dir is not None:
             try:

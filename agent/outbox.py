@@ -39,8 +39,10 @@ __all__ = ["Entry", "Outbox"]
 log = logging.getLogger("farmhand.agent")
 
 VERBS = ("complete", "fail", "release")
-#: Reports sent in one request when a backlog is delivered (the server takes up to 1,024).
+#: Reports sent in one request when a backlog is delivered (the server takes up to 1,024)...
 BATCH = 64
+#: ...and about this many bytes of them, well under the server's body limit (64 MiB).
+BATCH_BYTES = 8 * 1024 * 1024
 #: Seconds one delivery request may take before it counts as failed and is retried.
 REQUEST_TIMEOUT = 60.0
 _NAME = re.compile(r"^(\d{1,20})-(\d{1,20})\.json$")
@@ -58,6 +60,7 @@ class Entry:
     label: str = field(compare=False)  # "relax-017 (run 42, exit 0, 3.1s)" for logs
     path: Path | None = field(default=None, compare=False)  # None: in memory only
     inherited: bool = field(default=False, compare=False)  # left by an earlier process
+    size: int = field(default=0, compare=False)  # bytes of its JSON, to size batches
 
 
 #: Called once per entry: (entry, ack, None) when applied, (entry, None, why) when refused.
@@ -119,8 +122,10 @@ class Outbox:
             "label": label,
             "queued_at": datetime.now(timezone.utc).isoformat(),
         }
+        text = json.dumps(document)
+        entry.size = len(text)
         try:
-            _write_durably(path, json.dumps(document))
+            _write_durably(path, text)
             entry.path = path
         except OSError as exc:
             log.error(
@@ -216,7 +221,12 @@ class Outbox:
         Raises `FarmhandError` (the entries stay) when the server cannot take them now.
         """
         with self._cond:
-            batch = self._entries[:BATCH]
+            batch, size = [], 0
+            for entry in self._entries[:BATCH]:
+                if batch and size + entry.size > BATCH_BYTES:
+                    break  # big result documents: fewer per request
+                batch.append(entry)
+                size += entry.size
         if not batch:
             return 0
         if batch[0].verb == "release":
@@ -336,7 +346,8 @@ class Outbox:
             with self._cond:  # new entries sort after every old one, readable or not
                 self._seq = max(self._seq, int(match[1]))
             try:
-                document = json.loads(path.read_text())
+                text = path.read_text()
+                document = json.loads(text)
                 verb, body = document["verb"], document["body"]
                 if verb not in VERBS or not isinstance(body, dict):
                     raise ValueError(f"not a report: verb {verb!r}")
@@ -344,7 +355,8 @@ class Outbox:
                 self._set_aside(path, f"outbox entry {path.name} cannot be read: {exc}")
                 continue
             label = str(document.get("label") or f"run {match[2]}")
-            entries.append(Entry(int(match[1]), int(match[2]), verb, body, label, path, True))
+            seq, run_id = int(match[1]), int(match[2])
+            entries.append(Entry(seq, run_id, verb, body, label, path, True, len(text)))
         return sorted(entries)
 
 

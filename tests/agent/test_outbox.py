@@ -196,3 +196,17 @@ def test_a_full_disk_keeps_the_report_in_memory_and_still_delivers_it(
     assert any("kept in memory only" in r.message for r in caplog.records)
     assert outbox.deliver_some() == 1
     assert client.record(lease.record_id).result == {"n": 5}
+
+
+def test_big_results_go_fewer_to_a_request(live_server: LiveServer, tmp_path: Path) -> None:
+    client = live_server.client()
+    leases = running_leases(client, 4)
+    outbox = Outbox(tmp_path / "outbox", client)
+    outbox.open()
+    big = "x" * (3 * 1024 * 1024)  # 3 MiB each: two fit under the 8 MiB a request carries
+    for lease in leases:
+        body = wire.RunComplete(token=lease.token, result={"blob": big})
+        outbox.put(lease.run_id, "complete", body, lease.key)
+    assert [outbox.deliver_some(), outbox.deliver_some(), outbox.deliver_some()] == [2, 2, 0]
+    record = client.record(leases[3].record_id)
+    assert record.state == "done" and record.result == {"blob": big}
