@@ -33,6 +33,7 @@ from farmhand.agent.client import ApiError, FarmhandClient, ServerUnavailable
 from farmhand.agent.outbox import Outbox
 from farmhand.agent.retry import retry_unavailable
 from farmhand.agent.runners import DEFAULT_RUNNER, Runner, RunningProcess, runner_for
+from farmhand.agent.slots import Slots
 from farmhand.agent.staging import (
     STDERR_FILE,
     STDOUT_FILE,
@@ -86,7 +87,7 @@ class Context:
     stopping: threading.Event
     count: Callable[[str], None]  # called with "released", "cancelled", "lost"
     outbox: Outbox
-    slots: threading.Semaphore | None = None  # with prefetch: held while a command runs
+    slots: Slots | None = None  # held while a command runs; prefetched leases queue for one
     stop_requested: bool = False  # set (from a signal handler too) once a stop is asked for
     draining: bool = False  # ...and it is the walltime drain
     kill_now: bool = False  # a second stop(): no grace any more
@@ -103,7 +104,6 @@ class Attempt:
         self.phase = "staging"
         self.abort: str | None = None  # "shutdown", "walltime", "cancelled" or "lost"
         self.checkpointed = False  # the walltime drain signalled the running command
-        self.holds_slot = False
         self.handle: RunningProcess | None = None
         self.run_dir: Path | None = None
         self.began = time.monotonic()
@@ -111,6 +111,8 @@ class Attempt:
         self.thread = threading.Thread(
             target=self._work, daemon=True, name=f"farmhand-run-{lease.run_id}"
         )
+        if context.slots is not None:
+            context.slots.enqueue(self)  # attempts are made in claim order
 
     def label(self, *details: str) -> str:
         """`relax-017 (run 42, exit 0, 1.3s)` for logs."""
@@ -161,8 +163,8 @@ class Attempt:
             except Exception:
                 log.exception("could not report the agent error in %s", self.label())
         finally:
-            if self.holds_slot and self.context.slots is not None:
-                self.context.slots.release()
+            if self.context.slots is not None:
+                self.context.slots.done(self)
             self.on_exit(self)
 
     def _execute(self) -> None:
@@ -204,12 +206,11 @@ class Attempt:
         slots = self.context.slots
         if slots is None:
             return True
-        if not slots.acquire(blocking=False):
+        if not slots.take(self, timeout=0):
             self.phase = "queued"
-            while not slots.acquire(timeout=CHECK_EVERY):
+            while not slots.take(self, timeout=CHECK_EVERY):
                 if self.abort is not None or self.context.stopping.is_set():
                     return False
-        self.holds_slot = True
         with self._lock:
             if self.phase == "queued":
                 self.phase = "staging"

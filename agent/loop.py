@@ -29,6 +29,7 @@ from farmhand.agent.config import AgentConfig
 from farmhand.agent.diskguard import DiskGuard
 from farmhand.agent.heartbeat import HeartbeatThread
 from farmhand.agent.outbox import Outbox
+from farmhand.agent.slots import Slots
 from farmhand.agent.status import Tally
 from farmhand.agent.walltime import Walltime, checkpoint_all, describe
 
@@ -84,7 +85,7 @@ class Agent:
             stopping=self._stopping,
             count=self.tally.count,
             outbox=self.outbox,
-            slots=threading.Semaphore(config.slots),
+            slots=Slots(config.slots),
         )
 
     # --- lifecycle -----------------------------------------------------------------------
