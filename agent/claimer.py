@@ -18,7 +18,7 @@ from farmhand.agent import wire
 from farmhand.agent.client import ApiError, Conflict, FarmhandClient, ServerUnavailable
 from farmhand.agent.retry import Backoff, is_transient
 
-__all__ = ["MIN_CLAIM_GAP", "ClaimLoop"]
+__all__ = ["MIN_CLAIM_GAP", "ClaimLoop", "describe_leases", "sort_leases"]
 
 log = logging.getLogger("farmhand.agent")
 
@@ -112,3 +112,32 @@ class ClaimLoop:
         if seconds > 0:
             self.wake.wait(seconds)
         self.wake.clear()
+
+
+Refused = list[tuple[wire.Lease, str]]
+
+
+def sort_leases(
+    leases: list[wire.Lease], free: int, refuses: Callable[[wire.Lease], str | None]
+) -> tuple[list[wire.Lease], Refused, Refused]:
+    """Split a claim's leases, in order, into (to run, too long for the walltime, beyond the
+    `free` places); the last two with the reason they are given back."""
+    fitting: list[wire.Lease] = []
+    too_long: Refused = []
+    surplus: Refused = []
+    for lease in leases:
+        why = refuses(lease)
+        if why is not None:
+            too_long.append((lease, why))
+        elif len(fitting) < free:
+            fitting.append(lease)
+        else:
+            surplus.append((lease, "more than this agent had room for"))
+    return fitting, too_long, surplus
+
+
+def describe_leases(leases: list[wire.Lease], most: int = 8) -> str:
+    """`a (run 1), b (run 2) and 5 more` for logs."""
+    shown = ", ".join(f"{lease.key} (run {lease.run_id})" for lease in leases[:most])
+    more = f" and {len(leases) - most} more" if len(leases) > most else ""
+    return shown + more

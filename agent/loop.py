@@ -13,6 +13,7 @@ first sends each running command the checkpoint signal and waits `checkpoint_gra
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from farmhand.agent import wire
 from farmhand.agent.attempt import CHECK_EVERY, Attempt, Context, describe_exit, release
-from farmhand.agent.claimer import ClaimLoop
+from farmhand.agent.claimer import ClaimLoop, describe_leases, sort_leases
 from farmhand.agent.client import FarmhandClient, FarmhandError
 from farmhand.agent.config import AgentConfig
 from farmhand.agent.diskguard import DiskGuard
@@ -71,7 +72,6 @@ class Agent:
         self._wake = threading.Event()
         self._claim_wake = threading.Event()
         self._stop_requested = False  # plain attributes: stop() may run in a signal handler
-        self._checkpoint = False  # the stop is a walltime drain
         self._stop_reason = ""
         self._started = False
         self._claimer_done = False
@@ -109,8 +109,8 @@ class Agent:
             self.agent_id,
             self.lease_ttl / 3,
             self._held_run_ids,
-            self._on_cancel,
-            self._on_lost,
+            functools.partial(self._abort, reason="cancelled"),
+            functools.partial(self._abort, reason="lost"),
             status=self.status,
             on_reconnect=self._reconnected,
         )
@@ -149,7 +149,6 @@ class Agent:
         once a stop has begun. Safe in a signal handler."""
         if self._stop_requested:
             return
-        self._checkpoint = True
         self._context.draining = True
         self._request_stop(reason)
 
@@ -174,7 +173,7 @@ class Agent:
     @property
     def draining(self) -> bool:
         """Whether the stop is a walltime drain (checkpoint first)."""
-        return self._checkpoint
+        return self._context.draining
 
     @property
     def counts(self) -> dict[str, int]:
@@ -259,7 +258,7 @@ class Agent:
             self._stopping.set()
             self._claim_wake.set()
             self._cond.notify_all()
-        if self._checkpoint:
+        if self.draining:
             cfg = self.config
             checkpoint_all(
                 self.attempts(),
@@ -267,7 +266,7 @@ class Agent:
                 cfg.checkpoint_grace,
                 interrupted=lambda: self._context.kill_now,
             )
-        reason = "walltime" if self._checkpoint else "shutdown"
+        reason = "walltime" if self.draining else "shutdown"
         attempts = self.attempts()
         for attempt in attempts:  # each attempt's thread terminates and releases it
             attempt.request_abort(reason)
@@ -364,15 +363,7 @@ class Agent:
     def _accept(self, leases: list[wire.Lease], free: int) -> tuple[int, int]:
         """Start an attempt per lease that fits, up to `free`; give back the rest. Returns
         (kept, given back as too long for the walltime)."""
-        fitting, too_long, surplus = [], [], []
-        for lease in leases:
-            why = self.walltime.refuses(lease)
-            if why is not None:
-                too_long.append((lease, why))
-            elif len(fitting) < free:
-                fitting.append(lease)
-            else:
-                surplus.append((lease, "more than this agent had room for"))
+        fitting, too_long, surplus = sort_leases(leases, free, self.walltime.refuses)
         with self._cond:
             late = self._stopped()
             if not late:
@@ -391,9 +382,7 @@ class Agent:
             release(self.outbox, lease, why)
             self.tally.count("released")
         if fitting:
-            shown = ", ".join(f"{lease.key} (run {lease.run_id})" for lease in fitting[:8])
-            more = f" and {len(fitting) - 8} more" if len(fitting) > 8 else ""
-            log.info("claimed %d: %s%s", len(fitting), shown, more)
+            log.info("claimed %d: %s", len(fitting), describe_leases(fitting))
         return len(fitting), len(too_long)
 
     def _attempt_ended(self, attempt: Attempt) -> None:
@@ -408,12 +397,6 @@ class Agent:
         with self._cond:
             held = list(self._attempts)
         return held + self.outbox.pending_run_ids()  # reports waiting keep their leases
-
-    def _on_cancel(self, run_id: int) -> None:
-        self._abort(run_id, "cancelled")
-
-    def _on_lost(self, run_id: int) -> None:
-        self._abort(run_id, "lost")
 
     def _abort(self, run_id: int, reason: str) -> None:
         with self._cond:
