@@ -2,7 +2,24 @@
 
 Each attempt runs on its own thread, which alone drives its command: a cancel, a lost lease
 or a shutdown only sets `abort`, and the thread terminates the command's process group,
-removes the partial run directory and (on shutdown) gives the lease back.
+removes the partial run directory and (on shutdown) gives the lease back. The walltime drain
+first asks a running command to checkpoint (`checkpoint`); whatever it does then, its run is
+given back, and its directory, which may hold the checkpoint, is kept.
+
+A command that ends once the agent was asked to stop or drain is given back too, not
+reported: the batch system signals every process of a job step, the commands as well as the
+agent, so such an exit is the stop's doing (a checkpoint, or death by the signal), not a
+result or a failure of the calculation.
+
+Before its command starts an attempt waits twice, always in this order: for a command slot
+(`slots.py`, in claim order; prefetched leases queue there, staged), then for its share of
+cores, GPUs and memory (`allocation.py`). Only an attempt holding a slot ever waits for or
+holds a share, and a share is only held by an attempt already past both waits, so every
+holder of what a waiter needs is on its way to ending: no cycle, no deadlock. (The other
+order could deadlock: a queued run holding a share that the slot holders wait for.)
+
+Final reports (complete, fail, orphan, release) go through the agent's durable outbox, so a
+result survives a server that cannot be reached.
 """
 
 from __future__ import annotations
@@ -21,19 +38,15 @@ from pathlib import Path
 
 from farmhand.agent import run_args, wire
 from farmhand.agent.allocation import Allocator, Grant
-from farmhand.agent.client import (
-    ApiError,
-    Conflict,
-    FarmhandClient,
-    FarmhandError,
-    ServerUnavailable,
-)
+from farmhand.agent.client import ApiError, FarmhandClient, ServerUnavailable
 from farmhand.agent.orphans import report_orphan
+from farmhand.agent.outbox import Outbox
 from farmhand.agent.parents import write_parents
 from farmhand.agent.placement import Plan
-from farmhand.agent.retry import is_transient, retry_unavailable
+from farmhand.agent.retry import retry_unavailable
 from farmhand.agent.runners import Launch, Runner, RunningProcess
 from farmhand.agent.runners.definitions import Runners
+from farmhand.agent.slots import Slots
 from farmhand.agent.staging import (
     STDERR_FILE,
     STDOUT_FILE,
@@ -43,11 +56,15 @@ from farmhand.agent.staging import (
     remove_run_dir,
 )
 
-__all__ = ["RELEASE_REASON", "Attempt", "Context", "describe_exit", "release"]
+__all__ = ["RELEASE_REASONS", "Attempt", "Context", "describe_exit", "release"]
 
 log = logging.getLogger("farmhand.agent")
 
-RELEASE_REASON = "agent shutting down"
+#: Why an aborted attempt gives its record back, as the run's error shows it.
+RELEASE_REASONS = {
+    "shutdown": "agent shutting down",
+    "walltime": "the agent's batch job is ending (walltime drain)",
+}
 #: How often an attempt's thread looks for an abort while its command runs.
 CHECK_EVERY = 0.2
 #: Secrets of the agent itself that a user's command must not inherit.
@@ -70,14 +87,11 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:8]
 
 
-def release(client: FarmhandClient, lease: wire.Lease, reason: str = RELEASE_REASON) -> None:
-    """Give a lease back without spending its attempt; a lease already gone is fine."""
-    try:
-        client.release(lease.run_id, lease.token, reason=reason[:1024], timeout=5.0)
-    except Conflict:
-        pass  # already released (deregistration) or ended: nothing to give back
-    except FarmhandError as exc:
-        log.warning("could not release %s (run %d): %s", lease.key, lease.run_id, exc)
+def release(outbox: Outbox, lease: wire.Lease, reason: str) -> None:
+    """Give a lease back without spending its attempt (through the outbox, so it reaches a
+    server that is down right now); a lease already gone is fine."""
+    body = wire.RunRelease(token=lease.token, reason=reason[:1024])
+    outbox.put(lease.run_id, "release", body, f"{lease.key} (run {lease.run_id})")
 
 
 @dataclass
@@ -90,15 +104,19 @@ class Context:
     term_grace: float
     report_deadline: float
     stopping: threading.Event
-    count: Callable[[str], None]  # "done", "failed", "released", "cancelled", "lost", "orphaned"
+    count: Callable[[str], None]  # "released", "cancelled", "lost" (the rest at delivery)
     runners: Runners
     allocator: Allocator
+    outbox: Outbox
+    slots: Slots | None = None  # held while a command runs; prefetched leases queue for one
+    stop_requested: bool = False  # set (from a signal handler too) once a stop is asked for
+    draining: bool = False  # ...and it is the walltime drain
     kill_now: bool = False  # a second stop(): no grace any more
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
 class Attempt:
-    """One lease being worked on. `phase` goes staging → running → reporting."""
+    """One lease being worked on. `phase` goes staging → (queued →) running → reporting."""
 
     def __init__(
         self,
@@ -113,7 +131,8 @@ class Attempt:
         self.plan = plan
         self.grant: Grant | None = None  # this run's share of the agent's resources
         self.phase = "staging"
-        self.abort: str | None = None  # "shutdown", "cancelled" or "lost"
+        self.abort: str | None = None  # "shutdown", "walltime", "cancelled" or "lost"
+        self.checkpointed = False  # the walltime drain signalled the running command
         self.handle: RunningProcess | None = None
         self.run_dir: Path | None = None
         self.timeout: float | None = None  # run_args.timeout, seconds from the command's start
@@ -122,6 +141,8 @@ class Attempt:
         self.thread = threading.Thread(
             target=self._work, daemon=True, name=f"farmhand-run-{lease.run_id}"
         )
+        if context.slots is not None:
+            context.slots.enqueue(self)  # attempts are made in claim order
 
     def label(self, *details: str) -> str:
         """`relax-017 (run 42, exit 0, 1.3s)` for logs."""
@@ -133,6 +154,23 @@ class Attempt:
             if self.phase == "reporting" or self.abort is not None:
                 return False
             self.abort = reason
+        return True
+
+    def checkpoint(self, signum: int) -> bool:
+        """The walltime drain: send `signum` to a running command so it can checkpoint (True),
+        or abort an attempt whose command has not started (False). Either way the record
+        is given back. Nothing happens to an attempt already reporting."""
+        with self._lock:
+            if self.phase == "reporting" or self.abort is not None:
+                return False
+            handle = self.handle
+            if self.phase != "running" or handle is None:
+                self.abort = "walltime"
+                return False
+            if handle.poll() is not None:
+                return False  # it finished just now: its result is reported as usual
+            self.checkpointed = True
+        handle.signal_group(signum)
         return True
 
     def kill(self) -> None:
@@ -157,6 +195,8 @@ class Attempt:
         finally:
             if self.grant is not None:
                 self.context.allocator.release(self.grant)
+            if self.context.slots is not None:
+                self.context.slots.done(self)
             self.on_exit(self)
 
     def _execute(self) -> None:
@@ -165,13 +205,14 @@ class Attempt:
             return self._drop("shutdown")
         if self.plan.error is not None:
             return self._fail(self.plan.error, None)
-        if not self._acquire():
-            return self._drop(self.abort or "shutdown")
         try:
             self.run_dir = make_run_dir(ctx.workdir, lease.campaign_id, lease.key, lease.run_id)
             write_parents(self.run_dir, lease.parents)
         except (OSError, ValueError) as exc:
             return self._orphan(f"cannot stage the run directory: {exc}")
+        # A slot first, then the share: see the module docstring for why this order.
+        if not self._wait_for_slot() or not self._acquire():
+            return self._drop(self.abort or "shutdown")
         try:
             retry_unavailable(
                 lambda: ctx.client.start(lease.run_id, lease.token),
@@ -196,6 +237,22 @@ class Attempt:
             return self._fail(start_error, None)
         self._wait_and_report()
 
+    def _wait_for_slot(self) -> bool:
+        """A prefetched lease waits here, staged, until a command slot frees; False if it was
+        aborted meanwhile."""
+        slots = self.context.slots
+        if slots is None:
+            return True
+        if not slots.take(self, timeout=0):
+            self.phase = "queued"
+            while not slots.take(self, timeout=CHECK_EVERY):
+                if self.abort is not None or self.context.stopping.is_set():
+                    return False
+        with self._lock:
+            if self.phase == "queued":
+                self.phase = "staging"
+        return self.abort is None
+
     def _acquire(self) -> bool:
         """Wait for this run's share of cores, GPUs and memory; False if aborted first."""
         allocator, need = self.context.allocator, self.plan.need
@@ -204,7 +261,7 @@ class Attempt:
         if shortfall is not None:
             log.info("%s waits: %s", self.label(), shortfall)
         self.grant = allocator.acquire(need, lambda: self.abort is not None or stopping.is_set())
-        return self.grant is not None
+        return self.grant is not None and self.abort is None
 
     def _start(self, runner: Runner, run_env: dict[str, str]) -> str | None:
         """Start the command unless aborted meanwhile; an error message if it cannot start."""
@@ -242,8 +299,10 @@ class Attempt:
                 break  # timed out: the command is stopped below
             code = handle.wait(left)
         with self._lock:
-            if self.abort is None and code is not None and code < 0 and self.context.kill_now:
-                self.abort = "shutdown"  # killed by a second stop() before it was marked
+            if self.abort is None and (self.context.stop_requested or self.checkpointed):
+                # It ended on the stop's signal (ours, or the batch system's), not by itself.
+                draining = self.checkpointed or self.context.draining
+                self.abort = "walltime" if draining else "shutdown"
             if self.abort is None:
                 self.phase = "reporting"
         if self.abort is not None:
@@ -302,60 +361,32 @@ class Attempt:
         )
 
     def _report(self, verb: str, body: wire.RunComplete | wire.RunFail) -> None:
-        """Send the final report, retrying while the server is unreachable."""
-        ctx, run_id = self.context, self.lease.run_id
-        send = ctx.client.complete if verb == "complete" else ctx.client.fail
-        try:
-            retry_unavailable(
-                lambda: send(run_id, body),
-                what=f"report {self.label()}",
-                deadline=ctx.report_deadline,
-                interrupted=ctx.stopping,
-            )
-        except (ServerUnavailable, ApiError) as exc:
-            if is_transient(exc):
-                # TODO(outbox): keep the report in a durable local outbox, deliver it later.
-                log.error(
-                    "gave up reporting %s: the server stayed unavailable (%s); the result is lost",
-                    self.label(),
-                    exc,
-                )
-            else:
-                log.warning(
-                    "the server refused the report of %s: %s; dropping it", self.label(), exc
-                )
-            return
+        """Hand the final report to the outbox, which delivers it (now, or once the server
+        is back); the agent counts and logs it when the server has taken it."""
         took = f"{time.monotonic() - self.began:.1f}s"
-        if isinstance(body, wire.RunComplete):
-            ctx.count("done")
-            log.info("done %s", self.label("exit 0", took))
-        else:
-            ctx.count("failed")
-            log.info("failed %s", self.label(body.error, took))
+        details = ("exit 0", took) if isinstance(body, wire.RunComplete) else (body.error, took)
+        self.context.outbox.put(self.lease.run_id, verb, body, self.label(*details))
 
     def _orphan(self, reason: str) -> None:
-        """This agent cannot run the record as specified: report an orphan (no attempt is
-        spent) and remove the partial run directory."""
+        """This agent cannot run the record as specified: report an orphan through the
+        outbox (no attempt is spent; counted once delivered) and remove the partial run
+        directory."""
         with self._lock:
             self.phase = "reporting"
-        ctx = self.context
-        if report_orphan(
-            ctx.client,
-            self.lease,
-            reason,
-            deadline=ctx.report_deadline,
-            interrupted=ctx.stopping,
-        ):
-            ctx.count("orphaned")
-            log.warning("orphaned %s", self.label(reason))
+        report_orphan(self.context.outbox, self.lease, reason, self.label(reason))
         self._remove_run_dir()
 
     def _drop(self, reason: str) -> None:
-        """An aborted attempt: give the lease back on shutdown; remove the partial run dir."""
-        if reason == "shutdown":
-            release(self.context.client, self.lease)
-        self._remove_run_dir()
-        outcome = {"shutdown": "released", "cancelled": "cancelled"}.get(reason, "lost")
+        """An aborted attempt: give the lease back on shutdown and at the walltime drain;
+        remove the partial run dir, except after a checkpoint signal (it may hold one)."""
+        if reason in RELEASE_REASONS:
+            release(self.context.outbox, self.lease, RELEASE_REASONS[reason])
+        if self.run_dir is not None and reason == "walltime" and self.handle is not None:
+            log.info("kept %s: it may hold the checkpoint of %s", self.run_dir, self.label())
+        else:
+            self._remove_run_dir()
+        outcome = "released" if reason in RELEASE_REASONS else reason
+        outcome = outcome if outcome in ("released", "cancelled") else "lost"
         self.context.count(outcome)
         log.info("%s %s", outcome, self.label(f"{time.monotonic() - self.began:.1f}s"))
 

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
-from pathlib import Path
 from typing import Any
 
-from farmhand.agent import cli_records, cli_submit, offer, output, refs, wire
+from farmhand.agent import cli_agent, cli_records, cli_submit, output, refs, wire
 from farmhand.agent.cli_base import CliError, connect, positive_int
-from farmhand.agent.client import ApiError, FarmhandClient, FarmhandError
+from farmhand.agent.client import ApiError, FarmhandError
 
 EPILOG = (
     "environment: FARMHAND_SERVER (server URL for client commands), FARMHAND_TOKEN (bearer "
@@ -38,51 +36,6 @@ _positive_int = positive_int
 
 
 # --- commands ----------------------------------------------------------------------------
-
-
-def cmd_agent(args: argparse.Namespace) -> int:
-    """Run an agent until it is stopped or idle."""
-    import logging
-
-    from farmhand.agent.loop import Agent, AgentConfig, install_signal_handlers
-
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    if args.log_level != "debug":
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
-
-    try:
-        runners, resources = offer.from_args(args)
-    except offer.OfferError as exc:
-        raise CliError(str(exc)) from exc
-    if args.list_runners:
-        print(offer.listing(runners, resources))
-        return 0
-    server = args.server or os.environ.get("FARMHAND_SERVER")
-    if not server:
-        raise CliError("no server: pass --server URL or set FARMHAND_SERVER")
-    campaign_ids = None
-    if args.campaign:  # resolved once: a bare NAME means its latest version at start
-        with FarmhandClient(server, args.token) as client:
-            campaign_ids = refs.find_campaign_ids(client, args.campaign)
-    config = AgentConfig(
-        server=server,
-        token=args.token or os.environ.get("FARMHAND_TOKEN"),
-        slots=args.slots or max(1, int(resources.cores)),
-        workdir=Path(args.workdir),
-        name=args.name,
-        exit_when_idle=args.exit_when_idle,
-        runners=runners,
-        resources=resources,
-        campaign_ids=campaign_ids,
-        datasets=args.dataset,
-    )
-    agent = Agent(config)
-    install_signal_handlers(agent)
-    return agent.run()
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -156,33 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in EXTERNAL.items():
         sub.add_parser(name, help=text, add_help=False)
 
-    p = sub.add_parser("agent", parents=[client_opts], help="run an agent")
-    p.add_argument(
-        "--slots",
-        type=_positive_int,
-        help="records run at once (default: the cores it has, at least 1)",
-    )
-    p.add_argument("--workdir", default="farmhand-work", help="where run directories go")
-    p.add_argument("--name", help="agent name (default: HOST-PID)")
-    p.add_argument(
-        "--campaign",
-        action="append",
-        metavar="NAME[:VERSION]",
-        help="claim only from this campaign (NAME: its latest version at start; or an id); "
-        "repeatable",
-    )
-    p.add_argument(
-        "--dataset", action="append", metavar="X", help="claim only this dataset; repeatable"
-    )
-    p.add_argument(
-        "--exit-when-idle",
-        type=float,
-        metavar="SECONDS",
-        help="exit after this many seconds with nothing to do",
-    )
-    offer.add_arguments(p)
-    p.add_argument("--log-level", default="info", choices=["error", "warning", "info", "debug"])
-    p.set_defaults(func=cmd_agent)
+    cli_agent.add_parser(sub, [client_opts])
 
     cli_submit.add_parsers(sub, client_opts, json_opt)
 
@@ -228,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _external(argv[0], argv[1:])
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except (CliError, refs.RefError, FarmhandError) as exc:
+    except (CliError, cli_agent.AgentUsageError, refs.RefError, FarmhandError) as exc:
         message = exc.detail if isinstance(exc, ApiError) else str(exc)
         print(f"farmhand: error: {message}", file=sys.stderr)
         return 1

@@ -32,7 +32,7 @@ LS_COLUMNS = {
     ],
     "records": ["id", "key", "state", "attempts", "error", "result"],
     "runs": ["id", "record_id", "agent_id", "attempt", "state", "exit_code", "error"],
-    "agents": ["id", "name", "host", "slots", "state", "running", "last_heartbeat"],
+    "agents": ["id", "name", "host", "slots", "state", "running", "last_heartbeat", "status"],
 }
 
 
@@ -71,8 +71,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
         items = client.runs_page(limit=min(args.limit, 1000), state=args.state).items
     if args.json:
         output.dump(items)
-    else:
-        print(output.table([i.model_dump(mode="json") for i in items], LS_COLUMNS[args.what]))
+        return 0
+    rows = [i.model_dump(mode="json") for i in items]
+    if args.what == "agents":  # one readable line, not the status document
+        for row, agent in zip(rows, items, strict=True):
+            row["status"] = output.agent_status(agent.status)
+    print(output.table(rows, LS_COLUMNS[args.what]))
     return 0
 
 

@@ -173,6 +173,12 @@ class FarmhandClient:
     def _body(model: BaseModel) -> Any:
         return model.model_dump(mode="json", exclude_unset=False)
 
+    @staticmethod
+    def _lean(model: BaseModel) -> Any:
+        # Optional fields newer than the server (heartbeat status, claim walltime_left) are
+        # left out when unused, so this client still talks to a server that predates them.
+        return model.model_dump(mode="json", exclude_none=True)
+
     # --- health and tokens ---------------------------------------------------------------
 
     def health(self) -> wire.Health:
@@ -320,12 +326,17 @@ class FarmhandClient:
         return [wire.Agent.model_validate(a) for a in self.request("GET", "/agents")]
 
     def heartbeat(
-        self, agent_id: int, run_ids: list[int], *, timeout: float | None = None
+        self,
+        agent_id: int,
+        run_ids: list[int],
+        *,
+        status: wire.AgentStatus | None = None,
+        timeout: float | None = None,
     ) -> wire.HeartbeatAck:
-        """Renew every lease the agent holds in one request."""
-        body = wire.Heartbeat(run_ids=run_ids)
+        """Renew every lease the agent holds in one request, reporting its status."""
+        body = wire.Heartbeat(run_ids=run_ids, status=status)
         path = f"/agents/{agent_id}/heartbeat"
-        return self._model(wire.HeartbeatAck, "POST", path, json=self._body(body), timeout=timeout)
+        return self._model(wire.HeartbeatAck, "POST", path, json=self._lean(body), timeout=timeout)
 
     def drain(self, agent_id: int, *, timeout: float | None = None) -> wire.Agent:
         """Stop handing this agent new leases (its shutdown began); heartbeats still work."""
@@ -346,10 +357,12 @@ class FarmhandClient:
         free: wire.Resources | None = None,
         campaign_ids: list[int] | None = None,
         datasets: list[str] | None = None,
+        walltime_left: float | None = None,
     ) -> list[wire.Lease]:
         """Claim up to `max_records` leases, long-polling up to `wait` seconds for work;
         `runners` and `free` say what the agent can run and what fits its free share now;
-        only records of `campaign_ids` and `datasets` when given."""
+        only records of `campaign_ids` and `datasets` when given, and (`walltime_left`)
+        whose walltime fits these seconds (None: any)."""
         body = wire.ClaimRequest(
             agent_id=agent_id,
             max_records=max_records,
@@ -359,10 +372,11 @@ class FarmhandClient:
             free=free,
             campaign_ids=campaign_ids,
             datasets=datasets,
+            walltime_left=walltime_left,
         )
         timeout = wait + 30.0
         return self._model(
-            wire.Leases, "POST", "/leases", json=self._body(body), timeout=timeout
+            wire.Leases, "POST", "/leases", json=self._lean(body), timeout=timeout
         ).leases
 
     def start(self, run_id: int, token: str) -> wire.RunAck:

@@ -1,83 +1,64 @@
 """The agent: register, claim leases, run them, and shut down cleanly.
 
-Threads: the caller's thread runs `Agent.run()` and only waits for a stop (so it stays free
-to take signals); one claim thread long-polls for all free slots at once; each lease runs on
-its own `Attempt` thread; the heartbeat thread renews every lease in one request.
+Threads: the caller's thread runs `Agent.run()`, watches the walltime and the disk and
+otherwise only waits for a stop (so it stays free to take signals); one claim thread
+(`claimer.py`) long-polls for all free places at once; each lease runs on its own `Attempt`
+thread; the heartbeat thread renews every lease in one request; the outbox thread delivers
+final reports, also after the server was away.
+
+Two ways to stop: `stop()` (SIGTERM, SIGINT) terminates running commands at once and gives
+their records back; `drain()` (SIGUSR1, or `--walltime-margin` before the batch job ends)
+first sends each running command the checkpoint signal and waits `checkpoint_grace`.
+
+Each claim says what this agent can take: its runners, its free share of cores, GPUs and
+memory (`allocation.py`), its campaign and dataset filters and its walltime left; a lease it
+cannot run all the same (a runner definition changed meanwhile) is given back (`placement.py`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-import random
 import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from farmhand.agent import wire
 from farmhand.agent.allocation import Allocator
 from farmhand.agent.attempt import CHECK_EVERY, Attempt, Context, describe_exit, release
-from farmhand.agent.client import (
-    ApiError,
-    Conflict,
-    FarmhandClient,
-    FarmhandError,
-    ServerUnavailable,
-)
+from farmhand.agent.claimer import ClaimLoop, describe_leases, sort_leases
+from farmhand.agent.client import FarmhandClient, FarmhandError
+from farmhand.agent.config import AgentConfig
+from farmhand.agent.diskguard import DiskGuard
 from farmhand.agent.heartbeat import HeartbeatThread
+from farmhand.agent.outbox import Outbox
 from farmhand.agent.placement import plan
-from farmhand.agent.resources import NodeResources, detect
-from farmhand.agent.retry import is_transient
+from farmhand.agent.resources import detect
 from farmhand.agent.runners import definitions
+from farmhand.agent.slots import Slots
+from farmhand.agent.status import Tally
+from farmhand.agent.walltime import Walltime, checkpoint_all, describe
 
-__all__ = ["Agent", "AgentConfig", "describe_exit", "install_signal_handlers"]
+__all__ = ["Agent", "AgentConfig", "describe_exit", "install_signal_handlers"]  # config re-exported
 
 log = logging.getLogger("farmhand.agent")
 
 #: Seconds, beyond the grace, that a shutdown waits for its runs to be released.
 SHUTDOWN_SLACK = 5.0
-#: Seconds a shutdown call (drain, release, deregister) may take against a hung server.
+#: Seconds a shutdown call (drain, deregister) may take against a hung server.
 SHUTDOWN_CALL_TIMEOUT = 5.0
-#: Least seconds between two claims that found nothing (when poll_wait is below it).
-MIN_CLAIM_GAP = 0.5
-#: Longest pause after a claim that brought only records this agent gave back.
-MAX_REFUSED_PAUSE = 30.0
-OUTCOMES = ("done", "failed", "released", "cancelled", "lost", "orphaned", "refused")
-
-
-@dataclass
-class AgentConfig:
-    """What `farmhand agent` is told on its command line."""
-
-    server: str
-    token: str | None = None
-    slots: int = 1
-    workdir: Path = Path("farmhand-work")
-    name: str | None = None  # default f"{hostname}-{pid}"
-    exit_when_idle: float | None = None  # seconds with nothing running and nothing to claim
-    campaign_id: int | None = None
-    campaign_ids: list[int] | None = None  # claim only from these campaigns
-    datasets: list[str] | None = None  # claim only records of these datasets
-    poll_wait: float = 10.0  # long-poll seconds per claim (capped by wire.MAX_WAIT_SECONDS)
-    term_grace: float = 5.0  # SIGTERM→SIGKILL grace when terminating a run
-    report_deadline: float = 600.0  # how long a report retries an unreachable server
-    runners: definitions.Runners | None = None  # default: only the built-in subprocess
-    resources: NodeResources | None = None  # default: detected from the batch system and OS
+#: How often the main thread measures the disk (and asks whether the walltime moved).
+WATCH_EVERY = 2.0
 
 
 class Agent:
     """A farmhand agent: `run()` works until `stop()` (or idleness) and returns 0."""
 
     def __init__(self, config: AgentConfig, client: FarmhandClient | None = None):
-        if config.slots < 1:
-            raise ValueError(f"slots must be at least 1, not {config.slots}")
-        if config.poll_wait < 0 or config.term_grace < 0:
-            raise ValueError("poll_wait and term_grace must not be negative")
-        if config.exit_when_idle is not None and config.exit_when_idle < 0:
-            raise ValueError("exit_when_idle must not be negative")
+        config.check()
         self.config = config
         self.name = config.name or f"{socket.gethostname()}-{os.getpid()}"
         self.client = client if client is not None else FarmhandClient(config.server, config.token)
@@ -85,16 +66,21 @@ class Agent:
         self.agent_id: int | None = None
         self.lease_ttl: float | None = None
         self.exit_status = 0
-        # "refused": leases given back at once, for a runner or resources this agent lacks.
-        self.counts = dict.fromkeys(OUTCOMES, 0)
+        self.tally = Tally()
         self.runners = config.runners or definitions.builtin()
         self.allocator = Allocator(config.resources or detect(), config.slots)
+        workdir = Path(config.workdir).resolve()
+        self.walltime = Walltime(None, config.walltime_margin, "not yet known")
+        self.disk = DiskGuard(workdir, config.disk_limit)
+        self.outbox = Outbox(config.outbox_dir.resolve(), self.client, self.tally.delivered)
+        self.heartbeat: HeartbeatThread | None = None
+        self.paused: str | None = None  #: why the agent claims nothing now
         self._cond = threading.Condition()
         self._attempts: dict[int, Attempt] = {}
-        self._ended = 0  # attempts that ended, so a pause can end with one
         self._last_busy = time.monotonic()
         self._stopping = threading.Event()  # shutdown began: claims stop, attempts abort
         self._wake = threading.Event()
+        self._claim_wake = threading.Event()
         self._stop_requested = False  # plain attributes: stop() may run in a signal handler
         self._stop_reason = ""
         self._started = False
@@ -102,14 +88,16 @@ class Agent:
         self._close_when_claimer_done = False
         self._context = Context(
             client=self.client,
-            workdir=Path(config.workdir).resolve(),
+            workdir=workdir,
             agent_name=self.name,
             term_grace=config.term_grace,
             report_deadline=config.report_deadline,
             stopping=self._stopping,
-            count=self._count,
+            count=self.tally.count,
             runners=self.runners,
             allocator=self.allocator,
+            outbox=self.outbox,
+            slots=Slots(config.slots),
         )
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -123,26 +111,35 @@ class Agent:
         if self._stop_requested:
             return 0
         try:
-            self._register()
+            self._prepare()
         except BaseException:
             self._close_client()
             raise
         assert self.agent_id is not None and self.lease_ttl is not None
-        heartbeat = HeartbeatThread(
+        heartbeat = self.heartbeat = HeartbeatThread(
             self.client,
             self.agent_id,
             self.lease_ttl / 3,
             self._held_run_ids,
-            self._on_cancel,
-            self._on_lost,
+            functools.partial(self._abort, reason="cancelled"),
+            functools.partial(self._abort, reason="lost"),
+            status=self.status,
+            on_reconnect=self._reconnected,
         )
         claimer = threading.Thread(target=self._claim_loop, name="farmhand-claim", daemon=True)
+        self.outbox.start()
         heartbeat.start()
         claimer.start()
         try:
+            watched = 0.0
             while not self._stop_requested:
                 self._wake.wait(CHECK_EVERY)
                 self._wake.clear()
+                if time.monotonic() - watched >= WATCH_EVERY:
+                    watched = time.monotonic()
+                    self._watch()
+                if self.walltime.drain_due():
+                    self.drain(f"the walltime ends in {describe(self.walltime.left())}")
         finally:
             self._shutdown(heartbeat)
         return self.exit_status
@@ -158,16 +155,27 @@ class Agent:
             return
         self._request_stop(reason)
 
+    def drain(self, reason: str = "walltime drain") -> None:
+        """Begin the walltime drain: claim nothing more, send running commands the checkpoint
+        signal, give them `checkpoint_grace` seconds, then stop like `stop()`. Does nothing
+        once a stop has begun. Safe in a signal handler."""
+        if self._stop_requested:
+            return
+        self._context.draining = True
+        self._request_stop(reason)
+
     def _request_stop(self, reason: str) -> None:
         """Begin a graceful shutdown unless one is already requested (never escalates)."""
         if self._stop_requested:
             return
         self._stop_reason = reason or "stop requested"
         self._stop_requested = True
+        self._context.stop_requested = True
         if threading.current_thread() is not threading.main_thread():
             # A signal handler runs on the main thread and may interrupt Event.wait while it
             # holds the event's lock; there, run() notices the flag within CHECK_EVERY.
             self._wake.set()
+            self._claim_wake.set()
 
     @property
     def stopping(self) -> bool:
@@ -175,14 +183,43 @@ class Agent:
         return self._stopping.is_set()
 
     @property
+    def draining(self) -> bool:
+        """Whether the stop is a walltime drain (checkpoint first)."""
+        return self._context.draining
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Runs by outcome: done, failed, released, cancelled, lost, orphaned, refused."""
+        return self.tally.counts
+
+    @property
     def running(self) -> int:
-        """How many attempts this agent is working on."""
+        """How many attempts this agent is working on (queued prefetches included)."""
         with self._cond:
             return len(self._attempts)
 
-    def _register(self) -> None:
+    def attempts(self) -> list[Attempt]:
+        """The attempts in progress, oldest first."""
+        with self._cond:
+            return sorted(self._attempts.values(), key=lambda a: a.began)
+
+    def status(self) -> wire.AgentStatus:
+        """What the heartbeat tells the server about this agent."""
+        return wire.AgentStatus(
+            paused=None if self.paused is None else self.paused[:500],  # long paths
+            disk_used_percent=self.disk.used,
+            walltime_left=self.walltime.left(),
+            outbox=len(self.outbox),
+        )
+
+    def _prepare(self) -> None:
         cfg = self.config
         self._context.workdir.mkdir(parents=True, exist_ok=True)
+        self.outbox.open()
+        self.walltime = Walltime.discover(
+            walltime=cfg.walltime, margin=cfg.walltime_margin, environ=os.environ
+        )
+        self.paused = self.disk.check()  # before the first claim, not a watch later
         answer = self.client.register(
             wire.AgentRegister(
                 name=self.name,
@@ -195,19 +232,43 @@ class Agent:
         )
         self.agent_id, self.lease_ttl = answer.agent.id, answer.lease_ttl
         log.info(
-            "agent %s registered as agent %d at %s: %d slot(s), leases last %gs, work in %s",
+            "agent %s registered as agent %d at %s: %d slot(s)%s, leases last %gs, work in %s; %s",
             self.name,
             self.agent_id,
             self.client.server,
             cfg.slots,
+            f" + {cfg.prefetch} prefetched" if cfg.prefetch else "",
             self.lease_ttl,
             self._context.workdir,
+            self.walltime.describe(),
         )
         log.info(
             "runners: %s; resources: %s",
             ", ".join(self.runners.offered()),
             self.allocator.total.describe(),
         )
+        if self.outbox.inherited:
+            log.info(
+                "delivering %d report(s) an earlier agent left in %s",
+                self.outbox.inherited,
+                self.outbox.directory,
+            )
+
+    def _reconnected(self) -> None:
+        """The server answers again: deliver and claim now, not after the backoff pauses."""
+        self.outbox.nudge()
+        self._claim_wake.set()
+
+    def _watch(self) -> None:
+        """Measure the disk, ask whether the job's end moved; tell the server of a change."""
+        self.walltime.maybe_refresh()
+        paused = self.disk.check()
+        flipped = (paused is None) != (self.paused is None)
+        self.paused = paused
+        if flipped:
+            self._claim_wake.set()
+            if self.heartbeat is not None:
+                self.heartbeat.poke()  # `farmhand ls agents` shows it now, not a beat later
 
     def _shutdown(self, heartbeat: HeartbeatThread) -> None:
         log.info("agent %s stopping: %s", self.name, self._stop_reason or "interrupted")
@@ -217,10 +278,20 @@ class Agent:
             log.warning("could not drain agent %d: %s", self.agent_id, exc)
         with self._cond:
             self._stopping.set()
-            attempts = list(self._attempts.values())
-            for attempt in attempts:  # each attempt's thread terminates and releases it
-                attempt.request_abort("shutdown")
+            self._claim_wake.set()
             self._cond.notify_all()
+        if self.draining:
+            cfg = self.config
+            checkpoint_all(
+                self.attempts(),
+                cfg.checkpoint_signal,
+                cfg.checkpoint_grace,
+                interrupted=lambda: self._context.kill_now,
+            )
+        reason = "walltime" if self.draining else "shutdown"
+        attempts = self.attempts()
+        for attempt in attempts:  # each attempt's thread terminates and releases it
+            attempt.request_abort(reason)
         deadline = time.monotonic() + self.config.term_grace + SHUTDOWN_SLACK
         for attempt in attempts:
             attempt.thread.join(max(0.0, deadline - time.monotonic()))
@@ -230,13 +301,20 @@ class Agent:
                 "shutdown did not finish for %s; deregistering releases their leases",
                 ", ".join(stuck),
             )
+        timeout, left = self.config.report_deadline, self.walltime.left()
+        if left is not None:  # leave a few seconds to exit before the batch system kills us
+            timeout = min(timeout, max(SHUTDOWN_CALL_TIMEOUT, left - SHUTDOWN_SLACK))
+        delivered = self.outbox.deliver_all(timeout, interrupted=lambda: self._context.kill_now)
         heartbeat.stop(timeout=1.0)
-        try:
-            self.client.deregister(self.agent_id, timeout=SHUTDOWN_CALL_TIMEOUT)
-        except FarmhandError as exc:
-            log.warning("could not deregister agent %d: %s", self.agent_id, exc)
-        tally = ", ".join(f"{n} {outcome}" for outcome, n in self.counts.items())
-        log.info("agent %s stopped: %s", self.name, tally)
+        self.outbox.stop()
+        # Deregistering releases every lease the agent holds: not while results wait to be
+        # delivered, but what waits may be releases only (a second stop cut delivery short).
+        if delivered or self.outbox.only_releases():
+            try:
+                self.client.deregister(self.agent_id, timeout=SHUTDOWN_CALL_TIMEOUT)
+            except FarmhandError as exc:
+                log.warning("could not deregister agent %d: %s", self.agent_id, exc)
+        log.info("agent %s stopped: %s", self.name, self.tally.summary())
         with self._cond:
             close_now = self._claimer_done
             self._close_when_claimer_done = not close_now
@@ -247,22 +325,38 @@ class Agent:
         if self._owns_client:
             self.client.close()
 
-    def _count(self, outcome: str) -> None:
-        with self._cond:
-            self.counts[outcome] += 1
-
     # --- claiming ------------------------------------------------------------------------
 
     def _stopped(self) -> bool:
         return self._stop_requested or self._stopping.is_set()
 
     def _claim_loop(self) -> None:
+        assert self.agent_id is not None and self.lease_ttl is not None
+        cfg = self.config
+        loop = ClaimLoop(
+            client=self.client,
+            agent_id=self.agent_id,
+            poll=min(cfg.poll_wait, wire.MAX_WAIT_SECONDS),
+            exit_when_idle=cfg.exit_when_idle,
+            campaign_id=cfg.campaign_id,
+            campaign_ids=cfg.campaign_ids,
+            datasets=cfg.datasets,
+            runners=self.runners.offered(),
+            free=self._free,
+            room=self._room,
+            accept=self._accept,
+            paused=self._claim_pause,
+            usable_time=self.walltime.usable,
+            stop=self._claims_over,
+            wake=self._claim_wake,
+        )
         try:
-            self._claim_until_stopped()
+            # What an earlier process left goes first, while its leases may still be live.
+            self.outbox.flush(self.lease_ttl, interrupted=self._stopped)
+            loop.run()
         except Exception:
             log.exception("the claim loop failed; stopping")
-            self.exit_status = 1
-            self._request_stop("claim loop failed")
+            self._claims_over("claim loop failed", True)
         finally:
             # An in-flight long poll may outlive run(); the client is closed by whichever
             # of the two finishes last.
@@ -272,132 +366,91 @@ class Agent:
             if close:
                 self._close_client()
 
-    def _claim_until_stopped(self) -> None:
-        cfg = self.config
-        failures = refused = 0
-        while not self._stopped():
-            with self._cond:
-                while not self._stopped() and (
-                    len(self._attempts) >= cfg.slots or not self.allocator.has_room()
-                ):
-                    self._cond.wait(1.0)
-                if self._stopped():
-                    return
-                free = cfg.slots - len(self._attempts)
-                ended = self._ended
-                if self._attempts:
-                    self._last_busy = time.monotonic()
-                idle_for = time.monotonic() - self._last_busy
-            wait = min(cfg.poll_wait, wire.MAX_WAIT_SECONDS)
-            if cfg.exit_when_idle is not None:
-                # Shrink the poll so it ends by the idle deadline; a poll begun while
-                # attempts run ends before any deadline their end could set.
-                wait = min(wait, cfg.exit_when_idle - idle_for)
-                if wait <= 0:
-                    log.info("nothing running and nothing to claim for %gs", cfg.exit_when_idle)
-                    self._request_stop(f"idle for {cfg.exit_when_idle:g}s")
-                    return
-            try:
-                leases = self.client.claim(
-                    self.agent_id,
-                    min(free, wire.MAX_CLAIM),
-                    wait=wait,
-                    campaign_id=cfg.campaign_id,
-                    runners=self.runners.offered(),
-                    free=self.allocator.free(),
-                    campaign_ids=cfg.campaign_ids,
-                    datasets=cfg.datasets,
-                )
-            except Conflict as exc:
-                self._request_stop(f"the server refused claims: {exc.detail}")
-                return
-            except (ServerUnavailable, ApiError) as exc:
-                if not is_transient(exc):
-                    log.error("the server rejected this agent's claim: %s", exc)
-                    self.exit_status = 1
-                    self._request_stop(f"claim rejected: {exc}")
-                    return
-                failures += 1
-                pause = random.uniform(0.5, 1.0) * min(30.0, 0.5 * 2 ** min(failures - 1, 6))
-                log.warning("claim failed, retrying in %.1fs: %s", pause, exc)
-                self._stopping.wait(pause)
-                continue
-            failures = 0
-            if leases and not self._accept(leases):
-                # Every lease went back (a runner or resources we lack): the server would
-                # hand them straight back, so pause, growing, within the idle deadline.
-                refused += 1
-                pause = min(MAX_REFUSED_PAUSE, MIN_CLAIM_GAP * 2 ** min(refused, 6))
-                if cfg.exit_when_idle is not None:
-                    pause = min(pause, cfg.exit_when_idle - idle_for)
-                self._pause_unless_a_run_ends(pause, ended)
-            elif leases:
-                refused = 0
-            elif cfg.poll_wait < MIN_CLAIM_GAP:
-                # Without a long poll, empty claims must not hammer the server.
-                gap = MIN_CLAIM_GAP - wait
-                if cfg.exit_when_idle is not None:
-                    gap = min(gap, cfg.exit_when_idle - idle_for - wait)
-                self._stopping.wait(max(0.0, gap))
+    def _claims_over(self, reason: str, failed: bool) -> None:
+        if failed:
+            self.exit_status = 1
+        self._request_stop(reason)
 
-    def _accept(self, leases: list[wire.Lease]) -> int:
-        """Start an attempt for each lease this agent can run, give the others back; how
-        many it kept."""
-        plans = [(lease, plan(lease, self.runners, self.allocator)) for lease in leases]
-        kept = [(lease, p) for lease, p in plans if p.refusal is None]
+    def _room(self) -> tuple[int, float] | None:
+        """Block until a lease fits (slots + prefetch; without prefetch also some free
+        cores); (free places, seconds idle)."""
+        cfg = self.config
+        capacity = cfg.slots + cfg.prefetch
+        with self._cond:
+            while not self._stopped() and (
+                len(self._attempts) >= capacity
+                or (not cfg.prefetch and not self.allocator.has_room())
+            ):
+                self._cond.wait(1.0)
+            if self._stopped():
+                return None
+            if self._attempts:
+                self._last_busy = time.monotonic()
+            return capacity - len(self._attempts), time.monotonic() - self._last_busy
+
+    def _free(self) -> wire.Resources:
+        """The resources a claim may ask for: the free share now; with prefetch, anything
+        that fits the agent at all (a prefetched lease waits for its share as for its slot,
+        in claim order)."""
+        if self.config.prefetch:
+            return self.allocator.total.to_wire()
+        return self.allocator.free()
+
+    def _claim_pause(self) -> str | None:
+        if self.walltime.drain_due():
+            return "the walltime drain is due"
+        return self.paused
+
+    def _accept(self, leases: list[wire.Lease], free: int) -> tuple[int, int]:
+        """Start an attempt per lease that fits, up to `free`; give back the rest. Returns
+        (kept, given back as too long for the walltime)."""
+        plans = {lease.run_id: plan(lease, self.runners, self.allocator) for lease in leases}
+        refused = [lease for lease in leases if plans[lease.run_id].refusal is not None]
+        runnable = [lease for lease in leases if plans[lease.run_id].refusal is None]
+        fitting, too_long, surplus = sort_leases(runnable, free, self.walltime.refuses)
         with self._cond:
             late = self._stopped()
-            if not late and kept:
-                for lease, p in kept:
-                    attempt = Attempt(lease, self._context, self._attempt_ended, p)
+            if not late:
+                for lease in fitting:
+                    attempt = Attempt(
+                        lease, self._context, self._attempt_ended, plans[lease.run_id]
+                    )
                     self._attempts[lease.run_id] = attempt
                     attempt.thread.start()  # under the lock, so a shutdown can join it
-                self._last_busy = time.monotonic()
+                    self._last_busy = time.monotonic()
         if late:
             log.info("releasing %d lease(s) that arrived during shutdown", len(leases))
             for lease in leases:
-                release(self.client, lease)
-            return 0
-        for lease, p in plans:
-            if p.refusal is not None:
-                log.warning("giving back %s (run %d): %s", lease.key, lease.run_id, p.refusal)
-                release(self.client, lease, f"agent {self.name}: {p.refusal}")
-                self._count("refused")
-        if kept:
-            shown = ", ".join(f"{lease.key} (run {lease.run_id})" for lease, _ in kept[:8])
-            more = f" and {len(kept) - 8} more" if len(kept) > 8 else ""
-            log.info("claimed %d: %s%s", len(kept), shown, more)
-        return len(kept)
-
-    def _pause_unless_a_run_ends(self, seconds: float, ended: int) -> None:
-        """Wait `seconds`, less if the agent stops or a run ends after `ended` runs had
-        (a freed slot may claim what came behind the refused records)."""
-        deadline = time.monotonic() + seconds
-        with self._cond:
-            while not self._stopped() and self._ended == ended:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return
-                self._cond.wait(min(left, CHECK_EVERY))
+                release(self.outbox, lease, "agent shutting down")
+            return 0, 0
+        for lease in refused:  # a runner or resources this agent lacks: no attempt spent
+            why = plans[lease.run_id].refusal
+            log.warning("giving back %s (run %d): %s", lease.key, lease.run_id, why)
+            release(self.outbox, lease, f"agent {self.name}: {why}")
+            self.tally.count("refused")
+        for lease, why in too_long + surplus:  # a release spends no attempt
+            log.info("released %s (run %d): %s", lease.key, lease.run_id, why)
+            release(self.outbox, lease, why)
+            self.tally.count("released")
+        if fitting:
+            log.info("claimed %d: %s", len(fitting), describe_leases(fitting))
+        return len(fitting), len(too_long)
 
     def _attempt_ended(self, attempt: Attempt) -> None:
         with self._cond:
-            self._ended += 1
             self._attempts.pop(attempt.lease.run_id, None)
             self._last_busy = time.monotonic()
             self._cond.notify_all()
+        # Its share is free again: a claim pausing after records it had to give back (or
+        # found nothing that fitted the share then) may find something now.
+        self._claim_wake.set()
 
     # --- heartbeat callbacks -------------------------------------------------------------
 
     def _held_run_ids(self) -> list[int]:
         with self._cond:
-            return list(self._attempts)
-
-    def _on_cancel(self, run_id: int) -> None:
-        self._abort(run_id, "cancelled")
-
-    def _on_lost(self, run_id: int) -> None:
-        self._abort(run_id, "lost")
+            held = list(self._attempts)
+        return held + self.outbox.pending_run_ids()  # reports waiting keep their leases
 
     def _abort(self, run_id: int, reason: str) -> None:
         with self._cond:
@@ -407,10 +460,15 @@ class Agent:
 
 
 def install_signal_handlers(agent: Agent) -> None:
-    """Route SIGTERM and SIGINT to `agent.stop()`; call it from the main thread."""
+    """SIGTERM and SIGINT stop the agent (a second one kills the commands at once); SIGUSR1
+    starts the walltime drain. Call it from the main thread."""
 
     def handle(signum: int, frame: object) -> None:
         agent.stop(f"received {signal.Signals(signum).name}")
 
+    def handle_drain(signum: int, frame: object) -> None:
+        agent.drain(f"received {signal.Signals(signum).name}: walltime drain")
+
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGUSR1, handle_drain)

@@ -7,6 +7,9 @@ from collections.abc import Sequence
 from enum import Enum
 from typing import Any
 
+from farmhand.agent import wire
+from farmhand.agent.walltime import describe
+
 
 def table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
     """Rows as an aligned text table with upper-case headers."""
@@ -40,3 +43,18 @@ def dump(models: Any) -> None:
     else:
         data = models.model_dump(mode="json")
     print(json.dumps(data, indent=2))
+
+
+def agent_status(status: wire.AgentStatus | None) -> str:
+    """An agent's last reported status as one short line for `farmhand ls agents`:
+    `paused: disk 93.1% used, limit 90% (/scratch)` or `claiming, disk 41%, 1h 02m left`."""
+    if status is None:
+        return "-"
+    parts = [f"paused: {status.paused}" if status.paused else "claiming"]
+    if status.disk_used_percent is not None and not status.paused:
+        parts.append(f"disk {status.disk_used_percent:.0f}%")
+    if status.walltime_left is not None:
+        parts.append(f"{describe(status.walltime_left)} left")
+    if status.outbox:
+        parts.append(f"{status.outbox} report(s) waiting")
+    return ", ".join(parts)

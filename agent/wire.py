@@ -309,6 +309,23 @@ class AgentRegister(Strict):
     resources: Resources | None = Field(default=None, description="its total resources")
 
 
+class AgentStatus(Loose):
+    """What an agent says about itself with each heartbeat; shown by `farmhand ls agents`.
+
+    Loose on purpose, in both directions: a newer agent's extra fields must not make an older
+    server refuse the heartbeat that renews its leases.
+    """
+
+    paused: str | None = Field(
+        default=None, max_length=500, description="why the agent claims nothing now, if it does not"
+    )
+    disk_used_percent: float | None = Field(default=None, ge=0, le=100)
+    walltime_left: float | None = Field(
+        default=None, description="seconds until the agent's batch job ends; None = unlimited"
+    )
+    outbox: int = Field(default=0, ge=0, description="finished runs whose reports wait to be sent")
+
+
 class Agent(Loose):
     """A registered worker process."""
 
@@ -321,6 +338,7 @@ class Agent(Loose):
     registered_at: datetime
     last_heartbeat: datetime
     running: int = 0
+    status: AgentStatus | None = None
 
 
 class AgentRegistered(Loose):
@@ -331,9 +349,10 @@ class AgentRegistered(Loose):
 
 
 class Heartbeat(Strict):
-    """The runs an agent holds; one request renews all their leases."""
+    """The runs an agent holds (one request renews all their leases) and how it is doing."""
 
     run_ids: list[int] = Field(default_factory=list, max_length=100_000)
+    status: AgentStatus | None = None
 
 
 class HeartbeatAck(Loose):
@@ -364,6 +383,12 @@ class ClaimRequest(Strict):
     )
     free: Resources | None = Field(
         default=None, description="what fits in the agent's free share now"
+    )
+    walltime_left: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="seconds the agent has left (its batch job's end minus a margin); only "
+        "records whose run_args walltime fits are wanted; None = unlimited",
     )
 
 

@@ -26,11 +26,20 @@ def register(
 
 
 def heartbeat(
-    session: Session, *, agent_id: int, run_ids: list[int], now: datetime, ttl: float
+    session: Session,
+    *,
+    agent_id: int,
+    run_ids: list[int],
+    now: datetime,
+    ttl: float,
+    status: wire.AgentStatus | None = None,
 ) -> wire.HeartbeatAck:
-    """Renew the agent's leases and tell it which of its runs to stop."""
+    """Renew the agent's leases, keep the status it reports, and tell it which of its runs
+    to stop."""
     agent = leases.active_agent(session, agent_id, draining_ok=True)
     agent.last_heartbeat = now
+    if status is not None:  # agents that send none keep what they had (None)
+        agent.status = status.model_dump(mode="json")
     session.add(agent)
     renewed, expires = leases.renew(session, agent_id=agent_id, run_ids=run_ids, now=now, ttl=ttl)
     cancel: list[int] = []

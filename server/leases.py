@@ -175,6 +175,7 @@ _FILTERS = {
     "cores": _fits(REC.c.cores, "b_cores"),
     "gpus": _fits(REC.c.gpus, "b_gpus"),
     "memory_mb": _fits(REC.c.memory_mb, "b_memory_mb"),
+    "walltime": _fits(REC.c.walltime, "b_walltime"),
 }
 
 
@@ -269,8 +270,10 @@ def claim(
     datasets: list[str] | None = None,
     runners: list[str] | None = None,
     free: wire.Resources | None = None,
+    walltime_left: float | None = None,
 ) -> list[wire.Lease]:
-    """Lease up to `max_records` ready records to the agent, highest priority first.
+    """Lease up to `max_records` ready records to the agent, highest priority first; only
+    records whose walltime fits the agent's `walltime_left` seconds, when given.
 
     `clock` is read twice: before the claim (expiry and lease end) and after the records are
     locked (the runs' `claimed_at`), so a run never starts before the end of the attempt a
@@ -294,7 +297,12 @@ def claim(
         "b_expires": expires,
         "b_now": now,
     }
-    wanted = {"campaigns": campaign_ids, "datasets": datasets, "runners": runners}
+    wanted = {
+        "campaigns": campaign_ids,
+        "datasets": datasets,
+        "runners": runners,
+        "walltime": walltime_left,
+    }
     if free is not None:
         wanted.update(cores=free.cores, gpus=free.gpus, memory_mb=free.memory_mb)
     wanted = {name: value for name, value in wanted.items() if value is not None}

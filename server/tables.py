@@ -170,6 +170,11 @@ class Agent(SQLModel, table=True):
     token_id: int | None = None
     registered_at: datetime = _when(now=True)
     last_heartbeat: datetime = _when(now=True)
+    status: dict[str, Any] | None = Field(
+        default=None,
+        sa_column=Column(JSON, nullable=True),
+        description="the wire.AgentStatus of its last heartbeat (paused, disk, outbox, …)",
+    )
 
 
 class Token(SQLModel, table=True):

@@ -23,6 +23,9 @@ from farmhand.server.db import Database
 from farmhand.server.settings import Settings
 from tests.databases import BACKENDS, PostgresDatabase, require_postgres
 
+# Fixtures for the HPC tests: `small_fs` (a tmpfs), `slurm` (the machine's Slurm).
+pytest_plugins = ("tests.filesystems", "tests.slurm")
+
 ADMIN = "fh_test_admin_token"
 FARMHAND = [sys.executable, "-m", "farmhand.agent"]
 

@@ -45,10 +45,16 @@ def list_agents(db: DbDep, _: SubmitterDep) -> list[wire.Agent]:
 def heartbeat(
     agent_id: int, body: wire.Heartbeat, db: DbDep, settings: SettingsDep, now: NowDep, _: AgentDep
 ) -> wire.HeartbeatAck:
-    """One request renews the leases of all listed runs and names the runs to stop."""
+    """One request renews the leases of all listed runs, stores the agent's status and names
+    the runs to stop."""
     with db.write() as session:
         return agents.heartbeat(
-            session, agent_id=agent_id, run_ids=body.run_ids, now=now, ttl=settings.lease_ttl
+            session,
+            agent_id=agent_id,
+            run_ids=body.run_ids,
+            now=now,
+            ttl=settings.lease_ttl,
+            status=body.status,
         )
 
 

@@ -39,6 +39,7 @@ async def claim(
                 datasets=body.datasets,
                 runners=body.runners,
                 free=body.free,
+                walltime_left=body.walltime_left,
             )
 
     while True:

@@ -136,3 +136,37 @@ def test_interval_must_be_positive() -> None:
         pytest.raises(ValueError, match="interval"),
     ):
         HeartbeatThread(client, 1, 0, list, print, print)
+
+
+def test_the_first_beat_after_an_outage_says_the_server_is_back(
+    live_server: LiveServer, probe: Probe
+) -> None:
+    back: list[bool] = []
+    with FarmhandClient(live_server.url, live_server.admin_token) as client:
+        agent_id, _ = claim_leases(client, 1)
+        beat = HeartbeatThread(
+            client, agent_id, 60, list, print, print, on_reconnect=lambda: back.append(True)
+        )
+        assert beat.beat() is not None and back == []  # no outage yet: nothing to say
+        live_server.stop()
+        assert beat.beat() is None and "cannot reach" in (beat.last_error or "")
+        live_server.start()
+        assert beat.beat() is not None
+    assert back == [True] and beat.last_error is None
+
+
+def test_a_status_that_cannot_be_told_does_not_cost_the_leases(
+    live_server: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = live_server.client()
+    agent_id, leases = claim_leases(client, 1)
+
+    def broken() -> wire.AgentStatus:
+        raise RuntimeError("statvfs exploded")
+
+    beat = HeartbeatThread(
+        client, agent_id, 60, lambda: [leases[0].run_id], print, print, status=broken
+    )
+    ack = beat.beat()
+    assert ack is not None and ack.renewed == 1
+    assert "heartbeat without it" in caplog.text

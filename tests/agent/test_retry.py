@@ -8,7 +8,7 @@ import time
 import pytest
 
 from farmhand.agent.client import ApiError, Conflict, ServerUnavailable
-from farmhand.agent.retry import is_transient, retry_unavailable
+from farmhand.agent.retry import Backoff, is_transient, retry_unavailable
 
 
 class Flaky:
@@ -115,3 +115,16 @@ def test_server_errors_are_retried_but_client_errors_are_not() -> None:
     assert len(pauses.pauses) == 2
     assert is_transient(ServerUnavailable("down")) and is_transient(ApiError(502, "bad gateway"))
     assert not is_transient(Conflict(409, "stale")) and not is_transient(ApiError(422, "bad"))
+
+
+def test_backoff_doubles_with_jitter_up_to_its_cap_and_resets() -> None:
+    backoff = Backoff(first=1.0, cap=10.0)
+    pauses = [backoff.next() for _ in range(7)]
+    for pause, ceiling in zip(pauses, [1, 2, 4, 8, 10, 10, 10], strict=True):
+        assert ceiling / 2 <= pause <= ceiling
+    backoff.reset()
+    assert 0.5 <= backoff.next() <= 1.0
+    assert Backoff(first=5.0, cap=2.0).next() <= 2.0  # the cap wins over the first pause
+    assert Backoff(first=0.0, cap=0.0).next() == 0.0
+    with pytest.raises(ValueError, match="must not be negative"):
+        Backoff(first=-1.0)

@@ -164,3 +164,19 @@ def test_claims_match_runners_and_the_free_share(api: TestClient) -> None:
     assert [x["key"] for x in claim_all(api, a, runners=["subprocess"], free=big)] == ["wide"]
     got = claim_all(api, a, runners=["lammps", "subprocess"], free={**big, "memory_mb": 8192})
     assert sorted(x["key"] for x in got) == ["gpu2", "md"]
+
+
+def test_claims_match_the_walltime_left(api: TestClient) -> None:
+    c = campaign(api)
+    post(
+        api,
+        c,
+        {"key": "long", "command": "x", "run_args": {"walltime": 200}, "priority": 9},
+        {"key": "short", "command": "x", "run_args": {"walltime": 50}},
+        {"key": "open", "command": "x"},
+    )
+    a = agent(api)
+    got = claim_all(api, a, walltime_left=100)
+    assert sorted(x["key"] for x in got) == ["open", "short"]
+    assert claim_all(api, a, walltime_left=100) == []  # "long" is never handed to it
+    assert [x["key"] for x in claim_all(api, a, walltime_left=300)] == ["long"]

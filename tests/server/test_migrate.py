@@ -112,7 +112,11 @@ def _advance_sequences(conn: Connection) -> None:
 
 # The rows each revision can hold. Adding a revision? Add a seed for the one before it, so
 # the upgrade from it is tested with data in the database.
-SEEDS: dict[str, Callable[[Connection], None]] = {"0001": seed_0001, "0002": seed_0001}
+SEEDS: dict[str, Callable[[Connection], None]] = {
+    "0001": seed_0001,
+    "0002": seed_0001,
+    "0003": seed_0001,
+}
 
 
 def revisions() -> list[str]:
@@ -135,6 +139,8 @@ def check_seeded_data(api: TestClient) -> None:
     ]
     running = api.get(f"{API}/records/2").json()
     assert running["state"] == "running" and running["runs"][0]["state"] == "running"
+    (agent,) = [a for a in api.get(f"{API}/agents").json() if a["id"] == 7]
+    assert (agent["name"], agent["slots"], agent["status"]) == ("a", 4, None)  # 0004's column
     as_submitter = api.get(f"{API}/records/3", headers={"Authorization": f"Bearer {OLD_TOKEN}"})
     assert as_submitter.status_code == 200 and as_submitter.json()["state"] == "ready"
     # New rows get fresh ids after the old ones.

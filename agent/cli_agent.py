@@ -1,0 +1,228 @@
+"""`farmhand agent`: its options, and running an agent until it stops.
+
+Kept apart from `cli.py` because the agent has many knobs (slots, prefetch, polling, walltime,
+checkpoint, disk guard, outbox, live display, runners and resources, campaign and dataset
+filters) and the rest of the CLI needs none of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from farmhand.agent import offer, refs, wire
+from farmhand.agent.client import FarmhandClient
+
+__all__ = ["add_parser", "cmd_agent"]
+
+#: Logging for plain (non-display) runs: one structured line per event.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+
+
+class AgentUsageError(Exception):
+    """A bad `farmhand agent` option; the CLI prints it as a one-line error."""
+
+
+def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """Add `farmhand agent` and its options to the subcommand parsers `sub`."""
+    p = sub.add_parser("agent", parents=parents, help="run an agent")
+    p.add_argument(
+        "--slots",
+        type=_count(1),
+        help="records run at once (default: the cores it has, at least 1)",
+    )
+    p.add_argument(
+        "--prefetch",
+        type=_count(0),
+        default=0,
+        metavar="M",
+        help="leases claimed and staged ahead, waiting for a free slot (default 0)",
+    )
+    p.add_argument("--workdir", default="farmhand-work", help="where run directories go")
+    p.add_argument("--name", help="agent name (default: HOST-PID)")
+    p.add_argument(
+        "--campaign",
+        action="append",
+        metavar="NAME[:VERSION]",
+        help="claim only from this campaign (NAME: its latest version at start; or an id); "
+        "repeatable",
+    )
+    p.add_argument(
+        "--dataset", action="append", metavar="X", help="claim only this dataset; repeatable"
+    )
+    p.add_argument(
+        "--exit-when-idle",
+        type=_seconds,
+        metavar="SECONDS",
+        help="exit after this many seconds with nothing to do",
+    )
+    p.add_argument(
+        "--poll",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help=f"longest long poll and idle interval (default 10, at most {wire.MAX_WAIT_SECONDS:g})",
+    )
+    p.add_argument(
+        "--walltime",
+        type=_seconds,
+        metavar="DURATION",
+        help="this agent's time from its start (90m, 2h, HH:MM:SS); under Slurm the job's end "
+        "is found by itself",
+    )
+    p.add_argument(
+        "--walltime-margin",
+        type=_seconds,
+        default=120.0,
+        metavar="DURATION",
+        help="start the walltime drain this long before the end (default 120s)",
+    )
+    p.add_argument(
+        "--checkpoint-signal",
+        type=_signal,
+        default=signal.SIGTERM,
+        metavar="SIGNAL",
+        help="sent to running commands at the walltime drain (default TERM; e.g. USR1)",
+    )
+    p.add_argument(
+        "--checkpoint-grace",
+        type=_seconds,
+        default=60.0,
+        metavar="DURATION",
+        help="how long the drain waits for commands to checkpoint and exit (default 60s)",
+    )
+    p.add_argument(
+        "--term-grace",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="SIGTERM to SIGKILL grace when a command is terminated (default 5)",
+    )
+    p.add_argument(
+        "--disk-limit",
+        type=_percent,
+        metavar="PERCENT",
+        help="claim nothing while the workdir's filesystem is fuller than this (e.g. 90%%)",
+    )
+    p.add_argument(
+        "--outbox",
+        type=Path,
+        metavar="DIR",
+        help="where finished reports wait for the server (default: WORKDIR/outbox)",
+    )
+    p.add_argument(
+        "--display",
+        action="store_true",
+        help="draw a live panel (needs: pip install 'farmhand[display]')",
+    )
+    offer.add_arguments(p)
+    p.add_argument("--log-level", default="info", choices=["error", "warning", "info", "debug"])
+    p.set_defaults(func=cmd_agent)
+    return p
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    """Run an agent until it is stopped, drained or idle."""
+    from farmhand.agent.loop import Agent, AgentConfig, install_signal_handlers
+
+    try:  # before any server is asked: a wrong definition or flag stops the agent at once
+        runners, resources = offer.from_args(args)
+    except offer.OfferError as exc:
+        raise AgentUsageError(str(exc)) from exc
+    if args.list_runners:
+        print(offer.listing(runners, resources))
+        return 0
+    server = args.server or os.environ.get("FARMHAND_SERVER")
+    if not server:
+        raise AgentUsageError("no server: pass --server URL or set FARMHAND_SERVER")
+    if args.poll > wire.MAX_WAIT_SECONDS:
+        raise AgentUsageError(f"--poll is at most {wire.MAX_WAIT_SECONDS:g} seconds")
+    display = None
+    if args.display:
+        from farmhand.agent import display
+
+        problem = display.unavailable()
+        if problem:
+            raise AgentUsageError(problem)
+    level = getattr(logging, args.log_level.upper())
+    if display is None:
+        logging.basicConfig(level=level, format=LOG_FORMAT, datefmt="%H:%M:%S")
+    if args.log_level != "debug":
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
+    token = args.token or os.environ.get("FARMHAND_TOKEN")
+    campaign_ids = None
+    if args.campaign:  # resolved once: a bare NAME means its latest version at start
+        with FarmhandClient(server, token) as client:
+            campaign_ids = refs.find_campaign_ids(client, args.campaign)
+    config = AgentConfig(
+        server=server,
+        token=token,
+        slots=args.slots or max(1, int(resources.cores)),
+        prefetch=args.prefetch,
+        workdir=Path(args.workdir),
+        name=args.name,
+        exit_when_idle=args.exit_when_idle,
+        campaign_ids=campaign_ids,
+        datasets=args.dataset,
+        runners=runners,
+        resources=resources,
+        poll_wait=args.poll,
+        walltime=args.walltime,
+        walltime_margin=args.walltime_margin,
+        checkpoint_signal=args.checkpoint_signal,
+        checkpoint_grace=args.checkpoint_grace,
+        term_grace=args.term_grace,
+        disk_limit=args.disk_limit,
+        outbox=args.outbox,
+    )
+    agent = Agent(config)
+    install_signal_handlers(agent)
+    if display is not None:
+        return display.run_with_display(agent, level)
+    return agent.run()
+
+
+def _count(least: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    from farmhand.agent.walltime import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _percent(text: str) -> float:
+    from farmhand.agent.diskguard import parse_limit
+
+    try:
+        return parse_limit(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _signal(text: str) -> int:
+    name = text.strip().upper()
+    try:
+        if name.isdigit():
+            return int(signal.Signals(int(name)))
+        return int(signal.Signals[name if name.startswith("SIG") else "SIG" + name])
+    except (KeyError, ValueError):
+        raise argparse.ArgumentTypeError(f"not a signal: {text!r} (e.g. TERM, USR1, INT)") from None
