@@ -18,35 +18,47 @@ holds a share, and a share is only held by an attempt already past both waits, s
 holder of what a waiter needs is on its way to ending: no cycle, no deadlock. (The other
 order could deadlock: a queued run holding a share that the slot holders wait for.)
 
+Staging (`stage_in.py`: inputs, parents' archives, a checkpoint to restore) happens before
+both waits, so prefetched leases download while the slots are busy. While the command runs, a
+`Checkpointer` uploads `$FARMHAND_CHECKPOINT_DIR` now and then, and once more before a failure
+or a give-back is reported. After the command ends, the run directory is archived
+(`run_archive.py`) and the archive named in the report; the outbox removes the directory once
+the server has the report (a failed run's stays with `keep_failed_workdir`).
+
 Final reports (complete, fail, orphan, release) go through the agent's durable outbox, so a
 result survives a server that cannot be reached.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
-from farmhand.agent import run_args, wire
-from farmhand.agent.allocation import Allocator, Grant
-from farmhand.agent.client import ApiError, FarmhandClient, ServerUnavailable
+from farmhand.agent import run_archive, run_args, wire
+from farmhand.agent.allocation import Grant
+from farmhand.agent.checkpoints import Checkpointer
+from farmhand.agent.client import ApiError, ServerUnavailable
+from farmhand.agent.inputs import InputError
 from farmhand.agent.orphans import report_orphan
-from farmhand.agent.outbox import Outbox
 from farmhand.agent.parents import write_parents
 from farmhand.agent.placement import Plan
 from farmhand.agent.retry import retry_unavailable
+from farmhand.agent.run_context import (
+    PRIVATE_ENV,
+    RELEASE_REASONS,
+    Context,
+    describe_exit,
+    digest,
+    release,
+    run_environment,
+)
 from farmhand.agent.runners import Launch, Runner, RunningProcess
-from farmhand.agent.runners.definitions import Runners
-from farmhand.agent.slots import Slots
+from farmhand.agent.stage_in import Prepared, stage_snapshots
 from farmhand.agent.staging import (
     STDERR_FILE,
     STDOUT_FILE,
@@ -56,63 +68,13 @@ from farmhand.agent.staging import (
     remove_run_dir,
 )
 
-__all__ = ["RELEASE_REASONS", "Attempt", "Context", "describe_exit", "release"]
+__all__ = ["RELEASE_REASONS", "Attempt", "Context", "describe_exit", "release"]  # re-exported
 
 log = logging.getLogger("farmhand.agent")
 
-#: Why an aborted attempt gives its record back, as the run's error shows it.
-RELEASE_REASONS = {
-    "shutdown": "agent shutting down",
-    "walltime": "the agent's batch job is ending (walltime drain)",
-}
 #: How often an attempt's thread looks for an abort while its command runs.
 CHECK_EVERY = 0.2
-#: Secrets of the agent itself that a user's command must not inherit.
-PRIVATE_ENV = ("FARMHAND_TOKEN", "FARMHAND_ADMIN_TOKEN")
-
-
-def describe_exit(code: int) -> str:
-    """A failed run's error for an exit status: "exit code 3", "killed by signal SIGKILL"."""
-    if code < 0:
-        try:
-            return f"killed by signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
-
-
-def _digest(token: str) -> str:
-    """Eight hex digits that tell leases apart without revealing the token (container
-    names are visible to every user of the node)."""
-    return hashlib.sha256(token.encode()).hexdigest()[:8]
-
-
-def release(outbox: Outbox, lease: wire.Lease, reason: str) -> None:
-    """Give a lease back without spending its attempt (through the outbox, so it reaches a
-    server that is down right now); a lease already gone is fine."""
-    body = wire.RunRelease(token=lease.token, reason=reason[:1024])
-    outbox.put(lease.run_id, "release", body, f"{lease.key} (run {lease.run_id})")
-
-
-@dataclass
-class Context:
-    """What every attempt of one agent shares with it."""
-
-    client: FarmhandClient
-    workdir: Path
-    agent_name: str
-    term_grace: float
-    report_deadline: float
-    stopping: threading.Event
-    count: Callable[[str], None]  # "released", "cancelled", "lost" (the rest at delivery)
-    runners: Runners
-    allocator: Allocator
-    outbox: Outbox
-    slots: Slots | None = None  # held while a command runs; prefetched leases queue for one
-    stop_requested: bool = False  # set (from a signal handler too) once a stop is asked for
-    draining: bool = False  # ...and it is the walltime drain
-    kill_now: bool = False  # a second stop(): no grace any more
-    environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+T = TypeVar("T")
 
 
 class Attempt:
@@ -135,6 +97,8 @@ class Attempt:
         self.checkpointed = False  # the walltime drain signalled the running command
         self.handle: RunningProcess | None = None
         self.run_dir: Path | None = None
+        self.prepared: Prepared | None = None  # what staging placed in the run directory
+        self.checkpointer: Checkpointer | None = None
         self.timeout: float | None = None  # run_args.timeout, seconds from the command's start
         self.began = time.monotonic()
         self._lock = threading.Lock()
@@ -210,22 +174,25 @@ class Attempt:
             write_parents(self.run_dir, lease.parents)
         except (OSError, ValueError) as exc:
             return self._orphan(f"cannot stage the run directory: {exc}")
+        if not self._stage_snapshots():
+            return None
         # A slot first, then the share: see the module docstring for why this order.
         if not self._wait_for_slot() or not self._acquire():
             return self._drop(self.abort or "shutdown")
         try:
-            retry_unavailable(
-                lambda: ctx.client.start(lease.run_id, lease.token),
-                what=f"start {self.label()}",
-                deadline=ctx.report_deadline,
-                interrupted=ctx.stopping,
-                give_up=lambda: self.abort is not None,
-            )
+            self._retry(lambda: ctx.client.start(lease.run_id, lease.token), "start")
         except (ServerUnavailable, ApiError) as exc:
             log.warning("cannot start %s: %s", self.label(), exc)
             return self._drop(self.abort or "lost")
         try:
-            run_env = self._run_environment()
+            assert self.grant is not None and self.run_dir is not None
+            run_env = run_environment(
+                self.lease,
+                self.run_dir,
+                self.grant.environment(gpus_managed=ctx.allocator.gpus_managed),
+                agent_name=ctx.agent_name,
+                prepared=self.prepared,
+            )
             self.timeout = run_args.timeout(self.lease.run_args)
         except ValueError as exc:
             return self._fail(str(exc), None)
@@ -235,7 +202,50 @@ class Attempt:
             return self._drop(self.abort)
         if start_error is not None:
             return self._fail(start_error, None)
+        if self.checkpointer is not None:
+            self.checkpointer.start()
         self._wait_and_report()
+
+    def _stage_snapshots(self) -> bool:
+        """Inputs, parents' archives, a checkpoint; False when the attempt ended here."""
+        lease, ctx, run_dir = self.lease, self.context, self.run_dir
+        assert run_dir is not None
+        try:
+            self.prepared = stage_snapshots(ctx.client, lease, run_dir, ctx.snapshots, self._retry)
+        except ValueError as exc:  # run_args that make no sense: the attempt fails
+            self._fail(str(exc), None)
+            return False
+        except InputError as exc:
+            self._orphan(str(exc))
+            return False
+        except OSError as exc:
+            self._orphan(f"cannot stage the run directory: {exc.strerror or exc}")
+            return False
+        except (ServerUnavailable, ApiError) as exc:
+            log.warning("cannot stage %s: %s", self.label(), exc)
+            self._drop(self.abort or "lost")
+            return False
+        self.checkpointer = Checkpointer(
+            ctx.client,
+            lease,
+            self.prepared.checkpoint_dir,
+            ctx.snapshots.scratch,
+            self.prepared.checkpoint_interval,
+        )
+        if self.abort is not None or ctx.stopping.is_set():
+            self._drop(self.abort or "shutdown")
+            return False
+        return True
+
+    def _retry(self, call: Callable[[], T], what: str) -> T:
+        """`call()`, retried while the server is away, until the attempt is aborted."""
+        return retry_unavailable(
+            call,
+            what=f"{what} {self.label()}",
+            deadline=self.context.report_deadline,
+            interrupted=self.context.stopping,
+            give_up=lambda: self.abort is not None,
+        )
 
     def _wait_for_slot(self) -> bool:
         """A prefetched lease waits here, staged, until a command slot frees; False if it was
@@ -274,7 +284,7 @@ class Attempt:
             stderr=run_dir / STDERR_FILE,
             base_env={k: v for k, v in self.context.environ.items() if k not in PRIVATE_ENV},
             run_env=run_env,
-            name=f"farmhand-{lease.run_id}-{_digest(lease.token)}",
+            name=f"farmhand-{lease.run_id}-{digest(lease.token)}",
             run_args=lease.run_args,
         )
         with self._lock:
@@ -313,59 +323,66 @@ class Attempt:
             code = handle.terminate(grace)
         else:
             handle.reap_strays(grace)
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         document, results_error = read_results(run_dir)
         tails = {
             "stdout_tail": read_tail(run_dir / STDOUT_FILE),
             "stderr_tail": read_tail(run_dir / STDERR_FILE),
         }
         if timed_out:
-            self._fail(f"timed out after {self.timeout:g} s", code, **tails)
+            self._fail(f"timed out after {self.timeout:g} s", code, ran=True, **tails)
         elif code == 0 and results_error is None:
             self._report(
                 "complete",
                 wire.RunComplete(token=self.lease.token, exit_code=0, result=document, **tails),
+                ran=True,
             )
         else:
             error = describe_exit(code) if code != 0 else results_error
             assert error is not None
-            self._fail(error, code, **tails)
-
-    def _run_environment(self) -> dict[str, str]:
-        """What this run adds to the agent's environment: its share, the record's `env`,
-        then the FARMHAND_* variables."""
-        lease, run_dir, grant = self.lease, self.run_dir, self.grant
-        assert grant is not None
-        extra = lease.run_args.get("env") or {}
-        if not isinstance(extra, dict):
-            raise ValueError(f"run_args.env must be a table of NAME = value, not {extra!r}")
-        env = grant.environment(gpus_managed=self.context.allocator.gpus_managed)
-        for name, value in extra.items():
-            env[str(name)] = value if isinstance(value, str) else json.dumps(value)
-        env.update(
-            FARMHAND_RUN_ID=str(lease.run_id),
-            FARMHAND_RECORD_ID=str(lease.record_id),
-            FARMHAND_RECORD_KEY=lease.key,
-            FARMHAND_CAMPAIGN_ID=str(lease.campaign_id),
-            FARMHAND_ATTEMPT=str(lease.attempt),
-            FARMHAND_AGENT_NAME=self.context.agent_name,
-            FARMHAND_RUN_DIR=str(run_dir),
-        )
-        return env
+            self._fail(error, code, ran=True, **tails)
 
     # --- outcomes ------------------------------------------------------------------------
 
-    def _fail(self, error: str, exit_code: int | None, **tails: str) -> None:
+    def _fail(self, error: str, exit_code: int | None, *, ran: bool = False, **tails: str) -> None:
+        if ran and self.checkpointer is not None:
+            self.checkpointer.save("final")  # the retry resumes from here
         self._report(
             "fail",
             wire.RunFail(token=self.lease.token, error=error[:4096], exit_code=exit_code, **tails),
+            ran=ran,
         )
 
-    def _report(self, verb: str, body: wire.RunComplete | wire.RunFail) -> None:
+    def _report(
+        self, verb: str, body: wire.RunComplete | wire.RunFail, *, ran: bool = False
+    ) -> None:
         """Hand the final report to the outbox, which delivers it (now, or once the server
-        is back); the agent counts and logs it when the server has taken it."""
+        is back); the agent counts and logs it when the server has taken it. After a command
+        `ran`, its run directory goes with it as an archive, and is removed once delivered."""
         took = f"{time.monotonic() - self.began:.1f}s"
         details = ("exit 0", took) if isinstance(body, wire.RunComplete) else (body.error, took)
-        self.context.outbox.put(self.lease.run_id, verb, body, self.label(*details))
+        pending = remove = None
+        if ran and self.run_dir is not None:
+            packed = run_archive.archive(
+                self.context.client,
+                self.lease,
+                self.run_dir,
+                self.context.outbox.archives,
+                staged=self.prepared.staged if self.prepared is not None else {},
+            )
+            if packed is not None:
+                body.archive, pending = packed.sha256, packed.pending
+                keep = verb == "fail" and self.context.snapshots.keep_failed_workdir
+                remove = None if keep else self.run_dir
+        self.context.outbox.put(
+            self.lease.run_id,
+            verb,
+            body,
+            self.label(*details),
+            archive_file=pending,
+            remove_after=remove,
+        )
 
     def _orphan(self, reason: str) -> None:
         """This agent cannot run the record as specified: report an orphan through the
@@ -377,8 +394,15 @@ class Attempt:
         self._remove_run_dir()
 
     def _drop(self, reason: str) -> None:
-        """An aborted attempt: give the lease back on shutdown and at the walltime drain;
-        remove the partial run dir, except after a checkpoint signal (it may hold one)."""
+        """An aborted attempt: give the lease back on shutdown and at the walltime drain
+        (its checkpoint saved first); remove the partial run dir, except after a checkpoint
+        signal (it may hold one)."""
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
+            if reason in RELEASE_REASONS and self.handle is not None:
+                with self._lock:
+                    self.phase = "saving"
+                self.checkpointer.save("final")
         if reason in RELEASE_REASONS:
             release(self.context.outbox, self.lease, RELEASE_REASONS[reason])
         if self.run_dir is not None and reason == "walltime" and self.handle is not None:

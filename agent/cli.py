@@ -14,9 +14,18 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 from typing import Any
 
-from farmhand.agent import cli_agent, cli_records, cli_submit, output, refs, wire
+from farmhand.agent import (
+    cli_agent,
+    cli_bundles,
+    cli_records,
+    cli_snapshots,
+    cli_submit,
+    output,
+    refs,
+    wire,
+)
 from farmhand.agent.cli_base import CliError, connect, positive_int
-from farmhand.agent.client import ApiError, FarmhandError
+from farmhand.agent.client import ApiError, FarmhandError, NotFound
 
 EPILOG = (
     "environment: FARMHAND_SERVER (server URL for client commands), FARMHAND_TOKEN (bearer "
@@ -43,19 +52,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     client = _client(args)
     campaigns = client.campaigns()
     agents = client.agents()
+    try:
+        farm = client.farm_status()
+    except NotFound:  # a server older than GET /status
+        farm = None
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "campaigns": [c.model_dump(mode="json") for c in campaigns],
-                    "agents": {
-                        "active": sum(a.state == "active" for a in agents),
-                        "total": len(agents),
-                    },
-                },
-                indent=2,
-            )
-        )
+        counts = {"active": sum(a.state == "active" for a in agents), "total": len(agents)}
+        answer: dict[str, Any] = {"campaigns": [c.model_dump(mode="json") for c in campaigns]}
+        answer["agents"] = {**(farm.agents if farm else {}), **counts}
+        if farm is not None:
+            answer.update(ready=farm.ready, stuck=[s.model_dump() for s in farm.stuck])
+        print(json.dumps(answer, indent=2))
         return 0
     rows = []
     for c in campaigns:
@@ -69,6 +76,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("no campaigns yet: farmhand submit FILE --campaign NAME")
     active = [a for a in agents if a.state == "active"]
     print(f"\nagents: {len(active)} active, {sum(a.running for a in active)} runs in progress")
+    if farm is not None and farm.stuck:
+        print("\nnot moving:")
+        for stuck in farm.stuck:
+            print(f"  {stuck.message}")
     return 0
 
 
@@ -117,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     cli_records.add_parsers(sub, client_opts, json_opt)
+    cli_snapshots.add_parsers(sub, client_opts, json_opt)
+    cli_bundles.add_parsers(sub, client_opts, json_opt)
 
     p = sub.add_parser("token", help="manage tokens")
     tsub = p.add_subparsers(dest="token_command", required=True, metavar="ACTION")

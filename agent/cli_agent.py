@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from farmhand.agent import offer, refs, wire
+from farmhand.agent.archives import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES
 from farmhand.agent.client import FarmhandClient
 
 __all__ = ["add_parser", "cmd_agent"]
@@ -95,6 +97,34 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> argparse.Arg
         default=60.0,
         metavar="DURATION",
         help="how long the drain waits for commands to checkpoint and exit (default 60s)",
+    )
+    p.add_argument(
+        "--checkpoint-interval",
+        type=_seconds,
+        default=300.0,
+        metavar="DURATION",
+        help="upload each run's $FARMHAND_CHECKPOINT_DIR this often when it changed; 0: only "
+        "when the run fails or is given back (default 300s; run_args checkpoint_interval wins)",
+    )
+    p.add_argument(
+        "--keep-failed-workdir",
+        action="store_true",
+        help="keep a failed run's directory on the node after its report (default: removed "
+        "once the server has the report and the archive)",
+    )
+    p.add_argument(
+        "--max-extract-bytes",
+        type=_size,
+        default=DEFAULT_MAX_BYTES,
+        metavar="SIZE",
+        help="refuse to unpack a checkpoint or parent's archive holding more (default 64G)",
+    )
+    p.add_argument(
+        "--max-extract-files",
+        type=_count(1),
+        default=DEFAULT_MAX_FILES,
+        metavar="N",
+        help="refuse to unpack a checkpoint or parent's archive of more members (default 1000000)",
     )
     p.add_argument(
         "--term-grace",
@@ -179,6 +209,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
         term_grace=args.term_grace,
         disk_limit=args.disk_limit,
         outbox=args.outbox,
+        checkpoint_interval=args.checkpoint_interval,
+        keep_failed_workdir=args.keep_failed_workdir,
+        max_extract_bytes=args.max_extract_bytes,
+        max_extract_files=args.max_extract_files,
     )
     agent = Agent(config)
     install_signal_handlers(agent)
@@ -207,6 +241,18 @@ def _seconds(text: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _size(text: str) -> int:
+    """Bytes: a number, or one with K, M, G, T (powers of 1024; `64G`, `500MiB`)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 64G, 500M, 1000000)")
+    power = " KMGT".index(match[2].upper() or " ")
+    value = int(float(match[1]) * 1024**power)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 byte, got {text!r}")
+    return value
 
 
 def _percent(text: str) -> float:

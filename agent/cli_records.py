@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from farmhand.agent import output, refs, wire
+from farmhand.agent import cli_snapshots, output, refs, wire
 from farmhand.agent.cli_base import (
     CliError,
     add_assignments,
@@ -33,6 +33,7 @@ LS_COLUMNS = {
     "records": ["id", "key", "state", "attempts", "error", "result"],
     "runs": ["id", "record_id", "agent_id", "attempt", "state", "exit_code", "error"],
     "agents": ["id", "name", "host", "slots", "state", "running", "last_heartbeat", "status"],
+    "snapshots": cli_snapshots.COLUMNS,
 }
 
 
@@ -47,7 +48,7 @@ def _record_state(text: str | None) -> wire.RecordState | None:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    """List campaigns, records, runs or agents."""
+    """List campaigns, records, runs, agents or snapshots."""
     if args.what != "records" and (args.campaign or args.dataset):
         raise CliError(f"--campaign and --dataset filter records, not {args.what}")
     client = connect(args)
@@ -56,6 +57,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
         items = client.campaigns()
     elif args.what == "agents":
         items = client.agents()
+    elif args.what == "snapshots":
+        items = cli_snapshots.list_snapshots(client, args.limit)
     elif args.what == "records":
         filters = {
             "campaign_id": refs.find_campaign(client, args.campaign).id if args.campaign else None,

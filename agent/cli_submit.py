@@ -17,6 +17,7 @@ from farmhand.agent.cli_base import (
     connect,
 )
 from farmhand.agent.client import FarmhandClient
+from farmhand.agent.transfer import sha256_file
 
 __all__ = ["add_parsers", "cmd_campaign_new", "cmd_submit", "describe_submission", "label"]
 
@@ -52,11 +53,17 @@ def cmd_submit(args: argparse.Namespace) -> int:
     ref = args.campaign or parsed.name
     if not ref:
         raise CliError(f"{args.file} names no campaign: pass --campaign NAME")
+    files = _inputs(parsed, args.input or [])
+    digests = _hash(files)
+    records = _with_inputs(parsed.records, files, digests)
     client = connect(args)
+    uploaded = _upload(client, digests)
+    if uploaded:
+        print(f"uploaded {uploaded} input file(s)", file=sys.stderr)
     campaign = _target(client, ref, parsed)
     answer = client.submit(
         campaign.id,
-        parsed.records,
+        records,
         force=args.force,
         force_ignores_success=args.force_ignores_success,
     )
@@ -66,6 +73,77 @@ def cmd_submit(args: argparse.Namespace) -> int:
     else:
         print(describe_submission(campaign, answer, force=args.force))
     return 0
+
+
+def _inputs(parsed: campaign_file.CampaignFile, flags: list[str]) -> dict[str, dict[str, Path]]:
+    """Each record's input files: the campaign file's, plus every `--input FILE` (placed in
+    the run directory under its file name)."""
+    extra: dict[str, Path] = {}
+    for text in flags:
+        local = Path(text)
+        if not local.is_file():
+            problem = "is a directory" if local.is_dir() else "does not exist"
+            raise CliError(f"--input {text}: {problem}; give a file")
+        if local.name in extra and extra[local.name].resolve() != local.resolve():
+            raise CliError(
+                f"--input {extra[local.name]} and --input {text} would both be '{local.name}' "
+                "in the run directory"
+            )
+        extra[local.name] = local
+    files = {}
+    for spec in parsed.records:
+        mine = parsed.inputs.get(spec.key, {})
+        try:
+            files[spec.key] = campaign_file.merge_inputs(mine, extra, f"record '{spec.key}'")
+        except campaign_file.CampaignFileError as exc:
+            raise CliError(str(exc)) from exc
+    return files
+
+
+def _hash(files: dict[str, dict[str, Path]]) -> dict[Path, str]:
+    """The sha256 of every distinct input file, each read once."""
+    digests: dict[Path, str] = {}
+    for table in files.values():
+        for local in table.values():
+            key = local.resolve()
+            if key not in digests:
+                try:
+                    digests[key] = sha256_file(key)
+                except OSError as exc:
+                    raise CliError(f"cannot read input {local}: {exc.strerror or exc}") from exc
+    return digests
+
+
+def _with_inputs(
+    records: list[wire.RecordSpec], files: dict[str, dict[str, Path]], digests: dict[Path, str]
+) -> list[wire.RecordSpec]:
+    """The records with `inputs` ({path in the run directory: sha256}) filled in."""
+    out = []
+    for spec in records:
+        table = files.get(spec.key)
+        if not table:
+            out.append(spec)
+            continue
+        named = {**spec.inputs, **{path: digests[local.resolve()] for path, local in table.items()}}
+        try:
+            named = wire.check_inputs(named)
+        except ValueError as exc:
+            raise CliError(f"record '{spec.key}': {exc}") from exc
+        out.append(spec.model_copy(update={"inputs": named}))
+    return out
+
+
+def _upload(client: FarmhandClient, digests: dict[Path, str]) -> int:
+    """Upload each distinct input once (the server is asked first and keeps what it has);
+    returns how many were sent."""
+    sent = 0
+    by_sha = {sha: local for local, sha in digests.items()}
+    for sha, local in by_sha.items():
+        if client.has_snapshot(sha):
+            continue
+        client.upload_snapshot(local, sha256=sha, skip_if_present=False)
+        sent += 1
+    return sent
 
 
 def _target(client: FarmhandClient, ref: str, parsed: campaign_file.CampaignFile) -> wire.Campaign:
@@ -149,6 +227,12 @@ def add_parsers(
         "--campaign",
         metavar="NAME[:VERSION]",
         help="campaign NAME (latest version, created if missing) or NAME:VERSION",
+    )
+    p.add_argument(
+        "--input",
+        action="append",
+        metavar="FILE",
+        help="a file staged into every record's run directory under its name; repeatable",
     )
     add_force_flags(p, force="existing keys not done yet get the new spec and are queued again")
     p.set_defaults(func=cmd_submit)

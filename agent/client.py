@@ -24,7 +24,9 @@ import httpx
 from pydantic import BaseModel
 
 from farmhand.agent import wire
+from farmhand.agent.bundle_calls import BundleCalls
 from farmhand.agent.graph import parents_first
+from farmhand.agent.transfer import SnapshotCalls
 
 __all__ = [
     "ApiError",
@@ -110,7 +112,7 @@ def _page(after: int | None, limit: int, filters: dict[str, Any]) -> dict[str, A
     return params
 
 
-class FarmhandClient:
+class FarmhandClient(SnapshotCalls, BundleCalls):
     """Typed access to `/api/v1`. Thread-safe: one client may serve many threads."""
 
     def __init__(
@@ -324,6 +326,10 @@ class FarmhandClient:
     def agents(self) -> list[wire.Agent]:
         """Registered agents, newest first."""
         return [wire.Agent.model_validate(a) for a in self.request("GET", "/agents")]
+
+    def farm_status(self) -> wire.FarmStatus:
+        """Ready records, agents by liveness, and why ready records are not moving."""
+        return self._model(wire.FarmStatus, "GET", "/status")
 
     def heartbeat(
         self,

@@ -6,6 +6,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from farmhand.agent.archives import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES
 from farmhand.agent.resources import NodeResources
 from farmhand.agent.runners import definitions
 
@@ -37,18 +38,32 @@ class AgentConfig:
     outbox: Path | None = None  # default <workdir>/outbox
     runners: definitions.Runners | None = None  # default: only the built-in subprocess
     resources: NodeResources | None = None  # default: detected from the batch system and OS
+    checkpoint_interval: float = 300.0  # seconds between checkpoint uploads (0: at the end)
+    keep_failed_workdir: bool = False  # keep a failed run's directory after its report
+    max_extract_bytes: int = DEFAULT_MAX_BYTES  # caps on unpacking an archive or checkpoint
+    max_extract_files: int = DEFAULT_MAX_FILES
 
     def check(self) -> None:
         """Raise ValueError for settings no agent can work with."""
         if self.slots < 1:
             raise ValueError(f"slots must be at least 1, not {self.slots}")
-        for name in ("poll_wait", "term_grace", "prefetch", "walltime_margin", "checkpoint_grace"):
+        for name in (
+            "poll_wait",
+            "term_grace",
+            "prefetch",
+            "walltime_margin",
+            "checkpoint_grace",
+            "checkpoint_interval",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, not {getattr(self, name)}")
         for name in ("exit_when_idle", "walltime"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} must not be negative, not {value}")
+        for name in ("max_extract_bytes", "max_extract_files"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.disk_limit is not None and not 0 < self.disk_limit <= 100:
             raise ValueError(f"disk_limit must be a percentage in (0, 100], not {self.disk_limit}")
         try:

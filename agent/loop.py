@@ -34,11 +34,13 @@ from farmhand.agent.client import FarmhandClient, FarmhandError
 from farmhand.agent.config import AgentConfig
 from farmhand.agent.diskguard import DiskGuard
 from farmhand.agent.heartbeat import HeartbeatThread
+from farmhand.agent.inputs import CACHE_DIR, SnapshotCache
 from farmhand.agent.outbox import Outbox
 from farmhand.agent.placement import plan
 from farmhand.agent.resources import detect
 from farmhand.agent.runners import definitions
 from farmhand.agent.slots import Slots
+from farmhand.agent.stage_in import SnapshotSettings
 from farmhand.agent.status import Tally
 from farmhand.agent.walltime import Walltime, checkpoint_all, describe
 
@@ -97,6 +99,14 @@ class Agent:
             runners=self.runners,
             allocator=self.allocator,
             outbox=self.outbox,
+            snapshots=SnapshotSettings(
+                cache=SnapshotCache(workdir / CACHE_DIR, self.client),
+                scratch=workdir / "tmp",
+                max_extract_bytes=config.max_extract_bytes,
+                max_extract_files=config.max_extract_files,
+                checkpoint_interval=config.checkpoint_interval,
+                keep_failed_workdir=config.keep_failed_workdir,
+            ),
             slots=Slots(config.slots),
         )
 
@@ -292,18 +302,28 @@ class Agent:
         attempts = self.attempts()
         for attempt in attempts:  # each attempt's thread terminates and releases it
             attempt.request_abort(reason)
+        timeout, left = self.config.report_deadline, self.walltime.left()
+        if left is not None:  # leave a few seconds to exit before the batch system kills us
+            timeout = min(timeout, max(SHUTDOWN_CALL_TIMEOUT, left - SHUTDOWN_SLACK))
+        ends = time.monotonic() + timeout
         deadline = time.monotonic() + self.config.term_grace + SHUTDOWN_SLACK
         for attempt in attempts:
             attempt.thread.join(max(0.0, deadline - time.monotonic()))
+        for attempt in attempts:  # archiving outputs or saving a checkpoint: worth a wait
+            while (
+                attempt.thread.is_alive()
+                and attempt.phase in ("reporting", "saving")
+                and not self._context.kill_now
+                and time.monotonic() < ends
+            ):
+                attempt.thread.join(CHECK_EVERY)
         stuck = [attempt.label() for attempt in attempts if attempt.thread.is_alive()]
         if stuck:
             log.warning(
                 "shutdown did not finish for %s; deregistering releases their leases",
                 ", ".join(stuck),
             )
-        timeout, left = self.config.report_deadline, self.walltime.left()
-        if left is not None:  # leave a few seconds to exit before the batch system kills us
-            timeout = min(timeout, max(SHUTDOWN_CALL_TIMEOUT, left - SHUTDOWN_SLACK))
+        timeout = max(SHUTDOWN_CALL_TIMEOUT, ends - time.monotonic())
         delivered = self.outbox.deliver_all(timeout, interrupted=lambda: self._context.kill_now)
         heartbeat.stop(timeout=1.0)
         self.outbox.stop()

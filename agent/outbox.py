@@ -2,8 +2,8 @@
 written to a durable spool first, then delivered in order by a background thread that
 retries with jittered exponential backoff while the server cannot be reached.
 
-Layout: `<outbox>/<seq:012d>-<run_id>.json`, each written to a temporary file, fsynced and
-renamed into place, so a crash leaves the whole entry or none. An entry is deleted only once
+Each report is one file (`spool.py`: written to a temporary file, fsynced and renamed into
+place, so a crash leaves the whole entry or none). An entry is deleted only once
 the server applied it (2xx, or the same report replayed) or refused it for good: a 409 means
 the lease was lost meanwhile and the server has already re-queued the record, so the report
 is logged and dropped; any other refusal moves the entry to `rejected/` for inspection.
@@ -11,34 +11,36 @@ Authentication errors and 5xx keep it for a later try.
 
 Every entry carries its run id and lease token, which is all a report needs: an agent
 started on the same work directory delivers what an earlier process left.
+
+A complete or fail report may bring its run's output archive: `archives/<run_id>.tar.gz`,
+fsynced before the entry that names it, uploaded (under the run's lease) before the report
+is delivered, and deleted once the report is settled. An archive the server refuses for good
+(too big, say) is logged and the report goes without it. An entry may also name its run
+directory, removed once the server has applied the report with its archive attached.
 """
 
 from __future__ import annotations
 
 import bisect
-import json
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from farmhand.agent import wire
+from farmhand.agent import spool, wire
 from farmhand.agent.client import ApiError, Conflict, FarmhandClient, FarmhandError
 from farmhand.agent.retry import Backoff, is_transient
+from farmhand.agent.spool import VERBS, Entry
+from farmhand.agent.staging import remove_run_dir
 
 __all__ = ["Entry", "Outbox"]
 
 log = logging.getLogger("farmhand.agent")
 
-VERBS = ("complete", "fail", "orphan", "release")
 #: Reports the batch endpoint does not take: each goes in its own request, in order.
 ALONE = ("orphan", "release")
 #: Reports sent in one request when a backlog is delivered (the server takes up to 1,024)...
@@ -47,22 +49,7 @@ BATCH = 64
 BATCH_BYTES = 8 * 1024 * 1024
 #: Seconds one delivery request may take before it counts as failed and is retried.
 REQUEST_TIMEOUT = 60.0
-_NAME = re.compile(r"^(\d{1,20})-(\d{1,20})\.json$")
 _KEEP_ON = (401, 403)  # the token may be fixed; these reports are not wrong
-
-
-@dataclass(order=True)
-class Entry:
-    """One report waiting to be delivered."""
-
-    seq: int
-    run_id: int
-    verb: str = field(compare=False)
-    body: dict[str, Any] = field(compare=False)  # the wire body as JSON, lease token included
-    label: str = field(compare=False)  # "relax-017 (run 42, exit 0, 3.1s)" for logs
-    path: Path | None = field(default=None, compare=False)  # None: in memory only
-    inherited: bool = field(default=False, compare=False)  # left by an earlier process
-    size: int = field(default=0, compare=False)  # bytes of its JSON, to size batches
 
 
 #: Called once per entry: (entry, ack, None) when applied, (entry, None, why) when refused.
@@ -95,19 +82,40 @@ class Outbox:
         self.inherited = 0  #: entries an earlier process left
         self._thread = threading.Thread(target=self._run, name="farmhand-outbox", daemon=True)
 
+    @property
+    def archives(self) -> Path:
+        """Where output archives wait for their reports."""
+        return self.directory / spool.ARCHIVES
+
     def open(self) -> None:
         """Create the directory and take over what an earlier process left in it."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        entries = self._load()
+        self.archives.mkdir(parents=True, exist_ok=True)
+        entries, unreadable, last_seq = spool.load(self.directory)
+        for path, why in unreadable:
+            self._set_aside(path, f"outbox entry {path.name} cannot be read: {why}")
+        with self._cond:  # new entries sort after every old one, readable or not
+            self._seq = max(self._seq, last_seq)
+        spool.remove_stray_archives(self.archives, {e.archive_file for e in entries})
         with self._cond:
             self._entries = sorted([*entries, *self._entries])
         self.inherited = len(entries)
 
     # --- the queue -----------------------------------------------------------------------
 
-    def put(self, run_id: int, verb: str, body: BaseModel, label: str) -> Entry:
+    def put(
+        self,
+        run_id: int,
+        verb: str,
+        body: BaseModel,
+        label: str,
+        *,
+        archive_file: Path | None = None,
+        remove_after: Path | None = None,
+    ) -> Entry:
         """Spool a report durably (fsynced before this returns) and wake the delivery thread.
 
+        `archive_file` (in `archives`, its sha256 in the body's `archive`) is uploaded before
+        the report; `remove_after` is removed once the report is applied with an archive.
         When the spool cannot be written (disk full, read-only), the report is kept in
         memory and still delivered; only a crash before that would lose it.
         """
@@ -116,18 +124,14 @@ class Outbox:
         with self._cond:
             self._seq += 1
             entry = Entry(self._seq, run_id, verb, body.model_dump(mode="json"), label)
-        path = self.directory / f"{entry.seq:012d}-{run_id}.json"
-        document = {
-            "run_id": run_id,
-            "verb": verb,
-            "body": entry.body,
-            "label": label,
-            "queued_at": datetime.now(timezone.utc).isoformat(),
-        }
-        text = json.dumps(document)
+        entry.archive_file, entry.remove_after = archive_file, remove_after
+        path = self.directory / spool.entry_name(entry)
+        text = spool.document(entry)
         entry.size = len(text)
         try:
-            _write_durably(path, text)
+            if archive_file is not None:
+                spool.fsync_file(archive_file)  # on disk before the entry that names it
+            spool.write_durably(path, text)
             entry.path = path
         except OSError as exc:
             log.error(
@@ -251,6 +255,8 @@ class Outbox:
         return settled
 
     def _deliver_reports(self, entries: list[Entry]) -> int:
+        for entry in entries:
+            self._upload(entry)
         try:
             items = [wire.RunReport(run_id=e.run_id, **e.body) for e in entries]
             answers = self.client.report_many(items)
@@ -285,8 +291,10 @@ class Outbox:
                 orphan = wire.RunOrphan.model_validate(entry.body)
                 ack = client.orphan(run_id, orphan.token, orphan.reason, timeout=REQUEST_TIMEOUT)
             elif entry.verb == "complete":
+                self._upload(entry)
                 ack = client.complete(run_id, wire.RunComplete.model_validate(entry.body))
             else:
+                self._upload(entry)
                 ack = client.fail(run_id, wire.RunFail.model_validate(entry.body))
         except ValidationError as exc:
             self._reject(entry, f"unreadable report: {exc.errors()[0]['msg']}")
@@ -298,6 +306,37 @@ class Outbox:
             self._reject(entry, str(exc))
         else:
             self._settle(entry, ack, None)
+
+    def _upload(self, entry: Entry) -> None:
+        """Put the entry's archive on the server before its report; raises what should be
+        retried later (the server away, 5xx, 401)."""
+        if entry.archive_file is None or entry.uploaded:
+            return
+        sha256, token = entry.body.get("archive"), entry.body.get("token")
+        try:
+            if not isinstance(sha256, str) or not isinstance(token, str):
+                raise ValueError("the report names no archive")
+            self.client.upload_snapshot(
+                entry.archive_file, sha256=sha256, run_id=entry.run_id, token=token
+            )
+        except ApiError as exc:
+            if is_transient(exc) or exc.status == 401:
+                raise
+            self._without_archive(entry, str(exc))
+        except (OSError, ValueError) as exc:  # gone: has_snapshot() above said not uploaded
+            self._without_archive(entry, str(exc))
+        entry.uploaded = True
+
+    def _without_archive(self, entry: Entry, why: str) -> None:
+        log.warning(
+            "the archive of %s cannot be uploaded: %s; the report goes without it and the run "
+            "directory%s stays",
+            entry.label,
+            why,
+            "" if entry.remove_after is None else f" {entry.remove_after}",
+        )
+        entry.body["archive"] = None
+        entry.remove_after = None
 
     # --- settling ------------------------------------------------------------------------
 
@@ -332,6 +371,13 @@ class Outbox:
         log.error("%s; %s", why, kept)
 
     def _forget(self, entry: Entry, ack: wire.RunAck | None, problem: str | None) -> None:
+        if entry.archive_file is not None:
+            entry.archive_file.unlink(missing_ok=True)
+        if ack is not None and entry.remove_after is not None and entry.body.get("archive"):
+            try:
+                remove_run_dir(entry.remove_after)
+            except OSError as exc:
+                log.warning("could not remove %s: %s", entry.remove_after, exc)
         with self._cond:
             self._entries.remove(entry)
             if ack is not None:
@@ -342,49 +388,3 @@ class Outbox:
                 self.on_done(entry, ack, problem)
             except Exception:
                 log.exception("handling the outcome of %s failed", entry.label)
-
-    def _load(self) -> list[Entry]:
-        """Entries an earlier process left, oldest first; unreadable ones go to rejected/."""
-        entries = []
-        for path in sorted(self.directory.iterdir()):
-            if path.name.startswith(".tmp-"):
-                path.unlink(missing_ok=True)  # a write that crashed before its rename
-                continue
-            match = _NAME.match(path.name)
-            if match is None or not path.is_file():
-                continue
-            with self._cond:  # new entries sort after every old one, readable or not
-                self._seq = max(self._seq, int(match[1]))
-            try:
-                text = path.read_text()
-                document = json.loads(text)
-                verb, body = document["verb"], document["body"]
-                if verb not in VERBS or not isinstance(body, dict):
-                    raise ValueError(f"not a report: verb {verb!r}")
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                self._set_aside(path, f"outbox entry {path.name} cannot be read: {exc}")
-                continue
-            label = str(document.get("label") or f"run {match[2]}")
-            seq, run_id = int(match[1]), int(match[2])
-            entries.append(Entry(seq, run_id, verb, body, label, path, True, len(text)))
-        return sorted(entries)
-
-
-def _write_durably(path: Path, text: str) -> None:
-    """Write `text` to `path` so that after a crash it is either complete or absent."""
-    temporary = path.with_name(f".tmp-{path.name}")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    try:  # make the rename itself durable
-        directory = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(directory)
-    except OSError:
-        pass  # some filesystems refuse fsync on directories; the rename still happened
-    finally:
-        os.close(directory)

@@ -7,17 +7,24 @@ command starts, so the command reads its inputs from files like any other.
 Keys become directory names through `staging.safe_name` (a plain key stays as it is; any
 other gets a sanitised name with a hash), so no key can reach outside `parents/`.
 `parents.json` in the run directory lists every parent with its directory.
+
+With run_args `unpack_parents = true`, each parent's output archive (the run directory its
+successful run left) is unpacked into the same `parents/<key>/` as well, through the
+agent's snapshot cache and `archives.safe_extract`.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from farmhand.agent import wire
+from farmhand.agent.archives import ArchiveError, safe_extract
+from farmhand.agent.inputs import InputError, SnapshotCache
 from farmhand.agent.staging import RESULTS_FILE, safe_name
 
-__all__ = ["INDEX_FILE", "PARENTS_DIR", "write_parents"]
+__all__ = ["INDEX_FILE", "PARENTS_DIR", "unpack_parents", "wants_unpacked", "write_parents"]
 
 PARENTS_DIR = "parents"
 INDEX_FILE = "parents.json"
@@ -46,3 +53,45 @@ def write_parents(run_dir: Path, parents: list[wire.ParentResult]) -> None:
             {"key": parent.key, "record_id": parent.record_id, "dir": f"{PARENTS_DIR}/{name}"}
         )
     (Path(run_dir) / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+
+
+def wants_unpacked(run_args: dict[str, Any]) -> bool:
+    """`run_args.unpack_parents`: whether parents' archives go under `parents/<key>/`."""
+    value = run_args.get("unpack_parents", False)
+    if not isinstance(value, bool):
+        raise ValueError(f"run_args.unpack_parents must be true or false, not {value!r}")
+    return value
+
+
+def unpack_parents(
+    run_dir: Path,
+    parents: list[wire.ParentResult],
+    cache: SnapshotCache,
+    *,
+    max_bytes: int,
+    max_files: int,
+) -> int:
+    """Unpack each parent's archive into `run_dir/parents/<safe key>/` (after
+    `write_parents`); how many were unpacked. A parent without an archive is skipped.
+
+    Raises InputError when an archive cannot be fetched or is refused.
+    """
+    unpacked = 0
+    for parent in parents:
+        if parent.archive is None:
+            continue
+        target = Path(run_dir) / PARENTS_DIR / safe_name(parent.key)
+        try:
+            source = cache.fetch(parent.archive)
+        except InputError as exc:
+            raise InputError(f"the archive of parent {parent.key!r}: {exc}") from None
+        try:
+            safe_extract(source, target, max_bytes=max_bytes, max_files=max_files)
+        except ArchiveError as exc:
+            raise InputError(f"the archive of parent {parent.key!r}: {exc}") from None
+        except OSError as exc:
+            raise InputError(
+                f"the archive of parent {parent.key!r} cannot be unpacked: {exc.strerror or exc}"
+            ) from None
+        unpacked += 1
+    return unpacked

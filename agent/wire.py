@@ -23,6 +23,9 @@ MAX_TAIL_BYTES = 16 * 1024
 MAX_CLAIM = 256
 MAX_WAIT_SECONDS = 60.0
 MAX_PARENTS = 1000
+MAX_INPUTS = 1000
+#: A snapshot's name: the lowercase hex sha256 of its bytes.
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
 #: Campaign names, datasets and tags: letters, digits and `._-`, starting with a letter or digit.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
@@ -70,6 +73,40 @@ class Role(str, Enum):
 
 def _is_name(value: str) -> bool:
     return value[0].isalnum() and all(c.isalnum() or c in "._-" for c in value)
+
+
+def _is_sha256(value: str) -> bool:
+    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def check_input_path(path: str) -> str:
+    """An input's place in the run directory: a relative POSIX path with no `..`, `.` or
+    empty parts, no backslash or NUL, at most 1024 characters. Returns it; ValueError if not."""
+    if not path or len(path) > 1024:
+        raise ValueError(f"input path {path[:80]!r} must be 1-1024 characters")
+    if path.startswith("/") or "\\" in path or "\x00" in path:
+        raise ValueError(f"input path {path!r} must be relative, with / between parts")
+    for part in path.split("/"):
+        if part in ("", ".", ".."):
+            raise ValueError(f"input path {path!r} may not have empty, '.' or '..' parts")
+    return path
+
+
+def check_inputs(value: dict[str, str]) -> dict[str, str]:
+    """Validate `{path in the run directory: sha256}`; returns it sorted by path."""
+    if len(value) > MAX_INPUTS:
+        raise ValueError(f"at most {MAX_INPUTS} inputs per record, not {len(value)}")
+    for path, digest in value.items():
+        check_input_path(path)
+        if not isinstance(digest, str) or not _is_sha256(digest):
+            raise ValueError(f"input {path!r}: {digest!r} is not a lowercase hex sha256")
+    paths = set(value)
+    for path in paths:  # "a" and "a/b" cannot both be files
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in paths:
+                raise ValueError(f"input {path!r} lies inside input {'/'.join(parts[:i])!r}")
+    return dict(sorted(value.items()))
 
 
 class Strict(BaseModel):
@@ -155,6 +192,17 @@ class RecordSpec(Strict):
     )
     dataset: str | None = Field(default=None, max_length=200, pattern=NAME_PATTERN)
     tags: list[str] = Field(default_factory=list, max_length=64)
+    inputs: dict[str, str] = Field(
+        default_factory=dict,
+        description="files staged into the run directory: {relative path: snapshot sha256}; "
+        "every snapshot must be uploaded first",
+        examples=[{"relax.py": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}],
+    )
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs_are_staged_files(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_inputs(value)
 
     @field_validator("tags")
     @classmethod
@@ -213,6 +261,12 @@ class Run(Loose):
     run_args: dict[str, Any] | None = Field(
         default=None, description="temporary run_args this attempt ran with (from a retry)"
     )
+    archive: str | None = Field(
+        default=None, description="sha256 of the run directory's tar.gz, once uploaded"
+    )
+    checkpoint: str | None = Field(
+        default=None, description="sha256 of this run's newest checkpoint, if it saved one"
+    )
 
 
 class Record(Loose):
@@ -234,6 +288,9 @@ class Record(Loose):
     dataset: str | None = None
     tags: list[str] = Field(default_factory=list)
     parents: list[str] = Field(default_factory=list, description="keys of its parents")
+    inputs: dict[str, str] = Field(
+        default_factory=dict, description="{path in the run directory: snapshot sha256}"
+    )
     children: list[str] | None = Field(default=None, description="only on GET /records/{id}")
     state: RecordState
     attempts: int
@@ -339,6 +396,45 @@ class Agent(Loose):
     last_heartbeat: datetime
     running: int = 0
     status: AgentStatus | None = None
+    runners: list[str] | None = Field(
+        default=None, description="runner names it offers; None = it did not say (any)"
+    )
+    resources: Resources | None = Field(
+        default=None, description="its total resources; None = it did not say (unlimited)"
+    )
+
+
+class StuckRecords(Loose):
+    """Ready records no live agent can take, and why (`farmhand status`, `GET /status`).
+
+    A record can be counted under several reasons (it may need both a GPU and more memory
+    than any agent offering its runner has).
+    """
+
+    reason: str = Field(
+        description="no_live_agent; runner; cores, gpus or memory_mb (more than the largest "
+        "live agent offering its runner holds); combination (each amount fits some agent, "
+        "no one agent holds them all); other (the rest, past the groups read)"
+    )
+    count: int
+    message: str = Field(description="one line for people, naming the numbers")
+    runner: str | None = Field(
+        default=None, description="the runner, when the reason is tied to it"
+    )
+    needed: float | None = Field(default=None, description="the most any of them asks for")
+    largest: float | None = Field(
+        default=None, description="the most a live agent (offering the runner) has"
+    )
+
+
+class FarmStatus(Loose):
+    """Ready work and the agents that could take it."""
+
+    ready: int = Field(description="ready records, over every campaign")
+    agents: dict[str, int] = Field(
+        default_factory=dict, description="agents not stopped: live, draining, stale"
+    )
+    stuck: list[StuckRecords] = Field(default_factory=list)
 
 
 class AgentRegistered(Loose):
@@ -398,6 +494,9 @@ class ParentResult(Loose):
     record_id: int
     key: str
     result: dict[str, Any] | list[Any] | None = None
+    archive: str | None = Field(
+        default=None, description="sha256 of the output archive of its successful run"
+    )
 
 
 class Lease(Loose):
@@ -413,6 +512,14 @@ class Lease(Loose):
     attempt: int
     run_args: dict[str, Any] = Field(default_factory=dict, description="the effective set")
     parents: list[ParentResult] = Field(default_factory=list)
+    inputs: dict[str, str] = Field(
+        default_factory=dict, description="{path in the run directory: snapshot sha256}"
+    )
+    checkpoint: str | None = Field(
+        default=None,
+        description="sha256 of the record's newest checkpoint (from an earlier attempt), "
+        "restored into $FARMHAND_CHECKPOINT_DIR before the command starts",
+    )
 
 
 class Leases(Loose):
@@ -435,6 +542,11 @@ class RunComplete(Strict):
     result: dict[str, Any] | list[Any] | None = None
     stdout_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
     stderr_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
+    archive: str | None = Field(
+        default=None,
+        pattern=SHA256_PATTERN,
+        description="sha256 of the run directory's tar.gz, uploaded before this report",
+    )
 
 
 class RunFail(Strict):
@@ -445,6 +557,11 @@ class RunFail(Strict):
     exit_code: int | None = None
     stdout_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
     stderr_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
+    archive: str | None = Field(
+        default=None,
+        pattern=SHA256_PATTERN,
+        description="sha256 of the run directory's tar.gz, uploaded before this report",
+    )
 
 
 class RunRelease(Strict):
@@ -483,6 +600,11 @@ class RunReport(Strict):
     result: dict[str, Any] | list[Any] | None = None
     stdout_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
     stderr_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
+    archive: str | None = Field(
+        default=None,
+        pattern=SHA256_PATTERN,
+        description="sha256 of the run directory's tar.gz, uploaded before this report",
+    )
 
 
 class RunReports(Strict):
@@ -503,6 +625,53 @@ class RunReportAnswers(Loose):
     """Per-item answers, in the order of the request."""
 
     answers: list[RunReportAnswer]
+
+
+class CheckpointCreate(Strict):
+    """Attach an uploaded checkpoint snapshot to a live run; the record's next attempt
+    restores the newest one."""
+
+    token: str
+    sha256: str = Field(pattern=SHA256_PATTERN)
+
+
+class Checkpoint(Loose):
+    """A checkpoint of a record, saved by one of its runs."""
+
+    id: int
+    record_id: int
+    run_id: int
+    sha256: str
+    created_at: datetime
+
+
+# --- snapshots ---------------------------------------------------------------------------
+
+
+class Snapshot(Loose):
+    """Immutable bytes addressed by their sha256: an input, an output archive, a checkpoint."""
+
+    sha256: str
+    size: int = Field(description="bytes")
+    created_at: datetime
+    references: int | None = Field(
+        default=None,
+        description="record inputs, run archives and checkpoints naming it (listings only)",
+    )
+
+
+class SnapshotPage(Loose):
+    """One page of snapshots in sha256 order; pass `next` as `after` for the following page."""
+
+    items: list[Snapshot]
+    next: str | None = None
+
+
+class SnapshotStored(Loose):
+    """The answer to an upload: the snapshot, and whether this upload created it."""
+
+    snapshot: Snapshot
+    created: bool
 
 
 # --- tokens ------------------------------------------------------------------------------
@@ -530,3 +699,145 @@ class Health(Loose):
     status: str
     version: str
     database: str
+
+
+# --- bundles -----------------------------------------------------------------------------
+# Export/import of a campaign between servers (`farmhand export` / `farmhand import`), and
+# the backup of a whole server. A bundle item is the same model on the way out (an export
+# page) and on the way in (an import chunk), so what one server writes another reads.
+
+#: Records in one import request (the CLI also keeps each request's body well under the
+#: server's body limit).
+MAX_BUNDLE_RECORDS = 1000
+#: What `bundle.json` inside a bundle tar says it is.
+BUNDLE_FORMAT = "farmhand-bundle"
+BUNDLE_VERSION = 1
+
+
+class BundleCampaign(Strict):
+    """A campaign as a bundle carries it; matched on import by `name` and `version`."""
+
+    name: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
+    version: int = Field(ge=1)
+    software: str | None = Field(default=None, max_length=200)
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    based_on: str | None = Field(default=None, max_length=220, description="`NAME:VERSION`")
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class BundleCheckpoint(Strict):
+    """A checkpoint a run saved."""
+
+    sha256: str = Field(pattern=SHA256_PATTERN)
+    created_at: datetime
+
+
+class BundleRun(Strict):
+    """One attempt as a bundle carries it. Imported runs get fresh ids and lease tokens and
+    no agent; `id` is the run's id on the server it came from (`result_run` names it)."""
+
+    id: int
+    attempt: int = Field(ge=0)
+    state: RunState
+    claimed_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    stdout_tail: str | None = None
+    stderr_tail: str | None = None
+    run_args: dict[str, Any] | None = None
+    archive: str | None = Field(default=None, pattern=SHA256_PATTERN)
+    checkpoints: list[BundleCheckpoint] = Field(default_factory=list)
+
+
+class BundleParent(Strict):
+    """A parent outside the bundle's campaign: `campaign` is its `NAME:VERSION`."""
+
+    campaign: str = Field(min_length=1, max_length=220)
+    key: str = Field(min_length=1, max_length=MAX_KEY_LENGTH)
+
+
+class BundleRecord(Strict):
+    """A record with its runs. Its spec — command, run_args, inputs, parents, dataset,
+    tags — decides on import whether it is the same calculation as one already there."""
+
+    key: str = Field(min_length=1, max_length=MAX_KEY_LENGTH)
+    command: str = Field(min_length=1, max_length=MAX_COMMAND_LENGTH)
+    priority: int = 0
+    run_args: dict[str, Any] = Field(default_factory=dict)
+    temporary_run_args: dict[str, Any] | None = None
+    dataset: str | None = Field(default=None, max_length=200, pattern=NAME_PATTERN)
+    tags: list[str] = Field(default_factory=list, max_length=64)
+    parents: list[str] = Field(
+        default_factory=list, max_length=MAX_PARENTS, description="keys in the same campaign"
+    )
+    outside_parents: list[BundleParent] = Field(default_factory=list, max_length=MAX_PARENTS)
+    inputs: dict[str, str] = Field(default_factory=dict)
+    state: RecordState
+    attempts: int = Field(ge=0)
+    max_attempts: int = Field(ge=1)
+    error: str | None = None
+    result: dict[str, Any] | list[Any] | None = None
+    result_run: int | None = Field(default=None, description="`id` of the run it came from")
+    created_at: datetime
+    runs: list[BundleRun] = Field(default_factory=list)
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs_are_staged_files(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_inputs(value)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags_sorted(cls, value: list[str]) -> list[str]:
+        return sorted(set(value))
+
+    def snapshots(self) -> set[str]:
+        """Every snapshot it references: inputs, run archives, checkpoints."""
+        found = set(self.inputs.values())
+        for run in self.runs:
+            found.update(c.sha256 for c in run.checkpoints)
+            if run.archive:
+                found.add(run.archive)
+        return found
+
+
+class BundlePage(Loose):
+    """One page of a campaign's export, records in id order; `next` is the following
+    page's `after`."""
+
+    campaign: BundleCampaign
+    records: list[BundleRecord]
+    next: int | None = None
+
+
+class BundleImport(Strict):
+    """One chunk of an import: records (parents before children, or already on the server)
+    merged into the campaign `name`:`version`, created when missing."""
+
+    campaign: BundleCampaign
+    records: list[BundleRecord] = Field(default_factory=list, max_length=MAX_BUNDLE_RECORDS)
+
+
+class BundleConflict(Loose):
+    """A record the import left untouched: the server's has the same key, another spec."""
+
+    key: str
+    differs: list[str] = Field(description="spec fields that differ, e.g. command, inputs")
+
+
+class BundleImported(Loose):
+    """What one import chunk did."""
+
+    campaign_id: int
+    campaign_created: bool = False
+    created: int = Field(default=0, description="records new to this server, with their runs")
+    merged: int = Field(
+        default=0, description="records not done here, done in the bundle: took its result"
+    )
+    unchanged: int = 0
+    conflicts: list[BundleConflict] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list, description="e.g. campaign settings differ")

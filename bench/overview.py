@@ -3,9 +3,13 @@
 For each backend: 1,000,000 records in ten campaigns (one of 910,000), with a run for every
 record that was started and 50 agents, inserted straight into the database by SQL; then a
 real `farmhand server` process on it, timed over HTTP with a logged-in session cookie. Also
-timed directly: the counts-by-state GROUP BY the overview runs, and, for reference, the
-`run.ended_at` scan a database-side throughput would need (unindexed; the pages use sampled
-counts instead). Numbers are printed, never asserted.
+timed directly: the counts-by-state GROUP BY the overview runs, the stuck-records GROUP BY
+(`farmhand status`: the agents offer runners and resources some ready records lack), and,
+for reference, the `run.ended_at` scan a database-side throughput would need (unindexed;
+the pages use sampled counts instead). Numbers are printed, never asserted.
+
+Records carry one of 20 datasets and one of 10 tags (plus a tag on one record in 100,000),
+so the campaign page's dataset and tag filters are timed as well.
 """
 
 from __future__ import annotations
@@ -20,14 +24,14 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy import text
-from sqlmodel import SQLModel
 
 from farmhand.agent.client import FarmhandClient
 from farmhand.agent.demo import free_port, wait_until_up
-from farmhand.server import status
+from farmhand.server import browse, migrate, status, stuck
 from farmhand.server.db import Database
 from farmhand.server.pages.access import COOKIE
 from farmhand.server.tables import utcnow
@@ -37,12 +41,15 @@ TOKEN = "fh_bench_overview"
 CAMPAIGNS = 10
 AGENTS = 50
 # Out of every 200 records: 110 done, 70 ready, 6 failed, 2 running, 1 claimed,
-# 1 cancelled, 10 waiting.
+# 1 cancelled, 10 waiting. One ready record in 1,000 needs runner 'lammps' (no agent has
+# it), one in 997 needs 4 GPUs (agents have 2).
 STATE = (
     "CASE WHEN i % 200 < 110 THEN 'done' WHEN i % 200 < 180 THEN 'ready' "
     "WHEN i % 200 < 186 THEN 'failed' WHEN i % 200 < 188 THEN 'running' "
     "WHEN i % 200 < 189 THEN 'claimed' WHEN i % 200 < 190 THEN 'cancelled' ELSE 'waiting' END"
 )
+
+TAGS = """(CASE WHEN i % 100000 = 7 THEN '["rare"]' ELSE '["t' || (i % 10) || '"]' END)"""
 
 
 def fill(db: Database, n: int) -> float:
@@ -57,12 +64,21 @@ def fill(db: Database, n: int) -> float:
 
         def ago(seconds: str) -> str:
             return f"datetime('now', '-' || ({seconds}) || ' seconds')"
+
+        def later(seconds: int) -> str:
+            return f"datetime('now', '+{seconds} seconds')"
     else:
         series = "SELECT generate_series(1, :n) AS i"
         now = "(now() AT TIME ZONE 'utc')"
 
         def ago(seconds: str) -> str:
             return f"({now} - make_interval(secs => {seconds}))"
+
+        def later(seconds: int) -> str:
+            return f"({now} + make_interval(secs => {seconds}))"
+
+    def json_of(expression: str) -> str:
+        return expression if sqlite else f"CAST({expression} AS JSON)"
 
     small = n // 100
     big = n - (CAMPAIGNS - 1) * small
@@ -78,24 +94,37 @@ def fill(db: Database, n: int) -> float:
             )
         for k in range(AGENTS):
             state = "draining" if k % 10 == 9 else "active"
-            beat = ago("600") if k % 10 == 8 else now  # every tenth is stale
+            # Every tenth is stale; the others stay live however long the measuring takes.
+            beat = ago("600") if k % 10 == 8 else later(3600)
             conn.execute(
                 text(
                     "INSERT INTO agent (name, host, slots, labels, state, registered_at, "
-                    f"last_heartbeat) VALUES (:name, :host, 32, '{{}}', :state, {now}, {beat})"
+                    "last_heartbeat, runners, resources) VALUES (:name, :host, 32, '{}', "
+                    f":state, {now}, {beat}, :runners, :resources)"
                 ),
-                {"name": f"agent-{k}", "host": f"cn{k:03d}", "state": state},
+                {
+                    "name": f"agent-{k}",
+                    "host": f"cn{k:03d}",
+                    "state": state,
+                    "runners": '["subprocess"]',
+                    "resources": '{"cores": 32, "gpus": 2, "memory_mb": 131072}',
+                },
             )
         leased = "i % 200 >= 186 AND i % 200 < 189"
         conn.execute(
             text(
                 "INSERT INTO record (campaign_id, key, command, priority, run_args, state, "
-                "attempts, max_attempts, agent_id, lease_expires_at, created_at, updated_at) "
+                "attempts, max_attempts, agent_id, lease_expires_at, created_at, updated_at, "
+                "dataset, tags, runner, gpus) "
                 f"SELECT CASE WHEN i <= {big} THEN 1 ELSE 2 + (i - {big} - 1) / {small} END, "
                 f"'key-' || i, 'python calc.py ' || i, 0, '{{}}', {STATE}, "
                 f"CASE WHEN i % 200 < 110 OR {leased} THEN 1 ELSE 0 END, 3, "
                 f"CASE WHEN {leased} THEN 1 + i % {AGENTS} END, "
-                f"CASE WHEN {leased} THEN {ago('-3600')} END, {now}, {now} "
+                f"CASE WHEN {leased} THEN {later(3600)} END, {now}, {now}, "
+                "'ds-' || (i % 20), "
+                f"{json_of(TAGS)}, "
+                "CASE WHEN i % 1000 = 117 THEN 'lammps' ELSE 'subprocess' END, "
+                "CASE WHEN i % 997 = 150 THEN 4 END "
                 f"FROM ({series}) AS g"
             ),
             {"n": n},
@@ -141,14 +170,37 @@ def direct(db: Database, repeat: int) -> dict[str, tuple[float, float]]:
         with db.read() as session:
             return status.campaigns(session)
 
+    def stuck_groups() -> object:
+        with db.read() as session:
+            return stuck.explain(session, now=utcnow(), stale_after=60)
+
     def ended_scan() -> object:
         with db.read() as session:
             cutoff = utcnow() - timedelta(minutes=5)
             query = text("SELECT count(*) FROM run WHERE ended_at > :cutoff")
             return session.execute(query, {"cutoff": cutoff.replace(tzinfo=None)}).scalar()
 
+    def records(after: int | None = None, **chosen: Any) -> Callable[[], object]:
+        def call() -> object:
+            with db.read() as session:
+                filters = browse.Filters(**chosen)
+                return browse.record_page(session, campaign_id=1, filters=filters, after=after)
+
+        return call
+
+    lists = {
+        "first page": records(),
+        "key prefix": records(key_prefix="key-12345"),
+        "dataset": records(dataset="ds-7"),
+        "dataset, deep": records(dataset="ds-7", after=500_000),
+        "common tag": records(tag="t3"),
+        "rare tag": records(tag="rare"),
+        "rare tag, deep": records(tag="rare", after=500_000),
+    }
     return {
         "counts by state (GROUP BY, direct)": timed(counts, repeat),
+        **{f"records: {name} (direct)": timed(call, repeat) for name, call in lists.items()},
+        "stuck records (GROUP BY, direct)": timed(stuck_groups, repeat),
         "runs ended in last 5 min (scan, direct)": timed(ended_scan, repeat),
     }
 
@@ -178,9 +230,16 @@ def over_http(url: str, data_dir: Path, repeat: int) -> dict[str, tuple[float, f
             pages = {
                 "overview page /": get("/"),
                 "overview live refresh": get("/", **{"X-Farmhand-Live": "1"}),
+                "campaign page, first": get("/campaigns/1"),
                 "campaign page, state=failed": get("/campaigns/1?state=failed"),
                 "campaign page, deep keyset page": get("/campaigns/1?after=500000"),
                 "campaign page, key prefix": get("/campaigns/1?key=key-12345"),
+                "campaign page, dataset": get("/campaigns/1?dataset=ds-7"),
+                "campaign page, dataset, deep": get("/campaigns/1?dataset=ds-7&after=500000"),
+                "campaign page, common tag": get("/campaigns/1?tag=t3"),
+                "campaign page, rare tag": get("/campaigns/1?tag=rare"),
+                "campaign page, rare tag, deep": get("/campaigns/1?tag=rare&after=500000"),
+                "GET /api/v1/status": get("/api/v1/status", Authorization=f"Bearer {TOKEN}"),
                 "record page": get("/records/100"),
                 "/metrics": get("/metrics"),
             }
@@ -193,7 +252,7 @@ def over_http(url: str, data_dir: Path, repeat: int) -> dict[str, tuple[float, f
 def measure(backend: str, url: str, n: int, repeat: int, data_dir: Path) -> None:
     """Fill one database and print its rows."""
     db = Database(url)
-    SQLModel.metadata.create_all(db.engine)
+    migrate.upgrade(db.engine)  # the schema a server builds (create_all would be stamped 0001)
     took = fill(db, n)
     print(f"\n{backend}: {n:,} records inserted in {took:.1f} s")
     rows = {**direct(db, repeat), **over_http(url, data_dir, repeat)}

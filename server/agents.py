@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from farmhand.agent import wire
-from farmhand.server import leases
+from farmhand.server import held_leases, leases
 from farmhand.server.db import literal_in
 from farmhand.server.tables import Agent, Run
 
@@ -18,8 +18,17 @@ LIVE_RUN = [s.value for s in wire.LIVE_RUN_STATES]
 def register(
     session: Session, *, body: wire.AgentRegister, token_id: int, now: datetime
 ) -> wire.Agent:
-    """Record a new agent process."""
-    row = Agent(**body.model_dump(), token_id=token_id, registered_at=now, last_heartbeat=now)
+    """Record a new agent process, with the runners and resources it said it has (None for
+    what it did not say: an older agent takes any runner, and its amounts are unknown)."""
+    said = body.model_fields_set
+    row = Agent(
+        **body.model_dump(exclude={"runners", "resources"}),
+        runners=body.runners if "runners" in said else None,
+        resources=body.resources.model_dump() if body.resources is not None else None,
+        token_id=token_id,
+        registered_at=now,
+        last_heartbeat=now,
+    )
     session.add(row)
     session.flush()
     return wire.Agent.model_validate(row)
@@ -41,7 +50,9 @@ def heartbeat(
     if status is not None:  # agents that send none keep what they had (None)
         agent.status = status.model_dump(mode="json")
     session.add(agent)
-    renewed, expires = leases.renew(session, agent_id=agent_id, run_ids=run_ids, now=now, ttl=ttl)
+    renewed, expires = held_leases.renew(
+        session, agent_id=agent_id, run_ids=run_ids, now=now, ttl=ttl
+    )
     cancel: list[int] = []
     live: set[int] = set()
     wanted = sorted(set(run_ids))
@@ -76,7 +87,7 @@ def stop(session: Session, *, agent_id: int, now: datetime) -> wire.Agent:
     if agent is None:
         leases.active_agent(session, agent_id)  # raises NotFound
     assert agent is not None
-    leases.release_agent(session, agent_id=agent_id, now=now, reason="agent stopped")
+    held_leases.release_agent(session, agent_id=agent_id, now=now, reason="agent stopped")
     agent.state = "stopped"
     agent.last_heartbeat = now
     session.add(agent)

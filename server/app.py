@@ -17,17 +17,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from farmhand.agent import wire
-from farmhand.server import auth, leases, metrics, migrate, pages
+from farmhand.server import auth, held_leases, leases, metrics, migrate, pages
+from farmhand.server.blobstore import open_store
 from farmhand.server.db import Database
-from farmhand.server.errors import FarmhandError
+from farmhand.server.errors import FarmhandError, StorageError
 from farmhand.server.logs import RequestIdMiddleware
 from farmhand.server.notify import Wakeup
 from farmhand.server.relay import start_relay
 from farmhand.server.routes import agents as agent_routes
+from farmhand.server.routes import bundles as bundle_routes
 from farmhand.server.routes import campaigns as campaign_routes
 from farmhand.server.routes import leases as lease_routes
+from farmhand.server.routes import openapi
 from farmhand.server.routes import records as record_routes
 from farmhand.server.routes import runs as run_routes
+from farmhand.server.routes import snapshots as snapshot_routes
 from farmhand.server.settings import Settings
 from farmhand.server.tables import utcnow
 
@@ -66,6 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # /docs and /redoc are served by `pages`, from local files (no CDN)
         redoc_url=None,
+        openapi_tags=openapi.TAGS,
     )
     app.state.settings = settings
     app.state.wakeup = Wakeup()
@@ -77,12 +82,11 @@ def create_app(settings: Settings) -> FastAPI:
         agent_routes.router,
         lease_routes.router,
         run_routes.router,
+        snapshot_routes.router,
+        bundle_routes.router,
     ):
-        app.include_router(
-            router,
-            prefix=wire.API_PREFIX,
-            responses={code: {"model": wire.ErrorBody} for code in (401, 403, 404, 409, 422)},
-        )
+        # Each route lists its own error responses (routes/openapi.py: `errors(...)`).
+        app.include_router(router, prefix=wire.API_PREFIX)
     _add_error_handlers(app)
     _add_body_limit(app, settings.max_body_bytes)
     pages.mount(app)  # status pages, /static, /docs, /redoc
@@ -110,6 +114,12 @@ def _open(app: FastAPI, settings: Settings) -> None:
         log.error("cannot start on %s: %s", db.dialect, exc)
         db.dispose()
         raise
+    try:
+        app.state.blobs = open_store(settings.storage_url, settings.data_dir, settings=settings)
+    except (StorageError, ValueError) as exc:
+        log.error("cannot open the blob store: %s", exc)
+        db.dispose()
+        raise
     app.state.db = db
 
 
@@ -118,7 +128,8 @@ def _prepare(db: Database, settings: Settings) -> None:
     migrate.upgrade(db.engine)
     auth.bootstrap_admin(db, settings.data_dir, settings.admin_token)
     with db.write() as session:
-        extended = leases.grant_grace(session, now=utcnow(), grace=settings.resolved_startup_grace)
+        grace = settings.resolved_startup_grace
+        extended = held_leases.grant_grace(session, now=utcnow(), grace=grace)
     if extended:
         log.info(
             "gave %d live leases a %.0f s grace period after start",
@@ -185,6 +196,9 @@ def _add_body_limit(app: FastAPI, limit: int) -> None:
     app.add_middleware(_BodyLimit, limit=limit)
 
 
+_SNAPSHOTS = wire.API_PREFIX + "/snapshots/"
+
+
 class _BodyLimit:
     """413 for a request whose Content-Length is over the limit. A plain ASGI middleware: the
     `@app.middleware("http")` form costs a task group and two memory streams per request."""
@@ -194,7 +208,10 @@ class _BodyLimit:
         self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        # Snapshot uploads are streamed to disk and capped by max_snapshot_bytes instead.
+        if scope["type"] == "http" and not (
+            scope["method"] == "PUT" and scope["path"].startswith(_SNAPSHOTS)
+        ):
             length = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
             if length.isdigit() and int(length) > self.limit:
                 detail = f"request body is {int(length)} bytes; the limit is {self.limit}"

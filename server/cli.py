@@ -14,8 +14,9 @@ from sqlalchemy.exc import OperationalError
 
 from farmhand.server import logs, migrate
 from farmhand.server.app import create_app
+from farmhand.server.blobstore import open_store
 from farmhand.server.db import Database
-from farmhand.server.errors import SchemaError
+from farmhand.server.errors import SchemaError, StorageError
 from farmhand.server.settings import Settings
 
 
@@ -56,6 +57,11 @@ def main(argv: Sequence[str]) -> int:
     )
     if args.migrate_only:
         return _migrate_only(settings)
+    try:  # a bad storage URL, a missing bucket or refused credentials: one clear line
+        open_store(settings.storage_url, settings.data_dir, settings=settings)
+    except (StorageError, ValueError) as exc:
+        print(f"farmhand server: cannot open the blob store: {exc}", file=sys.stderr)
+        return 1
     # Configured here rather than by uvicorn, so the first line is in the chosen format too.
     logging.config.dictConfig(logs.config(settings.log_format, args.log_level))
     logging.getLogger("farmhand.server").info(

@@ -66,3 +66,11 @@ class SchemaError(FarmhandError):
 
     status = 500
     code = "schema"
+
+
+class StorageError(FarmhandError):
+    """The blob store cannot be used: a missing bucket, refused credentials, no endpoint
+    (startup refuses, naming the bucket and endpoint)."""
+
+    status = 503
+    code = "storage"

@@ -1,5 +1,5 @@
-"""Leases: claim, renew, expire and bulk release. Each function runs inside the caller's
-write transaction (routes own transactions) and flushes, never commits.
+"""Leases: claim and expire (renewal and bulk release live in `held_leases.py`). Each function
+runs inside the caller's write transaction (routes own transactions) and flushes, never commits.
 
 The claim is one `UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING`: on PostgreSQL the inner
 select takes `FOR UPDATE SKIP LOCKED`, on SQLite the whole transaction holds the write lock
@@ -32,14 +32,16 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from farmhand.agent import wire
-from farmhand.server import lifecycle, metrics, states
+from farmhand.server import inputs, lifecycle, metrics, states
 from farmhand.server.db import connection_of, execute_rows, literal_in, unnest
 from farmhand.server.errors import Conflict, FarmhandError, NotFound
 from farmhand.server.states import Event
 from farmhand.server.tables import (
     Agent,
     Campaign,
+    Checkpoint,
     Record,
+    RecordInput,
     RecordParent,
     RecordResult,
     Run,
@@ -156,6 +158,8 @@ _OF_CAMPAIGN = CAMPAIGN.c.id == REC.c.campaign_id
 #: Returned with each claimed record, so no statement reads the campaign afterwards.
 _DEFAULTS = select(CAMPAIGN.c.defaults).where(_OF_CAMPAIGN).correlate(REC).scalar_subquery()
 _HAS_PARENTS = exists().where(EDGE.c.record_id == REC.c.id).correlate(REC)
+_HAS_INPUTS = exists().where(RecordInput.__table__.c.record_id == REC.c.id).correlate(REC)
+_HAS_CHECKPOINT = exists().where(Checkpoint.__table__.c.record_id == REC.c.id).correlate(REC)
 _UNSTARTED = (
     select(CAMPAIGN.c.started_at).where(_OF_CAMPAIGN).correlate(REC).scalar_subquery().is_(None)
 )
@@ -217,6 +221,8 @@ def _claim_statement(dialect: str, filters: frozenset[str]) -> Any:
             REC.c.priority,
             REC.c.run_id,
             _HAS_PARENTS.label("has_parents"),
+            _HAS_INPUTS.label("has_inputs"),
+            _HAS_CHECKPOINT.label("has_checkpoint"),
             _DEFAULTS.label("defaults"),
             _UNSTARTED.label("unstarted"),
         )
@@ -335,6 +341,8 @@ def claim(
     if temporary:  # rare: only records retried with temporary run_args
         conn.execute(_SET_RUN_ARGS, temporary)
     parents = _parent_results(conn, [row.id for row in claimed if row.has_parents])
+    staged = inputs.of_records(conn, [row.id for row in claimed if row.has_inputs])
+    restore = inputs.newest_checkpoints(conn, [row.id for row in claimed if row.has_checkpoint])
     unstarted = {row.campaign_id for row in claimed if row.unstarted}
     if unstarted:
         conn.execute(_START_CAMPAIGNS, {"b_ids": sorted(unstarted), "b_now": now})
@@ -350,6 +358,8 @@ def claim(
             attempt=row.attempts,
             run_args=derive_run_args(row.defaults, row.run_args, row.temporary_run_args),
             parents=parents.get(row.id, []),
+            inputs=staged.get(row.id, {}),
+            checkpoint=restore.get(row.id),
         )
         for run, row in zip(runs, claimed, strict=True)
     ]
@@ -361,19 +371,23 @@ _SET_RUN_ARGS = (
 
 
 def _parent_results(conn: Connection, record_ids: list[int]) -> dict[int, list[wire.ParentResult]]:
-    """The parents of these claimed records, with their result documents."""
+    """The parents of these claimed records, with their result documents and the archives
+    of their successful runs."""
     if not record_ids:
         return {}
     rows = conn.execute(
-        select(EDGE.c.record_id, REC.c.id, REC.c.key, RESULT.c.document)
+        select(EDGE.c.record_id, REC.c.id, REC.c.key, RESULT.c.document, RUN.c.archive)
         .join(REC, REC.c.id == EDGE.c.parent_id)
         .outerjoin(RESULT, RESULT.c.record_id == REC.c.id)
+        .outerjoin(RUN, RUN.c.id == RESULT.c.run_id)
         .where(EDGE.c.record_id.in_(record_ids))
         .order_by(EDGE.c.record_id, REC.c.id)
     )
     out: dict[int, list[wire.ParentResult]] = {}
-    for child, pid, key, document in rows:
-        out.setdefault(child, []).append(wire.ParentResult(record_id=pid, key=key, result=document))
+    for child, pid, key, document, archive in rows:
+        out.setdefault(child, []).append(
+            wire.ParentResult(record_id=pid, key=key, result=document, archive=archive)
+        )
     return out
 
 
@@ -384,71 +398,3 @@ def derive_run_args(
 ) -> dict[str, Any]:
     """Campaign defaults, then record overrides, then one run's temporary args (later wins)."""
     return {**(defaults or {}), **(overrides or {}), **(temporary or {})}
-
-
-def renew(
-    session: Session, *, agent_id: int, run_ids: list[int], now: datetime, ttl: float
-) -> tuple[int, datetime]:
-    """Extend the leases of the listed runs this agent holds; returns (renewed, new expiry).
-
-    Only runs the agent names are renewed: a lease whose claim answer never reached the
-    agent (lost in transit) must still expire.
-    """
-    expires = now + timedelta(seconds=ttl)
-    renewed = 0
-    for start in range(0, len(run_ids), 5000):
-        chunk = run_ids[start : start + 5000]
-        renewed += session.execute(
-            update(REC)
-            .where(
-                REC.c.agent_id == agent_id,
-                REC.c.run_id.in_(chunk),
-                literal_in(REC.c.state, states.source_values(Event.release)),
-            )
-            .values(lease_expires_at=expires)
-        ).rowcount
-    return renewed, expires
-
-
-def release_agent(session: Session, *, agent_id: int, now: datetime, reason: str) -> int:
-    """Give back every lease the agent holds without spending attempts; returns how many."""
-    # Records first, then runs: the lock order of every writer.
-    held = (
-        session.execute(
-            update(REC)
-            .where(
-                REC.c.agent_id == agent_id,
-                literal_in(REC.c.state, states.source_values(Event.release)),
-            )
-            .values(
-                state=states.target(Event.release).value,
-                attempts=REC.c.attempts - 1,
-                agent_id=None,
-                lease_expires_at=None,
-                updated_at=now,
-            )
-            .returning(REC.c.run_id)
-        )
-        .scalars()
-        .all()
-    )
-    if held:
-        session.execute(
-            update(RUN)
-            .where(RUN.c.id.in_(held), literal_in(RUN.c.state, LIVE_RUN))
-            .values(state=wire.RunState.released.value, ended_at=now, error=reason)
-        )
-    return len(held)
-
-
-def grant_grace(session: Session, *, now: datetime, grace: float) -> int:
-    """After a server start, give every live lease at least `grace` seconds (invariant 3)."""
-    until = now + timedelta(seconds=grace)
-    return session.execute(
-        update(REC)
-        .where(
-            literal_in(REC.c.state, states.source_values(Event.release)),
-            REC.c.lease_expires_at < until,
-        )
-        .values(lease_expires_at=until)
-    ).rowcount

@@ -10,12 +10,12 @@ from sqlalchemy import delete, select, update
 from sqlmodel import Session
 
 from farmhand.agent import wire
-from farmhand.server import dependencies, lifecycle, states
+from farmhand.server import dependencies, inputs, lifecycle, states
 from farmhand.server.db import literal_in
 from farmhand.server.errors import Invalid, NotFound
 from farmhand.server.leases import derive_run_args
 from farmhand.server.states import Event
-from farmhand.server.tables import Campaign, Record, RecordResult, Run
+from farmhand.server.tables import Campaign, Checkpoint, Record, RecordResult, Run
 
 REC = Record.__table__
 RUN = Run.__table__
@@ -57,8 +57,10 @@ def list_(
     more = len(rows) > limit
     rows = rows[:limit]
     defaults = _defaults(session, {row.Record.campaign_id for row in rows})
-    parents = dependencies.parents_of(session, [row.Record.id for row in rows])
-    items = [_out(row.Record, row.document, defaults, parents) for row in rows]
+    ids = [row.Record.id for row in rows]
+    parents = dependencies.parents_of(session, ids)
+    staged = inputs.of_records(session, ids)
+    items = [_out(row.Record, row.document, defaults, parents, staged) for row in rows]
     return wire.Page[wire.Record](items=items, next=items[-1].id if more else None)
 
 
@@ -73,9 +75,19 @@ def get(session: Session, record_id: int) -> wire.Record:
         result.document if result else None,
         _defaults(session, {record.campaign_id}),
         dependencies.parents_of(session, [record_id]),
+        inputs.of_records(session, [record_id]),
     )
     runs = session.execute(select(Run).where(Run.record_id == record_id).order_by(Run.id))
     out.runs = [wire.Run.model_validate(run) for run in runs.scalars()]
+    newest: dict[int, str] = {}
+    for run_id, sha in session.execute(
+        select(Checkpoint.run_id, Checkpoint.sha256)
+        .where(Checkpoint.record_id == record_id)
+        .order_by(Checkpoint.id)
+    ):
+        newest[run_id] = sha
+    for run in out.runs:
+        run.checkpoint = newest.get(run.id)
     out.children = dependencies.children_of(session, record_id)
     return out
 
@@ -204,12 +216,14 @@ def _out(
     document: Any,
     defaults: dict[int, dict[str, Any]],
     parents: dict[int, list[tuple[int, str]]],
+    staged: dict[int, dict[str, str]],
 ) -> wire.Record:
     return wire.Record.model_validate(
         {
             **record.model_dump(),
             "result": document,
             "parents": [key for _, key in parents.get(record.id or 0, [])],
+            "inputs": staged.get(record.id or 0, {}),
             "derived_run_args": derive_run_args(
                 defaults.get(record.campaign_id), record.run_args, record.temporary_run_args
             ),

@@ -20,107 +20,30 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Integer, Text, bindparam, cast, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from farmhand.agent import wire
-from farmhand.server import lifecycle, states
-from farmhand.server.db import connection_of, execute_rows, unnest
-from farmhand.server.errors import FarmhandError, NotFound, StaleLease
+from farmhand.server import lifecycle, snapshots, states
+from farmhand.server.db import connection_of, execute_rows
+from farmhand.server.errors import FarmhandError, Invalid, NotFound, StaleLease
+from farmhand.server.report_statements import (
+    END_RECORDS,
+    END_RUNS,
+    END_RUNS_POSTGRESQL,
+    LOCK_RECORDS,
+    LOCK_RUNS,
+    START_RECORD,
+    START_RUN,
+    STORE_RESULTS,
+    STORE_RESULTS_POSTGRESQL,
+)
 from farmhand.server.states import Event
-from farmhand.server.tables import Record, RecordResult, Run, UTCDateTime
+from farmhand.server.tables import Run
 
-REC = Record.__table__
-RUN = Run.__table__
-RESULT = RecordResult.__table__
 LIVE = {s.value for s in wire.LIVE_RUN_STATES}
 DONE, FAILED = wire.RecordState.done.value, wire.RecordState.failed.value
-
-_RUN_IDS = bindparam("b_runs", expanding=True)
-# FOR UPDATE (PostgreSQL) in id order: a report racing an expiry, a claim or a cancel of the
-# same record waits for it and then reads its outcome instead of overwriting it.
-_LOCK_RECORDS = (
-    select(REC.c.id, REC.c.key, REC.c.state, REC.c.attempts, REC.c.max_attempts, REC.c.error)
-    .where(REC.c.id.in_(select(RUN.c.record_id).where(RUN.c.id.in_(_RUN_IDS))))
-    .order_by(REC.c.id)
-    .with_for_update()
-)
-_LOCK_RUNS = (
-    select(RUN.c.id, RUN.c.record_id, RUN.c.token, RUN.c.state, RUN.c.report)
-    .where(RUN.c.id.in_(_RUN_IDS))
-    .order_by(RUN.c.id)
-    .with_for_update()
-)
-_NOW = bindparam("b_now", type_=UTCDateTime)
-# Records that end the same way (say, 32 completions) are written by one statement.
-_END_RECORDS = (
-    update(REC)
-    .where(REC.c.id.in_(bindparam("b_ids", expanding=True)))
-    .values(
-        state=bindparam("b_state"),
-        error=bindparam("b_error"),
-        attempts=REC.c.attempts - bindparam("b_given_back"),
-        agent_id=None,
-        lease_expires_at=None,
-        updated_at=_NOW,
-    )
-)
-_END_RUN_VALUES = ("state", "exit_code", "error", "stdout_tail", "stderr_tail", "report")
-_END_RUNS = (
-    update(RUN)
-    .where(RUN.c.id == bindparam("b_id"))
-    .values(ended_at=_NOW, **{name: bindparam(f"b_{name}") for name in _END_RUN_VALUES})
-)
-_ENDED = unnest(
-    id=Integer,
-    state=Text,
-    exit_code=Integer,
-    error=Text,
-    stdout_tail=Text,
-    stderr_tail=Text,
-    report=Text,
-)
-_END_RUNS_POSTGRESQL = (
-    update(RUN)
-    .where(RUN.c.id == _ENDED.c.id)
-    .values(ended_at=_NOW, **{name: _ENDED.c[name] for name in _END_RUN_VALUES})
-)
-_START_RECORD = (
-    update(REC)
-    .where(REC.c.id == bindparam("b_id"))
-    .values(state=bindparam("b_state"), updated_at=_NOW)
-)
-_START_RUN = (
-    update(RUN)
-    .where(RUN.c.id == bindparam("b_id"))
-    .values(state=wire.RunState.running.value, started_at=_NOW)
-)
-
-
-# INSERT … ON CONFLICT (record_id) DO UPDATE: a rerun's result replaces the earlier one.
-_STORE_RESULTS = sqlite.insert(RESULT).values(
-    record_id=bindparam("b_record_id"),
-    run_id=bindparam("b_run_id"),
-    document=bindparam("b_document", type_=Text),  # JSON text already (no CAST in SQLite)
-)
-_STORE_RESULTS = _STORE_RESULTS.on_conflict_do_update(
-    index_elements=[RESULT.c.record_id],
-    set_={"run_id": _STORE_RESULTS.excluded.run_id, "document": _STORE_RESULTS.excluded.document},
-)
-_RESULTS = unnest(record_id=Integer, run_id=Integer, document=Text)
-_STORE_RESULTS_POSTGRESQL = postgresql.insert(RESULT).from_select(
-    ["record_id", "run_id", "document"],
-    select(_RESULTS.c.record_id, _RESULTS.c.run_id, cast(_RESULTS.c.document, JSON)),
-)
-_STORE_RESULTS_POSTGRESQL = _STORE_RESULTS_POSTGRESQL.on_conflict_do_update(
-    index_elements=[RESULT.c.record_id],
-    set_={
-        "run_id": _STORE_RESULTS_POSTGRESQL.excluded.run_id,
-        "document": _STORE_RESULTS_POSTGRESQL.excluded.document,
-    },
-)
 
 
 @dataclass
@@ -147,8 +70,14 @@ def _completion(run_id: int, body: wire.RunComplete | wire.RunReport) -> _Report
         "result": body.result,
         "stdout_tail": body.stdout_tail,
         "stderr_tail": body.stderr_tail,
+        **_archive(body),
     }
     return _Report("complete", run_id, body.token, payload, result=body.result)
+
+
+def _archive(body: wire.RunComplete | wire.RunFail | wire.RunReport) -> dict[str, str]:
+    # Only when given, so reports without one keep the digests they always had.
+    return {"archive": body.archive} if body.archive else {}
 
 
 def _failure(run_id: int, body: wire.RunFail | wire.RunReport) -> _Report:
@@ -158,6 +87,7 @@ def _failure(run_id: int, body: wire.RunFail | wire.RunReport) -> _Report:
         "exit_code": body.exit_code,
         "stdout_tail": body.stdout_tail,
         "stderr_tail": body.stderr_tail,
+        **_archive(body),
     }
     return _Report("fail", run_id, body.token, payload)
 
@@ -166,7 +96,7 @@ def _lock(conn: Connection, run_ids: list[int]) -> tuple[dict[int, dict], dict[i
     """The runs and their records, locked records first; {id: row} each."""
     params = {"b_runs": sorted(set(run_ids))}
     found = []
-    for stmt in (_LOCK_RECORDS, _LOCK_RUNS):
+    for stmt in (LOCK_RECORDS, LOCK_RUNS):
         result = conn.execute(stmt, params)
         keys = list(result.keys())
         found.append({row[0]: dict(zip(keys, row, strict=True)) for row in result})
@@ -238,11 +168,18 @@ def _apply(
     """Apply final reports in one go: one answer (an ack or the error) per report, in order."""
     conn = connection_of(tx)
     runs, records = _lock(conn, [r.run_id for r in reports])
+    archives = [r.payload["archive"] for r in reports if r.payload.get("archive")]
+    absent = set(snapshots.missing(conn, archives)) if archives else set()
     outcomes: list[wire.RunAck | FarmhandError] = []
     ended: list[tuple[_Report, dict, dict]] = []
     for report in reports:
         try:
             run, record = _fence(runs, records, report.run_id, report.token)
+            if run["state"] in LIVE and report.payload.get("archive") in absent:
+                raise Invalid(
+                    f"run {run['id']}: archive snapshot {report.payload['archive']} is not on "
+                    "the server; upload it first"
+                )
             if run["state"] in LIVE:
                 outcomes.append(_end(run, record, report))
                 ended.append((report, run, record))
@@ -262,7 +199,7 @@ def _write(conn: Connection, ended: list[tuple[_Report, dict, dict]], now: datet
         endings.setdefault((record["state"], record["error"], given_back), []).append(record["id"])
     for (state, error, given_back), ids in endings.items():
         conn.execute(
-            _END_RECORDS,
+            END_RECORDS,
             {
                 "b_ids": ids,
                 "b_state": state,
@@ -280,10 +217,11 @@ def _write(conn: Connection, ended: list[tuple[_Report, dict, dict]], now: datet
             "b_stdout_tail": report.payload.get("stdout_tail"),
             "b_stderr_tail": report.payload.get("stderr_tail"),
             "b_report": run["report"],
+            "b_archive": report.payload.get("archive"),
         }
         for report, run, _ in ended
     ]
-    execute_rows(conn, _END_RUNS, _END_RUNS_POSTGRESQL, runs, b_now=now)
+    execute_rows(conn, END_RUNS, END_RUNS_POSTGRESQL, runs, b_now=now)
     results = [
         {
             "b_record_id": record["id"],
@@ -293,10 +231,18 @@ def _write(conn: Connection, ended: list[tuple[_Report, dict, dict]], now: datet
         for report, run, record in ended
         if report.verb == "complete"
     ]
-    execute_rows(conn, _STORE_RESULTS, _STORE_RESULTS_POSTGRESQL, results)
+    execute_rows(conn, STORE_RESULTS, STORE_RESULTS_POSTGRESQL, results)
     done = [record["id"] for _, _, record in ended if record["state"] == DONE]
     failed = {record["id"]: record["key"] for _, _, record in ended if record["state"] == FAILED}
-    lifecycle.records_ended(conn, done=done, failed=failed, now=now)
+    records = [record for _, _, record in ended]
+    lifecycle.records_ended(
+        conn,
+        done=done,
+        failed=failed,
+        now=now,
+        campaign_ids={r["campaign_id"] for r in records if r["state"] in (DONE, FAILED)},
+        temporary=[r["id"] for r in records if r["has_temporary"]],
+    )
 
 
 def _one(tx: Session | Connection, report: _Report, now: datetime) -> wire.RunAck:
@@ -322,8 +268,8 @@ def start(
     what = f"record '{record['key']}'"
     record["state"] = states.transition(Event.start, record["state"], what=what).value
     run["state"] = wire.RunState.running.value
-    conn.execute(_START_RECORD, {"b_id": record["id"], "b_state": record["state"], "b_now": now})
-    conn.execute(_START_RUN, {"b_id": run_id, "b_now": now})
+    conn.execute(START_RECORD, {"b_id": record["id"], "b_state": record["state"], "b_now": now})
+    conn.execute(START_RUN, {"b_id": run_id, "b_now": now})
     return _ack(run, record)
 
 

@@ -42,6 +42,27 @@ class Settings(BaseModel):
     log_format: Literal["text", "json"] = Field(
         default="text", description="server log lines: text, or one JSON object per line"
     )
+    storage_url: str | None = Field(
+        default=None,
+        description="where snapshot blobs live: file:///path or s3://bucket/prefix; "
+        "default <data_dir>/blobs",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="S3-compatible endpoint for s3:// storage (MinIO, Ceph, …); default AWS "
+        "(or AWS_ENDPOINT_URL_S3)",
+    )
+    s3_region: str | None = Field(
+        default=None, description="region of the s3:// bucket; default AWS_DEFAULT_REGION"
+    )
+    s3_staging_dir: Path | None = Field(
+        default=None,
+        description="local directory where uploads to s3:// storage are staged and hashed; "
+        "default <data_dir>/s3-staging",
+    )
+    max_snapshot_bytes: int = Field(
+        default=64 * 1024**3, ge=1, description="largest snapshot upload accepted (413 beyond)"
+    )
     page_refresh: float = Field(
         default=3.0, gt=0, description="seconds between the status pages' live refreshes"
     )

@@ -1,5 +1,5 @@
 """Read-only views of the farm for the status pages and `/metrics`: campaign progress,
-agents, recent failures and filtered pages of records.
+agents and recent failures (a campaign's pages of records: `browse`).
 
 Each function runs inside the caller's read transaction and reads through an index: counts by
 state come from one GROUP BY over `ix_record_campaign_state`, leases per agent from the
@@ -14,7 +14,6 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import case, func, select
 from sqlmodel import Session
@@ -220,92 +219,3 @@ def recent_failures(session: Session, *, limit: int = 10) -> list[Failure]:
         Failure(wire.Run.model_validate(run), key, campaign_id, state)
         for run, key, campaign_id, state in rows
     ]
-
-
-@dataclass
-class RecordRow:
-    """One line of a campaign's record list."""
-
-    id: int
-    key: str
-    state: str
-    attempts: int
-    max_attempts: int
-    error: str | None
-    updated_at: datetime
-
-
-@dataclass
-class RecordPage:
-    """A keyset page of records: `before`/`after` cursors for the neighbouring pages."""
-
-    items: list[RecordRow]
-    before: int | None = None
-    after: int | None = None
-
-
-def record_page(
-    session: Session,
-    *,
-    campaign_id: int,
-    state: wire.RecordState | None = None,
-    key_prefix: str | None = None,
-    after: int | None = None,
-    before: int | None = None,
-    limit: int = 50,
-) -> RecordPage:
-    """Records of a campaign in id order, filtered by state and key prefix.
-
-    Keyset paging in both directions: `after` gives the page following an id, `before` the
-    one preceding it. State filters read `ix_record_campaign_state`; key prefixes read the
-    campaign's unique key index.
-    """
-    columns = [getattr(REC.c, name) for name in RecordRow.__dataclass_fields__]
-    stmt = select(*columns)
-    if state is None and not key_prefix and (after is not None or before is not None):
-        # No index orders a campaign's records by id, so the planner would read the whole
-        # campaign and sort it for every page. `campaign_id + 0` hides the column from the
-        # indexes: the page walks the primary key from the cursor, reading about one page of
-        # rows while the campaign's ids are contiguous (bulk submissions are).
-        stmt = stmt.where(REC.c.campaign_id + 0 == campaign_id)
-    else:
-        stmt = stmt.where(REC.c.campaign_id == campaign_id)
-    if state is not None:
-        stmt = stmt.where(REC.c.state == state.value)
-    if key_prefix:
-        stmt = stmt.where(*_prefix(REC.c.key, key_prefix, session))
-    backwards = before is not None and after is None
-    if backwards:
-        stmt = stmt.where(REC.c.id < before).order_by(REC.c.id.desc())
-    else:
-        if after is not None:
-            stmt = stmt.where(REC.c.id > after)
-        stmt = stmt.order_by(REC.c.id)
-    rows = [RecordRow(*row) for row in session.execute(stmt.limit(limit + 1)).all()]
-    more = len(rows) > limit
-    rows = rows[:limit]
-    if backwards:
-        rows.reverse()
-    page = RecordPage(rows)
-    if rows:
-        # A cursor exists when rows lie that way: `more` in the direction read, and the
-        # page we came from in the other.
-        has_before = more if backwards else after is not None
-        has_after = before is not None if backwards else more
-        page.before = rows[0].id if has_before else None
-        page.after = rows[-1].id if has_after else None
-    return page
-
-
-def _prefix(column: Any, prefix: str, session: Session) -> list[Any]:
-    """Conditions for `column` starting with `prefix` that an index on it can serve."""
-    if session.get_bind().dialect.name == "sqlite":
-        # SQLite compares keys as bytes (BINARY), so a range is exact and reads the index.
-        conditions = [column >= prefix]
-        if ord(prefix[-1]) < 0x10FFFF:
-            conditions.append(column < prefix[:-1] + chr(ord(prefix[-1]) + 1))
-        return conditions
-    # A range is wrong under a linguistic collation (it may skip punctuation); LIKE is
-    # right under any collation, and index-assisted where the collation is C.
-    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return [column.like(escaped + "%", escape="\\")]

@@ -32,7 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from farmhand.agent import wire
-from farmhand.server import dependencies, lifecycle, matching, records
+from farmhand.server import dependencies, inputs, lifecycle, matching, records
 from farmhand.server.db import connection_of, execute_rows, unnest
 from farmhand.server.errors import Invalid, NotFound
 from farmhand.server.leases import derive_run_args
@@ -77,11 +77,15 @@ def create(
     if campaign is None:
         raise NotFound(f"campaign {body.campaign_id} does not exist")
     _check_specs(body.records, max_command_length)
+    inputs.check_stored(session, body.records)
     default = matching.max_attempts(
         campaign.defaults, default_max_attempts, f"campaign '{campaign.name}'"
     )
     if not body.force and not any(spec.parents for spec in body.records):
-        return _insert_new(session, campaign, body.records, default, now)
+        answer, created = _insert_new(session, campaign, body.records, default, now)
+        if created and any(spec.inputs for spec in body.records):
+            inputs.attach(session, campaign.id, [s for s in body.records if s.key in created])
+        return answer
     existing = _existing(session, campaign.id, [spec.key for spec in body.records])
     new, replace, skipped = [], [], []
     for spec in body.records:
@@ -100,6 +104,10 @@ def create(
     ids.update({spec.key: existing[spec.key].id for spec in replace})
     if replace:
         _replace(session, [existing[s.key] for s in replace], rows, now)
+    if any(spec.inputs for spec in body.records) or replace:
+        inputs.attach(
+            session, campaign.id, [*new, *replace], replaced=[existing[s.key].id for s in replace]
+        )
     if parents:
         _link(session, campaign.id, parents, ids, {existing[s.key].id for s in replace})
         dependencies.settle(session, [ids[k] for k in parents], now=now)
@@ -120,10 +128,11 @@ def _insert_new(
     specs: Sequence[wire.RecordSpec],
     default: int,
     now: datetime,
-) -> wire.RecordsCreated:
+) -> tuple[wire.RecordsCreated, set[str]]:
     """The common bulk case (no force, no parents): one `INSERT … ON CONFLICT DO NOTHING
-    RETURNING key`; the keys it returns were created, the others were there already. No
-    lookup first, and a concurrent submission of the same keys waits, then skips them."""
+    RETURNING key`; the keys it returns were created (returned too), the others were there
+    already. No lookup first, and a concurrent submission of the same keys waits, then skips
+    them."""
     rows = []
     for spec in specs:
         row = _row(spec, campaign, default, now)
@@ -141,9 +150,10 @@ def _insert_new(
     if created:
         lifecycle.reopen_campaigns(session, [campaign.id])
     skipped = [spec.key for spec in specs if spec.key not in created]
-    return wire.RecordsCreated(
+    answer = wire.RecordsCreated(
         created=len(created), skipped=len(skipped), skipped_keys=skipped[:100]
     )
+    return answer, created
 
 
 # The columns a submission sets, with their types for PostgreSQL's unnest(); JSON columns

@@ -6,10 +6,23 @@ tails on `run`, where the claim statement never touches them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, Text, TypeDecorator, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 
@@ -52,7 +65,8 @@ def _json_list() -> Any:
 
 
 def _json_or_null() -> Any:
-    return Field(default=None, sa_column=Column(JSON, nullable=True))
+    # None is stored as SQL NULL (not the JSON text 'null'), so `IS NULL` finds it.
+    return Field(default=None, sa_column=Column(JSON(none_as_null=True), nullable=True))
 
 
 class Campaign(SQLModel, table=True):
@@ -136,7 +150,11 @@ class RecordResult(SQLModel, table=True):
 class Run(SQLModel, table=True):
     """One attempt of a record by one agent under one lease, fenced by `token`."""
 
-    __table_args__ = (Index("ix_run_record", "record_id", "id"), Index("ix_run_agent", "agent_id"))
+    __table_args__ = (
+        Index("ix_run_record", "record_id", "id"),
+        Index("ix_run_agent", "agent_id"),
+        Index("ix_run_archive", "archive"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     record_id: int = Field(foreign_key="record.id")
@@ -154,6 +172,11 @@ class Run(SQLModel, table=True):
     run_args: dict[str, Any] | None = _json_or_null()
     report: str | None = Field(
         default=None, sa_column=Column(Text), description="digest of the final report (idempotency)"
+    )
+    archive: str | None = Field(
+        default=None,
+        sa_column=Column(String(64), ForeignKey("snapshot.sha256"), nullable=True),
+        description="sha256 of the run directory's tar.gz",
     )
 
 
@@ -175,6 +198,56 @@ class Agent(SQLModel, table=True):
         sa_column=Column(JSON, nullable=True),
         description="the wire.AgentStatus of its last heartbeat (paused, disk, outbox, …)",
     )
+    runners: list[str] | None = Field(
+        default=None,
+        sa_column=Column(JSON(none_as_null=True), nullable=True),
+        description="runner names it offered at registration (None: not said)",
+    )
+    resources: dict[str, Any] | None = Field(
+        default=None,
+        sa_column=Column(JSON(none_as_null=True), nullable=True),
+        description="its total wire.Resources at registration (None: not said)",
+    )
+
+
+def _sha256(**kwargs: Any) -> Any:
+    return Field(sa_column=Column(String(64), ForeignKey("snapshot.sha256"), **kwargs))
+
+
+class Snapshot(SQLModel, table=True):
+    """Immutable bytes in the blob store, addressed by their sha256. A row exists only once
+    its blob is stored and verified; blobs are never changed, so a row never goes stale."""
+
+    sha256: str = Field(sa_column=Column(String(64), primary_key=True))
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    created_at: datetime = _when(now=True)
+    token_id: int | None = Field(default=None, description="who uploaded it first")
+
+
+class RecordInput(SQLModel, table=True):
+    """A file staged into a record's run directory: `path` (relative) holds snapshot `sha256`."""
+
+    __tablename__ = "record_input"
+    __table_args__ = (Index("ix_record_input_sha256", "sha256"),)
+
+    record_id: int = Field(primary_key=True, foreign_key="record.id")
+    path: str = Field(sa_column=Column(Text, primary_key=True))
+    sha256: str = _sha256(nullable=False)
+
+
+class Checkpoint(SQLModel, table=True):
+    """A checkpoint a run saved; a record's next attempt restores its newest (highest id)."""
+
+    __table_args__ = (
+        Index("ix_checkpoint_record", "record_id", "id"),
+        Index("ix_checkpoint_sha256", "sha256"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    record_id: int = Field(foreign_key="record.id")
+    run_id: int = Field(foreign_key="run.id")
+    sha256: str = _sha256(nullable=False)
+    created_at: datetime = _when(now=True)
 
 
 class Token(SQLModel, table=True):
@@ -197,6 +270,28 @@ Index(
     postgresql_where=text("state = 'ready'"),
 )
 
+# Key-prefix search on PostgreSQL (the campaign page's `key` filter): `LIKE 'p%'` reads a
+# b-tree only under the C collation or through text_pattern_ops. SQLite compares keys as
+# bytes, so its unique (campaign_id, key) index already serves a prefix as a range.
+Index(
+    "ix_record_campaign_key_pattern",
+    Record.__table__.c.campaign_id,
+    Record.__table__.c.key,
+    postgresql_ops={"key": "text_pattern_ops"},
+).ddl_if(dialect="postgresql")
+
 # Every table above, for Alembic (migrations compare against it; the server never calls
 # create_all: migrations build the schema).
 metadata = SQLModel.metadata
+
+
+def include_object_for(dialect: str) -> Callable[..., bool]:
+    """Alembic's `include_object` hook for `dialect`: leaves out what `ddl_if` keeps off it
+    (Alembic's compare does not read `ddl_if` itself)."""
+
+    def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+        declared = compare_to if reflected else obj
+        condition = getattr(declared, "_ddl_if", None)
+        return condition is None or condition.dialect in (None, dialect)
+
+    return include

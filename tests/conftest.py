@@ -23,8 +23,8 @@ from farmhand.server.db import Database
 from farmhand.server.settings import Settings
 from tests.databases import BACKENDS, PostgresDatabase, require_postgres
 
-# Fixtures for the HPC tests: `small_fs` (a tmpfs), `slurm` (the machine's Slurm).
-pytest_plugins = ("tests.filesystems", "tests.slurm")
+# Fixtures for the HPC tests: `small_fs` (a tmpfs), `slurm` (the machine's Slurm); S3 ones.
+pytest_plugins = ("tests.filesystems", "tests.slurm", "tests.s3")
 
 ADMIN = "fh_test_admin_token"
 FARMHAND = [sys.executable, "-m", "farmhand.agent"]

@@ -17,6 +17,7 @@ context.configure(
     target_metadata=tables.metadata,
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
+    include_object=tables.include_object_for(connection.dialect.name),
 )
 with context.begin_transaction():
     context.run_migrations()

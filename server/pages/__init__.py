@@ -14,7 +14,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from farmhand.server import status
+from farmhand.server import status, stuck
 from farmhand.server.pages import access, routes
 from farmhand.server.pages.render import render
 
@@ -25,6 +25,7 @@ VENDOR = "/static/vendor"
 def mount(app: FastAPI) -> None:
     """Serve the pages, `/static` and the offline `/docs` and `/redoc` on `app`."""
     app.state.throughput = status.Throughput()
+    app.state.stuck = stuck.Recent()
     app.include_router(access.router)
     app.include_router(routes.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

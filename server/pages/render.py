@@ -60,6 +60,21 @@ def last_lines(text: str | None, lines: int = 8) -> str:
     return "\n".join(text.rstrip("\n").splitlines()[-lines:])
 
 
+def offers(agent: Any) -> str:
+    """An agent's resources and runners: `8 cores · 2 GPUs · 16 GiB · subprocess, podman`."""
+    parts = []
+    amounts = agent.resources
+    if amounts is not None:
+        if amounts.cores is not None:
+            parts.append(f"{amounts.cores:g} cores")
+        if amounts.gpus is not None:
+            parts.append(f"{amounts.gpus} GPU{'' if amounts.gpus == 1 else 's'}")
+        if amounts.memory_mb is not None:
+            parts.append(f"{round(amounts.memory_mb / 1024, 1):g} GiB")
+    parts.append("any runner" if agent.runners is None else ", ".join(agent.runners) or "no runner")
+    return " · ".join(parts)
+
+
 def pretty(value: Any) -> str:
     """JSON, indented."""
     return json.dumps(value, indent=2, sort_keys=True, default=str)
@@ -75,7 +90,9 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(ago=ago, when=when, rate=rate, last_lines=last_lines, pretty=pretty)
+    env.filters.update(
+        ago=ago, when=when, rate=rate, last_lines=last_lines, pretty=pretty, offers=offers
+    )
     return env
 
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from sqlalchemy import select
 
 from farmhand.agent import wire
-from farmhand.server import campaigns, records, states, status
+from farmhand.server import browse, campaigns, records, states, status, stuck
 from farmhand.server.errors import Conflict, FarmhandError
 from farmhand.server.pages.access import ActorDep, Refused, ViewerDep
 from farmhand.server.pages.render import render
@@ -20,6 +22,7 @@ from farmhand.server.tables import Agent, Campaign, utcnow
 
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 50
+NAME = re.compile(wire.NAME_PATTERN)  # datasets and tags
 
 
 @router.get("/")
@@ -30,12 +33,16 @@ def overview(request: Request, who: ViewerDep, db: DbDep, settings: SettingsDep)
         rows = status.campaigns(session)
         agents, stopped = status.agents(session, now=now, stale_after=settings.lease_ttl)
         failures = status.recent_failures(session)
+        ready = sum(c.counts.get(wire.RecordState.ready, 0) for c in rows)
+        recent: stuck.Recent = request.app.state.stuck
+        not_moving = recent.explain(session, now=now, stale_after=settings.lease_ttl, ready=ready)
     progress = status.progress(rows, throughput=request.app.state.throughput, now=now)
     context = {
         "progress": progress,
         "agents": agents,
         "stopped_agents": stopped,
         "failures": failures,
+        "stuck": not_moving,
         "names": {c.id: f"{c.name} v{c.version}" for c in rows},
     }
     return render(request, "overview.html", context, viewer=who)
@@ -49,6 +56,8 @@ def campaign(
     db: DbDep,
     state: str = "",
     key: str = "",
+    dataset: str = "",
+    tag: str = "",
     after: int | None = None,
     before: int | None = None,
 ) -> Response:
@@ -58,21 +67,25 @@ def campaign(
     except ValueError:
         choices = ", ".join(s.value for s in wire.RecordState)
         raise Refused(f"unknown state {state!r}; choose one of {choices}", 422) from None
-    key = key.strip()
+    key, dataset, tag = key.strip(), dataset.strip(), tag.strip()
+    for name, value in (("dataset", dataset), ("tag", tag)):
+        if value and not (len(value) <= 200 and NAME.match(value)):
+            problem = "a letter or digit, then letters, digits or ._- (at most 200)"
+            raise Refused(f"{name} {value!r} is not a name: {problem}", 422)
+    chosen = browse.Filters(wanted, key or None, dataset or None, tag or None)
     with db.read() as session:
         with page_errors():
             row = campaigns.get(session, campaign_id)
-        page = status.record_page(
+        page = browse.record_page(
             session,
             campaign_id=campaign_id,
-            state=wanted,
-            key_prefix=key or None,
+            filters=chosen,
             after=after,
             before=before,
             limit=PAGE_SIZE,
         )
     (progress,) = status.progress([row], throughput=request.app.state.throughput, now=utcnow())
-    filters = {"state": state, "key": key}
+    filters = {"state": state, "dataset": dataset, "tag": tag, "key": key}
     context = {
         "progress": progress,
         "page": page,
@@ -90,6 +103,7 @@ def record(request: Request, record_id: int, who: ViewerDep, db: DbDep, did: str
         with page_errors():
             item = records.get(session, record_id)
         owner = session.get(Campaign, item.campaign_id)  # not campaigns.get: no counts needed
+        family = browse.relatives(session, record_id)
         agent_ids = {run.agent_id for run in item.runs or () if run.agent_id is not None}
         agents = {
             row.id: row
@@ -99,11 +113,44 @@ def record(request: Request, record_id: int, who: ViewerDep, db: DbDep, did: str
         "record": item,
         "campaign": owner,
         "agents": agents,
+        "family": family,
         "did": did if did in ("cancelled", "retried") else "",
         "can_cancel": who.can_act and item.state in states.sources(Event.cancel),
         "can_retry": who.can_act and item.state in states.sources(Event.retry),
     }
     return render(request, "record.html", context, viewer=who)
+
+
+@router.get("/records/{record_id}/runs/{run_id}/{kind}")
+def download(
+    request: Request,
+    record_id: int,
+    run_id: int,
+    kind: Literal["archive", "checkpoint"],
+    who: ViewerDep,
+    db: DbDep,
+) -> Response:
+    """A run's output archive or newest checkpoint, streamed from the blob store."""
+    with db.read() as session, page_errors():
+        item = records.get(session, record_id)
+    run = next((r for r in item.runs or () if r.id == run_id), None)
+    sha256 = getattr(run, kind) if run is not None else None
+    if run is None or sha256 is None:
+        raise Refused(f"record {record_id} has no run {run_id} with a {kind}", 404)
+    blobs = request.app.state.blobs
+    size = blobs.size(sha256)
+    if size is None:
+        raise Refused(f"the {kind} of run {run_id} ({sha256}) is missing from the blob store", 404)
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", item.key)[:100]
+    name = f"{stem}-attempt-{run.attempt}" + (".tar.gz" if kind == "archive" else ".checkpoint")
+    headers = {
+        "Content-Length": str(size),
+        "Content-Disposition": f'attachment; filename="{name}"',
+        "Cache-Control": "private, max-age=3600",  # immutable bytes, but only for this viewer
+        "X-Content-Type-Options": "nosniff",
+    }
+    media = "application/gzip" if kind == "archive" else "application/octet-stream"
+    return StreamingResponse(blobs.read(sha256), media_type=media, headers=headers)
 
 
 @router.post("/records/{record_id}/cancel")

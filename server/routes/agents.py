@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from farmhand.agent import wire
-from farmhand.server import agents
+from farmhand.server import agents, stuck
 from farmhand.server.routes.deps import (
     AgentDep,
     DbDep,
@@ -14,12 +14,18 @@ from farmhand.server.routes.deps import (
     SubmitterDep,
     WakeupDep,
 )
+from farmhand.server.routes.openapi import AGENT, HEARTBEAT, errors
 
 router = APIRouter(tags=["agents"])
 
 
 @router.post(
-    "/agents", status_code=201, response_model=wire.AgentRegistered, summary="Register an agent"
+    "/agents",
+    status_code=201,
+    response_model=wire.AgentRegistered,
+    summary="Register an agent",
+    responses=errors(413, 422),
+    openapi_extra=AGENT,
 )
 def register_agent(
     body: wire.AgentRegister, db: DbDep, settings: SettingsDep, now: NowDep, caller: AgentDep
@@ -30,7 +36,7 @@ def register_agent(
     return wire.AgentRegistered(agent=agent, lease_ttl=settings.lease_ttl)
 
 
-@router.get("/agents", response_model=list[wire.Agent], summary="List agents")
+@router.get("/agents", response_model=list[wire.Agent], summary="List agents", responses=errors())
 def list_agents(db: DbDep, _: SubmitterDep) -> list[wire.Agent]:
     """Every registered agent, newest first."""
     with db.read() as session:
@@ -41,6 +47,8 @@ def list_agents(db: DbDep, _: SubmitterDep) -> list[wire.Agent]:
     "/agents/{agent_id}/heartbeat",
     response_model=wire.HeartbeatAck,
     summary="Renew every lease the agent holds",
+    responses=errors(404, 409, 413, 422),
+    openapi_extra=HEARTBEAT,
 )
 def heartbeat(
     agent_id: int, body: wire.Heartbeat, db: DbDep, settings: SettingsDep, now: NowDep, _: AgentDep
@@ -59,7 +67,10 @@ def heartbeat(
 
 
 @router.post(
-    "/agents/{agent_id}/drain", response_model=wire.Agent, summary="Stop handing an agent work"
+    "/agents/{agent_id}/drain",
+    response_model=wire.Agent,
+    summary="Stop handing an agent work",
+    responses=errors(404, 409, 422),
 )
 def drain_agent(agent_id: int, db: DbDep, now: NowDep, _: AgentDep) -> wire.Agent:
     """The agent is shutting down: its claims get 409 from now on (an in-flight long poll
@@ -68,10 +79,30 @@ def drain_agent(agent_id: int, db: DbDep, now: NowDep, _: AgentDep) -> wire.Agen
         return agents.drain(session, agent_id=agent_id, now=now)
 
 
-@router.post("/agents/{agent_id}/stop", response_model=wire.Agent, summary="Deregister an agent")
+@router.post(
+    "/agents/{agent_id}/stop",
+    response_model=wire.Agent,
+    summary="Deregister an agent",
+    responses=errors(404, 422),
+)
 def stop_agent(agent_id: int, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep) -> wire.Agent:
     """Mark the agent stopped; every lease it still holds is released at once."""
     with db.write() as session:
         agent = agents.stop(session, agent_id=agent_id, now=now)
     wakeup.notify()
     return agent
+
+
+@router.get(
+    "/status",
+    response_model=wire.FarmStatus,
+    summary="Why ready records are not moving",
+    responses=errors(),
+)
+def farm_status(db: DbDep, settings: SettingsDep, now: NowDep, _: SubmitterDep) -> wire.FarmStatus:
+    """Ready records, agents counted as live, draining or stale, and the ready records no live
+    agent can take, grouped by reason: a runner no live agent offers, more cores, GPUs or
+    memory than the largest live agent offering the runner holds, or no live agent at all.
+    `farmhand status` prints the `stuck` messages."""
+    with db.read() as session:
+        return stuck.farm(session, now=now, stale_after=settings.lease_ttl)

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from farmhand.agent import wire
 from farmhand.server import auth, campaigns
 from farmhand.server.routes.deps import AdminDep, DbDep, SubmitterDep
+from farmhand.server.routes.openapi import CAMPAIGN, TOKEN_CREATE, errors
 
 router = APIRouter(tags=["campaigns"])
 
@@ -16,6 +17,8 @@ router = APIRouter(tags=["campaigns"])
     status_code=201,
     response_model=wire.Campaign,
     summary="Create a campaign (next version of its name)",
+    responses=errors(413, 422),
+    openapi_extra=CAMPAIGN,
 )
 def create_campaign(body: wire.CampaignCreate, db: DbDep, _: SubmitterDep) -> wire.Campaign:
     """Create a campaign; its version is one more than the highest with the same name."""
@@ -27,6 +30,7 @@ def create_campaign(body: wire.CampaignCreate, db: DbDep, _: SubmitterDep) -> wi
     "/campaigns",
     response_model=list[wire.Campaign],
     summary="List campaigns with record counts by state",
+    responses=errors(422),
 )
 def list_campaigns(db: DbDep, _: SubmitterDep, name: str | None = None) -> list[wire.Campaign]:
     """Every campaign (or every version of `name`), oldest first, with counts by state."""
@@ -34,7 +38,12 @@ def list_campaigns(db: DbDep, _: SubmitterDep, name: str | None = None) -> list[
         return campaigns.list_(session, name=name)
 
 
-@router.get("/campaigns/{campaign_id}", response_model=wire.Campaign, summary="Get a campaign")
+@router.get(
+    "/campaigns/{campaign_id}",
+    response_model=wire.Campaign,
+    summary="Get a campaign",
+    responses=errors(404, 422),
+)
 def get_campaign(campaign_id: int, db: DbDep, _: SubmitterDep) -> wire.Campaign:
     """One campaign with its record counts by state."""
     with db.read() as session:
@@ -49,6 +58,8 @@ tokens = APIRouter(tags=["tokens"])
     status_code=201,
     response_model=wire.TokenCreated,
     summary="Create a bearer token (admin)",
+    responses=errors(413, 422),
+    openapi_extra=TOKEN_CREATE,
 )
 def create_token(body: wire.TokenCreate, db: DbDep, _: AdminDep) -> wire.TokenCreated:
     """Create a token with a role; the secret is shown only in this answer."""

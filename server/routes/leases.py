@@ -10,12 +10,19 @@ from starlette.concurrency import run_in_threadpool
 from farmhand.agent import wire
 from farmhand.server import leases, metrics
 from farmhand.server.routes.deps import AgentDep, DbDep, SettingsDep, WakeupDep, json_response
+from farmhand.server.routes.openapi import CLAIM, errors
 from farmhand.server.tables import utcnow
 
 router = APIRouter(tags=["leases"])
 
 
-@router.post("/leases", response_model=wire.Leases, summary="Claim records")
+@router.post(
+    "/leases",
+    response_model=wire.Leases,
+    summary="Claim records",
+    responses=errors(404, 409, 413, 422),
+    openapi_extra=CLAIM,
+)
 async def claim(
     body: wire.ClaimRequest, db: DbDep, settings: SettingsDep, wakeup: WakeupDep, _: AgentDep
 ) -> Response:

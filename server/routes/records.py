@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query
 from farmhand.agent import wire
 from farmhand.server import records, submit
 from farmhand.server.routes.deps import DbDep, NowDep, SettingsDep, SubmitterDep, WakeupDep
+from farmhand.server.routes.openapi import RECORD_IDS, RECORDS, RETRY, errors
 
 router = APIRouter(tags=["records"])
 
@@ -16,6 +17,8 @@ router = APIRouter(tags=["records"])
     status_code=201,
     response_model=wire.RecordsCreated,
     summary="Submit records in bulk (skip, or force-replace, existing keys)",
+    responses=errors(404, 413, 422),
+    openapi_extra=RECORDS,
 )
 def create_records(
     body: wire.RecordsCreate,
@@ -41,7 +44,12 @@ def create_records(
     return answer
 
 
-@router.get("/records", response_model=wire.Page[wire.Record], summary="List records")
+@router.get(
+    "/records",
+    response_model=wire.Page[wire.Record],
+    summary="List records",
+    responses=errors(422),
+)
 def list_records(
     db: DbDep,
     _: SubmitterDep,
@@ -69,6 +77,7 @@ def list_records(
     "/records/{record_id}",
     response_model=wire.Record,
     summary="Get a record with its runs and derived run_args",
+    responses=errors(404, 422),
 )
 def get_record(record_id: int, db: DbDep, _: SubmitterDep) -> wire.Record:
     """One record: spec, state, result, effective run_args and every attempt."""
@@ -76,7 +85,13 @@ def get_record(record_id: int, db: DbDep, _: SubmitterDep) -> wire.Record:
         return records.get(session, record_id)
 
 
-@router.post("/records/cancel", response_model=wire.RecordsChanged, summary="Cancel records")
+@router.post(
+    "/records/cancel",
+    response_model=wire.RecordsChanged,
+    summary="Cancel records",
+    responses=errors(404, 409, 413, 422),
+    openapi_extra=RECORD_IDS,
+)
 def cancel_records(
     body: wire.RecordIds, db: DbDep, now: NowDep, _: SubmitterDep
 ) -> wire.RecordsChanged:
@@ -89,7 +104,13 @@ def cancel_records(
         return wire.RecordsChanged(changed=records.cancel(session, ids=body.ids, now=now))
 
 
-@router.post("/records/retry", response_model=wire.RecordsChanged, summary="Retry records")
+@router.post(
+    "/records/retry",
+    response_model=wire.RecordsChanged,
+    summary="Retry records",
+    responses=errors(404, 413, 422),
+    openapi_extra=RETRY,
+)
 def retry_records(
     body: wire.RecordsRetry, db: DbDep, now: NowDep, wakeup: WakeupDep, _: SubmitterDep
 ) -> wire.RecordsChanged:

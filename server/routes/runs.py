@@ -14,11 +14,20 @@ from farmhand.server.routes.deps import (
     WakeupDep,
     json_response,
 )
+from farmhand.server.routes.openapi import (
+    RUN_COMPLETE,
+    RUN_FAIL,
+    RUN_ORPHAN,
+    RUN_RELEASE,
+    RUN_REPORTS,
+    RUN_START,
+    errors,
+)
 
 router = APIRouter(tags=["runs"])
 
 
-@router.get("/runs", response_model=wire.Page[wire.Run], summary="List runs")
+@router.get("/runs", response_model=wire.Page[wire.Run], summary="List runs", responses=errors(422))
 def list_runs(
     db: DbDep,
     _: SubmitterDep,
@@ -36,7 +45,11 @@ def list_runs(
 
 
 @router.post(
-    "/runs/reports", response_model=wire.RunReportAnswers, summary="Report many runs at once"
+    "/runs/reports",
+    response_model=wire.RunReportAnswers,
+    summary="Report many runs at once",
+    responses=errors(413, 422),
+    openapi_extra=RUN_REPORTS,
 )
 def report_runs(
     body: wire.RunReports, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep
@@ -52,7 +65,13 @@ def report_runs(
     return json_response(wire.RunReportAnswers(answers=answers))
 
 
-@router.post("/runs/{run_id}/start", response_model=wire.RunAck, summary="Start a run")
+@router.post(
+    "/runs/{run_id}/start",
+    response_model=wire.RunAck,
+    summary="Start a run",
+    responses=errors(404, 409, 413, 422),
+    openapi_extra=RUN_START,
+)
 def start_run(run_id: int, body: wire.RunStart, db: DbDep, now: NowDep, _: AgentDep) -> Response:
     """The agent has staged the run and started its command (fenced by the lease token)."""
     with db.write_core() as conn:
@@ -60,7 +79,11 @@ def start_run(run_id: int, body: wire.RunStart, db: DbDep, now: NowDep, _: Agent
 
 
 @router.post(
-    "/runs/{run_id}/complete", response_model=wire.RunAck, summary="Report a successful run"
+    "/runs/{run_id}/complete",
+    response_model=wire.RunAck,
+    summary="Report a successful run",
+    responses=errors(404, 409, 413, 422),
+    openapi_extra=RUN_COMPLETE,
 )
 def complete_run(
     run_id: int, body: wire.RunComplete, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep
@@ -76,7 +99,13 @@ def complete_run(
     return json_response(ack)
 
 
-@router.post("/runs/{run_id}/fail", response_model=wire.RunAck, summary="Report a failed run")
+@router.post(
+    "/runs/{run_id}/fail",
+    response_model=wire.RunAck,
+    summary="Report a failed run",
+    responses=errors(404, 409, 413, 422),
+    openapi_extra=RUN_FAIL,
+)
 def fail_run(
     run_id: int, body: wire.RunFail, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep
 ) -> Response:
@@ -90,7 +119,11 @@ def fail_run(
 
 
 @router.post(
-    "/runs/{run_id}/orphan", response_model=wire.RunAck, summary="Report a record it cannot run"
+    "/runs/{run_id}/orphan",
+    response_model=wire.RunAck,
+    summary="Report a record it cannot run",
+    responses=errors(404, 409, 413, 422),
+    openapi_extra=RUN_ORPHAN,
 )
 def orphan_run(
     run_id: int, body: wire.RunOrphan, db: DbDep, now: NowDep, _: AgentDep
@@ -104,7 +137,13 @@ def orphan_run(
     return ack
 
 
-@router.post("/runs/{run_id}/release", response_model=wire.RunAck, summary="Give a record back")
+@router.post(
+    "/runs/{run_id}/release",
+    response_model=wire.RunAck,
+    summary="Give a record back",
+    responses=errors(404, 409, 413, 422),
+    openapi_extra=RUN_RELEASE,
+)
 def release_run(
     run_id: int, body: wire.RunRelease, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep
 ) -> Response:

@@ -38,6 +38,7 @@ def test_parents_results_are_in_the_run_directory_before_the_command_starts(
             key="child",
             command="cat parents/relax/results.json > results.json",
             parents=["relax", "odd/key", "silent"],
+            run_args={"archive": False},  # its run directory stays, to be looked at
         ),
     )
     work = tmp_path / "work"

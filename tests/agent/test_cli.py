@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from farmhand.agent import wire
 from tests.conftest import LiveServer
 
 FARMHAND = [sys.executable, "-m", "farmhand.agent"]
@@ -48,6 +49,32 @@ def test_submit_status_ls_show_cancel_retry(live_server: LiveServer, tmp_path: P
         json.loads(farmhand("show", "3", "--campaign", "c", "--json", env=env).stdout)["state"]
         == "ready"
     )
+
+
+def test_status_says_why_ready_records_are_not_moving(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    env = live_server.client_env()
+    path = tmp_path / "md.toml"
+    path.write_text(
+        '[campaign]\nname = "md"\n[campaign.defaults]\nrunner = "lammps"\n'
+        '[[records]]\nkey = "a"\ncommand = "lmp -in a"\n'
+        '[[records]]\nkey = "b"\ncommand = "lmp -in b"\n'
+    )
+    assert farmhand("submit", str(path), env=env).returncode == 0
+    r = farmhand("status", env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.endswith("\nnot moving:\n  2 ready records, no live agent\n")
+    node = wire.AgentRegister(name="n", host="h", slots=1, runners=["subprocess"])
+    live_server.client().register(node)
+    r = farmhand("status", env=env)
+    expected = "2 ready records need runner 'lammps', offered by no live agent"
+    assert r.stdout.endswith(f"\nnot moving:\n  {expected}\n"), r.stdout
+    answer = json.loads(farmhand("status", "--json", env=env).stdout)
+    assert answer["ready"] == 2 and answer["agents"]["live"] == 1
+    assert [(s["reason"], s["runner"], s["count"]) for s in answer["stuck"]] == [
+        ("runner", "lammps", 2)
+    ]
 
 
 def test_toml_submission_creates_the_campaign_with_defaults(

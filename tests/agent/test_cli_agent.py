@@ -31,6 +31,10 @@ def agent(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
         (["--checkpoint-signal", "NOPE"], "not a signal: 'NOPE' (e.g. TERM, USR1, INT)"),
         (["--prefetch", "-1"], "must be at least 0, got -1"),
         (["--slots", "0"], "must be at least 1, got 0"),
+        (["--checkpoint-interval", "often"], "not a duration: 'often'"),
+        (["--max-extract-bytes", "lots"], "not a size: 'lots' (e.g. 64G, 500M, 1000000)"),
+        (["--max-extract-bytes", "0"], "must be at least 1 byte, got '0'"),
+        (["--max-extract-files", "0"], "must be at least 1, got 0"),
     ],
 )
 def test_bad_options_are_refused_by_name(args: list[str], message: str) -> None:

@@ -62,6 +62,8 @@ def by_key(client: FarmhandClient, campaign_id: int) -> dict[str, wire.Record]:
 
 
 def test_agent_runs_records_to_done_and_failed(live_server: LiveServer, tmp_path: Path) -> None:
+    from tests.agent.test_snapshots_loop import read_archive
+
     client = live_server.client()
     spec = wire.RecordSpec
     campaign_id = submit(
@@ -108,9 +110,10 @@ def test_agent_runs_records_to_done_and_failed(live_server: LiveServer, tmp_path
         ("failed", 3, "exit code 3", "oops\n")
     }
     assert {r.exit_code for r in records["signal"].runs} == {-signal.SIGKILL}
-    # Finished runs keep their directories (archiving comes later).
-    kept = tmp_path / "work" / "runs" / str(campaign_id) / "object" / str(done.id)
-    assert (kept / "results.json").read_text() == '{"energy": -1.5}'
+    # A finished run's directory goes to the server as its archive, then leaves the node.
+    files = read_archive(client, done.archive, tmp_path / "object.tar.gz")
+    assert files["results.json"] == b'{"energy": -1.5}' and files["stdout.txt"] == b"hello\n"
+    assert not (tmp_path / "work" / "runs" / str(campaign_id) / "object" / str(done.id)).exists()
     assert agent.counts["done"] == 3
     assert agent.counts["failed"] == 4 * records["exit/3"].max_attempts
 

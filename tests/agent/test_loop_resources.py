@@ -12,6 +12,7 @@ from farmhand.agent.loop import Agent, AgentConfig
 from farmhand.agent.resources import NodeResources
 from farmhand.agent.runners.definitions import load
 from tests.agent.test_loop import Running, by_key, submit
+from tests.agent.test_snapshots_loop import read_archive
 
 if TYPE_CHECKING:
     from tests.agent.conftest import Probe
@@ -126,7 +127,7 @@ def test_a_runner_only_some_agents_have(live_server: LiveServer, tmp_path: Path)
     record = by_key(client, campaign_id)["s"]
     assert record.state == "done"
     assert record.runs and record.runs[-1].agent_id == special.agent_id
-    (out,) = (tmp_path / "special" / "runs" / str(campaign_id) / "s").glob("*/out")
-    assert out.read_text() == "yes\n"
+    files = read_archive(client, record.runs[-1].archive, tmp_path / "s.tar.gz")
+    assert files["out"] == b"yes\n"
     assert plain.counts["refused"] == 0 and plain.counts["done"] == 0  # never handed to it
     assert {run.agent_id for run in record.runs} == {special.agent_id}

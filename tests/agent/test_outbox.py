@@ -45,6 +45,11 @@ def running_leases(client: FarmhandClient, count: int) -> list[wire.Lease]:
     return leases
 
 
+def spooled(directory: Path) -> list[str]:
+    """The files in an outbox directory (not its archives/ and rejected/ directories)."""
+    return sorted(p.name for p in directory.iterdir() if not p.is_dir())
+
+
 def complete(lease: wire.Lease, n: int) -> wire.RunComplete:
     return wire.RunComplete(token=lease.token, result={"n": n}, stdout_tail=f"out {n}")
 
@@ -62,7 +67,7 @@ def test_reports_are_spooled_then_delivered_in_order(
     outbox.put(leases[2].run_id, "release", wire.RunRelease(token=leases[2].token), "k2")
     outbox.put(leases[3].run_id, "complete", complete(leases[3], 3), "k3")
     # Durable before delivery: one file per report, named in order, carrying its token.
-    files = sorted(p.name for p in (tmp_path / "outbox").iterdir())
+    files = spooled(tmp_path / "outbox")
     assert files == [f"{i + 1:012d}-{lease.run_id}.json" for i, lease in enumerate(leases)]
     first = json.loads((tmp_path / "outbox" / files[0]).read_text())
     assert first["verb"] == "complete" and first["body"]["token"] == leases[0].token
@@ -73,7 +78,7 @@ def test_reports_are_spooled_then_delivered_in_order(
         assert outbox.flush(30)
     finally:
         outbox.stop()
-    assert list((tmp_path / "outbox").iterdir()) == []
+    assert spooled(tmp_path / "outbox") == []
     assert outcomes.seen == [
         (leases[0].run_id, "complete", "done", None),
         (leases[1].run_id, "fail", "ready", None),
@@ -179,7 +184,7 @@ def test_a_report_whose_lease_was_lost_is_dropped(live_server: LiveServer, tmp_p
     ((run_id, verb, state, problem),) = outcomes.seen
     assert (run_id, verb, state) == (lease.run_id, "complete", None)
     assert problem is not None and "already ended as released" in problem
-    assert list((tmp_path / "outbox").iterdir()) == []  # dropped, not set aside
+    assert spooled(tmp_path / "outbox") == []  # dropped, not set aside
     assert client.record(lease.record_id).state == "ready"
 
 

@@ -26,7 +26,10 @@ def test_concurrent_claims_never_share_a_record(live_server_factory) -> None:
     server: LiveServer = live_server_factory(lease_ttl=3, sweep_interval=0.5)
     admin = server.client()
     campaign = admin.create_campaign("race")
-    specs = [wire.RecordSpec(key=f"r{i}", command="true") for i in range(RECORDS)]
+    # Enough attempts that no record runs out of them by abandonment (with 3, one of 5,000
+    # records is abandoned three times in about one run in 25, and fails).
+    runs = {"max_attempts": 20}
+    specs = [wire.RecordSpec(key=f"r{i}", command="true", run_args=runs) for i in range(RECORDS)]
     admin.submit(campaign.id, specs)
     abandoned: list[int] = []
     too_late: list[int] = []  # reports that lost the race against their lease's expiry
@@ -55,8 +58,9 @@ def test_concurrent_claims_never_share_a_record(live_server_factory) -> None:
                 while True:  # until every record is done: abandoned leases come back
                     leases = client.claim(me.agent.id, rng.randint(1, 8), wait=1.0)
                     if not leases:
-                        if client.campaign(campaign.id).counts[DONE] == RECORDS:
-                            return
+                        counts = client.campaign(campaign.id).counts
+                        if counts[DONE] + counts[wire.RecordState.failed] == RECORDS:
+                            return  # everything ended (a failure is caught below)
                         continue
                     keep = []
                     for lease in leases:

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -68,7 +69,13 @@ def test_records_run_inside_the_container_to_done(
         run_dir = tmp_path / "work-boxed" / "runs" / str(campaign.id) / f"r{n}" / str(run.id)
         # results.json was written inside the container, into the bind-mounted run dir.
         assert record.result == {"n": n, "threads": "1", "pwd": str(run_dir.resolve())}
-        assert json.loads((run_dir / "results.json").read_text()) == record.result
+        # The run directory left the node with its archive, results.json inside.
+        assert not run_dir.exists() and run.archive is not None
+        archive = tmp_path / f"r{n}.tar.gz"
+        client.download_snapshot(run.archive, archive)
+        with tarfile.open(archive) as tar:
+            results = tar.extractfile("results.json")
+            assert results is not None and json.loads(results.read()) == record.result
         assert run.stdout_tail is not None and run.stdout_tail.startswith(f"n={n} in ")
     assert records["fails"].error == "exit code 3"
     assert run_containers() == []

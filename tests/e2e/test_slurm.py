@@ -62,9 +62,11 @@ def test_a_campaign_drains_through_the_sbatch_script(
     assert agent.name.endswith(f"-job{job}") and agent.state == "stopped"
     assert agent.slots == 2  # the CPUs of the allocation
     assert {r.agent_id for r in client.runs_page(limit=100).items} == {agent.id}
-    # The run directories went to node-local scratch ($TMPDIR), one work dir per job.
-    run_dirs = list((tmp_path / "scratch" / f"farmhand-{job}" / "runs").glob("*/*/*"))
-    assert len(run_dirs) == 12
+    # The run directories went to node-local scratch ($TMPDIR), one work dir per job; each
+    # left the node once its archive was on the server (the record's directory stays).
+    key_dirs = list((tmp_path / "scratch" / f"farmhand-{job}" / "runs").glob("*/*"))
+    assert len(key_dirs) == 12 and all(list(d.iterdir()) == [] for d in key_dirs)
+    assert all(r.runs and r.runs[-1].archive for r in map(client.record, (r.id for r in records)))
     assert "2 slot(s) per node" in output and "agents finished with status 0" in output
 
 

@@ -8,7 +8,7 @@ import pytest
 from sqlmodel import select
 
 from farmhand.agent import wire
-from farmhand.server import agents, campaigns, leases, submit
+from farmhand.server import agents, campaigns, held_leases, leases, submit
 from farmhand.server.db import Database
 from farmhand.server.errors import Conflict, NotFound
 from farmhand.server.tables import Record, Run
@@ -190,6 +190,6 @@ def test_grace_after_restart_extends_live_leases(db: Database) -> None:
     a1, a2 = setup(db, 1)
     claim(db, a1, 1, 0)
     with db.write() as s:
-        assert leases.grant_grace(s, now=at(9), grace=30) == 1
+        assert held_leases.grant_grace(s, now=at(9), grace=30) == 1
     assert claim(db, a2, 1, 20) == []
     assert record(db, "k0").lease_expires_at == at(39)

@@ -52,7 +52,7 @@ def test_a_diamond_runs_in_order_and_a_failed_middle_fails_exactly_its_descendan
     middle = {lease["key"]: lease for lease in claim_all(api, a)}
     assert set(middle) == {"left", "right"}
     assert middle["left"]["parents"] == [
-        {"record_id": top["record_id"], "key": "top", "result": {"energy": -1.5}}
+        {"record_id": top["record_id"], "key": "top", "result": {"energy": -1.5}, "archive": None}
     ]
     finish(api, middle["left"])
     (aside,) = claim_all(api, a)  # bottom still waits for right

@@ -108,6 +108,29 @@ def test_overview_shows_progress_agents_and_failures(api: TestClient) -> None:
     assert 'href="/docs"' in html and 'href="/redoc"' in html
 
 
+def test_overview_says_why_ready_records_are_not_moving(api: TestClient) -> None:
+    c = campaign(api)
+    submit(api, c, "a", "b")
+    submit(api, c, "md", runner="lammps")
+    client = browser(api)
+    notice = re.search(r'<div class="notice" id="stuck".*?</div>', client.get("/").text, re.S)
+    assert notice and "3 ready records, no live agent" in notice.group(0)
+    body = {"name": "n1", "host": "h", "slots": 2, "runners": ["subprocess"]}
+    body["resources"] = {"cores": 8, "gpus": 1, "memory_mb": 16384}
+    assert api.post(f"{API}/agents", json=body).status_code == 201
+    html = client.get("/", headers=LIVE).text
+    notice = re.search(r'<div class="notice" id="stuck".*?</div>', html, re.S)
+    assert notice, html
+    assert re.findall(r'<li data-reason="(\w+)">([^<]+)</li>', notice.group(0)) == [
+        ("runner", "1 ready record needs runner &#39;lammps&#39;, offered by no live agent")
+    ]
+    assert "8 cores · 1 GPU · 16 GiB · subprocess" in html
+    register_old = {"name": "old", "host": "h", "slots": 2}
+    assert api.post(f"{API}/agents", json=register_old).status_code == 201
+    html = client.get("/").text
+    assert 'id="stuck"' not in html and "any runner" in html
+
+
 def test_a_live_refresh_answers_with_only_the_live_region(api: TestClient) -> None:
     submit(api, campaign(api), "a")
     client = browser(api)
@@ -163,6 +186,57 @@ def test_campaign_page_filters_by_state_and_key_prefix_and_pages(api: TestClient
     bad = client.get(f"/campaigns/{c}?state=bogus")
     assert bad.status_code == 422 and "unknown state" in bad.text
     assert client.get("/campaigns/999").status_code == 404
+
+
+def test_campaign_page_filters_by_dataset_and_tag(api: TestClient) -> None:
+    c = campaign(api)
+    records = [
+        {"key": f"r{i}", "command": "x", "dataset": "fcc" if i % 2 else "bcc", "tags": tags}
+        for i, tags in enumerate([["Al"], ["Al", "hot"], [], ["hot"], ["Al"]])
+    ]
+    r = api.post(f"{API}/records", json={"campaign_id": c, "records": records})
+    assert r.status_code == 201, r.text
+    client = browser(api)
+
+    def keys(query: str) -> list[str]:
+        r = client.get(f"/campaigns/{c}{query}")
+        assert r.status_code == 200, r.text
+        return re.findall(r'<a href="/records/\d+">([^<]+)</a>', r.text)
+
+    assert keys("?dataset=fcc") == ["r1", "r3"]
+    assert keys("?tag=Al") == ["r0", "r1", "r4"]
+    assert keys("?tag=hot&dataset=fcc") == ["r1", "r3"]
+    assert keys("?tag=Al&dataset=bcc&key=r4") == ["r4"]
+    assert keys("?tag=none") == []
+    page = client.get(f"/campaigns/{c}?tag=hot").text
+    assert 'name="tag" value="hot"' in page and '<span class="tag">hot</span>' in page
+    bad = client.get(f"/campaigns/{c}?tag=no%20spaces")
+    assert bad.status_code == 422 and "tag &#39;no spaces&#39; is not a name" in bad.text
+
+
+def test_record_page_links_parents_children_dataset_and_tags(api: TestClient) -> None:
+    c = campaign(api)
+    records = [
+        {"key": "relax", "command": "x", "dataset": "fcc", "tags": ["Al"]},
+        {"key": "phonons", "command": "x", "parents": ["relax"]},
+        {"key": "elastic", "command": "x", "parents": ["relax"]},
+    ]
+    r = api.post(f"{API}/records", json={"campaign_id": c, "records": records})
+    assert r.status_code == 201, r.text
+    client = browser(api)
+    root = client.get("/records/1").text
+    children = re.search(r'<dd id="children">(.*?)</dd>', root, re.S)
+    assert children and re.findall(r'href="/records/(\d+)">(\w+)<', children.group(1)) == [
+        ("2", "phonons"),
+        ("3", "elastic"),
+    ]
+    assert re.search(r'<dd id="parents"><span class="muted">none</span></dd>', root)
+    assert f'href="/campaigns/{c}?dataset=fcc"' in root and f'href="/campaigns/{c}?tag=Al"' in root
+    leaf = client.get("/records/3").text
+    parents = re.search(r'<dd id="parents">(.*?)</dd>', leaf, re.S)
+    assert parents and re.findall(r'href="/records/(\d+)">(\w+)<', parents.group(1)) == [
+        ("1", "relax")
+    ]
 
 
 def test_record_page_shows_spec_run_args_and_every_attempt(api: TestClient) -> None:

@@ -82,29 +82,6 @@ def _fill(db: Database, n: int) -> int:
         return c.id
 
 
-def test_record_pages_go_both_ways_with_filters(db: Database) -> None:
-    cid = _fill(db, 25)
-    with db.read() as session:
-
-        def keys(**kw: object) -> tuple[list[str], int | None, int | None]:
-            page = status.record_page(session, campaign_id=cid, limit=4, **kw)
-            return [r.key for r in page.items], page.before, page.after
-
-        first, before, after = keys()
-        assert first == ["k000", "k001", "k002", "k003"] and before is None and after == 4
-        second, before, after = keys(after=4)
-        assert second == ["k004", "k005", "k006", "k007"] and (before, after) == (5, 8)
-        assert keys(before=5) == (first, None, 4)
-        done, _, after = keys(state=wire.RecordState.done)
-        assert done == ["k000", "k003", "k006", "k009"]
-        assert keys(state=wire.RecordState.done, after=after)[0] == ["k012", "k015", "k018", "k021"]
-        assert keys(key_prefix="k02") == (["k020", "k021", "k022", "k023"], None, 24)
-        assert keys(key_prefix="k02", after=24) == (["k024"], 25, None)
-        assert keys(key_prefix="k_")[0] == []  # `_` and `%` are not wildcards
-        assert keys(key_prefix="k%")[0] == []
-        assert keys(key_prefix="z")[0] == []
-
-
 def test_recent_failures_are_the_newest_failed_attempts(db: Database) -> None:
     cid = _fill(db, 3)
     with db.write() as session:

@@ -1,0 +1,280 @@
+"""/api/v1/snapshots: content-addressed blobs, streamed in and out; checkpoints of runs.
+
+Uploads never sit in memory whole: the body is streamed into a staging file of the blob
+store, hashed on the way, and only a verified file becomes the blob (then its row is written).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from farmhand.agent import wire
+from farmhand.agent.transfer import LEASE_HEADER
+from farmhand.agent.wire import Role
+from farmhand.server import snapshots
+from farmhand.server.blobstore import BlobStore
+from farmhand.server.errors import FarmhandError, NotFound
+from farmhand.server.routes.deps import AgentDep, Caller, DbDep, NowDep, SettingsDep, require
+from farmhand.server.routes.openapi import CHECKPOINT, errors
+
+router = APIRouter(tags=["snapshots"])
+
+AnyRoleDep = Annotated[Caller, Depends(require(Role.admin, Role.submitter, Role.agent))]
+Sha = Annotated[
+    str, Path(pattern=wire.SHA256_PATTERN, description="the lowercase hex sha256 of the bytes")
+]
+#: Upload bytes are written (and hashed) in a worker thread this many at a time.
+_FLUSH = 1024 * 1024
+
+
+class TooLarge(FarmhandError):
+    """An upload over the size cap (413)."""
+
+    status = 413
+    code = "too_large"
+
+
+class HashMismatch(FarmhandError):
+    """Uploaded bytes that do not hash to the name they were sent under (400)."""
+
+    status = 400
+    code = "hash_mismatch"
+
+
+async def get_blobs(request: Request) -> BlobStore:
+    """The app's blob store."""
+    return request.app.state.blobs
+
+
+BlobsDep = Annotated[BlobStore, Depends(get_blobs)]
+
+
+@router.put(
+    "/snapshots/{sha256}",
+    response_model=wire.SnapshotStored,
+    status_code=201,
+    summary="Upload a snapshot",
+    responses={
+        200: {"model": wire.SnapshotStored, "description": "already stored"},
+        **errors(400, 409, 413, 422),
+    },
+)
+async def put_snapshot(
+    sha256: Sha,
+    request: Request,
+    db: DbDep,
+    blobs: BlobsDep,
+    settings: SettingsDep,
+    now: NowDep,
+    caller: AnyRoleDep,
+    lease: Annotated[str | None, Header(alias=LEASE_HEADER)] = None,
+) -> Response:
+    """Store the request body as snapshot `sha256`, streamed to disk and verified: bytes that
+    hash to anything else are refused (400) and nothing is kept. A snapshot already stored
+    answers 200 at once. Agent tokens upload only for a live run they hold (header
+    `X-Farmhand-Lease: <run id>:<lease token>`)."""
+    cap = settings.max_snapshot_bytes
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > cap:
+        raise TooLarge(f"snapshot is {int(length)} bytes; the limit is {cap}")
+
+    def precheck() -> wire.Snapshot | None:
+        with db.read() as session:
+            if caller.role == Role.agent:
+                run_id, token = snapshots.parse_lease_header(lease)
+                snapshots.check_lease(session, run_id, token)
+            return snapshots.info(session, sha256)
+
+    existing = await run_in_threadpool(precheck)
+    if existing is not None:
+        body = wire.SnapshotStored(snapshot=existing, created=False)
+        return Response(body.model_dump_json(), status_code=200, media_type="application/json")
+    size = await _receive(request, blobs, sha256, cap)
+
+    def record() -> wire.SnapshotStored:
+        with db.write() as session:
+            created = snapshots.add(
+                session, sha256=sha256, size=size, token_id=caller.token_id, now=now
+            )
+            info = snapshots.info(session, sha256)
+        assert info is not None
+        return wire.SnapshotStored(snapshot=info, created=created)
+
+    stored = await run_in_threadpool(record)
+    status = 201 if stored.created else 200
+    return Response(stored.model_dump_json(), status_code=status, media_type="application/json")
+
+
+async def _receive(request: Request, blobs: BlobStore, sha256: str, cap: int) -> int:
+    """Stream the body into a staging file, hash it, and store it as blob `sha256`."""
+    handle, staged = await run_in_threadpool(blobs.staging_file)
+    digest = hashlib.sha256()
+    size = 0
+    pending: list[bytes] = []
+    pending_size = 0
+
+    def flush(chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            digest.update(chunk)
+            handle.write(chunk)
+
+    try:
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > cap:
+                    raise TooLarge(f"snapshot is over the limit of {cap} bytes")
+                pending.append(chunk)
+                pending_size += len(chunk)
+                if pending_size >= _FLUSH:
+                    await run_in_threadpool(flush, pending)
+                    pending, pending_size = [], 0
+            await run_in_threadpool(flush, pending)
+        finally:
+            await run_in_threadpool(handle.close)
+        actual = digest.hexdigest()
+        if actual != sha256:
+            raise HashMismatch(
+                f"the uploaded bytes hash to {actual}, not {sha256}; nothing was kept"
+            )
+        await run_in_threadpool(blobs.put, sha256, staged)
+    except ClientDisconnect:
+        staged.unlink(missing_ok=True)
+        raise
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    return size
+
+
+@router.head(
+    "/snapshots/{sha256}", summary="Ask whether a snapshot is stored", responses=errors(404, 422)
+)
+def head_snapshot(sha256: Sha, db: DbDep, _: AnyRoleDep) -> Response:
+    """200 with its `Content-Length` if the server holds it, else 404 (skip uploads it has)."""
+    with db.read() as session:
+        row = snapshots.find(session, sha256)
+    if row is None:
+        return Response(status_code=404)
+    return Response(headers={"content-length": str(row.size), "accept-ranges": "bytes"})
+
+
+@router.get(
+    "/snapshots/{sha256}",
+    summary="Download a snapshot",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "the bytes"},
+        206: {"content": {"application/octet-stream": {}}, "description": "the range asked for"},
+        **errors(404, 416, 422),
+    },
+)
+def get_snapshot(
+    sha256: Sha,
+    db: DbDep,
+    blobs: BlobsDep,
+    _: AnyRoleDep,
+    range_: Annotated[str | None, Header(alias="Range")] = None,
+) -> Response:
+    """The snapshot's bytes, streamed, with `Content-Length`; a single `Range: bytes=a-b`
+    gets 206 and just those bytes."""
+    with db.read() as session:
+        row = snapshots.find(session, sha256)
+    if row is None:
+        raise NotFound(f"no snapshot {sha256}")
+    size = row.size
+    headers = {"accept-ranges": "bytes", "etag": f'"{sha256}"'}
+    span = _parse_range(range_, size)
+    if span == "unsatisfiable":
+        return Response(
+            wire.ErrorBody(
+                detail=f"range {range_!r} lies outside {size} bytes", code="range"
+            ).model_dump_json(),
+            status_code=416,
+            media_type="application/json",
+            headers={"content-range": f"bytes */{size}"},
+        )
+    start, end, status = (0, size, 200) if span is None else (*span, 206)
+    headers["content-length"] = str(end - start)
+    if status == 206:
+        headers["content-range"] = f"bytes {start}-{end - 1}/{size}"
+    body: Iterator[bytes] = blobs.read(sha256, start, end) if end > start else iter(())
+    return StreamingResponse(
+        body, status_code=status, headers=headers, media_type="application/octet-stream"
+    )
+
+
+def _parse_range(value: str | None, size: int) -> tuple[int, int] | str | None:
+    """`(start, end)` (end exclusive) for one `bytes=` range; None to send everything (no
+    header, or several ranges); "unsatisfiable" for a range outside the bytes."""
+    if not value or not value.startswith("bytes=") or "," in value:
+        return None
+    first, _, last = value[6:].strip().partition("-")
+    try:
+        if first == "":  # the last N bytes
+            count = int(last)
+            return (max(0, size - count), size) if count > 0 else "unsatisfiable"
+        start = int(first)
+        end = size if last == "" else min(size, int(last) + 1)
+    except ValueError:
+        return None
+    if start >= size or end <= start:
+        return "unsatisfiable"
+    return start, end
+
+
+@router.get(
+    "/snapshots/{sha256}/info",
+    response_model=wire.Snapshot,
+    summary="Describe a snapshot",
+    responses=errors(404, 422),
+)
+def snapshot_info(sha256: Sha, db: DbDep, _: AnyRoleDep) -> wire.Snapshot:
+    """Size, creation time and how many record inputs, run archives and checkpoints use it."""
+    with db.read() as session:
+        found = snapshots.info(session, sha256)
+    if found is None:
+        raise NotFound(f"no snapshot {sha256}")
+    return found
+
+
+@router.get(
+    "/snapshots",
+    response_model=wire.SnapshotPage,
+    summary="List snapshots",
+    responses=errors(422),
+)
+def list_snapshots(
+    db: DbDep,
+    _: AnyRoleDep,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> wire.SnapshotPage:
+    """Snapshots in sha256 order with their reference counts; follow `next` for more."""
+    with db.read() as session:
+        return snapshots.page(session, after=after, limit=limit)
+
+
+@router.post(
+    "/runs/{run_id}/checkpoints",
+    response_model=wire.Checkpoint,
+    status_code=201,
+    tags=["runs"],
+    summary="Attach a checkpoint to a run",
+    responses=errors(404, 409, 422),
+    openapi_extra=CHECKPOINT,
+)
+def add_checkpoint(
+    run_id: int, body: wire.CheckpointCreate, db: DbDep, now: NowDep, _: AgentDep
+) -> wire.Checkpoint:
+    """Record an uploaded checkpoint of a live run (fenced by its lease token); the record's
+    next attempt restores the newest one."""
+    with db.write() as session:
+        return snapshots.add_checkpoint(session, run_id=run_id, body=body, now=now)
