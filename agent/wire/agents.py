@@ -1,0 +1,321 @@
+"""Agents, the leases they claim and the runs they report."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field
+
+from farmhand.agent.wire.base import (
+    MAX_CLAIM,
+    MAX_TAIL_BYTES,
+    MAX_WAIT_SECONDS,
+    SHA256_PATTERN,
+    ErrorBody,
+    Loose,
+    RecordState,
+    RunState,
+    Strict,
+)
+
+# --- agents, leases and runs -------------------------------------------------------------
+
+
+class Resources(Strict):
+    """Amounts of cores, GPUs and memory (MiB); None = unknown/unlimited."""
+
+    cores: float | None = None
+    gpus: int | None = None
+    memory_mb: int | None = None
+
+
+class AgentRegister(Strict):
+    """An agent introducing itself."""
+
+    name: str = Field(min_length=1, max_length=200)
+    host: str = Field(min_length=1, max_length=255)
+    pid: int | None = None
+    slots: int = Field(ge=1, le=100_000)
+    labels: dict[str, str] = Field(default_factory=dict)
+    runners: list[str] = Field(default_factory=list, description="runner names it offers")
+    resources: Resources | None = Field(default=None, description="its total resources")
+
+
+class AgentStatus(Loose):
+    """What an agent says about itself with each heartbeat; shown by `farmhand ls agents`.
+
+    Loose on purpose, in both directions: a newer agent's extra fields must not make an older
+    server refuse the heartbeat that renews its leases.
+    """
+
+    paused: str | None = Field(
+        default=None, max_length=500, description="why the agent claims nothing now, if it does not"
+    )
+    disk_used_percent: float | None = Field(default=None, ge=0, le=100)
+    walltime_left: float | None = Field(
+        default=None, description="seconds until the agent's batch job ends; None = unlimited"
+    )
+    outbox: int = Field(default=0, ge=0, description="finished runs whose reports wait to be sent")
+
+
+class Agent(Loose):
+    """A registered worker process."""
+
+    id: int
+    name: str
+    host: str
+    pid: int | None = None
+    slots: int
+    state: str
+    registered_at: datetime
+    last_heartbeat: datetime
+    running: int = 0
+    status: AgentStatus | None = None
+    runners: list[str] | None = Field(
+        default=None, description="runner names it offers; None = it did not say (any)"
+    )
+    resources: Resources | None = Field(
+        default=None, description="its total resources; None = it did not say (unlimited)"
+    )
+
+
+class StuckRecords(Loose):
+    """Ready records no live agent can take, and why (`farmhand status`, `GET /status`).
+
+    A record can be counted under several reasons (it may need both a GPU and more memory
+    than any agent offering its runner has).
+    """
+
+    reason: str = Field(
+        description="no_live_agent; runner; cores, gpus or memory_mb (more than the largest "
+        "live agent offering its runner holds); combination (each amount fits some agent, "
+        "no one agent holds them all); other (the rest, past the groups read)"
+    )
+    count: int
+    message: str = Field(description="one line for people, naming the numbers")
+    runner: str | None = Field(
+        default=None, description="the runner, when the reason is tied to it"
+    )
+    needed: float | None = Field(default=None, description="the most any of them asks for")
+    largest: float | None = Field(
+        default=None, description="the most a live agent (offering the runner) has"
+    )
+
+
+class FarmStatus(Loose):
+    """Ready work and the agents that could take it."""
+
+    ready: int = Field(description="ready records, over every campaign")
+    agents: dict[str, int] = Field(
+        default_factory=dict, description="agents not stopped: live, draining, stale"
+    )
+    stuck: list[StuckRecords] = Field(default_factory=list)
+
+
+class AgentRegistered(Loose):
+    """The server's answer to a registration: who the agent is and how long leases last."""
+
+    agent: Agent
+    lease_ttl: float
+
+
+class Heartbeat(Strict):
+    """The runs an agent holds (one request renews all their leases) and how it is doing."""
+
+    run_ids: list[int] = Field(default_factory=list, max_length=100_000)
+    status: AgentStatus | None = None
+
+
+class HeartbeatAck(Loose):
+    """Which held runs to stop: `cancel` were cancelled by a user, `lost` are no longer ours."""
+
+    renewed: int
+    lease_expires_at: datetime
+    cancel: list[int] = Field(default_factory=list)
+    lost: list[int] = Field(default_factory=list)
+
+
+class ClaimRequest(Strict):
+    """Ask for up to `max_records` leases; wait up to `wait` seconds for work to appear."""
+
+    agent_id: int
+    max_records: int = Field(default=1, ge=1, le=MAX_CLAIM)
+    wait: float = Field(default=0.0, ge=0.0, le=MAX_WAIT_SECONDS)
+    campaign_id: int | None = Field(default=None, description="one campaign (see campaign_ids)")
+    campaign_ids: list[int] | None = Field(
+        default=None, max_length=1000, description="only records of these campaigns"
+    )
+    datasets: list[str] | None = Field(
+        default=None, max_length=1000, description="only records of these datasets"
+    )
+
+    runners: list[str] | None = Field(
+        default=None, description="runner names the agent offers; None = any"
+    )
+    free: Resources | None = Field(
+        default=None, description="what fits in the agent's free share now"
+    )
+    walltime_left: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="seconds the agent has left (its batch job's end minus a margin); only "
+        "records whose run_args walltime fits are wanted; None = unlimited",
+    )
+
+
+class ParentResult(Loose):
+    """A parent of a leased record: its key and result document (`results.json`)."""
+
+    record_id: int
+    key: str
+    result: dict[str, Any] | list[Any] | None = None
+    archive: str | None = Field(
+        default=None, description="sha256 of the output archive of its successful run"
+    )
+
+
+class Lease(Loose):
+    """The right of one run to work on one record until `expires_at`; fenced by `token`."""
+
+    run_id: int
+    token: str
+    expires_at: datetime
+    record_id: int
+    campaign_id: int
+    key: str
+    command: str
+    attempt: int
+    run_args: dict[str, Any] = Field(default_factory=dict, description="the effective set")
+    parents: list[ParentResult] = Field(default_factory=list)
+    inputs: dict[str, str] = Field(
+        default_factory=dict, description="{path in the run directory: snapshot sha256}"
+    )
+    checkpoint: str | None = Field(
+        default=None,
+        description="sha256 of the record's newest checkpoint (from an earlier attempt), "
+        "restored into $FARMHAND_CHECKPOINT_DIR before the command starts",
+    )
+
+
+class Leases(Loose):
+    """Leases handed out by one claim (possibly none)."""
+
+    leases: list[Lease]
+
+
+class RunStart(Strict):
+    """The agent has staged the run and started its command."""
+
+    token: str
+
+
+class RunComplete(Strict):
+    """The command exited 0 (and any `results.json` parsed)."""
+
+    token: str
+    exit_code: int = 0
+    result: dict[str, Any] | list[Any] | None = None
+    stdout_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
+    stderr_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
+    archive: str | None = Field(
+        default=None,
+        pattern=SHA256_PATTERN,
+        description="sha256 of the run directory's tar.gz, uploaded before this report",
+    )
+
+
+class RunFail(Strict):
+    """The attempt failed; the record is retried while attempts remain."""
+
+    token: str
+    error: str = Field(min_length=1, max_length=4096)
+    exit_code: int | None = None
+    stdout_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
+    stderr_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
+    archive: str | None = Field(
+        default=None,
+        pattern=SHA256_PATTERN,
+        description="sha256 of the run directory's tar.gz, uploaded before this report",
+    )
+
+
+class RunRelease(Strict):
+    """Give the record back without spending an attempt (agent shutdown)."""
+
+    token: str
+    reason: str = Field(default="released by agent", max_length=1024)
+
+
+class RunOrphan(Strict):
+    """The agent cannot run the record as specified (unknown runner, missing input, the run
+    directory cannot be staged): the record is kept as `orphaned` with the reason, and no
+    attempt is spent."""
+
+    token: str
+    reason: str = Field(min_length=1, max_length=4096)
+
+
+class RunAck(Loose):
+    """The answer to start/complete/fail/release: the run and its record as they now stand."""
+
+    run_id: int
+    run_state: RunState
+    record_id: int
+    record_state: RecordState
+    attempts: int
+
+
+class RunReport(Strict):
+    """One item of a batch report: a completion (no `error`) or a failure (with `error`)."""
+
+    run_id: int
+    token: str
+    exit_code: int | None = None
+    error: str | None = Field(default=None, min_length=1, max_length=4096)
+    result: dict[str, Any] | list[Any] | None = None
+    stdout_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
+    stderr_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
+    archive: str | None = Field(
+        default=None,
+        pattern=SHA256_PATTERN,
+        description="sha256 of the run directory's tar.gz, uploaded before this report",
+    )
+
+
+class RunReports(Strict):
+    """Many final reports in one request; each is fenced and answered on its own."""
+
+    reports: list[RunReport] = Field(min_length=1, max_length=MAX_CLAIM * 4)
+
+
+class RunReportAnswer(Loose):
+    """The answer to one item: `ack` when it was applied (or replayed), else `error`."""
+
+    run_id: int
+    ack: RunAck | None = None
+    error: ErrorBody | None = None
+
+
+class RunReportAnswers(Loose):
+    """Per-item answers, in the order of the request."""
+
+    answers: list[RunReportAnswer]
+
+
+class CheckpointCreate(Strict):
+    """Attach an uploaded checkpoint snapshot to a live run; the record's next attempt
+    restores the newest one."""
+
+    token: str
+    sha256: str = Field(pattern=SHA256_PATTERN)
+
+
+class Checkpoint(Loose):
+    """A checkpoint of a record, saved by one of its runs."""
+
+    id: int
+    record_id: int
+    run_id: int
+    sha256: str
+    created_at: datetime

@@ -1,0 +1,225 @@
+"""Campaigns and records: what users submit and read back."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from farmhand.agent.wire.base import (
+    MAX_COMMAND_LENGTH,
+    MAX_KEY_LENGTH,
+    MAX_PARENTS,
+    MAX_RECORDS_PER_REQUEST,
+    NAME_PATTERN,
+    Loose,
+    RecordState,
+    RunState,
+    Strict,
+    check_inputs,
+    is_name,
+)
+
+# --- campaigns ---------------------------------------------------------------------------
+
+
+class CampaignCreate(Strict):
+    """A new campaign; its version is one more than the highest of the same name."""
+
+    name: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
+    software: str | None = Field(default=None, max_length=200)
+    defaults: dict[str, Any] = Field(
+        default_factory=dict, description="run_args every record inherits"
+    )
+    based_on: str | None = Field(
+        default=None,
+        max_length=220,
+        description="the campaign this one follows, `NAME:VERSION` (or `NAME`: its latest)",
+        examples=["relax:3"],
+    )
+
+
+class Campaign(Loose):
+    """A named, versioned group of records with its counts by state."""
+
+    id: int
+    name: str
+    version: int
+    software: str | None = None
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    based_on: str | None = Field(default=None, description="`NAME:VERSION` it follows")
+    created_at: datetime
+    started_at: datetime | None = Field(default=None, description="first claim")
+    finished_at: datetime | None = Field(
+        default=None, description="when its last unfinished record ended; reset by new work"
+    )
+    counts: dict[RecordState, int] = Field(default_factory=dict)
+
+
+# --- records -----------------------------------------------------------------------------
+
+
+class RecordSpec(Strict):
+    """One calculation to submit."""
+
+    key: str = Field(min_length=1, max_length=MAX_KEY_LENGTH)
+    command: str = Field(min_length=1, max_length=MAX_COMMAND_LENGTH)
+    priority: int = Field(default=0, description="higher is claimed first, then submission order")
+    run_args: dict[str, Any] = Field(default_factory=dict)
+    parents: list[str | int] = Field(
+        default_factory=list,
+        max_length=MAX_PARENTS,
+        description="keys (same campaign) or ids of records that must be done first",
+    )
+    dataset: str | None = Field(default=None, max_length=200, pattern=NAME_PATTERN)
+    tags: list[str] = Field(default_factory=list, max_length=64)
+    inputs: dict[str, str] = Field(
+        default_factory=dict,
+        description="files staged into the run directory: {relative path: snapshot sha256}; "
+        "every snapshot must be uploaded first",
+        examples=[{"relax.py": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}],
+    )
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs_are_staged_files(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_inputs(value)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags_are_names(cls, value: list[str]) -> list[str]:
+        for tag in value:
+            if not tag or len(tag) > 100 or not is_name(tag):
+                raise ValueError(f"tag {tag!r} must be 1-100 letters, digits or ._- characters")
+        return sorted(set(value))
+
+    @field_validator("command")
+    @classmethod
+    def _command_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("command is blank")
+        return value
+
+
+class RecordsCreate(Strict):
+    """Bulk submission into one campaign.
+
+    A key already in the campaign is skipped (the default); with `force` a record that is not
+    done gets the new spec and is re-queued; a done one is rerun only with
+    `force_ignores_success` as well.
+    """
+
+    campaign_id: int
+    records: list[RecordSpec] = Field(min_length=1, max_length=MAX_RECORDS_PER_REQUEST)
+    force: bool = False
+    force_ignores_success: bool = False
+
+
+class RecordsCreated(Loose):
+    """What a bulk submission did."""
+
+    created: int
+    skipped: int
+    replaced: int = Field(default=0, description="existing records given the new spec (force)")
+    skipped_keys: list[str] = Field(default_factory=list, description="at most the first 100")
+
+
+class Run(Loose):
+    """One attempt of a record by one agent under one lease."""
+
+    id: int
+    record_id: int
+    agent_id: int | None = None
+    attempt: int
+    state: RunState
+    claimed_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    stdout_tail: str | None = None
+    stderr_tail: str | None = None
+    run_args: dict[str, Any] | None = Field(
+        default=None, description="temporary run_args this attempt ran with (from a retry)"
+    )
+    archive: str | None = Field(
+        default=None, description="sha256 of the run directory's tar.gz, once uploaded"
+    )
+    checkpoint: str | None = Field(
+        default=None, description="sha256 of this run's newest checkpoint, if it saved one"
+    )
+
+
+class Record(Loose):
+    """A calculation as the server holds it."""
+
+    id: int
+    campaign_id: int
+    key: str
+    command: str
+    priority: int
+    run_args: dict[str, Any] = Field(default_factory=dict)
+    temporary_run_args: dict[str, Any] | None = Field(
+        default=None, description="given by a retry; used until the record ends again"
+    )
+    derived_run_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the effective set: campaign defaults, then run_args, then temporary ones",
+    )
+    dataset: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    parents: list[str] = Field(default_factory=list, description="keys of its parents")
+    inputs: dict[str, str] = Field(
+        default_factory=dict, description="{path in the run directory: snapshot sha256}"
+    )
+    children: list[str] | None = Field(default=None, description="only on GET /records/{id}")
+    state: RecordState
+    attempts: int
+    max_attempts: int
+    error: str | None = None
+    result: dict[str, Any] | list[Any] | None = None
+    created_at: datetime
+    updated_at: datetime
+    runs: list[Run] | None = Field(default=None, description="only on GET /records/{id}")
+
+
+class RecordIds(Strict):
+    """Records to cancel or retry."""
+
+    ids: list[int] = Field(min_length=1, max_length=MAX_RECORDS_PER_REQUEST)
+
+
+class RecordsRetry(Strict):
+    """Re-queue records: by id, or every orphan (of one campaign).
+
+    Failed, cancelled and orphaned records are retried; others are skipped with the reason,
+    unless `force` (re-queue records that are waiting, ready or leased: a live run is
+    cancelled) and `force_ignores_success` (rerun done records as well). `run_args` are
+    temporary: they apply until the record ends again, and each run keeps the set it ran with.
+    """
+
+    ids: list[int] = Field(default_factory=list, max_length=MAX_RECORDS_PER_REQUEST)
+    orphans: bool = Field(default=False, description="also every orphaned record")
+    campaign_id: int | None = Field(default=None, description="limits `orphans`")
+    force: bool = False
+    force_ignores_success: bool = False
+    run_args: dict[str, Any] | None = None
+
+
+class Skipped(Loose):
+    """A record an operation left alone, and why."""
+
+    id: int
+    key: str
+    reason: str
+
+
+class RecordsChanged(Loose):
+    """Records a cancel or retry changed, and the ones it skipped."""
+
+    changed: list[int]
+    skipped: list[Skipped] = Field(default_factory=list)
+    reopened: int = Field(
+        default=0, description="descendants that had failed upstream, waiting again"
+    )
