@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from farmhand.agent import wire
+from farmhand.agent.wire.durations import clock_seconds, parse_duration
 
 if TYPE_CHECKING:
     from farmhand.agent.attempt import Attempt
@@ -36,48 +37,7 @@ log = logging.getLogger("farmhand.agent")
 
 #: How often the job's end is asked again (`scontrol update TimeLimit=` can move it).
 REFRESH_EVERY = 300.0
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_CLOCK = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 _UNLIMITED = {"UNLIMITED", "NOT_SET", "INFINITE"}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in `90` / `90s`, `30m`, `2h`, `1d`, `MM:SS`, `HH:MM:SS` or `D-HH:MM:SS`.
-
-    A bare number is seconds (like every duration farmhand takes), not Slurm's minutes.
-    """
-    value = str(text).strip()
-    unit = value[-1:].lower()
-    try:
-        if unit in _UNITS:
-            seconds = float(value[:-1]) * _UNITS[unit]
-        elif ":" in value or "-" in value:
-            seconds = _clock_seconds(value)
-        else:
-            seconds = float(value)
-    except ValueError:
-        seconds = math.nan
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"not a duration: {text!r} (use seconds, 30m, 2h, HH:MM:SS or D-HH:MM:SS)")
-    return seconds
-
-
-def _clock_seconds(value: str) -> float:
-    """Slurm's forms: `MM:SS`, `HH:MM:SS`, `D-HH`, `D-HH:MM`, `D-HH:MM:SS`."""
-    match = _CLOCK.match(value)
-    if match is None:
-        raise ValueError(value)
-    days, *parts = match.groups()
-    numbers = [int(p) for p in parts if p is not None]
-    if days is not None:
-        hours, minutes, seconds = [*numbers, 0, 0][:3]  # counted from the hours
-    elif len(numbers) == 2:
-        hours, (minutes, seconds) = 0, numbers
-    elif len(numbers) == 3:
-        hours, minutes, seconds = numbers
-    else:
-        raise ValueError(value)
-    return (int(days or 0) * 24 + hours) * 3600 + minutes * 60 + seconds
 
 
 def parse_slurm_time_left(text: str) -> float | None:
@@ -87,7 +47,7 @@ def parse_slurm_time_left(text: str) -> float | None:
         return None
     if not value or value.upper() == "INVALID":
         raise ValueError(f"squeue reported no time left: {text!r}")
-    return _clock_seconds(value)
+    return clock_seconds(value)
 
 
 def slurm_time_left(job_id: str) -> float | None:

@@ -6,15 +6,16 @@ record's own), checked, and stored as plain columns the claim statement can comp
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
+from farmhand.agent import wire
 from farmhand.server.errors import Invalid
 
 DEFAULT_RUNNER = "subprocess"
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 _MB_PER_UNIT = {"": 1, "B": 1 / 2**20, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024**2}
-_CLOCK = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)$")
 
 
 def columns(run_args: dict[str, Any], where: str) -> dict[str, Any]:
@@ -53,18 +54,25 @@ def memory_mb(value: Any, where: str) -> int | None:
 
 
 def seconds(value: Any, where: str) -> float | None:
-    """A duration in seconds from a number or Slurm's `[D-][HH:]MM:SS`."""
+    """A duration in seconds from a number or a string the agent reads the same way
+    (`90`, `30m`, `2h`, `1d`, `MM:SS`, `HH:MM:SS`, `D-HH:MM:SS`); it must be > 0."""
     if value is None:
         return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-        return float(value)
-    match = _CLOCK.match(value.strip()) if isinstance(value, str) else None
-    if match is None:
+    if isinstance(value, str):
+        try:
+            parsed = wire.parse_duration(value)
+        except ValueError:
+            parsed = None
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        parsed = float(value)
+    else:
+        parsed = None
+    if parsed is None or not math.isfinite(parsed) or parsed <= 0:
         raise Invalid(
-            f"{where}: run_args.walltime must be seconds or [D-][HH:]MM:SS, got {value!r}"
+            f"{where}: run_args.walltime must be a positive duration "
+            f"({wire.DURATION_FORMS}), got {value!r}"
         )
-    days, hours, minutes, secs = (int(g or 0) for g in match.groups())
-    return float(((days * 24 + hours) * 60 + minutes) * 60 + secs)
+    return parsed
 
 
 def _number(run_args: dict[str, Any], name: str, where: str, *, whole: bool) -> Any:

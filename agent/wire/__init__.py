@@ -74,6 +74,7 @@ from farmhand.agent.wire.bundles import (
     BundleRecord,
     BundleRun,
 )
+from farmhand.agent.wire.durations import DURATION_FORMS, clock_seconds, parse_duration
 from farmhand.agent.wire.records import (
     Campaign,
     CampaignCreate,
@@ -97,6 +98,7 @@ __all__ = [
     "API_PREFIX",
     "BUNDLE_FORMAT",
     "BUNDLE_VERSION",
+    "DURATION_FORMS",
     "LEASED_STATES",
     "LIVE_RUN_STATES",
     "MAX_BUNDLE_RECORDS",
@@ -170,4 +172,6 @@ __all__ = [
     "TokenCreated",
     "check_input_path",
     "check_inputs",
+    "clock_seconds",
+    "parse_duration",
 ]

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from farmhand.agent.wire import parse_duration
 from tests.server.helpers import API, agent, campaign, claim, record
 
 STATES = ["waiting", "ready", "claimed", "running", "done", "failed", "cancelled", "orphaned"]
@@ -242,3 +243,47 @@ def test_bad_resource_run_args_are_named(api: TestClient) -> None:
     assert r.json()["detail"].startswith("record 'k': run_args.memory must be MiB")
     r = post(api, c, {"key": "k", "command": "x", "run_args": {"walltime": "1:00:00"}})
     assert r.status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("walltime", "seconds"),
+    [
+        (90, 90.0),
+        ("90", 90.0),
+        ("30m", 1800.0),
+        ("2h", 7200.0),
+        ("1d", 86400.0),
+        ("05:30", 330.0),
+        ("1:00:00", 3600.0),
+        ("1-02:00:00", 93600.0),
+        ("2-12", 216000.0),
+    ],
+)
+def test_walltime_is_read_as_the_agent_reads_it(
+    api: TestClient, walltime: object, seconds: float
+) -> None:
+    c = campaign(api)
+    assert (
+        post(api, c, {"key": "k", "command": "x", "run_args": {"walltime": walltime}}).status_code
+        == 201
+    )
+    assert parse_duration(str(walltime)) == seconds
+    agent_id = agent(api)
+
+    def claim_within(left: float) -> list[str]:
+        body = {"agent_id": agent_id, "max_records": 10, "walltime_left": left}
+        return [lease["key"] for lease in api.post(f"{API}/leases", json=body).json()["leases"]]
+
+    assert claim_within(seconds - 1) == []  # stored as `seconds`: one less is too short
+    assert claim_within(seconds) == ["k"]
+
+
+@pytest.mark.parametrize("walltime", ["soon", "0", 0, -5, "1:2:3:4", True, [60], "nan"])
+def test_a_bad_walltime_is_named_and_changes_nothing(api: TestClient, walltime: object) -> None:
+    c = campaign(api)
+    r = post(api, c, {"key": "k", "command": "x", "run_args": {"walltime": walltime}})
+    assert r.status_code == 422
+    assert r.json()["detail"].startswith(
+        "record 'k': run_args.walltime must be a positive duration"
+    )
+    assert by_key(api, c) == {}

@@ -1,0 +1,55 @@
+"""Durations as people write them in run_args and on command lines.
+
+One parser for both sides of the wire: what `farmhand agent --walltime` accepts, a record's
+`run_args.walltime` accepts too, and the server reads it the same way the agent does.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_CLOCK = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+#: The forms, for error messages.
+DURATION_FORMS = "seconds, 30m, 2h, 1d, MM:SS, HH:MM:SS or D-HH:MM:SS"
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in `90` / `90s`, `30m`, `2h`, `1d`, `MM:SS`, `HH:MM:SS` or `D-HH:MM:SS`.
+
+    A bare number is seconds (like every duration farmhand takes), not Slurm's minutes.
+    ValueError for anything else, or a negative or non-finite value.
+    """
+    value = str(text).strip()
+    unit = value[-1:].lower()
+    try:
+        if unit in _UNITS:
+            seconds = float(value[:-1]) * _UNITS[unit]
+        elif ":" in value or "-" in value:
+            seconds = clock_seconds(value)
+        else:
+            seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"not a duration: {text!r} (use {DURATION_FORMS})")
+    return seconds
+
+
+def clock_seconds(value: str) -> float:
+    """Slurm's forms: `MM:SS`, `HH:MM:SS`, `D-HH`, `D-HH:MM`, `D-HH:MM:SS`."""
+    match = _CLOCK.match(value)
+    if match is None:
+        raise ValueError(value)
+    days, *parts = match.groups()
+    numbers = [int(p) for p in parts if p is not None]
+    if days is not None:
+        hours, minutes, seconds = [*numbers, 0, 0][:3]  # counted from the hours
+    elif len(numbers) == 2:
+        hours, (minutes, seconds) = 0, numbers
+    elif len(numbers) == 3:
+        hours, minutes, seconds = numbers
+    else:
+        raise ValueError(value)
+    return (int(days or 0) * 24 + hours) * 3600 + minutes * 60 + seconds
