@@ -323,7 +323,7 @@ class Outbox:
             if is_transient(exc) or exc.status == 401:
                 raise
             self._without_archive(entry, str(exc))
-        except (OSError, ValueError) as exc:  # gone: has_snapshot() above said not uploaded
+        except (OSError, ValueError) as exc:  # the file is gone or unreadable: report without it
             self._without_archive(entry, str(exc))
         entry.uploaded = True
 

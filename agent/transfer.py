@@ -21,11 +21,14 @@ from farmhand.agent import wire
 if TYPE_CHECKING:
     from farmhand.agent.client import FarmhandClient
 
-__all__ = ["CHUNK", "LEASE_HEADER", "SnapshotCalls", "sha256_file"]
+__all__ = ["CHUNK", "HEAD_ABOVE", "LEASE_HEADER", "SnapshotCalls", "sha256_file"]
 
 CHUNK = 1024 * 1024
 #: An agent-role upload names the live run it is for: `<run id>:<lease token>`.
 LEASE_HEADER = "X-Farmhand-Lease"
+#: Files up to this size are PUT without a HEAD first: the server answers an upload of a
+#: snapshot it already has at once without reading the body, so one round trip beats two.
+HEAD_ABOVE = 1 << 20
 
 
 def sha256_file(path: Path) -> str:
@@ -73,16 +76,18 @@ class SnapshotCalls:
         skip_if_present: bool = True,
     ) -> str:
         """Upload a file as a snapshot and return its sha256; a snapshot the server already
-        has is not sent again. Agents name the live run (`run_id`, `token`) it belongs to."""
+        has is not sent again (files over `HEAD_ABOVE` bytes are asked about first, smaller
+        ones are simply PUT). Agents name the live run (`run_id`, `token`) it belongs to."""
         from farmhand.agent.client import ServerUnavailable, _raise_for
 
         path = Path(path)
         sha256 = sha256 or sha256_file(path)
-        if skip_if_present and self.has_snapshot(sha256):
+        size = path.stat().st_size
+        if skip_if_present and size > HEAD_ABOVE and self.has_snapshot(sha256):
             return sha256
         headers = {
             "Content-Type": "application/octet-stream",
-            "Content-Length": str(path.stat().st_size),
+            "Content-Length": str(size),
             **_lease_headers(run_id, token),
         }
         try:

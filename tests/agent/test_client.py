@@ -11,6 +11,7 @@ import pytest
 
 from farmhand.agent import wire
 from farmhand.agent.client import Conflict, FarmhandClient, NotFound
+from farmhand.agent.transfer import HEAD_ABOVE, sha256_file
 
 NOW = "2024-01-01T00:00:00Z"
 CAMPAIGN = {"id": 7, "name": "relax", "version": 2, "created_at": NOW}
@@ -148,3 +149,33 @@ def test_records_page_filters_by_dataset_and_state() -> None:
     client_for(recorder).records_page(dataset="a", state=wire.RecordState.failed, limit=10)
     params = dict(recorder.requests[0].url.params)
     assert params == {"dataset": "a", "state": "failed", "limit": "10"}
+
+
+def _stored(request: httpx.Request) -> httpx.Response:
+    if request.method == "HEAD":
+        return httpx.Response(200)
+    request.read()
+    snapshot = {"sha256": request.url.path.rsplit("/", 1)[1], "size": 1, "created_at": NOW}
+    return httpx.Response(200, json={"snapshot": snapshot, "created": False})
+
+
+@pytest.mark.parametrize(
+    ("size", "methods"), [(10, ["PUT"]), (HEAD_ABOVE, ["PUT"]), (HEAD_ABOVE + 1, ["HEAD"])]
+)
+def test_small_uploads_skip_the_head(tmp_path: Any, size: int, methods: list[str]) -> None:
+    seen: list[httpx.Request] = []
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return _stored(request)
+
+    path = tmp_path / "blob"
+    path.write_bytes(b"x" * size)
+    client = FarmhandClient("http://farmhand.test", "t", transport=httpx.MockTransport(respond))
+    sha = client.upload_snapshot(path, run_id=5, token="tok")
+    assert sha == sha256_file(path)
+    assert [r.method for r in seen] == methods
+    assert all(r.url.path == f"/api/v1/snapshots/{sha}" for r in seen)
+    if methods == ["PUT"]:
+        assert seen[0].headers["X-Farmhand-Lease"] == "5:tok"
+        assert seen[0].content == path.read_bytes()
