@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from farmhand.agent import wire
+from farmhand.agent.errors import ServerUnavailable, raise_for
 
 if TYPE_CHECKING:
     from farmhand.agent.client import FarmhandClient
@@ -55,7 +56,6 @@ class BundleCalls:
     def backup(self: FarmhandClient, dest: Path) -> int:
         """Stream the server's backup tar (admin) into `dest` (a temporary file beside it,
         renamed into place when whole). Returns its size in bytes."""
-        from farmhand.agent.client import ServerUnavailable, _raise_for
 
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -67,7 +67,7 @@ class BundleCalls:
                     with self._http.stream("GET", "/backup", timeout=None) as response:
                         if not response.is_success:
                             response.read()
-                            _raise_for(response)
+                            raise_for(response)
                         for chunk in response.iter_bytes(CHUNK):
                             out.write(chunk)
                             size += len(chunk)

@@ -1,17 +1,8 @@
 """A typed HTTP client for the farmhand API, used by the agent, the CLI and users' scripts.
 
-Exceptions (all derive from `FarmhandError`)::
-
-    FarmhandError            anything this client raises
-    ├── ServerUnavailable    the server could not be reached or timed out (retry later)
-    └── ApiError             the server answered 4xx/5xx; `.status` and `.detail` say why
-        ├── BadRequest       400, 413, 422: the request was malformed; nothing changed
-        ├── Unauthorized     401: missing or wrong token
-        ├── Forbidden        403: the token's role may not do this
-        ├── NotFound         404
-        └── Conflict         409: a state conflict or a stale lease token; nothing changed
-
-The transport is injectable (`httpx.MockTransport` in unit tests).
+Every error it raises derives from `FarmhandError`; the tree is documented in
+`farmhand.agent.errors` and re-exported here. The transport is
+injectable (`httpx.MockTransport` in unit tests).
 """
 
 from __future__ import annotations
@@ -25,6 +16,17 @@ from pydantic import BaseModel
 
 from farmhand.agent import wire
 from farmhand.agent.bundle_calls import BundleCalls
+from farmhand.agent.errors import (
+    ApiError,
+    BadRequest,
+    Conflict,
+    FarmhandError,
+    Forbidden,
+    NotFound,
+    ServerUnavailable,
+    Unauthorized,
+    raise_for,
+)
 from farmhand.agent.graph import parents_first
 from farmhand.agent.transfer import SnapshotCalls
 
@@ -41,66 +43,6 @@ __all__ = [
 ]
 
 M = TypeVar("M", bound=BaseModel)
-
-
-class FarmhandError(Exception):
-    """Base of every error this client raises."""
-
-
-class ServerUnavailable(FarmhandError):
-    """The server could not be reached (connection refused, timeout, DNS)."""
-
-
-class ApiError(FarmhandError):
-    """The server answered with an error status."""
-
-    def __init__(self, status: int, detail: str, code: str = "error"):
-        super().__init__(f"{detail} (HTTP {status})")
-        self.status = status
-        self.detail = detail
-        self.code = code
-
-
-class BadRequest(ApiError):
-    """400/413/422: the request was rejected as malformed; nothing changed."""
-
-
-class Unauthorized(ApiError):
-    """401: the token is missing or unknown."""
-
-
-class Forbidden(ApiError):
-    """403: the token's role may not call this endpoint."""
-
-
-class NotFound(ApiError):
-    """404: no such campaign, record, run or agent."""
-
-
-class Conflict(ApiError):
-    """409: the thing is not in a state that allows this (or the lease token is stale)."""
-
-
-_BY_STATUS: dict[int, type[ApiError]] = {
-    400: BadRequest,
-    401: Unauthorized,
-    403: Forbidden,
-    404: NotFound,
-    409: Conflict,
-    413: BadRequest,
-    422: BadRequest,
-}
-
-
-def _raise_for(response: httpx.Response) -> None:
-    if response.is_success:
-        return
-    try:
-        body = wire.ErrorBody.model_validate(response.json())
-        detail, code = body.detail, body.code
-    except Exception:
-        detail, code = response.text.strip()[:500] or response.reason_phrase, "error"
-    raise _BY_STATUS.get(response.status_code, ApiError)(response.status_code, detail, code)
 
 
 def _page(after: int | None, limit: int, filters: dict[str, Any]) -> dict[str, Any]:
@@ -165,7 +107,7 @@ class FarmhandClient(SnapshotCalls, BundleCalls):
             response = self._http.request(method, path, json=json, params=params, **kwargs)
         except httpx.TransportError as exc:
             raise ServerUnavailable(f"cannot reach {self.server}: {exc}") from exc
-        _raise_for(response)
+        raise_for(response)
         return response.json() if response.content else None
 
     def _model(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
@@ -189,7 +131,7 @@ class FarmhandClient(SnapshotCalls, BundleCalls):
             response = self._http.get(self.server + "/healthz")
         except httpx.TransportError as exc:
             raise ServerUnavailable(f"cannot reach {self.server}: {exc}") from exc
-        _raise_for(response)
+        raise_for(response)
         return wire.Health.model_validate(response.json())
 
     def create_token(self, role: wire.Role | str, name: str = "") -> wire.TokenCreated:

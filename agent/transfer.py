@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from farmhand.agent import wire
+from farmhand.agent.errors import FarmhandError, ServerUnavailable, raise_for
 
 if TYPE_CHECKING:
     from farmhand.agent.client import FarmhandClient
@@ -55,7 +56,6 @@ class SnapshotCalls:
 
     def has_snapshot(self: FarmhandClient, sha256: str) -> bool:
         """Whether the server holds snapshot `sha256` (`HEAD /snapshots/{sha256}`)."""
-        from farmhand.agent.client import ServerUnavailable, _raise_for
 
         try:
             response = self._http.head(f"/snapshots/{sha256}")
@@ -63,7 +63,7 @@ class SnapshotCalls:
             raise ServerUnavailable(f"cannot reach {self.server}: {exc}") from exc
         if response.status_code == 404:
             return False
-        _raise_for(response)
+        raise_for(response)
         return True
 
     def upload_snapshot(
@@ -78,7 +78,6 @@ class SnapshotCalls:
         """Upload a file as a snapshot and return its sha256; a snapshot the server already
         has is not sent again (files over `HEAD_ABOVE` bytes are asked about first, smaller
         ones are simply PUT). Agents name the live run (`run_id`, `token`) it belongs to."""
-        from farmhand.agent.client import ServerUnavailable, _raise_for
 
         path = Path(path)
         sha256 = sha256 or sha256_file(path)
@@ -96,13 +95,12 @@ class SnapshotCalls:
             )
         except httpx.TransportError as exc:
             raise ServerUnavailable(f"cannot reach {self.server}: {exc}") from exc
-        _raise_for(response)
+        raise_for(response)
         return sha256
 
     def download_snapshot(self: FarmhandClient, sha256: str, dest: Path) -> Path:
         """Fetch snapshot `sha256` into file `dest` (streamed into a temporary file beside it,
         verified, then renamed into place). Returns `dest`."""
-        from farmhand.agent.client import FarmhandError, ServerUnavailable, _raise_for
 
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -114,7 +112,7 @@ class SnapshotCalls:
                     with self._http.stream("GET", f"/snapshots/{sha256}", timeout=None) as response:
                         if not response.is_success:
                             response.read()
-                            _raise_for(response)
+                            raise_for(response)
                         for chunk in response.iter_bytes(CHUNK):
                             digest.update(chunk)
                             out.write(chunk)
