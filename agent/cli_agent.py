@@ -127,6 +127,14 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> argparse.Arg
         help="refuse to unpack a checkpoint or parent's archive of more members (default 1000000)",
     )
     p.add_argument(
+        "--cache-limit",
+        type=_cache_limit,
+        default=None,
+        metavar="SIZE",
+        help="keep at most this much in WORKDIR/cache beyond what runs use, evicting the "
+        "least recently used snapshots (e.g. 20G; 0: only the newest download; default: no limit)",
+    )
+    p.add_argument(
         "--term-grace",
         type=_seconds,
         default=5.0,
@@ -213,6 +221,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         keep_failed_workdir=args.keep_failed_workdir,
         max_extract_bytes=args.max_extract_bytes,
         max_extract_files=args.max_extract_files,
+        cache_limit=args.cache_limit,
     )
     agent = Agent(config)
     install_signal_handlers(agent)
@@ -253,6 +262,11 @@ def _size(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1 byte, got {text!r}")
     return value
+
+
+def _cache_limit(text: str) -> int:
+    """`--cache-limit`: a size, or 0 for a cache that keeps nothing a run does not use."""
+    return 0 if text.strip() == "0" else _size(text)
 
 
 def _percent(text: str) -> float:

@@ -42,6 +42,7 @@ class AgentConfig:
     keep_failed_workdir: bool = False  # keep a failed run's directory after its report
     max_extract_bytes: int = DEFAULT_MAX_BYTES  # caps on unpacking an archive or checkpoint
     max_extract_files: int = DEFAULT_MAX_FILES
+    cache_limit: int | None = None  # bytes the snapshot cache alone may hold (None: no limit)
 
     def check(self) -> None:
         """Raise ValueError for settings no agent can work with."""
@@ -64,6 +65,8 @@ class AgentConfig:
         for name in ("max_extract_bytes", "max_extract_files"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.cache_limit is not None and self.cache_limit < 0:
+            raise ValueError(f"cache_limit must not be negative, not {self.cache_limit}")
         if self.disk_limit is not None and not 0 < self.disk_limit <= 100:
             raise ValueError(f"disk_limit must be a percentage in (0, 100], not {self.disk_limit}")
         try:

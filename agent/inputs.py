@@ -9,8 +9,11 @@ anyway (someone made it writable and wrote to it) is noticed by its size and mti
 fetched again.
 
 The cache is kept across runs and agents on the same work directory; a file an earlier
-process left is hashed once before it is trusted. Delete `cache/` while no agent works there
-to reclaim the space.
+process left is hashed once before it is trusted. With a size limit (`--cache-limit`), each
+download is followed by eviction of the least recently used files until the cache holds at
+most that many bytes. Only bytes the cache alone holds count: a file still hard-linked into a
+run directory frees nothing when evicted, so it is neither counted nor evicted. A file being
+fetched, placed or unpacked right now is never evicted (its lock is held).
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ import re
 import shutil
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from itertools import count
 from pathlib import Path
 
 from farmhand.agent import wire
@@ -46,15 +51,20 @@ class InputError(Exception):
 
 class SnapshotCache:
     """Snapshots downloaded by this agent, each fetched once however many runs use it.
-    Thread-safe: runs staging the same snapshot wait for one download."""
+    Thread-safe: runs staging the same snapshot wait for one download. `limit` (bytes, None
+    for no limit) bounds what the cache alone holds; see the module docstring."""
 
-    def __init__(self, directory: Path, client: FarmhandClient):
+    def __init__(self, directory: Path, client: FarmhandClient, limit: int | None = None):
         self.directory = Path(directory)
         self.client = client
+        self.limit = limit
         self.downloads = 0  #: snapshots fetched from the server by this process
+        self.evicted = 0  #: cached files removed to keep under `limit`
         self._lock = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
         self._known: dict[str, tuple[int, int]] = {}  # sha256 → (size, mtime_ns) when verified
+        self._used: dict[str, int] = {}  # sha256 → when this process last used it (a counter)
+        self._clock = count(1)
 
     def path(self, sha256: str) -> Path:
         """Where snapshot `sha256` is cached."""
@@ -66,37 +76,97 @@ class SnapshotCache:
         """The cached file of snapshot `sha256`, downloaded if needed.
 
         Raises InputError (orphan the record), or ServerUnavailable / ApiError 5xx when the
-        server cannot be asked now (retry later).
+        server cannot be asked now (retry later). With a limit, the file may be evicted once
+        this returns; use `held()` to read or link it.
         """
+        with self.held(sha256) as path:
+            return path
+
+    @contextmanager
+    def held(self, sha256: str) -> Iterator[Path]:
+        """The cached file of snapshot `sha256` (downloaded if needed), kept from eviction
+        while the block runs. Raises what `fetch` raises."""
         path = self.path(sha256)
         with self._lock:
             lock = self._locks.setdefault(sha256, threading.Lock())
         with lock:
-            if self._still_good(sha256, path):
-                return path
-            for attempt in range(1, CORRUPT_TRIES + 1):
-                try:
-                    self.client.download_snapshot(sha256, path)
-                    break
-                except NotFound:
-                    raise InputError(f"snapshot {sha256} is not on the server") from None
-                except OSError as exc:
-                    raise InputError(
-                        f"snapshot {sha256} cannot be written to {self.directory}: "
-                        f"{exc.strerror or exc}"
-                    ) from None
-                except FarmhandError as exc:
-                    if is_transient(exc):
-                        raise
-                    if attempt == CORRUPT_TRIES:
-                        raise InputError(f"snapshot {sha256}: {exc}") from None
-                    log.warning("downloading snapshot %s again: %s", sha256, exc)
-            self.downloads += 1
-            os.chmod(path, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
-            info = path.stat()
-            self._known[sha256] = (info.st_size, info.st_mtime_ns)
-            log.info("downloaded snapshot %s (%d bytes)", sha256, info.st_size)
-            return path
+            downloaded = not self._still_good(sha256, path)
+            if downloaded:
+                self._download(sha256, path)
+            self._used[sha256] = next(self._clock)
+            yield path
+        if downloaded:
+            self.evict(keep=sha256)
+
+    def _download(self, sha256: str, path: Path) -> None:
+        for attempt in range(1, CORRUPT_TRIES + 1):
+            try:
+                self.client.download_snapshot(sha256, path)
+                break
+            except NotFound:
+                raise InputError(f"snapshot {sha256} is not on the server") from None
+            except OSError as exc:
+                raise InputError(
+                    f"snapshot {sha256} cannot be written to {self.directory}: "
+                    f"{exc.strerror or exc}"
+                ) from None
+            except FarmhandError as exc:
+                if is_transient(exc):
+                    raise
+                if attempt == CORRUPT_TRIES:
+                    raise InputError(f"snapshot {sha256}: {exc}") from None
+                log.warning("downloading snapshot %s again: %s", sha256, exc)
+        self.downloads += 1
+        os.chmod(path, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+        info = path.stat()
+        self._known[sha256] = (info.st_size, info.st_mtime_ns)
+        log.info("downloaded snapshot %s (%d bytes)", sha256, info.st_size)
+
+    def evict(self, keep: str | None = None) -> int:
+        """Remove least recently used files until the cache alone holds at most `limit`
+        bytes; never `keep`, a file in use (locked) or one linked into a run directory.
+        Returns the bytes freed. Files an earlier process left count as older than any
+        this process used, oldest modification first."""
+        if self.limit is None:
+            return 0
+        candidates, total = [], 0
+        try:
+            entries = list(os.scandir(self.directory))
+        except OSError:
+            return 0
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if not _SHA256.match(entry.name) or not stat.S_ISREG(info.st_mode):
+                continue  # a download in progress, or something that is not ours
+            if info.st_nlink > 1:
+                continue  # a run directory links it: evicting it would free nothing
+            total += info.st_size
+            used = self._used.get(entry.name)
+            age = (1, used) if used is not None else (0, info.st_mtime_ns)
+            candidates.append((age, entry.name, info.st_size))
+        freed = 0
+        for _, name, size in sorted(candidates):
+            if total - freed <= self.limit:
+                break
+            if name == keep:
+                continue
+            with self._lock:
+                lock = self._locks.setdefault(name, threading.Lock())
+            if not lock.acquire(blocking=False):
+                continue  # being fetched, placed or unpacked right now
+            try:
+                (self.directory / name).unlink(missing_ok=True)
+                self._known.pop(name, None)
+                self._used.pop(name, None)
+            finally:
+                lock.release()
+            freed += size
+            self.evicted += 1
+            log.info("evicted cached snapshot %s (%d bytes) to stay under the limit", name, size)
+        return freed
 
     def _still_good(self, sha256: str, path: Path) -> bool:
         try:
@@ -148,14 +218,17 @@ def place_inputs(
         _make_parents(root, rel)
         if os.path.lexists(dest):
             raise InputError(f"input {rel!r}: the run directory already has {rel}")
-        try:
-            source = cache.fetch(sha256)
-        except InputError as exc:
-            raise InputError(f"input {rel!r}: {exc}") from None
-        try:
-            _place(source, dest)
-        except OSError as exc:
-            raise InputError(f"input {rel!r} cannot be written: {exc.strerror or exc}") from None
+        with ExitStack() as stack:
+            try:
+                source = stack.enter_context(cache.held(sha256))  # kept until placed
+            except InputError as exc:
+                raise InputError(f"input {rel!r}: {exc}") from None
+            try:
+                _place(source, dest)
+            except OSError as exc:
+                raise InputError(
+                    f"input {rel!r} cannot be written: {exc.strerror or exc}"
+                ) from None
         placed.append(rel)
     return placed
 

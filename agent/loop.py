@@ -100,7 +100,7 @@ class Agent:
             allocator=self.allocator,
             outbox=self.outbox,
             snapshots=SnapshotSettings(
-                cache=SnapshotCache(workdir / CACHE_DIR, self.client),
+                cache=SnapshotCache(workdir / CACHE_DIR, self.client, config.cache_limit),
                 scratch=workdir / "tmp",
                 max_extract_bytes=config.max_extract_bytes,
                 max_extract_files=config.max_extract_files,

@@ -16,6 +16,7 @@ agent's snapshot cache and `archives.safe_extract`.
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -81,17 +82,19 @@ def unpack_parents(
         if parent.archive is None:
             continue
         target = Path(run_dir) / PARENTS_DIR / safe_name(parent.key)
-        try:
-            source = cache.fetch(parent.archive)
-        except InputError as exc:
-            raise InputError(f"the archive of parent {parent.key!r}: {exc}") from None
-        try:
-            safe_extract(source, target, max_bytes=max_bytes, max_files=max_files)
-        except ArchiveError as exc:
-            raise InputError(f"the archive of parent {parent.key!r}: {exc}") from None
-        except OSError as exc:
-            raise InputError(
-                f"the archive of parent {parent.key!r} cannot be unpacked: {exc.strerror or exc}"
-            ) from None
+        with ExitStack() as stack:
+            try:
+                source = stack.enter_context(cache.held(parent.archive))  # kept until unpacked
+            except InputError as exc:
+                raise InputError(f"the archive of parent {parent.key!r}: {exc}") from None
+            try:
+                safe_extract(source, target, max_bytes=max_bytes, max_files=max_files)
+            except ArchiveError as exc:
+                raise InputError(f"the archive of parent {parent.key!r}: {exc}") from None
+            except OSError as exc:
+                raise InputError(
+                    f"the archive of parent {parent.key!r} cannot be unpacked: "
+                    f"{exc.strerror or exc}"
+                ) from None
         unpacked += 1
     return unpacked

@@ -35,6 +35,7 @@ def agent(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
         (["--max-extract-bytes", "lots"], "not a size: 'lots' (e.g. 64G, 500M, 1000000)"),
         (["--max-extract-bytes", "0"], "must be at least 1 byte, got '0'"),
         (["--max-extract-files", "0"], "must be at least 1, got 0"),
+        (["--cache-limit", "big"], "not a size: 'big' (e.g. 64G, 500M, 1000000)"),
     ],
 )
 def test_bad_options_are_refused_by_name(args: list[str], message: str) -> None:
