@@ -104,6 +104,16 @@ def copy_snapshots(source: TestClient, target: TestClient, bundle: dict[str, Any
 
 
 @pytest.fixture
+def staged(source: TestClient, make_api: Callable[..., TestClient]) -> tuple[TestClient, Any]:
+    """A second, empty server that already holds the source's snapshots, and the source's
+    whole campaign as one import body."""
+    target = make_api()
+    bundle = export(source, source.campaign_id)
+    copy_snapshots(source, target, bundle)
+    return target, bundle
+
+
+@pytest.fixture
 def source(make_api: Callable[..., TestClient]) -> TestClient:
     """A server with campaign relax:1 holding records in many states:
     a done (result, archive, checkpoint), b failed, c ready (child of a), d running,
@@ -157,11 +167,9 @@ def test_export_carries_records_runs_results_inputs_and_parents(source: TestClie
 
 
 def test_import_twice_gives_identical_counts(
-    source: TestClient, make_api: Callable[..., TestClient]
+    source: TestClient, staged: tuple[TestClient, dict[str, Any]]
 ) -> None:
-    target = make_api()
-    bundle = export(source, source.campaign_id)
-    copy_snapshots(source, target, bundle)
+    target, bundle = staged
     first = import_(target, bundle)
     assert first["campaign_created"] and (first["created"], first["merged"]) == (6, 0)
     after_first = counts(target)
@@ -208,11 +216,11 @@ def test_imported_records_arrive_as_described(
 
 
 def test_overlapping_bundles_give_the_union(
-    source: TestClient, make_api: Callable[..., TestClient]
+    source: TestClient,
+    staged: tuple[TestClient, dict[str, Any]],
+    make_api: Callable[..., TestClient],
 ) -> None:
-    target = make_api()
-    bundle = export(source, source.campaign_id)
-    copy_snapshots(source, target, bundle)
+    target, bundle = staged
     records = {r["key"]: r for r in bundle["records"]}
     one = {"campaign": bundle["campaign"], "records": [records[k] for k in "abcd"]}
     two = {"campaign": bundle["campaign"], "records": [records[k] for k in "cdef"]}
@@ -226,11 +234,9 @@ def test_overlapping_bundles_give_the_union(
 
 
 def test_a_done_record_in_the_bundle_completes_ours_and_unblocks_its_children(
-    source: TestClient, make_api: Callable[..., TestClient]
+    staged: tuple[TestClient, dict[str, Any]],
 ) -> None:
-    target = make_api()
-    bundle = export(source, source.campaign_id)
-    copy_snapshots(source, target, bundle)
+    target, bundle = staged
     # The target already has a and c (same spec) from its own submission: a ready, c waiting.
     r = target.post(f"{API}/campaigns", json={"name": "relax", "defaults": {"walltime": 600}})
     cid = r.json()["id"]
@@ -251,12 +257,8 @@ def test_a_done_record_in_the_bundle_completes_ours_and_unblocks_its_children(
     assert import_(target, bundle)["merged"] == 0 and counts(target) == before
 
 
-def test_a_leased_record_here_is_not_merged(
-    source: TestClient, make_api: Callable[..., TestClient]
-) -> None:
-    target = make_api()
-    bundle = export(source, source.campaign_id)
-    copy_snapshots(source, target, bundle)
+def test_a_leased_record_here_is_not_merged(staged: tuple[TestClient, dict[str, Any]]) -> None:
+    target, bundle = staged
     cid = campaign(target, "relax", walltime=600)
     submit(target, cid, {"key": "a", "command": "run a", "tags": ["t"], "dataset": "ds"})
     (lease,) = claim(target, agent(target))
@@ -267,11 +269,9 @@ def test_a_leased_record_here_is_not_merged(
 
 
 def test_a_different_spec_is_reported_and_left_untouched(
-    source: TestClient, make_api: Callable[..., TestClient]
+    staged: tuple[TestClient, dict[str, Any]],
 ) -> None:
-    target = make_api()
-    bundle = export(source, source.campaign_id)
-    copy_snapshots(source, target, bundle)
+    target, bundle = staged
     cid = campaign(target, "relax", walltime=600)
     submit(
         target,
@@ -290,12 +290,8 @@ def test_a_different_spec_is_reported_and_left_untouched(
     assert after["c"]["state"] == "waiting"  # our a is not done
 
 
-def test_campaign_settings_that_differ_are_noted(
-    source: TestClient, make_api: Callable[..., TestClient]
-) -> None:
-    target = make_api()
-    bundle = export(source, source.campaign_id)
-    copy_snapshots(source, target, bundle)
+def test_campaign_settings_that_differ_are_noted(staged: tuple[TestClient, dict[str, Any]]) -> None:
+    target, bundle = staged
     campaign(target, "relax", walltime=60)
     answer = import_(target, bundle)
     assert answer["notes"] == ["relax:1 here has other defaults than the bundle's; kept this one"]
@@ -314,12 +310,8 @@ def test_missing_snapshots_refuse_the_import_and_change_nothing(
     assert target.get(f"{API}/campaigns").json() == []
 
 
-def test_unknown_parents_refuse_the_chunk(
-    source: TestClient, make_api: Callable[..., TestClient]
-) -> None:
-    target = make_api()
-    bundle = export(source, source.campaign_id)
-    copy_snapshots(source, target, bundle)
+def test_unknown_parents_refuse_the_chunk(staged: tuple[TestClient, dict[str, Any]]) -> None:
+    target, bundle = staged
     records = {r["key"]: r for r in bundle["records"]}
     r = target.post(f"{API}/bundles", json={**bundle, "records": [records["c"]]})
     assert r.status_code == 422
