@@ -94,6 +94,32 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token_list(args: argparse.Namespace) -> int:
+    """List the server's tokens (never their secrets)."""
+    tokens = _client(args).tokens()
+    if args.json:
+        output.dump(tokens)
+    else:
+        rows = [t.model_dump() for t in tokens]
+        print(output.table(rows, ["id", "role", "name", "created_at", "revoked"]))
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    """Revoke tokens by id; every id is tried, the exit status says whether all worked."""
+    client, failed = _client(args), 0
+    for token_id in args.ids:
+        try:
+            revoked = client.revoke_token(token_id)
+        except ApiError as exc:
+            print(f"farmhand: token {token_id}: {exc.detail}", file=sys.stderr)
+            failed += 1
+            continue
+        named = f", {revoked.name}" if revoked.name else ""
+        print(f"revoked token {revoked.id} ({revoked.role.value}{named})")
+    return 1 if failed else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the sample campaign end to end."""
     from farmhand.agent import demo
@@ -137,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--role", required=True, choices=[r.value for r in wire.Role])
     t.add_argument("--name", default="")
     t.set_defaults(func=cmd_token)
+    t = tsub.add_parser("list", parents=[client_opts, json_opt], help="list tokens (no secrets)")
+    t.set_defaults(func=cmd_token_list)
+    t = tsub.add_parser("revoke", parents=[client_opts], help="revoke tokens for good")
+    t.add_argument("ids", nargs="+", type=int, metavar="ID", help="token ids (`token list`)")
+    t.set_defaults(func=cmd_token_revoke)
 
     p = sub.add_parser("demo", help="run a sample campaign on a throwaway server")
     p.add_argument("--records", type=_positive_int, default=60)

@@ -139,6 +139,14 @@ class FarmhandClient(SnapshotCalls, BundleCalls):
         body = wire.TokenCreate(role=wire.Role(role), name=name)
         return self._model(wire.TokenCreated, "POST", "/tokens", json=self._body(body))
 
+    def tokens(self) -> list[wire.TokenInfo]:
+        """Every token (admin only), oldest first; never a secret."""
+        return [wire.TokenInfo.model_validate(t) for t in self.request("GET", "/tokens")]
+
+    def revoke_token(self, token_id: int) -> wire.TokenInfo:
+        """Revoke token `token_id` for good (admin only); a token cannot revoke itself."""
+        return self._model(wire.TokenInfo, "POST", f"/tokens/{token_id}/revoke")
+
     # --- campaigns -----------------------------------------------------------------------
 
     def create_campaign(

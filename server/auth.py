@@ -12,7 +12,7 @@ from sqlmodel import Session, select
 
 from farmhand.agent.wire import Role
 from farmhand.server.db import Database
-from farmhand.server.errors import Unauthorized
+from farmhand.server.errors import Conflict, NotFound, Unauthorized
 from farmhand.server.tables import Token
 
 TOKEN_PREFIX = "fh_"
@@ -37,6 +37,25 @@ def create_token(
     session.add(row)
     session.flush()
     return row, secret
+
+
+def list_tokens(session: Session) -> list[Token]:
+    """Every token, oldest first (revoked ones too: they stay for the record)."""
+    return list(session.exec(select(Token).order_by(Token.id)))
+
+
+def revoke(session: Session, token_id: int, *, caller_id: int) -> Token:
+    """Revoke token `token_id` for good (again: no change). The caller's own token cannot be
+    revoked with itself, so an admin never locks the last admin token out by accident."""
+    row = session.get(Token, token_id)
+    if row is None:
+        raise NotFound(f"token {token_id} does not exist")
+    if row.id == caller_id:
+        raise Conflict(f"token {token_id} is the one this request uses; revoke it with another")
+    row.revoked = True
+    session.add(row)
+    session.flush()
+    return row
 
 
 def authenticate(session: Session, secret: str | None) -> Token:

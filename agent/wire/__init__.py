@@ -57,6 +57,7 @@ from farmhand.agent.wire.base import (
     Strict,
     TokenCreate,
     TokenCreated,
+    TokenInfo,
     check_input_path,
     check_inputs,
 )
@@ -170,6 +171,7 @@ __all__ = [
     "StuckRecords",
     "TokenCreate",
     "TokenCreated",
+    "TokenInfo",
     "check_input_path",
     "check_inputs",
     "clock_seconds",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
@@ -152,6 +153,16 @@ class TokenCreated(Loose):
     role: Role
     name: str
     token: str
+
+
+class TokenInfo(Loose):
+    """A bearer token as the server lists it: never its secret."""
+
+    id: int
+    role: Role
+    name: str
+    created_at: datetime
+    revoked: bool
 
 
 class Health(Loose):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from farmhand.agent import wire
 from farmhand.server import auth, campaigns
@@ -66,3 +66,33 @@ def create_token(body: wire.TokenCreate, db: DbDep, _: AdminDep) -> wire.TokenCr
     with db.write() as session:
         row, secret = auth.create_token(session, role=body.role, name=body.name)
         return wire.TokenCreated(id=row.id, role=body.role, name=row.name, token=secret)
+
+
+@tokens.get(
+    "/tokens",
+    response_model=list[wire.TokenInfo],
+    summary="List bearer tokens (admin)",
+    responses=errors(),
+)
+def list_tokens(db: DbDep, _: AdminDep) -> list[wire.TokenInfo]:
+    """Every token with its id, role, name, creation time and whether it is revoked; never
+    a secret (the server keeps only their hashes)."""
+    with db.read() as session:
+        return [wire.TokenInfo.model_validate(row) for row in auth.list_tokens(session)]
+
+
+@tokens.post(
+    "/tokens/{token_id}/revoke",
+    response_model=wire.TokenInfo,
+    summary="Revoke a bearer token (admin)",
+    responses=errors(404, 409, 422),
+)
+def revoke_token(token_id: int, request: Request, db: DbDep, caller: AdminDep) -> wire.TokenInfo:
+    """Revoke a token for good: from now on it gets 401 on this server, and within the
+    10-second token cache on other replicas. Revoking it again changes nothing; the token
+    of this very request cannot revoke itself (409)."""
+    with db.write() as session:
+        row = auth.revoke(session, token_id, caller_id=caller.token_id)
+        info = wire.TokenInfo.model_validate(row)
+    request.app.state.token_cache.clear()  # this replica: at once
+    return info

@@ -132,3 +132,24 @@ def test_cli_errors_are_one_line_and_nonzero(live_server: LiveServer, tmp_path: 
         assert needle in r.stderr, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
     assert live_server.client().campaigns() == []
+
+
+def test_token_list_and_revoke(live_server: LiveServer) -> None:
+    env = live_server.client_env()
+    r = farmhand("token", "create", "--role", "agent", "--name", "node-7", "--json", env=env)
+    created = json.loads(r.stdout)
+    r = farmhand("token", "list", env=env)
+    assert r.returncode == 0, r.stderr
+    header, *rows = r.stdout.splitlines()
+    assert header.split() == ["ID", "ROLE", "NAME", "CREATED_AT", "REVOKED"]
+    assert any(line.split()[:3] == [str(created["id"]), "agent", "node-7"] for line in rows)
+    assert created["token"] not in r.stdout
+    r = farmhand("token", "revoke", str(created["id"]), "424242", env=env)
+    assert r.returncode == 1
+    assert r.stdout.strip() == f"revoked token {created['id']} (agent, node-7)"
+    assert r.stderr.strip() == "farmhand: token 424242: token 424242 does not exist"
+    r = farmhand("token", "list", "--json", env=env)
+    (row,) = [t for t in json.loads(r.stdout) if t["id"] == created["id"]]
+    assert row["revoked"] is True
+    r = farmhand("status", env=live_server.client_env(created["token"]))
+    assert r.returncode != 0 and "unknown or revoked token" in r.stderr

@@ -90,3 +90,48 @@ def test_first_start_generates_an_admin_token_once(
         assert path.read_text().strip() == secret
         assert secret not in capsys.readouterr().err  # printed once only
         assert client.get(f"{API}/campaigns", headers=as_(secret)).status_code == 200
+
+
+def test_admins_list_tokens_without_secrets(api: TestClient) -> None:
+    secret = token(api, "agent")
+    r = api.get(f"{API}/tokens")
+    assert r.status_code == 200
+    listed = r.json()
+    assert [(t["role"], t["name"], t["revoked"]) for t in listed] == [
+        ("admin", "bootstrap", False),
+        ("agent", "agent", False),
+    ]
+    assert secret not in r.text and ADMIN not in r.text
+    assert api.get(f"{API}/tokens", headers=as_(token(api, "submitter"))).status_code == 403
+
+
+def test_a_revoked_token_is_refused_at_once(api: TestClient) -> None:
+    secret = token(api, "submitter")
+    assert api.get(f"{API}/campaigns", headers=as_(secret)).status_code == 200  # now cached
+    (row,) = [t for t in api.get(f"{API}/tokens").json() if t["role"] == "submitter"]
+    r = api.post(f"{API}/tokens/{row['id']}/revoke")
+    assert r.status_code == 200 and r.json() == {**row, "revoked": True}
+    r = api.get(f"{API}/campaigns", headers=as_(secret))
+    assert r.status_code == 401 and r.json()["detail"] == "unknown or revoked token"
+    again = api.post(f"{API}/tokens/{row['id']}/revoke")
+    assert again.status_code == 200 and again.json()["revoked"] is True
+
+
+def test_revoking_names_the_problem_and_changes_nothing(api: TestClient) -> None:
+    other_admin, submitter = token(api, "admin"), token(api, "submitter")
+    before = api.get(f"{API}/tokens").json()
+    (mine,) = [t for t in before if t["name"] == "bootstrap"]
+    r = api.post(f"{API}/tokens/{mine['id']}/revoke")
+    assert r.status_code == 409
+    assert r.json()["detail"] == (
+        f"token {mine['id']} is the one this request uses; revoke it with another"
+    )
+    r = api.post(f"{API}/tokens/999/revoke")
+    assert r.status_code == 404 and r.json()["detail"] == "token 999 does not exist"
+    r = api.post(f"{API}/tokens/{mine['id']}/revoke", headers=as_(submitter))
+    assert r.status_code == 403
+    assert api.get(f"{API}/tokens").json() == before
+    # Another admin may revoke it; the bootstrap token then stops working.
+    r = api.post(f"{API}/tokens/{mine['id']}/revoke", headers=as_(other_admin))
+    assert r.status_code == 200
+    assert api.get(f"{API}/tokens").status_code == 401
