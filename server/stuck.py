@@ -1,10 +1,12 @@
 """Why ready records do not move: the ready records no live agent can take, by reason.
 
 A live agent is one that would claim now: `active` (not draining, not stopped) with a
-heartbeat younger than `stale_after`. It offers runners (None: it did not say, so any) and
-holds total resources (None, or a None amount: not said, so unlimited). A ready record is
-stuck when no live agent both offers its runner and holds every amount it asks for: the
-claim's own test, against an agent's whole resources instead of its free share now.
+heartbeat younger than `stale_after`, and not paused (its disk guard). It offers runners
+(None: it did not say, so any), holds total resources (None, or a None amount: not said, so
+unlimited) and has a walltime left (its batch job's end, from its last heartbeat; None:
+unlimited). A ready record is stuck when no live agent both offers its runner and holds every
+amount it asks for, its walltime included: the claim's own test, against an agent's whole
+resources instead of its free share now.
 
 Cost at a million records: the live agents collapse into a few distinct profiles (fifty
 identical nodes are one), and one GROUP BY over the ready rows (partial index
@@ -18,7 +20,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import and_, func, not_, or_, select
@@ -31,7 +33,10 @@ from farmhand.server.tables import Agent, Record
 
 REC = Record.__table__
 AGENT = Agent.__table__
-DIMENSIONS = ("gpus", "cores", "memory_mb")
+DIMENSIONS = ("gpus", "cores", "memory_mb", "walltime")
+#: An agent's walltime left is rounded down to this many seconds, so that profiles (and the
+#: overview's kept answer) change once a minute, not with every heartbeat.
+WALLTIME_STEP = 60
 #: Above this many distinct agent profiles the test uses one envelope per runner instead
 #: (the largest amount of each kind): it may then miss records no single agent fits.
 MAX_PROFILES = 64
@@ -42,12 +47,14 @@ _READY = literal_in(REC.c.state, [wire.RecordState.ready.value])
 
 @dataclass(frozen=True)
 class Profile:
-    """What one or more live agents offer: runners (None: any) and amounts (None: unlimited)."""
+    """What one or more live agents offer: runners (None: any) and amounts (None: unlimited),
+    the seconds of walltime left among them."""
 
     runners: frozenset[str] | None
     cores: float | None = None
     gpus: int | None = None
     memory_mb: int | None = None
+    walltime: float | None = None
 
     def offers(self, runner: str) -> bool:
         """It runs records of `runner`."""
@@ -76,17 +83,34 @@ def _at_least(mine: float | None, theirs: float | None) -> bool:
 
 def live_profiles(session: Session, *, now: datetime, stale_after: float) -> list[Profile]:
     """The distinct offers of the live agents, without those another one covers."""
-    cutoff = now - timedelta(seconds=stale_after)
-    rows = session.execute(
-        select(AGENT.c.runners, AGENT.c.resources).where(
-            AGENT.c.state == "active", AGENT.c.last_heartbeat >= cutoff
-        )
-    )
     seen = set()
-    for runners, resources in rows:
-        amounts = {d: (resources or {}).get(d) for d in DIMENSIONS}
+    for runners, resources, status, beat in _live(session, now=now, stale_after=stale_after):
+        if (status or {}).get("paused"):
+            continue  # it claims nothing now
+        amounts = {d: (resources or {}).get(d) for d in DIMENSIONS if d != "walltime"}
+        amounts["walltime"] = _walltime_now((status or {}).get("walltime_left"), beat, now)
         seen.add(Profile(None if runners is None else frozenset(runners), **amounts))
     return [p for p in seen if not any(q != p and q.covers(p) for q in seen)]
+
+
+def _live(session: Session, *, now: datetime, stale_after: float) -> Any:
+    """Runners, resources, status and last heartbeat of every live agent, paused or not."""
+    cutoff = now - timedelta(seconds=stale_after)
+    return session.execute(
+        select(AGENT.c.runners, AGENT.c.resources, AGENT.c.status, AGENT.c.last_heartbeat).where(
+            AGENT.c.state == "active", AGENT.c.last_heartbeat >= cutoff
+        )
+    ).all()
+
+
+def _walltime_now(left: Any, beat: datetime, now: datetime) -> float | None:
+    """An agent's walltime left now: what its last heartbeat said, less the time since."""
+    if not isinstance(left, (int, float)) or isinstance(left, bool):
+        return None
+    if beat.tzinfo is None:
+        beat = beat.replace(tzinfo=timezone.utc)
+    seconds = max(0.0, left - max(0.0, (now - beat).total_seconds()))
+    return float(int(seconds // WALLTIME_STEP) * WALLTIME_STEP)
 
 
 def _envelopes(profiles: list[Profile]) -> list[Profile]:
@@ -172,8 +196,14 @@ def _nobody(
     session: Session, ready: int, *, now: datetime, stale_after: float
 ) -> wire.StuckRecords:
     totals = agent_totals(session, now=now, stale_after=stale_after)
-    others = [f"{totals[k]} {k}" for k in ("draining", "stale") if totals.get(k)]
-    note = f" ({', '.join(others)})" if others else ""
+    paused = [
+        str((status or {}).get("paused"))
+        for *_, status, _ in _live(session, now=now, stale_after=stale_after)
+        if (status or {}).get("paused")
+    ]
+    others = [f"{len(paused)} paused: {paused[0]}"] if paused else []
+    others += [f"{totals[k]} {k}" for k in ("draining", "stale") if totals.get(k)]
+    note = f" ({'; '.join(others)})" if others else ""
     return wire.StuckRecords(
         reason="no_live_agent",
         count=ready,
@@ -219,9 +249,14 @@ def _classify(rows: list[Any], profiles: list[Profile]) -> list[wire.StuckRecord
         most = _largest(offering, name)
         amount = _amount(name, hi)
         if lo != hi:  # `2 to 4 GPUs`, `20 GiB to 32 GiB memory`
-            low = _amount(name, lo) if name == "memory_mb" else _number(lo)
+            low = {"memory_mb": _amount(name, lo), "walltime": _duration(lo)}.get(name, _number(lo))
             amount = f"{low} to {amount}"
-        who = "the largest live agent" + (f" offering runner '{runner}'" if runner else "")
+        if name == "walltime":
+            who, has = "the live agent with the most time left", _duration(most)
+        else:
+            who, has = "the largest live agent", _amount(name, most)
+        if runner:
+            who += f" offering runner '{runner}'"
         out.append(
             wire.StuckRecords(
                 reason=name,
@@ -229,7 +264,7 @@ def _classify(rows: list[Any], profiles: list[Profile]) -> list[wire.StuckRecord
                 runner=runner,
                 needed=hi,
                 largest=most,
-                message=f"{_records(n)} {_need(n)} {amount}; {who} has {_amount(name, most)}",
+                message=f"{_records(n)} {_need(n)} {amount}; {who} has {has}",
             )
         )
     if combined:
@@ -277,15 +312,26 @@ def _number(value: float | None) -> str:
 
 
 def _amount(dimension: str, value: float | None) -> str:
-    """`4 GPUs`, `1 GPU`, `2.5 cores`, `16 GiB memory`, `1500 MiB memory`."""
+    """`4 GPUs`, `1 GPU`, `2.5 cores`, `16 GiB memory`, `1500 MiB memory`, `2h 30m walltime`."""
     if value is None:
         return "no limit"
+    if dimension == "walltime":
+        return f"{_duration(value)} walltime"
     if dimension == "memory_mb":
         if value >= 1024 and value % 1024 == 0:
             return f"{value / 1024:g} GiB memory"
         return f"{_number(value)} MiB memory"
     unit = "GPU" if dimension == "gpus" else "core"
     return f"{_number(value)} {unit}{'' if value == 1 else 's'}"
+
+
+def _duration(seconds: float) -> str:
+    """`4h 00m`, `45m`, `30s`."""
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    if hours:
+        return f"{hours}h {rest // 60:02d}m"
+    return f"{rest // 60}m" if rest >= 60 else f"{rest}s"
 
 
 def farm(session: Session, *, now: datetime, stale_after: float) -> wire.FarmStatus:

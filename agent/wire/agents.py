@@ -88,9 +88,10 @@ class StuckRecords(Loose):
     """
 
     reason: str = Field(
-        description="no_live_agent; runner; cores, gpus or memory_mb (more than the largest "
-        "live agent offering its runner holds); combination (each amount fits some agent, "
-        "no one agent holds them all); other (the rest, past the groups read)"
+        description="no_live_agent; runner; cores, gpus, memory_mb or walltime (more than the "
+        "largest live agent offering its runner holds, or has left); combination (each "
+        "amount fits some agent, no one agent holds them all); other (the rest, past the "
+        "groups read)"
     )
     count: int
     message: str = Field(description="one line for people, naming the numbers")

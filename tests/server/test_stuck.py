@@ -182,3 +182,49 @@ def test_the_overview_keeps_its_answer_while_the_live_agents_stay_the_same(
     assert counts(kept) == [2]  # the live agents changed: computed again
     with db.read() as session:
         assert kept.explain(session, now=utcnow(), stale_after=60, ready=0) == []
+
+
+def beat(api: TestClient, agent_id: int, **status: Any) -> None:
+    r = api.post(f"{API}/agents/{agent_id}/heartbeat", json={"status": status})
+    assert r.status_code == 200, r.text
+
+
+def test_records_longer_than_any_agents_time_left_are_named(api: TestClient) -> None:
+    cid = campaign(api)
+    submit(api, cid, "short", walltime="30m")
+    submit(api, cid, "long-1", "long-2", walltime="4h")
+    submit(api, cid, "longer", walltime="1d")
+    a = register(api, "a", runners=["subprocess"])
+    b = register(api, "b", runners=["subprocess"])
+    beat(api, a, walltime_left=3600 + 10 * 60 + 30)  # 1h 10m 30s: counted as 1h 10m
+    beat(api, b, walltime_left=20 * 60)
+    (walltime,) = farm(api)["stuck"]
+    assert walltime == {
+        "reason": "walltime",
+        "count": 3,
+        "message": "3 ready records need 4h 00m to 24h 00m walltime; the live agent with the "
+        "most time left has 1h 10m",
+        "runner": None,
+        "needed": 86400.0,
+        "largest": 4200.0,
+    }
+    # What the claim leaves behind is what the status named.
+    body = {"agent_id": a, "max_records": 10, "walltime_left": 4200.0}
+    assert [x["key"] for x in api.post(f"{API}/leases", json=body).json()["leases"]] == ["short"]
+    assert farm(api)["ready"] == 3
+    beat(api, b)  # b no longer says it has a limit: it could take them all
+    assert farm(api)["stuck"] == []
+
+
+def test_paused_agents_claim_nothing_and_are_named(api: TestClient) -> None:
+    cid = campaign(api)
+    submit(api, cid, "a", "b")
+    agent_id = register(api, "a", runners=["subprocess"])
+    assert farm(api)["stuck"] == []
+    beat(api, agent_id, paused="disk 93.1% used, limit 90% (/scratch)")
+    (only,) = farm(api)["stuck"]
+    assert only["message"] == (
+        "2 ready records, no live agent (1 paused: disk 93.1% used, limit 90% (/scratch))"
+    )
+    beat(api, agent_id)
+    assert farm(api)["stuck"] == []
