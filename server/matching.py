@@ -25,7 +25,7 @@ def columns(run_args: dict[str, Any], where: str) -> dict[str, Any]:
         raise Invalid(f"{where}: run_args.runner must be a runner name, got {runner!r}")
     return {
         "runner": runner,
-        "cores": _number(run_args, "cores", where, whole=False),
+        "cores": _float(_number(run_args, "cores", where, whole=False)),
         "gpus": _number(run_args, "gpus", where, whole=True),
         "memory_mb": memory_mb(run_args.get("memory"), where),
         "walltime": seconds(run_args.get("walltime"), where),
@@ -72,7 +72,13 @@ def seconds(value: Any, where: str) -> float | None:
             f"{where}: run_args.walltime must be a positive duration "
             f"({wire.DURATION_FORMS}), got {value!r}"
         )
-    return parsed
+    return float(parsed)
+
+
+def _float(value: Any) -> float | None:
+    """A FLOAT column's value as a float: PostgreSQL's array insert refuses int and float
+    mixed in one column."""
+    return None if value is None else float(value)
 
 
 def _number(run_args: dict[str, Any], name: str, where: str, *, whole: bool) -> Any:

@@ -34,7 +34,7 @@ def parse_duration(text: str) -> float:
         seconds = math.nan
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"not a duration: {text!r} (use {DURATION_FORMS})")
-    return seconds
+    return float(seconds)
 
 
 def clock_seconds(value: str) -> float:

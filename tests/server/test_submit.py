@@ -287,3 +287,23 @@ def test_a_bad_walltime_is_named_and_changes_nothing(api: TestClient, walltime: 
         "record 'k': run_args.walltime must be a positive duration"
     )
     assert by_key(api, c) == {}
+
+
+def test_one_batch_may_mix_whole_and_fractional_amounts(api: TestClient) -> None:
+    """PostgreSQL inserts a batch as one array per column and refuses int and float mixed
+    in one array: every amount of a FLOAT column is stored as a float."""
+    c = campaign(api)
+    specs = [
+        {"key": "a", "command": "x", "run_args": {"walltime": 3600, "cores": 4}},
+        {"key": "b", "command": "x", "run_args": {"walltime": "02:00", "cores": 2.5}},
+        {"key": "c", "command": "x", "run_args": {"walltime": 90.5}},
+        {"key": "d", "command": "x"},
+    ]
+    r = post(api, c, *specs)
+    assert r.status_code == 201, r.text
+    assert r.json()["created"] == 4
+    stored = {k: v["derived_run_args"] for k, v in by_key(api, c).items()}
+    assert stored["b"] == {"walltime": "02:00", "cores": 2.5}
+    agent_id = agent(api)
+    body = {"agent_id": agent_id, "max_records": 10, "walltime_left": 119, "free": {"cores": 3}}
+    assert [x["key"] for x in api.post(f"{API}/leases", json=body).json()["leases"]] == ["c", "d"]
