@@ -35,3 +35,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.claims
 	$(BIN)/python -m bench.replicas
 	$(BIN)/python -m bench.overview
+	$(BIN)/python -m bench.noop
