@@ -8,7 +8,6 @@ are kept on the monotonic clock, so a wall-clock step on the node does not move 
 from __future__ import annotations
 
 import logging
-import math
 import re
 import signal
 import subprocess
@@ -209,18 +208,8 @@ def describe(seconds: float | None) -> str:
 
 
 def run_walltime(run_args: Mapping[str, Any]) -> float | None:
-    """A record's walltime estimate (run_args `walltime`, seconds or a duration string);
-    None when it has none. ValueError for one that is not a duration."""
-    value = run_args.get("walltime")
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ValueError(f"run_args.walltime must be a duration, not {value!r}")
-    if isinstance(value, (int, float)):
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"run_args.walltime must be a duration, not {value!r}")
-        return float(value)
-    return parse_duration(str(value))
+    """A record's walltime estimate in seconds, None when it has none (`wire.walltime_seconds`)."""
+    return wire.walltime_seconds(run_args)
 
 
 def checkpoint_all(

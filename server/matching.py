@@ -6,7 +6,6 @@ record's own), checked, and stored as plain columns the claim statement can comp
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
@@ -54,25 +53,18 @@ def memory_mb(value: Any, where: str) -> int | None:
 
 
 def seconds(value: Any, where: str) -> float | None:
-    """A duration in seconds from a number or a string the agent reads the same way
-    (`90`, `30m`, `2h`, `1d`, `MM:SS`, `HH:MM:SS`, `D-HH:MM:SS`); it must be > 0."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            parsed = wire.parse_duration(value)
-        except ValueError:
-            parsed = None
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        parsed = float(value)
-    else:
-        parsed = None
-    if parsed is None or not math.isfinite(parsed) or parsed <= 0:
+    """run_args `walltime` in seconds, read as the agent reads it (`wire.walltime_seconds`:
+    seconds, `30m`, `2h`, `1d`, `MM:SS`, `HH:MM:SS`, `D-HH:MM:SS`); it must be > 0."""
+    try:
+        parsed = wire.walltime_seconds({"walltime": value})
+    except (TypeError, ValueError):
+        parsed = 0.0
+    if parsed is not None and parsed <= 0:
         raise Invalid(
             f"{where}: run_args.walltime must be a positive duration "
             f"({wire.DURATION_FORMS}), got {value!r}"
         )
-    return float(parsed)
+    return parsed
 
 
 def _float(value: Any) -> float | None:

@@ -25,6 +25,7 @@ from farmhand.agent.wire.agents import (
     RunComplete,
     RunFail,
     RunOrphan,
+    RunOutputs,
     RunRelease,
     RunReport,
     RunReportAnswer,
@@ -75,7 +76,12 @@ from farmhand.agent.wire.bundles import (
     BundleRecord,
     BundleRun,
 )
-from farmhand.agent.wire.durations import DURATION_FORMS, clock_seconds, parse_duration
+from farmhand.agent.wire.durations import (
+    DURATION_FORMS,
+    clock_seconds,
+    parse_duration,
+    walltime_seconds,
+)
 from farmhand.agent.wire.records import (
     Campaign,
     CampaignCreate,
@@ -156,6 +162,7 @@ __all__ = [
     "RunComplete",
     "RunFail",
     "RunOrphan",
+    "RunOutputs",
     "RunRelease",
     "RunReport",
     "RunReportAnswer",
@@ -176,4 +183,5 @@ __all__ = [
     "check_inputs",
     "clock_seconds",
     "parse_duration",
+    "walltime_seconds",
 ]

@@ -211,34 +211,32 @@ class RunStart(Strict):
     token: str
 
 
-class RunComplete(Strict):
+class RunOutputs(Strict):
+    """What every final report may carry: the command's output tails and the run's archive."""
+
+    stdout_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
+    stderr_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
+    archive: str | None = Field(
+        default=None,
+        pattern=SHA256_PATTERN,
+        description="sha256 of the run directory's tar.gz, uploaded before this report",
+    )
+
+
+class RunComplete(RunOutputs):
     """The command exited 0 (and any `results.json` parsed)."""
 
     token: str
     exit_code: int = 0
     result: dict[str, Any] | list[Any] | None = None
-    stdout_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
-    stderr_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
-    archive: str | None = Field(
-        default=None,
-        pattern=SHA256_PATTERN,
-        description="sha256 of the run directory's tar.gz, uploaded before this report",
-    )
 
 
-class RunFail(Strict):
+class RunFail(RunOutputs):
     """The attempt failed; the record is retried while attempts remain."""
 
     token: str
     error: str = Field(min_length=1, max_length=4096)
     exit_code: int | None = None
-    stdout_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
-    stderr_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
-    archive: str | None = Field(
-        default=None,
-        pattern=SHA256_PATTERN,
-        description="sha256 of the run directory's tar.gz, uploaded before this report",
-    )
 
 
 class RunRelease(Strict):
@@ -267,7 +265,7 @@ class RunAck(Loose):
     attempts: int
 
 
-class RunReport(Strict):
+class RunReport(RunOutputs):
     """One item of a batch report: a completion (no `error`) or a failure (with `error`)."""
 
     run_id: int
@@ -275,13 +273,6 @@ class RunReport(Strict):
     exit_code: int | None = None
     error: str | None = Field(default=None, min_length=1, max_length=4096)
     result: dict[str, Any] | list[Any] | None = None
-    stdout_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
-    stderr_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
-    archive: str | None = Field(
-        default=None,
-        pattern=SHA256_PATTERN,
-        description="sha256 of the run directory's tar.gz, uploaded before this report",
-    )
 
 
 class RunReports(Strict):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
+from typing import Any
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _CLOCK = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
@@ -35,6 +37,22 @@ def parse_duration(text: str) -> float:
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"not a duration: {text!r} (use {DURATION_FORMS})")
     return float(seconds)
+
+
+def walltime_seconds(run_args: Mapping[str, Any]) -> float | None:
+    """A record's run_args `walltime` in seconds (a number of seconds or a string
+    `parse_duration` reads); None when it has none. ValueError for one that is not a
+    duration. Server and agent both read it here."""
+    value = run_args.get("walltime")
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"run_args.walltime must be a duration, not {value!r}")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"run_args.walltime must be a duration, not {value!r}")
+        return float(value)
+    return parse_duration(str(value))
 
 
 def clock_seconds(value: str) -> float:
