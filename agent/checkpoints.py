@@ -3,7 +3,7 @@ that the record's next attempt starts from it.
 
 Before the command starts, `<run dir>/checkpoint/` is made; when the lease names a
 checkpoint (the newest one an earlier attempt of the record saved), it is downloaded and
-unpacked there (`archives.safe_extract`) and the command sees `FARMHAND_RESTORED=1`. A
+unpacked there (`extract.safe_extract`) and the command sees `FARMHAND_RESTORED=1`. A
 checkpoint that cannot be restored (gone, refused as unsafe) is logged and the command
 starts afresh, without `FARMHAND_RESTORED`.
 
@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from farmhand.agent import wire
-from farmhand.agent.archives import ArchiveError, pack_dir, safe_extract
+from farmhand.agent.archives import ArchiveError, pack_dir
 from farmhand.agent.client import Conflict, FarmhandClient, FarmhandError
+from farmhand.agent.extract import safe_extract
 from farmhand.agent.retry import is_transient
 
 __all__ = ["CHECKPOINT_DIR", "Checkpointer", "interval", "restore"]

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from farmhand.agent import offer, refs, wire
-from farmhand.agent.archives import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES
 from farmhand.agent.client import FarmhandClient
+from farmhand.agent.extract import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES
 
 __all__ = ["add_parser", "cmd_agent"]
 

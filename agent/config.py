@@ -6,7 +6,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from farmhand.agent.archives import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES
+from farmhand.agent.extract import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES
 from farmhand.agent.resources import NodeResources
 from farmhand.agent.runners import definitions
 

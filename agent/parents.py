@@ -10,7 +10,7 @@ other gets a sanitised name with a hash), so no key can reach outside `parents/`
 
 With run_args `unpack_parents = true`, each parent's output archive (the run directory its
 successful run left) is unpacked into the same `parents/<key>/` as well, through the
-agent's snapshot cache and `archives.safe_extract`.
+agent's snapshot cache and `extract.safe_extract`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from farmhand.agent import wire
-from farmhand.agent.archives import ArchiveError, safe_extract
+from farmhand.agent.extract import ArchiveError, safe_extract
 from farmhand.agent.inputs import InputError, SnapshotCache
 from farmhand.agent.staging import RESULTS_FILE, safe_name
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from farmhand.agent.archives import ArchiveError, pack_dir, safe_extract
+from farmhand.agent.archives import ArchiveError, pack_dir
+from farmhand.agent.extract import safe_extract
 from farmhand.agent.transfer import sha256_file
 
 
