@@ -8,6 +8,7 @@ rewrites the files; read their diff.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -67,6 +68,16 @@ def test_the_claim_sql_is_checked_in(dialect: str) -> None:
     assert on_disk == rendered, (
         f"the claim's SQL changed: rerun with FARMHAND_UPDATE_SQL=1 and review {folder}'s diff"
     )
+
+
+def test_subqueries_in_returning_name_the_claimed_row() -> None:
+    """SQLite gets RETURNING without table names, subqueries included: a bare `id` in one
+    means the subquery's own table (issue 13), so the claimed row's must be `record.id`."""
+    for filters in FILTERS.values():
+        sql = _sql(leases._claim_statement("sqlite", frozenset(filters)), "sqlite")
+        returning = sql.split(" RETURNING ", 1)[1]
+        compared = re.findall(r"WHERE (\S+) = (\S+)\)", returning)
+        assert len(compared) == 5 and all(right.startswith("record.") for _, right in compared)
 
 
 def fill(db: Database, ready: int) -> tuple[int, list[int]]:
