@@ -9,6 +9,9 @@
   same order within one campaign, so a claim for one campaign (`farmhand agent --campaign`)
   reads its first records instead of sorting all of the campaign's ready ones.
 
+A later revision that batch-alters `record` loses both DESCs again on SQLite and must
+re-create the two indexes after it (test_migrate's index comparison fails until it does).
+
 Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-06
