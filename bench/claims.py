@@ -23,12 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from sqlmodel import SQLModel
 
 from farmhand.agent import wire
 from farmhand.agent.client import FarmhandClient
 from farmhand.agent.demo import free_port, wait_until_up
-from farmhand.server import agents, campaigns, leases, runs, submit
+from farmhand.server import agents, campaigns, leases, migrate, runs, submit
 from farmhand.server.db import Database
 from farmhand.server.tables import utcnow
 from tests.databases import PostgresDatabase, postgres_problem
@@ -179,7 +178,7 @@ def direct_rates(url: str, batches: list[int], seconds: float) -> dict[str, floa
     process, the better of one thread and CLIENTS threads (SQLite's writers take turns, so
     more threads only contend; PostgreSQL's overlap their round trips)."""
     db = Database(url)
-    SQLModel.metadata.create_all(db.engine)
+    migrate.upgrade(db.engine)  # the schema a server runs on: create_all hid issue 13's index
     out: dict[str, float] = {}
     try:
         with db.write() as s:

@@ -24,6 +24,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     or_,
     select,
     update,
@@ -154,15 +155,21 @@ _GATE = select(
     select(func.coalesce(func.max(RUN.c.id), 0)).scalar_subquery().label("last_run"),
 ).where(AGENT.c.id == bindparam("b_agent"))
 
-_OF_CAMPAIGN = CAMPAIGN.c.id == REC.c.campaign_id
+
+def _claimed(column: Any) -> Any:
+    """`column` of the claimed row as `record.column`: SQLAlchemy drops table names from
+    RETURNING on SQLite, subqueries included, and a bare `id` in `EXISTS (SELECT * FROM
+    checkpoint WHERE record_id = id)` is the checkpoint's own (issue 13)."""
+    return literal_column(f"{column.table.name}.{column.name}", column.type)
+
+
+_OF_CAMPAIGN = CAMPAIGN.c.id == _claimed(REC.c.campaign_id)
 #: Returned with each claimed record, so no statement reads the campaign afterwards.
-_DEFAULTS = select(CAMPAIGN.c.defaults).where(_OF_CAMPAIGN).correlate(REC).scalar_subquery()
-_HAS_PARENTS = exists().where(EDGE.c.record_id == REC.c.id).correlate(REC)
-_HAS_INPUTS = exists().where(RecordInput.__table__.c.record_id == REC.c.id).correlate(REC)
-_HAS_CHECKPOINT = exists().where(Checkpoint.__table__.c.record_id == REC.c.id).correlate(REC)
-_UNSTARTED = (
-    select(CAMPAIGN.c.started_at).where(_OF_CAMPAIGN).correlate(REC).scalar_subquery().is_(None)
-)
+_DEFAULTS = select(CAMPAIGN.c.defaults).where(_OF_CAMPAIGN).scalar_subquery()
+_HAS_PARENTS = exists().where(EDGE.c.record_id == _claimed(REC.c.id))
+_HAS_INPUTS = exists().where(RecordInput.__table__.c.record_id == _claimed(REC.c.id))
+_HAS_CHECKPOINT = exists().where(Checkpoint.__table__.c.record_id == _claimed(REC.c.id))
+_UNSTARTED = select(CAMPAIGN.c.started_at).where(_OF_CAMPAIGN).scalar_subquery().is_(None)
 
 
 def _fits(column: Any, name: str) -> Any:

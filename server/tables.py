@@ -269,6 +269,16 @@ Index(
     sqlite_where=text("state = 'ready'"),
     postgresql_where=text("state = 'ready'"),
 )
+# The same order within one campaign, for agents that serve one (`--campaign C`): without
+# it SQLite reads the campaign's ready records by ix_record_campaign_state and sorts them all.
+Index(
+    "ix_record_ready_campaign",
+    Record.__table__.c.campaign_id,
+    Record.__table__.c.priority.desc(),
+    Record.__table__.c.id,
+    sqlite_where=text("state = 'ready'"),
+    postgresql_where=text("state = 'ready'"),
+)
 
 # Key-prefix search on PostgreSQL (the campaign page's `key` filter): `LIKE 'p%'` reads a
 # b-tree only under the C collation or through text_pattern_ops. SQLite compares keys as

@@ -185,6 +185,28 @@ def test_a_failed_attempt_saves_its_checkpoint_and_the_retry_resumes_from_it(
     assert json.loads(saved["state.json"]) == {"count": 3}
 
 
+def test_among_many_records_each_retry_resumes_from_its_own_checkpoint(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    """Issue 13: on SQLite the claim looked checkpoints up by the checkpoint's own id, so a
+    retry resumed only when that id happened to equal its record's."""
+    client = live_server.client()
+    resumed = {"k2", "k4"}
+    commands = {mode: counter_command(tmp_path, mode) for mode in ("fail", "ok")}
+    run_args = {"max_attempts": 2, "checkpoint_interval": 0}
+    specs = [
+        spec(key=k, command=commands["fail" if k in resumed else "ok"], run_args=run_args)
+        for k in (f"k{i}" for i in range(6))
+    ]
+    campaign_id = submit(client, *specs)
+    assert make_agent(live_server, tmp_path / "work", slots=1).run() == 0
+    records = by_key(client, campaign_id)
+    assert {k: (r.state, r.result) for k, r in records.items()} == {
+        s.key: ("done", {"count": 6 if s.key in resumed else 3, "restored": s.key in resumed})
+        for s in specs
+    }
+
+
 def test_a_running_command_is_checkpointed_and_a_shutdown_hands_it_on(
     live_server: LiveServer, tmp_path: Path, probe: Probe
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from farmhand.server import migrate, tables
 from farmhand.server.db import Database
@@ -118,6 +119,7 @@ SEEDS: dict[str, Callable[[Connection], None]] = {
     "0003": seed_0001,
     "0004": seed_0001,
     "0005": seed_0001,
+    "0006": seed_0001,
 }
 
 
@@ -299,3 +301,49 @@ def _migrate_only(url: str, tmp_path: Path, *, wait: bool = True) -> Any:
     if wait:
         return subprocess.run(argv, capture_output=True, text=True, timeout=120)
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def index_definitions(engine: Engine) -> list[str]:
+    """Every index as the database itself defines it, sorted: SQLite's `CREATE INDEX` text
+    (for the indexes it makes for constraints, their columns with sort order) and
+    PostgreSQL's `pg_indexes.indexdef`; quoting and spacing normalised, Alembic's table left
+    out. Alembic's compare_metadata reads reflected indexes, which forget DESC on SQLite."""
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            rows = conn.execute(
+                text("SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema()")
+            ).scalars()
+            found = [" ".join(definition.split()) for definition in rows]
+        else:
+            found = []
+            for name, table, sql in conn.execute(
+                text("SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'index'")
+            ):
+                if sql is None:  # an automatic index: named by its position in CREATE TABLE
+                    info = conn.exec_driver_sql(f"PRAGMA index_xinfo('{name}')").all()
+                    keys = [f"{r[2]} {'DESC' if r[3] else 'ASC'}" for r in info if r[5]]
+                    sql = f"automatic unique index ON {table} ({', '.join(keys)})"
+                found.append(" ".join(sql.split()))
+    normal = (re.sub(r"\(\s+|\s+\)|\s*,\s*", _tight, d.replace('"', "")) for d in found)
+    return sorted(d for d in normal if "alembic_version" not in d)
+
+
+def _tight(match: re.Match[str]) -> str:
+    return match.group().strip() + (" " if "," in match.group() else "")
+
+
+def test_migrations_build_the_indexes_tables_py_declares(
+    new_database_url: Callable[[], str],
+) -> None:
+    """Issue 13: 0003 rebuilt `record` on SQLite and left ix_record_ready without its DESC,
+    so every claim sorted the ready queue; compare_metadata did not notice."""
+    migrated, declared = Database(new_database_url()), Database(new_database_url())
+    try:
+        migrate.upgrade(migrated.engine)
+        tables.metadata.create_all(declared.engine)
+        assert index_definitions(migrated.engine) == index_definitions(declared.engine)
+        ready = [d for d in index_definitions(migrated.engine) if " ix_record_ready ON " in d]
+        assert len(ready) == 1 and "(priority DESC, id) WHERE" in ready[0], ready
+    finally:
+        migrated.dispose()
+        declared.dispose()

@@ -127,3 +127,26 @@ def test_the_next_attempt_gets_the_newest_checkpoint(api: TestClient) -> None:
         f"{API}/runs/{first['run_id']}/checkpoints", json={"token": first["token"], "sha256": one}
     )
     assert late.status_code == 409  # the first run has ended: its token fences nothing now
+
+
+def test_each_retry_gets_its_own_records_newest_checkpoint(api: TestClient) -> None:
+    """Issue 13: the claim found checkpoints by comparing `checkpoint.record_id` with
+    `checkpoint.id` on SQLite, so retries resumed only when those ids happened to line up."""
+    decoy = campaign(api, "decoy")
+    post(api, decoy, specs("d0", "d1", "d2"))  # records first: their ids run ahead
+    cid = campaign(api, "main", max_attempts=2)
+    post(api, cid, specs(*(f"k{i}" for i in range(6))))
+    aid = agent(api)
+    first = {lease["key"]: lease for lease in claim(api, aid, 9)}
+    saved: dict[str, str] = {}
+    for key in ("k4", "k2", "k2"):  # k2 saves twice: its retry gets the newer one
+        lease = first[key]
+        saved[key] = upload(api, f"{key} after {len(saved)}".encode())
+        body = {"token": lease["token"], "sha256": saved[key]}
+        assert api.post(f"{API}/runs/{lease['run_id']}/checkpoints", json=body).status_code == 201
+    for key in (f"k{i}" for i in range(6)):
+        fail = {"token": first[key]["token"], "error": "node lost"}
+        assert api.post(f"{API}/runs/{first[key]['run_id']}/fail", json=fail).status_code == 200
+    retries = claim(api, aid, 6)
+    assert {lease["key"]: lease["attempt"] for lease in retries} == {f"k{i}": 2 for i in range(6)}
+    assert {lease["key"]: lease["checkpoint"] for lease in retries if lease["checkpoint"]} == saved
