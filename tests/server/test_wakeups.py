@@ -41,8 +41,9 @@ class SleepingClaim:
 
     def __init__(self, api: TestClient, agent_id: int, monkeypatch: pytest.MonkeyPatch) -> None:
         self.leases: list[dict[str, Any]] = []
+        self.api = api
         asleep = threading.Event()
-        wakeup = api.app.state.wakeup
+        self.wakeup = wakeup = api.app.state.wakeup
         wait = wakeup.wait
 
         async def observed(timeout: float, *, since: int | None = None) -> bool:
@@ -68,7 +69,12 @@ class SleepingClaim:
     def woken_with(self) -> list[str]:
         """Keys it leased once woken; fails when it sleeps on for PROMPT seconds."""
         self.thread.join(PROMPT)
-        assert not self.thread.is_alive(), f"no wakeup: the claim slept on for {PROMPT} s"
+        if self.thread.is_alive():
+            # Wake it from here, so the test fails now rather than when the wait runs out
+            # (and the app is not shut down under a request still in flight).
+            self.api.portal.call(self.wakeup.wake)
+            self.thread.join(PROMPT)
+            pytest.fail(f"no wakeup: the claim slept on for {PROMPT} s")
         return [lease["key"] for lease in self.leases]
 
 
