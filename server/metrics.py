@@ -116,6 +116,13 @@ class _DatabaseGauges:
 def mount(app: FastAPI) -> None:
     """Serve `/metrics` from this app's own registry."""
     registry = CollectorRegistry(auto_describe=False)
+    # Every labelled series exists from the start, at 0: a rate over a counter that appears
+    # with its first event misses that event, and a scrape can tell 0 from "not counted".
+    for state in wire.RunState:
+        if state not in wire.LIVE_RUN_STATES:
+            RUNS_ENDED.labels(state.value)
+    for outcome in ("requeued", "failed"):
+        LEASE_EXPIRIES.labels(outcome)
     for collector in (*_EVENTS, ProcessCollector(registry=None), _DatabaseGauges(app)):
         registry.register(collector)  # type: ignore[arg-type]
 

@@ -4,6 +4,7 @@ arithmetic of the drain."""
 from __future__ import annotations
 
 import os
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -162,6 +163,11 @@ def test_run_walltime_reads_numbers_and_durations() -> None:
     assert run_walltime({}) is None
     assert run_walltime({"walltime": 90}) == 90.0
     assert run_walltime({"walltime": "01:30:00"}) == 5400
-    for bad in (True, -1, "later"):
-        with pytest.raises(ValueError):
+    refusals = {
+        True: "run_args.walltime must be a duration, not True",
+        -1: "run_args.walltime must be a duration, not -1",
+        "later": "not a duration: 'later'",
+    }
+    for bad, why in refusals.items():
+        with pytest.raises(ValueError, match=re.escape(why)):
             run_walltime({"walltime": bad})

@@ -25,8 +25,12 @@ def test_an_agent_never_receives_records_it_cannot_run(
     live_server.env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
     client = live_server.client()
     campaign = client.create_campaign("unrunnable")
-    client.submit(campaign.id, [wire.RecordSpec(key="k", command="true", run_args=run_args)])
+    # Beside it a record the agent can run: an agent that claims nothing at all fails here.
+    specs = [wire.RecordSpec(key="k", command="true", run_args=run_args)]
+    specs += [wire.RecordSpec(key="runnable", command="true")]
+    client.submit(campaign.id, specs)
     agent = start_agent(live_server, tmp_path, "a", "--exit-when-idle", "2", *flags)
     assert agent.wait(timeout=120) == 0
-    (record,) = client.records(campaign_id=campaign.id)
-    assert client.record(record.id).runs == []
+    records = {r.key: client.record(r.id) for r in client.records(campaign_id=campaign.id)}
+    assert [run.state for run in records["runnable"].runs] == ["done"]
+    assert records["k"].runs == [] and records["k"].state == wire.RecordState.ready

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 
 from farmhand.agent import wire
 from farmhand.agent.client import Conflict, FarmhandClient
@@ -20,6 +21,7 @@ RECORDS = 5000
 CLAIMERS = 32
 ABANDON = 0.02  # share of leases dropped without a report
 DONE = wire.RecordState.done
+DEADLINE = 600  # seconds for the whole race, all claimers together
 
 
 def test_concurrent_claims_never_share_a_record(live_server_factory) -> None:
@@ -73,11 +75,14 @@ def test_concurrent_claims_never_share_a_record(live_server_factory) -> None:
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
-    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(CLAIMERS)]
+    threads = [threading.Thread(target=claimer, args=(i,), daemon=True) for i in range(CLAIMERS)]
     for t in threads:
         t.start()
+    deadline = time.monotonic() + DEADLINE  # one deadline: a hang costs it once, not per thread
     for t in threads:
-        t.join(timeout=600)
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    running = sum(t.is_alive() for t in threads)
+    assert not running, f"{running} claimers still running after {DEADLINE} s"
     assert not errors, errors[:3]
     assert admin.campaign(campaign.id).counts[DONE] == RECORDS
 

@@ -3,10 +3,13 @@ temporary run_args, claim filters, campaign finish."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
+from farmhand.server.routes import leases as lease_routes
 from tests.server.helpers import API, agent, campaign, record
 from tests.server.test_submit import by_key, post
 
@@ -87,18 +90,21 @@ def test_a_diamond_runs_in_order_and_a_failed_middle_fails_exactly_its_descendan
     assert api.get(f"{API}/campaigns/{c}").json()["finished_at"] is not None
 
 
-def test_a_lost_lease_with_no_attempts_left_fails_the_descendants(make_api: Any) -> None:
-    api = make_api(lease_ttl=0.05)
+def test_a_lost_lease_with_no_attempts_left_fails_the_descendants(
+    api: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     c = campaign(api, max_attempts=1)
     post(api, c, {"key": "p", "command": "x"}, {"key": "k", "command": "x", "parents": ["p"]})
     a = agent(api)
     (lease,) = claim_all(api, a)
     assert record(api, lease["record_id"])["state"] == "claimed"
-    for _ in range(500):  # the lease lives 50 ms; claims expire lost leases themselves
-        claim_all(api, a)
-        if states(api, c)["p"][0] != "claimed":
-            break
-    assert states(api, c)["p"][0] == "failed"
+    # The claim route's clock, a second past the lease's end: claims expire lost leases
+    # themselves, so the next one does.
+    after = datetime.fromisoformat(lease["expires_at"]) + timedelta(seconds=1)
+    monkeypatch.setattr(lease_routes, "utcnow", lambda: after)
+    assert claim_all(api, a) == []
+    lost = "lease lost and no attempts left (max_attempts reached)"
+    assert states(api, c)["p"] == ("failed", lost)
     assert states(api, c)["k"] == ("failed", "upstream failed: p")
 
 

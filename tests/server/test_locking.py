@@ -16,7 +16,9 @@ from tests.server.test_leases import T0, TTL, at, claim, record, setup
 
 
 def blocked_on_a_lock(db: Database, waiter: threading.Thread) -> bool:
-    """Whether the waiting transaction is really blocked (not merely slow)."""
+    """Whether `waiter`'s transaction is really blocked (not merely slow, nor still on its
+    way): on PostgreSQL a backend waits for a lock; on SQLite `waiter` itself is queued on
+    the write lock (the first writer merely holding it proves nothing)."""
     if not waiter.is_alive():
         return False
     if db.dialect == "postgresql":
@@ -28,7 +30,45 @@ def blocked_on_a_lock(db: Database, waiter: threading.Thread) -> bool:
                 )
             ).scalar()
         return waiting > 0
-    return db._write_lock is not None and db._write_lock.locked()
+    return db._write_lock is not None and waiter.ident in db._write_lock.waiting
+
+
+def test_a_writer_counts_as_blocked_only_while_it_waits_for_the_lock(db: Database) -> None:
+    """The check itself: a thread that has not reached its write transaction is not
+    blocked, even while another transaction holds the lock; once queued behind it, it is."""
+    from farmhand.server import campaigns
+
+    with db.write() as s:  # a row both writers update
+        campaigns.create(s, spec=wire.CampaignCreate(name="c"))
+    holding, let_go, go_write = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with db.write() as s:
+            s.execute(text("UPDATE campaign SET name = name"))
+            holding.set()
+            assert let_go.wait(30)
+
+    def second() -> None:
+        assert go_write.wait(30)
+        with db.write() as s:
+            s.execute(text("UPDATE campaign SET name = name"))
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    threads[0].start()
+    assert holding.wait(30)
+    threads[1].start()
+    time.sleep(0.2)  # the second thread is alive, but not yet writing
+    assert not blocked_on_a_lock(db, threads[1])
+    go_write.set()
+    deadline = time.monotonic() + 30
+    while not blocked_on_a_lock(db, threads[1]):
+        assert time.monotonic() < deadline, "the second writer never queued"
+        time.sleep(0.01)
+    let_go.set()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    assert not blocked_on_a_lock(db, threads[1])
 
 
 def test_a_late_report_waits_for_the_expiry_and_is_refused(db: Database) -> None:

@@ -111,9 +111,9 @@ def test_text_lines_end_with_the_request_id() -> None:
 
 def test_the_log_format_is_a_setting() -> None:
     assert Settings.from_env({"FARMHAND_LOG_FORMAT": "json"}).log_format == "json"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="log_format"):
         Settings.from_env({"FARMHAND_LOG_FORMAT": "xml"})
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="log format must be one of text, json, not 'xml'"):
         logs.config("xml", "info")
 
 

@@ -34,7 +34,10 @@ def scrape(api: TestClient) -> Samples:
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+    """One series' value; a series the scrape lacks fails (it is not read as 0)."""
+    series = (name, tuple(sorted(labels.items())))
+    assert series in samples, f"no series {name}{dict(labels)} in the scrape"
+    return samples[series]
 
 
 def test_records_by_campaign_and_state(api: TestClient) -> None:

@@ -27,6 +27,8 @@ from tests.server.helpers import API
 
 OLD_TOKEN = "fh_token_from_an_older_farmhand"
 T0 = datetime(2026, 1, 2, 3, 4, 5)
+# Tests of what only PostgreSQL does run on it alone (parametrised, not skipped on SQLite).
+POSTGRESQL_ONLY = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 
 
 def seed_0001(conn: Connection) -> None:
@@ -200,11 +202,8 @@ def test_database_at_each_revision_upgrades_with_its_data(
     check_seeded_data(make_api(database_url=url))  # the app migrates at start
 
 
-def test_queue_tables_get_their_autovacuum_settings_on_postgresql(
-    backend: str, db: Database
-) -> None:
-    if backend != "postgresql":
-        pytest.skip("storage parameters are PostgreSQL's")
+@POSTGRESQL_ONLY  # storage parameters are PostgreSQL's
+def test_queue_tables_get_their_autovacuum_settings_on_postgresql(db: Database) -> None:
     with db.engine.connect() as conn:
         options = conn.execute(text("SELECT reloptions FROM pg_class WHERE relname = 'record'"))
         assert {"fillfactor=90", "autovacuum_vacuum_scale_factor=0.01"} <= set(options.scalar())
@@ -260,12 +259,11 @@ def test_migrate_only_command(new_database_url: Callable[[], str], tmp_path: Pat
     assert f"up to date (revision {migrate.head()})" in second.stdout
 
 
+@POSTGRESQL_ONLY  # one SQLite file is served by one server process
 def test_replicas_starting_together_migrate_once(
-    backend: str, new_database_url: Callable[[], str], tmp_path: Path
+    new_database_url: Callable[[], str], tmp_path: Path
 ) -> None:
     """On PostgreSQL an advisory lock makes concurrent starts take turns."""
-    if backend != "postgresql":
-        pytest.skip("one SQLite file is served by one server process")
     url = new_database_url()
     starts = [_migrate_only(url, tmp_path / f"replica-{i}", wait=False) for i in range(4)]
     outputs = [p.communicate(timeout=120) for p in starts]
@@ -274,12 +272,11 @@ def test_replicas_starting_together_migrate_once(
     assert said == [False, False, False, True], outputs
 
 
+@POSTGRESQL_ONLY  # one SQLite file is served by one server process
 def test_servers_started_together_on_a_new_database_all_come_up(
-    backend: str, new_database_url: Callable[[], str], live_server_factory: Callable[..., Any]
+    new_database_url: Callable[[], str], live_server_factory: Callable[..., Any]
 ) -> None:
     """Start-up work (migrate, admin token, lease grace) takes turns across replicas."""
-    if backend != "postgresql":
-        pytest.skip("one SQLite file is served by one server process")
     url = new_database_url()
     with ThreadPoolExecutor(3) as pool:
         servers = list(pool.map(lambda _: live_server_factory(database_url=url), range(3)))
