@@ -97,7 +97,7 @@ def hide_and_reexec(argv: Sequence[str]) -> None:
     """If this `farmhand agent` process holds a secret in its environment or a `--token` on
     its command line, start it again without them (this call then never returns). `argv`
     is the command's arguments after the program name."""
-    if not hasattr(os, "execve") or SECRETS_FD_OPTION in argv:
+    if not hasattr(os, "execve") or not sys.executable or SECRETS_FD_OPTION in argv:
         return
     rest, flag_token = _without_token_flag(argv)
     moved = {name: os.environ[name] for name in SECRET_ENV if name in os.environ}
@@ -114,7 +114,20 @@ def hide_and_reexec(argv: Sequence[str]) -> None:
     command = [*rest[:1], SECRETS_FD_OPTION, str(read_end), *rest[1:]]
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "farmhand.agent", *command], env)
+    try:
+        os.execve(sys.executable, [sys.executable, *_launcher(), *command], env)
+    except OSError as exc:  # then at least the runs' environment stays clean (PRIVATE_ENV)
+        os.close(read_end)
+        print(f"farmhand: warning: cannot restart without the token: {exc}", file=sys.stderr)
+
+
+def _launcher() -> list[str]:
+    """How this process was started, so that it starts again the same way (and with the
+    same `sys.path`): the console script, else `-m farmhand.agent`."""
+    script = sys.argv[0] if sys.argv else ""
+    if os.path.basename(script) != "__main__.py" and os.path.isfile(script):
+        return [script]
+    return ["-m", "farmhand.agent"]
 
 
 def receive(fd: int) -> tuple[str | None, dict[str, str]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,7 @@ cat "$out"
 """
 
 
-@pytest.mark.parametrize("how", ["env", "flag", "file-flag", "file-env"])
+@pytest.mark.parametrize("how", ["env", "env-script", "flag", "file-flag", "file-env"])
 def test_a_command_cannot_read_its_agents_token(
     live_server: LiveServer, tmp_path: Path, how: str
 ) -> None:
@@ -50,8 +51,11 @@ def test_a_command_cannot_read_its_agents_token(
     env = {k: v for k, v in os.environ.items() if not k.startswith("FARMHAND_")}
     env["FARMHAND_SERVER"] = live_server.url
     options = ["--workdir", str(tmp_path / "work"), "--exit-when-idle", "1", "--poll", "1"]
-    if how == "env":
+    program = FARMHAND
+    if how.startswith("env"):
         env["FARMHAND_TOKEN"] = token
+        if how == "env-script":  # the console script restarts as itself, not as -m
+            program = [str(Path(sys.executable).parent / "farmhand")]
     elif how == "flag":
         options += ["--token", token]
     elif how == "file-flag":
@@ -59,7 +63,7 @@ def test_a_command_cannot_read_its_agents_token(
     else:
         env["FARMHAND_TOKEN_FILE"] = str(token_file)
     done = subprocess.run(
-        [*FARMHAND, "agent", "--name", "snooper", *options],
+        [*program, "agent", "--name", "snooper", *options],
         env=env,
         capture_output=True,
         text=True,
@@ -70,7 +74,9 @@ def test_a_command_cannot_read_its_agents_token(
     (record,) = client.records(campaign_id=campaign.id)
     assert record.state == "done", record.error
     text = seen.read_text()
-    assert "farmhand.agent" in text  # the walk did reach the agent's own process
+    assert "--exit-when-idle" in text  # the walk did reach the agent's own process
+    if how == "env-script":
+        assert f"{program[0]}\nagent\n--secrets-fd" in text and "\n-m\n" not in text
     assert token not in text
     assert token not in (client.record(record.id).runs[-1].stdout_tail or "")
     own_env = text.split("== env\n", 1)[1]
