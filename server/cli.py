@@ -66,7 +66,10 @@ def main(argv: Sequence[str]) -> int:
             umask=args.umask,
         )
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
         print(f"farmhand server: {problems}", file=sys.stderr)
         return 2
     # Process-wide, before anything is written: SQLite's journals, staged uploads, backups
