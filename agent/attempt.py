@@ -286,6 +286,7 @@ class Attempt:
             run_env=run_env,
             name=f"farmhand-{lease.run_id}-{digest(lease.token)}",
             run_args=lease.run_args,
+            umask=self.context.run_umask,
         )
         with self._lock:
             if self.abort is not None:

@@ -1,4 +1,4 @@
-"""The `farmhand` command. Client commands read FARMHAND_SERVER and FARMHAND_TOKEN.
+"""The `farmhand` command. Client commands read FARMHAND_SERVER and the token's variables.
 
 `farmhand server` lives in `farmhand.server.cli` and is found through an entry point, so
 nothing here imports server code: an agent on a compute node never loads fastapi or
@@ -28,8 +28,10 @@ from farmhand.agent.cli_base import CliError, connect, positive_int
 from farmhand.agent.client import ApiError, FarmhandError, NotFound
 
 EPILOG = (
-    "environment: FARMHAND_SERVER (server URL for client commands), FARMHAND_TOKEN (bearer "
-    "token), FARMHAND_ADMIN_TOKEN, FARMHAND_DATA_DIR, FARMHAND_DATABASE_URL (server)"
+    "environment: FARMHAND_SERVER (server URL for client commands), FARMHAND_TOKEN_FILE (a "
+    "file holding the bearer token, mode 0600), FARMHAND_TOKEN (the token itself), "
+    "FARMHAND_UMASK (agent and server), FARMHAND_ADMIN_TOKEN, FARMHAND_DATA_DIR, "
+    "FARMHAND_DATABASE_URL (server)"
 )
 
 
@@ -138,7 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     client_opts = argparse.ArgumentParser(add_help=False)
     client_opts.add_argument("--server", help="server URL (default: $FARMHAND_SERVER)")
-    client_opts.add_argument("--token", help="bearer token (default: $FARMHAND_TOKEN)")
+    client_opts.add_argument(
+        "--token", help="bearer token (default: $FARMHAND_TOKEN); visible in ps: prefer a file"
+    )
+    client_opts.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="read the bearer token from PATH, mode 0600 (default: $FARMHAND_TOKEN_FILE)",
+    )
     json_opt = argparse.ArgumentParser(add_help=False)
     json_opt.add_argument("--json", action="store_true", help="print JSON")
 

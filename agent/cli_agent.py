@@ -16,7 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from farmhand.agent import offer, refs, wire
+from farmhand.agent import credentials, offer, refs, wire
+from farmhand.agent.cli_base import token_of
 from farmhand.agent.client import FarmhandClient
 from farmhand.agent.extract import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES
 
@@ -24,6 +25,8 @@ __all__ = ["add_parser", "cmd_agent"]
 
 #: Logging for plain (non-display) runs: one structured line per event.
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+#: The agent's files are its user's alone unless --umask or FARMHAND_UMASK say otherwise.
+DEFAULT_UMASK = 0o077
 
 
 class AgentUsageError(Exception):
@@ -158,6 +161,15 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> argparse.Arg
         action="store_true",
         help="draw a live panel (needs: pip install 'farmhand[display]')",
     )
+    p.add_argument(
+        "--umask",
+        type=_umask,
+        default=None,
+        metavar="MODE",
+        help="the agent's own umask: run directories, outbox, cache (default: $FARMHAND_UMASK "
+        "or 077, private to you); commands run with the umask the agent was started with",
+    )
+    p.add_argument(credentials.SECRETS_FD_OPTION, type=int, help=argparse.SUPPRESS)
     offer.add_arguments(p)
     p.add_argument("--log-level", default="info", choices=["error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_agent)
@@ -192,7 +204,17 @@ def cmd_agent(args: argparse.Namespace) -> int:
         logging.basicConfig(level=level, format=LOG_FORMAT, datefmt="%H:%M:%S")
     if args.log_level != "debug":
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
-    token = args.token or os.environ.get("FARMHAND_TOKEN")
+    environ = dict(os.environ)
+    if args.secrets_fd is not None:  # handed over by credentials.hide_and_reexec
+        try:
+            flag_token, moved = credentials.receive(args.secrets_fd)
+        except credentials.TokenError as exc:
+            raise AgentUsageError(str(exc)) from exc
+        args.token = args.token or flag_token
+        environ.update(moved)
+    token = token_of(args, environ)
+    umask = args.umask if args.umask is not None else _env_umask()
+    run_umask = os.umask(umask)
     campaign_ids = None
     if args.campaign:  # resolved once: a bare NAME means its latest version at start
         with FarmhandClient(server, token) as client:
@@ -222,6 +244,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         max_extract_bytes=args.max_extract_bytes,
         max_extract_files=args.max_extract_files,
         cache_limit=args.cache_limit,
+        run_umask=run_umask,
     )
     agent = Agent(config)
     install_signal_handlers(agent)
@@ -276,6 +299,28 @@ def _percent(text: str) -> float:
         return parse_limit(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _umask(text: str) -> int:
+    """An octal umask: `077`, `0027`, `22`."""
+    try:
+        value = int(text.strip(), 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an octal umask: {text!r} (e.g. 077)") from None
+    if not 0 <= value <= 0o777:
+        raise argparse.ArgumentTypeError(f"a umask is 000 to 777, not {text!r}")
+    return value
+
+
+def _env_umask() -> int:
+    """$FARMHAND_UMASK, else 077."""
+    text = os.environ.get("FARMHAND_UMASK", "").strip()
+    if not text:
+        return DEFAULT_UMASK
+    try:
+        return _umask(text)
+    except argparse.ArgumentTypeError as exc:
+        raise AgentUsageError(f"FARMHAND_UMASK: {exc}") from None
 
 
 def _signal(text: str) -> int:

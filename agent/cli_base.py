@@ -8,6 +8,7 @@ import json
 import os
 from typing import Any
 
+from farmhand.agent import credentials
 from farmhand.agent.client import FarmhandClient
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "check_force",
     "connect",
     "positive_int",
+    "token_of",
 ]
 
 
@@ -27,15 +29,29 @@ class CliError(Exception):
 
 
 def connect(args: argparse.Namespace) -> FarmhandClient:
-    """A client for `--server`/`--token` (or FARMHAND_SERVER/FARMHAND_TOKEN)."""
+    """A client for `--server` and `--token`/`--token-file` (or FARMHAND_SERVER and
+    FARMHAND_TOKEN/FARMHAND_TOKEN_FILE)."""
     if not (args.server or os.environ.get("FARMHAND_SERVER")):
         raise CliError("no server: pass --server URL or set FARMHAND_SERVER")
-    if not (args.token or os.environ.get("FARMHAND_TOKEN")):
+    token = token_of(args)
+    if not token:
         raise CliError(
-            "no token: set FARMHAND_TOKEN (the server prints an admin token at first start and "
-            "keeps it in <data-dir>/admin.token; `farmhand token create` makes more)"
+            "no token: pass --token-file PATH or set FARMHAND_TOKEN_FILE (or FARMHAND_TOKEN); "
+            "the server prints an admin token at first start and keeps it in "
+            "<data-dir>/admin.token, `farmhand token create` makes more"
         )
-    return FarmhandClient(args.server, args.token)
+    return FarmhandClient(args.server, token)
+
+
+def token_of(args: argparse.Namespace, environ: dict[str, str] | None = None) -> str | None:
+    """The token `--token`, `--token-file` or the environment give; CliError for a token
+    file that cannot be used."""
+    try:
+        return credentials.resolve_token(
+            getattr(args, "token", None), getattr(args, "token_file", None), environ
+        )
+    except credentials.TokenError as exc:
+        raise CliError(str(exc)) from None
 
 
 def positive_int(text: str) -> int:

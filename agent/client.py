@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from farmhand.agent import wire
+from farmhand.agent import credentials, wire
 from farmhand.agent.bundle_calls import BundleCalls
 from farmhand.agent.errors import (
     ApiError,
@@ -68,7 +68,11 @@ class FarmhandClient(SnapshotCalls, BundleCalls):
         server = server or os.environ.get("FARMHAND_SERVER")
         if not server:
             raise FarmhandError("no server given: pass --server URL or set FARMHAND_SERVER")
-        token = token if token is not None else os.environ.get("FARMHAND_TOKEN")
+        if token is None:  # FARMHAND_TOKEN, else the file FARMHAND_TOKEN_FILE names
+            try:
+                token = credentials.resolve_token(None, None)
+            except credentials.TokenError as exc:
+                raise FarmhandError(str(exc)) from None
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.server = server.rstrip("/")
         self._http = httpx.Client(

@@ -43,6 +43,7 @@ class AgentConfig:
     max_extract_bytes: int = DEFAULT_MAX_BYTES  # caps on unpacking an archive or checkpoint
     max_extract_files: int = DEFAULT_MAX_FILES
     cache_limit: int | None = None  # bytes the snapshot cache alone may hold (None: no limit)
+    run_umask: int | None = None  # the commands' umask (None: the agent's own)
 
     def check(self) -> None:
         """Raise ValueError for settings no agent can work with."""

@@ -108,6 +108,7 @@ class Agent:
                 keep_failed_workdir=config.keep_failed_workdir,
             ),
             slots=Slots(config.slots),
+            run_umask=config.run_umask,
         )
 
     # --- lifecycle -----------------------------------------------------------------------

@@ -16,6 +16,7 @@ from pathlib import Path
 from farmhand.agent import wire
 from farmhand.agent.allocation import Allocator
 from farmhand.agent.client import FarmhandClient
+from farmhand.agent.credentials import SECRET_ENV, TOKEN_FILE_ENV
 from farmhand.agent.outbox import Outbox
 from farmhand.agent.runners.definitions import Runners
 from farmhand.agent.slots import Slots
@@ -36,8 +37,9 @@ RELEASE_REASONS = {
     "shutdown": "agent shutting down",
     "walltime": "the agent's batch job is ending (walltime drain)",
 }
-#: Secrets of the agent itself that a user's command must not inherit.
-PRIVATE_ENV = ("FARMHAND_TOKEN", "FARMHAND_ADMIN_TOKEN")
+#: Secrets of the agent itself that a user's command must not inherit (the token file's path
+#: too: the command runs as the same user and could read the file).
+PRIVATE_ENV = (*SECRET_ENV, TOKEN_FILE_ENV)
 
 
 @dataclass
@@ -60,6 +62,7 @@ class Context:
     draining: bool = False  # ...and it is the walltime drain
     kill_now: bool = False  # a second stop(): no grace any more
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    run_umask: int | None = None  # the commands' umask (None: the agent's own)
 
 
 def describe_exit(code: int) -> str:

@@ -91,7 +91,16 @@ def main() -> None:
         try:
             with FarmhandClient(url, TOKEN) as client:
                 wait_until_up(client, server)
-            client_env = {**env, "FARMHAND_SERVER": url, "FARMHAND_TOKEN": TOKEN}
+            # A token file, as agents are meant to get it: a token in the environment would
+            # cost each agent a re-exec at start (docs/agents.md, Tokens and file modes).
+            token_file = Path(tmp) / "token"
+            token_file.write_text(TOKEN)
+            token_file.chmod(0o600)
+            client_env = {
+                **os.environ,
+                "FARMHAND_SERVER": url,
+                "FARMHAND_TOKEN_FILE": str(token_file),
+            }
             base = xargs_rate(args.records)
             print(f"no-op commands, {args.records} of them, {SLOTS} at a time:")
             print(f"  xargs -P {SLOTS}               {base:8.0f} /s")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from importlib.metadata import PackageNotFoundError, version
 
@@ -104,8 +105,32 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+def prepare_data_dir(settings: Settings) -> None:
+    """Create the data directory and an SQLite database file with the private modes
+    (`settings.umask`), whatever the process's umask: SQLite gives its -wal and -shm files
+    the database file's mode, and would create the file itself with 0644."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=settings.dir_mode)
+    url = settings.resolved_database_url
+    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else ""
+    if path and path != ":memory:" and not path.startswith("file:"):
+        path = path.split("?", 1)[0]
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, settings.file_mode))
+    for existing in (settings.data_dir, path):  # made by an older version, or by hand
+        with contextlib.suppress(OSError):
+            mode = os.stat(existing).st_mode & 0o777 if existing else 0
+            if mode & settings.umask:
+                log.warning(
+                    "%s is open to others (mode %04o, FARMHAND_UMASK %03o); chmod go-rwx %s",
+                    existing,
+                    mode,
+                    settings.umask,
+                    existing,
+                )
+
+
 def _open(app: FastAPI, settings: Settings) -> None:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(settings)
     db = Database(settings.resolved_database_url)
     try:
         with migrate.startup_lock(db.engine):

@@ -59,10 +59,13 @@ class BlobStore(Protocol):
 class FileStore:
     """Blobs as files under `root`, sharded `ab/cd/<sha256>`."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, umask: int = 0o077):
         self.root = Path(root)
         self.tmp = self.root / "tmp"
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.dir_mode = 0o777 & ~umask
+        self.blob_mode = 0o444 & ~umask  # blobs never change: read-only
+        self.root.mkdir(parents=True, exist_ok=True, mode=self.dir_mode)
+        self.tmp.mkdir(exist_ok=True, mode=self.dir_mode)
 
     def path(self, sha256: str) -> Path:
         """Where blob `sha256` lives (whether or not it exists)."""
@@ -81,8 +84,9 @@ class FileStore:
             return
         with open(staged, "rb") as handle:
             os.fsync(handle.fileno())
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(staged, 0o444)
+        target.parent.parent.mkdir(exist_ok=True, mode=self.dir_mode)
+        target.parent.mkdir(exist_ok=True, mode=self.dir_mode)
+        os.chmod(staged, self.blob_mode)
         os.replace(staged, target)
         _fsync_dir(target.parent)
 
@@ -136,10 +140,11 @@ def open_store(
     `<data_dir>/blobs`); `s3://bucket/prefix` → the S3 store, reached through `settings`'
     s3_endpoint_url and s3_region, staging uploads in s3_staging_dir (default
     `<data_dir>/s3-staging`). A bucket that cannot be used raises StorageError."""
+    umask = settings.umask if settings else 0o077
     if not storage_url:
-        return FileStore(Path(data_dir) / "blobs")
+        return FileStore(Path(data_dir) / "blobs", umask=umask)
     if storage_url.startswith("file://"):
-        return FileStore(Path(storage_url.removeprefix("file://")))
+        return FileStore(Path(storage_url.removeprefix("file://")), umask=umask)
     if storage_url.startswith("s3://"):
         from farmhand.server.s3_store import S3Store  # boto3 only where it is used
 

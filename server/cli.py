@@ -6,14 +6,16 @@ from __future__ import annotations
 import argparse
 import logging
 import logging.config
+import os
 import sys
 from collections.abc import Sequence
 
 import uvicorn
+from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
 from farmhand.server import logs, migrate
-from farmhand.server.app import create_app
+from farmhand.server.app import create_app, prepare_data_dir
 from farmhand.server.blobstore import open_store
 from farmhand.server.db import Database
 from farmhand.server.errors import SchemaError, StorageError
@@ -30,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite in the data dir)")
     p.add_argument("--lease-ttl", type=float, help="seconds a lease lives unrenewed (60)")
+    p.add_argument(
+        "--umask",
+        metavar="MODE",
+        help="for everything the server writes: data dir, database, tokens, blobs "
+        "(default: $FARMHAND_UMASK or 077, private to the server's user)",
+    )
     p.add_argument(
         "--migrate-only",
         action="store_true",
@@ -49,12 +57,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str]) -> int:
     """Run the server until it is interrupted."""
     args = build_parser().parse_args(argv)
-    settings = Settings.from_env(
-        data_dir=args.data_dir,
-        database_url=args.database_url,
-        lease_ttl=args.lease_ttl,
-        log_format=args.log_format,
-    )
+    try:
+        settings = Settings.from_env(
+            data_dir=args.data_dir,
+            database_url=args.database_url,
+            lease_ttl=args.lease_ttl,
+            log_format=args.log_format,
+            umask=args.umask,
+        )
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        print(f"farmhand server: {problems}", file=sys.stderr)
+        return 2
+    # Process-wide, before anything is written: SQLite's journals, staged uploads, backups
+    # and whatever a library creates are covered as well as the files created on purpose.
+    os.umask(settings.umask)
     if args.migrate_only:
         return _migrate_only(settings)
     try:  # a bad storage URL, a missing bucket or refused credentials: one clear line
@@ -82,7 +102,7 @@ def main(argv: Sequence[str]) -> int:
 
 
 def _migrate_only(settings: Settings) -> int:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(settings)
     db = Database(settings.resolved_database_url)
     try:
         done = migrate.upgrade(db.engine)

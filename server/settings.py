@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from farmhand.agent import wire
 
@@ -66,6 +66,34 @@ class Settings(BaseModel):
     page_refresh: float = Field(
         default=3.0, gt=0, description="seconds between the status pages' live refreshes"
     )
+    umask: int = Field(
+        default=0o077,
+        ge=0,
+        le=0o777,
+        description="umask (octal: 077, 027) for the data directory, database, tokens and "
+        "blobs; default 077: the server's user alone reads them",
+    )
+
+    @field_validator("umask", mode="before")
+    @classmethod
+    def _octal(cls, value: object) -> object:
+        """`077` in the environment or on the command line is octal, as for `umask`."""
+        if isinstance(value, str):
+            try:
+                return int(value.strip(), 8)
+            except ValueError:
+                raise ValueError(f"not an octal umask: {value!r} (e.g. 077)") from None
+        return value
+
+    @property
+    def dir_mode(self) -> int:
+        """The mode of directories the server creates (0700 under the default umask)."""
+        return 0o777 & ~self.umask
+
+    @property
+    def file_mode(self) -> int:
+        """The mode of files the server creates (0600 under the default umask)."""
+        return 0o666 & ~self.umask
 
     @property
     def resolved_database_url(self) -> str:

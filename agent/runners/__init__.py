@@ -59,6 +59,7 @@ class Launch:
     run_env: Mapping[str, str] = field(default_factory=dict)
     name: str = "farmhand-run"  # unique per run: names its container
     run_args: Mapping[str, Any] = field(default_factory=dict)  # the lease's effective ones
+    umask: int | None = None  # the command's umask (None: the agent's own)
 
     @property
     def env(self) -> dict[str, str]:
@@ -88,10 +89,16 @@ def compose_script(setup: Sequence[str], command: str) -> str:
 
 
 def start_group(
-    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], stdout: Path, stderr: Path
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    stdout: Path,
+    stderr: Path,
+    umask: int | None = None,
 ) -> _subprocess.Popen[bytes]:
     """Start `argv` as the leader of a new session, hence of its own process group, with
-    empty stdin and its output appended to the two files."""
+    empty stdin, its output appended to the two files and `umask` (None: the agent's)."""
     with open(stdout, "ab") as out, open(stderr, "ab") as err:
         return _subprocess.Popen(
             list(argv),
@@ -101,6 +108,7 @@ def start_group(
             stdout=out,
             stderr=err,
             start_new_session=True,
+            umask=-1 if umask is None else umask,
         )
 
 

@@ -208,6 +208,7 @@ class ContainerRunner:
                 env=command.env,
                 stdout=launch.stdout,
                 stderr=launch.stderr,
+                umask=launch.umask,
             )
         except BaseException:
             if env_path is not None:

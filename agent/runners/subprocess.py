@@ -36,6 +36,11 @@ class SubprocessRunner:
         argv = [SHELL, "-c", compose_script(self.setup, launch.command)]
         env = {**launch.base_env, **self.env, **launch.run_env}
         popen = start_group(
-            argv, cwd=launch.run_dir, env=env, stdout=launch.stdout, stderr=launch.stderr
+            argv,
+            cwd=launch.run_dir,
+            env=env,
+            stdout=launch.stdout,
+            stderr=launch.stderr,
+            umask=launch.umask,
         )
         return RunningProcess(popen)

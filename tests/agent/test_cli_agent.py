@@ -36,12 +36,24 @@ def agent(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
         (["--max-extract-bytes", "0"], "must be at least 1 byte, got '0'"),
         (["--max-extract-files", "0"], "must be at least 1, got 0"),
         (["--cache-limit", "big"], "not a size: 'big' (e.g. 64G, 500M, 1000000)"),
+        (["--umask", "rw"], "not an octal umask: 'rw' (e.g. 077)"),
+        (["--umask", "1777"], "a umask is 000 to 777, not '1777'"),
     ],
 )
 def test_bad_options_are_refused_by_name(args: list[str], message: str) -> None:
     done = agent("--server", "http://127.0.0.1:9", *args)
     assert done.returncode == 2
     assert message in done.stderr
+
+
+def test_a_bad_farmhand_umask_is_refused_by_name(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "FARMHAND_UMASK": "u=rwx"}
+    done = agent("--server", "http://127.0.0.1:9", "--workdir", str(tmp_path), env=env)
+    assert done.returncode == 1
+    assert (
+        done.stderr.strip()
+        == "farmhand: error: FARMHAND_UMASK: not an octal umask: 'u=rwx' (e.g. 077)"
+    )
 
 
 def test_a_poll_beyond_the_longest_long_poll_is_refused() -> None:

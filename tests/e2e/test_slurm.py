@@ -33,8 +33,17 @@ def job_env(server: LiveServer, tmp_path: Path, **extra: str) -> dict[str, str]:
     """What the job inherits: server, token, `farmhand` on PATH, scratch and outbox here."""
     bin_dir = str(Path(sys.executable).parent)
     (tmp_path / "scratch").mkdir(exist_ok=True)
+    token_file = tmp_path / "token"  # what the script expects: the token in a private file
+    token_file.write_text(server.admin_token + "\n")
+    token_file.chmod(0o600)
+    env = {
+        k: v
+        for k, v in server.client_env().items()
+        if k not in ("FARMHAND_TOKEN", "FARMHAND_ADMIN_TOKEN")
+    }
     return {
-        **server.client_env(),
+        **env,
+        "FARMHAND_TOKEN_FILE": str(token_file),
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
         "TMPDIR": str(tmp_path / "scratch"),  # the node-local scratch the script looks for
         "FARMHAND_OUTBOX_ROOT": str(tmp_path / "outbox"),
