@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import uvicorn
 from sqlalchemy.exc import OperationalError
 
-from farmhand.server import logs, migrate
+from farmhand.server import connections, logs, migrate
 from farmhand.server.app import create_app
 from farmhand.server.blobstore import open_store
 from farmhand.server.db import Database
@@ -30,6 +30,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--database-url", help="SQLAlchemy URL (default: SQLite in the data dir)")
     p.add_argument("--lease-ttl", type=float, help="seconds a lease lives unrenewed (60)")
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        help="seconds a client has to send a request's headers before its connection is "
+        "closed (20; $FARMHAND_HEADER_TIMEOUT)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        help="seconds a request body may stall before its connection is closed; requests "
+        "read in full, such as long-poll claims, are never cut (60; $FARMHAND_BODY_TIMEOUT)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        help="connections (or requests in progress) above which requests get 503 "
+        "(8192; $FARMHAND_MAX_CONNECTIONS)",
+    )
     p.add_argument(
         "--migrate-only",
         action="store_true",
@@ -54,6 +72,9 @@ def main(argv: Sequence[str]) -> int:
         database_url=args.database_url,
         lease_ttl=args.lease_ttl,
         log_format=args.log_format,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        max_connections=args.max_connections,
     )
     if args.migrate_only:
         return _migrate_only(settings)
@@ -70,6 +91,7 @@ def main(argv: Sequence[str]) -> int:
         args.port,
         settings.data_dir,
     )
+    connections.raise_open_files_limit(settings.max_connections)
     uvicorn.run(
         create_app(settings),
         host=args.host,
@@ -77,6 +99,7 @@ def main(argv: Sequence[str]) -> int:
         log_config=None,
         log_level=args.log_level,
         access_log=args.log_level == "debug",
+        **connections.uvicorn_options(settings),
     )
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import select
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,24 @@ def closed_by_server(sock: socket.socket, within: float = 60.0) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+def still_open(sockets: list[socket.socket], within: float = 60.0) -> list[int]:
+    """Wait (up to `within` seconds in all, generous) for the server to close every one of
+    `sockets`; the indexes of those it left open."""
+    waiting = dict(enumerate(sockets))
+    deadline = time.monotonic() + within
+    while waiting and (left := deadline - time.monotonic()) > 0:
+        readable, _, _ = select.select(list(waiting.values()), [], [], left)
+        for sock in readable:
+            index = next(i for i, s in waiting.items() if s is sock)
+            try:
+                if sock.recv(65536):
+                    continue  # an answer before the close: keep waiting for the close
+            except ConnectionResetError:
+                pass
+            del waiting[index]
+    return sorted(waiting)
 
 
 def chunks(total: int, size: int = MIB, first: bytes = b"") -> Iterator[bytes]:
