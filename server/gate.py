@@ -7,10 +7,10 @@ microseconds, not a task switch):
   the same lookup and cache as the pages (`routes/deps.py: identify`) — and a request without
   one gets 401 before a single body byte is received. The caller is left in the scope for the
   route's role check (403), which so never looks the token up twice.
-- **size**: a body may not pass `max_body_bytes` (snapshot uploads: `max_snapshot_bytes`). A
-  declared `Content-Length` over the limit is refused at once; a body without one (chunked) is
-  counted as it streams in, and the request is answered 413 the moment the count passes the
-  limit — the rest is never read.
+- **size**: a body may not pass `max_body_bytes` (snapshot uploads: `max_snapshot_bytes`;
+  the pages' forms, outside `/api/v1`: 64 KiB). A declared `Content-Length` over the limit
+  is refused at once; a chunked body is counted as it streams in, and the request is answered
+  413 the moment the count passes the limit — the rest is never read.
 
 An early refusal of a request whose body is still unread closes the connection, so the client
 cannot go on sending into it.
@@ -30,6 +30,8 @@ from farmhand.server.routes.deps import CALLER, identify
 _API = wire.API_PREFIX + "/"
 _SNAPSHOTS = wire.API_PREFIX + "/snapshots/"
 _CLOSE = (b"connection", b"close")
+#: The body limit outside /api/v1: the status pages post small forms only.
+FORM_LIMIT = 64 * 1024
 
 
 class BodyTooLarge(HTTPException):
@@ -77,18 +79,18 @@ class Gate:
                 headers = [(b"www-authenticate", b"Bearer")]
                 await _refuse(send, 401, exc.message, exc.code, pending, headers)
                 return
-        limit = self.limit
-        if scope["method"] == "PUT" and path.startswith(_SNAPSHOTS):
-            limit = self.snapshot_limit
-        if length.isdigit() and not chunked:
-            if int(length) > limit:
-                detail = f"request body is {int(length)} bytes; the limit is {limit}"
-                await _refuse(send, 413, detail, BodyTooLarge.code, pending)
-                return
-            # The HTTP parser delivers exactly Content-Length bytes: nothing left to count.
+            limit = self.limit
+            if scope["method"] == "PUT" and path.startswith(_SNAPSHOTS):
+                limit = self.snapshot_limit
+        else:  # the pages' forms (the login form is read before anyone is known)
+            limit = min(self.limit, FORM_LIMIT)
+        if chunked:
+            await self._counted(scope, receive, send, limit)
+        elif length.isdigit() and int(length) > limit:
+            detail = f"request body is {int(length)} bytes; the limit is {limit}"
+            await _refuse(send, 413, detail, BodyTooLarge.code, pending)
+        else:  # the HTTP parser delivers exactly Content-Length bytes (none without one)
             await self.app(scope, receive, send)
-            return
-        await self._counted(scope, receive, send, limit)
 
     async def _counted(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         """Run the app with a `receive` that raises `BodyTooLarge` past `limit` bytes."""

@@ -24,6 +24,7 @@ def asgi(
     """Send a chunked request straight to the app; (status, JSON answer, chunks it read).
     For a 401 or 413 the answer also says what its `Connection` header was."""
     taken = 0
+    headers = {"content-type": "application/json", **headers}
 
     async def receive() -> dict[str, Any]:
         nonlocal taken
@@ -54,7 +55,6 @@ def asgi(
         "root_path": "",
         "headers": [
             (b"transfer-encoding", b"chunked"),
-            (b"content-type", b"application/json"),
             *((k.lower().encode(), v.encode()) for k, v in headers.items()),
         ],
         "client": ("127.0.0.1", 1),
@@ -135,3 +135,12 @@ def test_pages_still_log_in_with_a_cookie(api: TestClient) -> None:
     login = api.post("/login", data={"token": ADMIN, "next": "/"}, follow_redirects=False)
     assert login.status_code == 303
     assert api.get("/", follow_redirects=False).status_code == 200
+
+
+def test_page_forms_outside_the_api_are_capped_small(api: TestClient) -> None:
+    # The login form is read before anyone is known: it may not be more than 64 KiB.
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    status, body, taken = asgi(api, "POST", "/login", iter([b"token=" + CHUNK] * 100), form)
+    assert (status, body["code"]) == (413, "too_large") and taken <= 2
+    big = api.post("/login", content=b"token=" + b"x" * (gate.FORM_LIMIT + 1), headers=form)
+    assert big.status_code == 413
