@@ -74,3 +74,45 @@ def test_the_open_files_limit_is_raised_to_hold_the_cap() -> None:
     done = subprocess.run([sys.executable, "-c", RAISE], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["4352", "4352", "4352"]  # raised, and never lowered
+
+
+def test_the_timeouts_work_on_uvicorns_h11_protocol_too() -> None:
+    """Without httptools, uvicorn speaks h11: the same mixin serves it."""
+    import socket
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    namespace = {"header_timeout": 0.5, "body_timeout": 0.5}
+    protocol = type("H11WithTimeouts", (connections.ReadTimeouts, H11Protocol), namespace)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(app, port=port, http=protocol, lifespan="off", log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(600):  # until it listens
+            if server.started:
+                break
+            time.sleep(0.05)
+        half = socket.create_connection(("127.0.0.1", port), timeout=60)
+        half.sendall(b"GET / HT")
+        assert half.recv(100) == b""  # closed by the server (or the 60 s timeout raises)
+        half.close()
+        assert httpx.post(f"http://127.0.0.1:{port}/", content=b"x" * 100_000).text == "ok"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
