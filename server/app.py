@@ -15,13 +15,13 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from farmhand.agent import wire
 from farmhand.server import auth, held_leases, leases, metrics, migrate, pages
 from farmhand.server.blobstore import open_store
 from farmhand.server.db import Database
 from farmhand.server.errors import FarmhandError, StorageError
+from farmhand.server.gate import Gate
 from farmhand.server.logs import RequestIdMiddleware
 from farmhand.server.notify import Wakeup
 from farmhand.server.relay import start_relay
@@ -89,7 +89,13 @@ def create_app(settings: Settings) -> FastAPI:
         # Each route lists its own error responses (routes/openapi.py: `errors(...)`).
         app.include_router(router, prefix=wire.API_PREFIX)
     _add_error_handlers(app)
-    _add_body_limit(app, settings.max_body_bytes)
+    # Token (401) and size (413) checks before any body is read: server/gate.py.
+    app.add_middleware(
+        Gate,
+        state=app.state,
+        limit=settings.max_body_bytes,
+        snapshot_limit=settings.max_snapshot_bytes,
+    )
     pages.mount(app)  # status pages, /static, /docs, /redoc
     metrics.mount(app)  # /metrics
     app.add_middleware(RequestIdMiddleware)  # outermost: even a 413 carries X-Request-ID
@@ -214,32 +220,6 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail), "http_error")
-
-
-def _add_body_limit(app: FastAPI, limit: int) -> None:
-    app.add_middleware(_BodyLimit, limit=limit)
-
-
-_SNAPSHOTS = wire.API_PREFIX + "/snapshots/"
-
-
-class _BodyLimit:
-    """413 for a request whose Content-Length is over the limit. A plain ASGI middleware: the
-    `@app.middleware("http")` form costs a task group and two memory streams per request."""
-
-    def __init__(self, app: ASGIApp, limit: int):
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Snapshot uploads are streamed to disk and capped by max_snapshot_bytes instead.
-        if scope["type"] == "http" and not (
-            scope["method"] == "PUT" and scope["path"].startswith(_SNAPSHOTS)
-        ):
-            length = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
-            if length.isdigit() and int(length) > self.limit:
-                detail = f"request body is {int(length)} bytes; the limit is {self.limit}"
-                await _error(413, detail, "too_large")(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        response = _error(exc.status_code, str(exc.detail), getattr(exc, "code", "http_error"))
+        response.headers.update(exc.headers or {})
+        return response

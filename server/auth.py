@@ -58,10 +58,16 @@ def revoke(session: Session, token_id: int, *, caller_id: int) -> Token:
     return row
 
 
-def authenticate(session: Session, secret: str | None) -> Token:
-    """The live token row for a bearer secret, or `Unauthorized`."""
+def require_secret(secret: str | None) -> str:
+    """The secret, or `Unauthorized` for a request that carries no bearer token at all."""
     if not secret:
         raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
+    return secret
+
+
+def authenticate(session: Session, secret: str | None) -> Token:
+    """The live token row for a bearer secret, or `Unauthorized`."""
+    secret = require_secret(secret)
     row = session.exec(select(Token).where(Token.digest == digest(secret))).first()
     if row is None or row.revoked:
         raise Unauthorized("unknown or revoked token")

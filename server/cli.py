@@ -14,7 +14,7 @@ import uvicorn
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
-from farmhand.server import logs, migrate
+from farmhand.server import connections, logs, migrate
 from farmhand.server.app import create_app, prepare_data_dir
 from farmhand.server.blobstore import open_store
 from farmhand.server.db import Database
@@ -37,6 +37,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODE",
         help="for everything the server writes: data dir, database, tokens, blobs "
         "(default: $FARMHAND_UMASK or 077, private to the server's user)",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        help="seconds a client has to send a request's headers before its connection is "
+        "closed (20; $FARMHAND_HEADER_TIMEOUT)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        help="seconds a request body may stall before its connection is closed; requests "
+        "read in full, such as long-poll claims, are never cut (60; $FARMHAND_BODY_TIMEOUT)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        help="connections (or requests in progress) above which requests get 503 "
+        "(8192; $FARMHAND_MAX_CONNECTIONS)",
     )
     p.add_argument(
         "--migrate-only",
@@ -64,6 +82,9 @@ def main(argv: Sequence[str]) -> int:
             lease_ttl=args.lease_ttl,
             log_format=args.log_format,
             umask=args.umask,
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
+            max_connections=args.max_connections,
         )
     except ValidationError as exc:
         problems = "; ".join(
@@ -90,6 +111,7 @@ def main(argv: Sequence[str]) -> int:
         args.port,
         settings.data_dir,
     )
+    connections.raise_open_files_limit(settings.max_connections)
     uvicorn.run(
         create_app(settings),
         host=args.host,
@@ -97,6 +119,7 @@ def main(argv: Sequence[str]) -> int:
         log_config=None,
         log_level=args.log_level,
         access_log=args.log_level == "debug",
+        **connections.uvicorn_options(settings),
     )
     return 0
 

@@ -63,6 +63,24 @@ class Settings(BaseModel):
     max_snapshot_bytes: int = Field(
         default=64 * 1024**3, ge=1, description="largest snapshot upload accepted (413 beyond)"
     )
+    header_timeout: float = Field(
+        default=20.0,
+        gt=0,
+        description="seconds a client has to send a request's headers (from its connection or "
+        "its first byte); the connection is closed after that",
+    )
+    body_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="seconds a request body may pause while it is sent; the connection is "
+        "closed after that (a request read in full, such as a long-poll claim, is never cut)",
+    )
+    max_connections: int = Field(
+        default=8192,
+        ge=1,
+        description="open connections (or requests in progress) above which a request gets "
+        "503; each idle long-polling agent holds about three",
+    )
     page_refresh: float = Field(
         default=3.0, gt=0, description="seconds between the status pages' live refreshes"
     )

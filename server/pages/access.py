@@ -17,15 +17,13 @@ from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials
 
 from farmhand.agent.wire import Role
 from farmhand.server.errors import Unauthorized
 from farmhand.server.pages.render import LIVE_HEADER, render
 
 # The API's token check with its cache: the pages authenticate the same tokens the same way.
-from farmhand.server.routes.deps import _caller as bearer_caller
-from farmhand.server.routes.deps import get_db
+from farmhand.server.routes.deps import identify
 
 COOKIE = "farmhand_session"
 SESSION_SECONDS = 12 * 3600
@@ -70,9 +68,8 @@ async def viewer(request: Request) -> Viewer:
     secret = request.cookies.get(COOKIE)
     if not secret:
         raise LoginRequired
-    credentials = HTTPAuthorizationCredentials(scheme="Bearer", credentials=secret)
     try:
-        caller = await bearer_caller(request, await get_db(request), credentials)
+        caller = await identify(request.app.state, secret)
     except Unauthorized:
         raise LoginRequired from None
     return Viewer(role=caller.role, csrf=csrf_token(secret))
@@ -137,9 +134,8 @@ async def login(
     """Check the token; on success set the session cookie and go on."""
     check_origin(request)
     token = token.strip()
-    credentials = HTTPAuthorizationCredentials(scheme="Bearer", credentials=token)
     try:
-        await bearer_caller(request, await get_db(request), credentials)
+        await identify(request.app.state, token)
     except Unauthorized as exc:
         context = {"next": safe_next(next), "error": exc.message}
         return render(request, "login.html", context, status_code=401)

@@ -16,6 +16,7 @@ from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import State
 
 from farmhand.agent.wire import Role
 from farmhand.server import auth
@@ -63,15 +64,21 @@ WakeupDep = Annotated[Wakeup, Depends(get_wakeup)]
 NowDep = Annotated[datetime, Depends(get_now)]
 
 
-async def _caller(
-    request: Request, db: Database, credentials: HTTPAuthorizationCredentials | None
-) -> Caller:
-    secret = credentials.credentials if credentials else None
-    cache: dict[str, tuple[float, Caller]] = request.app.state.token_cache
-    key = auth.digest(secret) if secret else ""
+#: Where the gate (server/gate.py) leaves the caller it authenticated, in the ASGI scope.
+CALLER = "farmhand.caller"
+
+
+async def identify(state: State, secret: str | None) -> Caller:
+    """The caller a bearer secret belongs to, or `Unauthorized`: the one token lookup of the
+    API and the pages. A hit in the app's token cache (10 s) costs a sha256; a miss, one read
+    on the thread pool. A missing secret is refused without touching the database."""
+    secret = auth.require_secret(secret)
+    cache: dict[str, tuple[float, Caller]] = state.token_cache
+    key = auth.digest(secret)
     hit = cache.get(key)
     if hit and time.monotonic() - hit[0] < _TOKEN_CACHE_SECONDS:
         return hit[1]
+    db: Database = state.db
 
     def lookup() -> Caller:
         with db.read() as session:
@@ -84,15 +91,20 @@ async def _caller(
 
 
 def require(*roles: Role) -> Callable[..., Caller]:
-    """A dependency that lets through only tokens whose role is one of `roles`."""
+    """A dependency that lets through only tokens whose role is one of `roles`. Under
+    /api/v1 the gate has authenticated the token before the body was read (401 otherwise);
+    this reuses its answer and checks the role (403)."""
     allowed = ", ".join(r.value for r in roles)
 
     async def dependency(
         request: Request,
-        db: DbDep,
+        # Declared for the OpenAPI security scheme (the lock in /docs); the gate reads it.
         credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
     ) -> Caller:
-        caller = await _caller(request, db, credentials)
+        caller = request.scope.get(CALLER)
+        if caller is None:  # a route outside the gate's /api/v1
+            secret = credentials.credentials if credentials else None
+            caller = await identify(request.app.state, secret)
         if caller.role not in roles:
             raise Forbidden(f"a {caller.role.value} token may not do this; it needs: {allowed}")
         return caller
