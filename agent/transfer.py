@@ -54,11 +54,17 @@ def _lease_headers(run_id: int | None, token: str | None) -> dict[str, str]:
 class SnapshotCalls:
     """The snapshot half of `FarmhandClient` (mixed into it)."""
 
-    def has_snapshot(self: FarmhandClient, sha256: str) -> bool:
-        """Whether the server holds snapshot `sha256` (`HEAD /snapshots/{sha256}`)."""
+    def has_snapshot(
+        self: FarmhandClient, sha256: str, *, run_id: int | None = None, token: str | None = None
+    ) -> bool:
+        """Whether the server holds snapshot `sha256` (`HEAD /snapshots/{sha256}`). An agent
+        token learns it only for what its leases name, or when it names the live run
+        (`run_id`, `token`) it is about to upload for; else the answer is False."""
 
         try:
-            response = self._http.head(f"/snapshots/{sha256}")
+            response = self._http.head(
+                f"/snapshots/{sha256}", headers=_lease_headers(run_id, token)
+            )
         except httpx.TransportError as exc:
             raise ServerUnavailable(f"cannot reach {self.server}: {exc}") from exc
         if response.status_code == 404:
@@ -82,7 +88,11 @@ class SnapshotCalls:
         path = Path(path)
         sha256 = sha256 or sha256_file(path)
         size = path.stat().st_size
-        if skip_if_present and size > HEAD_ABOVE and self.has_snapshot(sha256):
+        if (
+            skip_if_present
+            and size > HEAD_ABOVE
+            and self.has_snapshot(sha256, run_id=run_id, token=token)
+        ):
             return sha256
         headers = {
             "Content-Type": "application/octet-stream",

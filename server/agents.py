@@ -10,6 +10,7 @@ from sqlmodel import Session
 from farmhand.agent import wire
 from farmhand.server import held_leases, leases
 from farmhand.server.db import literal_in
+from farmhand.server.ownership import not_yours
 from farmhand.server.tables import Agent, Run
 
 LIVE_RUN = [s.value for s in wire.LIVE_RUN_STATES]
@@ -42,10 +43,11 @@ def heartbeat(
     now: datetime,
     ttl: float,
     status: wire.AgentStatus | None = None,
+    agent_token: int | None = None,
 ) -> wire.HeartbeatAck:
     """Renew the agent's leases, keep the status it reports, and tell it which of its runs
-    to stop."""
-    agent = leases.active_agent(session, agent_id, draining_ok=True)
+    to stop. With `agent_token`, only for an agent registered with that token (else 403)."""
+    agent = leases.active_agent(session, agent_id, draining_ok=True, agent_token=agent_token)
     agent.last_heartbeat = now
     if status is not None:  # agents that send none keep what they had (None)
         agent.status = status.model_dump(mode="json")
@@ -71,9 +73,11 @@ def heartbeat(
     return wire.HeartbeatAck(renewed=renewed, lease_expires_at=expires, cancel=cancel, lost=lost)
 
 
-def drain(session: Session, *, agent_id: int, now: datetime) -> wire.Agent:
+def drain(
+    session: Session, *, agent_id: int, now: datetime, agent_token: int | None = None
+) -> wire.Agent:
     """The agent is shutting down: it gets no new leases but keeps renewing its own."""
-    agent = leases.active_agent(session, agent_id, draining_ok=True)
+    agent = leases.active_agent(session, agent_id, draining_ok=True, agent_token=agent_token)
     agent.state = "draining"
     agent.last_heartbeat = now
     session.add(agent)
@@ -81,12 +85,18 @@ def drain(session: Session, *, agent_id: int, now: datetime) -> wire.Agent:
     return wire.Agent.model_validate(agent)
 
 
-def stop(session: Session, *, agent_id: int, now: datetime) -> wire.Agent:
-    """Mark the agent stopped and release every lease it still holds."""
+def stop(
+    session: Session, *, agent_id: int, now: datetime, agent_token: int | None = None
+) -> wire.Agent:
+    """Mark the agent stopped and release every lease it still holds (with `agent_token`,
+    only an agent registered with that token: else 403 and nothing changes)."""
     agent = session.get(Agent, agent_id)
     if agent is None:
         leases.active_agent(session, agent_id)  # raises NotFound
     assert agent is not None
+    refusal = not_yours(agent_id, agent.name, agent.token_id, agent_token)
+    if refusal is not None:
+        raise refusal
     held_leases.release_agent(session, agent_id=agent_id, now=now, reason="agent stopped")
     agent.state = "stopped"
     agent.last_heartbeat = now

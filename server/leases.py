@@ -36,6 +36,7 @@ from farmhand.agent import wire
 from farmhand.server import inputs, lifecycle, metrics, states
 from farmhand.server.db import connection_of, execute_rows, literal_in, unnest
 from farmhand.server.errors import Conflict, FarmhandError, NotFound
+from farmhand.server.ownership import not_yours
 from farmhand.server.states import Event
 from farmhand.server.tables import (
     Agent,
@@ -79,13 +80,18 @@ def _refusal(agent_id: int, name: str, state: str, draining_ok: bool) -> Farmhan
     return Conflict(f"agent {agent_id} ({name}) {what}")
 
 
-def active_agent(session: Session, agent_id: int, *, draining_ok: bool = False) -> Agent:
-    """The agent row, or 404 if unknown and 409 if it has stopped (or is draining, unless
-    `draining_ok`: a draining agent still renews the leases it is giving back)."""
+def active_agent(
+    session: Session, agent_id: int, *, draining_ok: bool = False, agent_token: int | None = None
+) -> Agent:
+    """The agent row, or 404 if unknown, 403 if it is not `agent_token`'s (see `not_yours`)
+    and 409 if it has stopped (or is draining, unless `draining_ok`: a draining agent still
+    renews the leases it is giving back)."""
     agent = session.get(Agent, agent_id)
     if agent is None:
         raise NotFound(f"agent {agent_id} is not registered")
-    refusal = _refusal(agent_id, agent.name, agent.state, draining_ok)
+    refusal = not_yours(agent_id, agent.name, agent.token_id, agent_token) or _refusal(
+        agent_id, agent.name, agent.state, draining_ok
+    )
     if refusal is not None:
         raise refusal
     return agent
@@ -141,11 +147,12 @@ def expire(tx: Session | Connection, *, now: datetime) -> Expired:
 
 # The claim's statements are built once: building a statement costs more than running it.
 
-#: One round trip before a claim: the agent's state, whether any lease has run out, and the
-#: highest run id (SQLite numbers the new runs from it: it holds the database's write lock).
+#: One round trip before a claim: the agent's state and token, whether any lease has run out,
+#: and the highest run id (SQLite numbers the new runs from it: it holds the write lock).
 _GATE = select(
     AGENT.c.name,
     AGENT.c.state,
+    AGENT.c.token_id,
     exists()
     .where(
         literal_in(REC.c.state, states.source_values(Event.requeue)),
@@ -284,9 +291,11 @@ def claim(
     runners: list[str] | None = None,
     free: wire.Resources | None = None,
     walltime_left: float | None = None,
+    agent_token: int | None = None,
 ) -> list[wire.Lease]:
     """Lease up to `max_records` ready records to the agent, highest priority first; only
-    records whose walltime fits the agent's `walltime_left` seconds, when given.
+    records whose walltime fits the agent's `walltime_left` seconds, when given. With
+    `agent_token`, only an agent registered with that token may claim (else 403).
 
     `clock` is read twice: before the claim (expiry and lease end) and after the records are
     locked (the runs' `claimed_at`), so a run never starts before the end of the attempt a
@@ -297,7 +306,9 @@ def claim(
     gate = conn.execute(_GATE, {"b_agent": agent_id, "b_now": now}).first()
     if gate is None:
         raise NotFound(f"agent {agent_id} is not registered")
-    refusal = _refusal(agent_id, gate.name, gate.state, draining_ok=False)
+    refusal = not_yours(agent_id, gate.name, gate.token_id, agent_token) or _refusal(
+        agent_id, gate.name, gate.state, draining_ok=False
+    )
     if refusal is not None:
         raise refusal
     if gate.due:

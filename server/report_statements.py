@@ -9,6 +9,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from farmhand.agent import wire
 from farmhand.server.db import unnest
+from farmhand.server.ownership import RUN_OWNER
 from farmhand.server.tables import Record, RecordResult, Run, UTCDateTime
 
 REC = Record.__table__
@@ -33,8 +34,9 @@ LOCK_RECORDS = (
     .order_by(REC.c.id)
     .with_for_update()
 )
+# With the token of the run's agent: an agent token reports only on its own agents' runs.
 LOCK_RUNS = (
-    select(RUN.c.id, RUN.c.record_id, RUN.c.token, RUN.c.state, RUN.c.report)
+    select(RUN.c.id, RUN.c.record_id, RUN.c.token, RUN.c.state, RUN.c.report, RUN_OWNER)
     .where(RUN.c.id.in_(_RUN_IDS))
     .order_by(RUN.c.id)
     .with_for_update()

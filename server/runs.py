@@ -1,4 +1,5 @@
-"""Run mutations — start, complete, fail, release — each fenced by the run's lease token.
+"""Run mutations — start, complete, fail, release — each fenced by the run's lease token
+and, for agent tokens, by the token its agent registered with (`agent_token`: 403 otherwise).
 
 A stale token gets `StaleLease` (409) and changes nothing. A final report (complete, fail,
 release) is remembered with a digest of its payload, so the same report sent twice gets the
@@ -28,6 +29,7 @@ from farmhand.agent import wire
 from farmhand.server import lifecycle, snapshots, states
 from farmhand.server.db import connection_of, execute_rows
 from farmhand.server.errors import FarmhandError, Invalid, NotFound, StaleLease
+from farmhand.server.ownership import not_your_run
 from farmhand.server.report_statements import (
     END_RECORDS,
     END_RUNS,
@@ -105,11 +107,20 @@ def _lock(conn: Connection, run_ids: list[int]) -> tuple[dict[int, dict], dict[i
 
 
 def _fence(
-    runs: dict[int, dict], records: dict[int, dict], run_id: int, token: str
+    runs: dict[int, dict],
+    records: dict[int, dict],
+    run_id: int,
+    token: str,
+    agent_token: int | None,
 ) -> tuple[dict, dict]:
+    """The run and its record if `token` is its lease token and `agent_token` (None: an
+    admin) registered its agent; 404, 403 or 409 otherwise."""
     run = runs.get(run_id)
     if run is None:
         raise NotFound(f"run {run_id} does not exist")
+    refusal = not_your_run(run_id, run["agent_token"], agent_token)
+    if refusal is not None:
+        raise refusal
     if not hmac.compare_digest(run["token"], token):
         raise StaleLease(f"run {run_id}: the lease token does not match; this lease is not yours")
     return run, records[run["record_id"]]  # foreign key; runs are never deleted
@@ -163,9 +174,10 @@ def _end(run: dict, record: dict, report: _Report) -> wire.RunAck:
 
 
 def _apply(
-    tx: Session | Connection, reports: list[_Report], now: datetime
+    tx: Session | Connection, reports: list[_Report], now: datetime, agent_token: int | None
 ) -> list[wire.RunAck | FarmhandError]:
-    """Apply final reports in one go: one answer (an ack or the error) per report, in order."""
+    """Apply final reports in one go: one answer (an ack or the error) per report, in order;
+    with `agent_token`, only on runs of agents registered with it (403 for the others)."""
     conn = connection_of(tx)
     runs, records = _lock(conn, [r.run_id for r in reports])
     archives = [r.payload["archive"] for r in reports if r.payload.get("archive")]
@@ -174,7 +186,7 @@ def _apply(
     ended: list[tuple[_Report, dict, dict]] = []
     for report in reports:
         try:
-            run, record = _fence(runs, records, report.run_id, report.token)
+            run, record = _fence(runs, records, report.run_id, report.token, agent_token)
             if run["state"] in LIVE and report.payload.get("archive") in absent:
                 raise Invalid(
                     f"run {run['id']}: archive snapshot {report.payload['archive']} is not on "
@@ -245,20 +257,27 @@ def _write(conn: Connection, ended: list[tuple[_Report, dict, dict]], now: datet
     )
 
 
-def _one(tx: Session | Connection, report: _Report, now: datetime) -> wire.RunAck:
-    (outcome,) = _apply(tx, [report], now)
+def _one(
+    tx: Session | Connection, report: _Report, now: datetime, agent_token: int | None
+) -> wire.RunAck:
+    (outcome,) = _apply(tx, [report], now, agent_token)
     if isinstance(outcome, FarmhandError):
         raise outcome
     return outcome
 
 
 def start(
-    tx: Session | Connection, *, run_id: int, body: wire.RunStart, now: datetime
+    tx: Session | Connection,
+    *,
+    run_id: int,
+    body: wire.RunStart,
+    now: datetime,
+    agent_token: int | None = None,
 ) -> wire.RunAck:
     """The agent started the command: claimed → running. Repeating it is harmless."""
     conn = connection_of(tx)
     runs, records = _lock(conn, [run_id])
-    run, record = _fence(runs, records, run_id, body.token)
+    run, record = _fence(runs, records, run_id, body.token, agent_token)
     if run["state"] == wire.RunState.running.value:
         return _ack(run, record)
     if run["state"] not in LIVE:
@@ -274,38 +293,62 @@ def start(
 
 
 def complete(
-    tx: Session | Connection, *, run_id: int, body: wire.RunComplete, now: datetime
+    tx: Session | Connection,
+    *,
+    run_id: int,
+    body: wire.RunComplete,
+    now: datetime,
+    agent_token: int | None = None,
 ) -> wire.RunAck:
     """The attempt succeeded: the record is done and its result document is stored."""
-    return _one(tx, _completion(run_id, body), now)
+    return _one(tx, _completion(run_id, body), now, agent_token)
 
 
 def fail(
-    tx: Session | Connection, *, run_id: int, body: wire.RunFail, now: datetime
+    tx: Session | Connection,
+    *,
+    run_id: int,
+    body: wire.RunFail,
+    now: datetime,
+    agent_token: int | None = None,
 ) -> wire.RunAck:
     """The attempt failed: back to ready while attempts remain, else failed for good."""
-    return _one(tx, _failure(run_id, body), now)
+    return _one(tx, _failure(run_id, body), now, agent_token)
 
 
 def release(
-    tx: Session | Connection, *, run_id: int, body: wire.RunRelease, now: datetime
+    tx: Session | Connection,
+    *,
+    run_id: int,
+    body: wire.RunRelease,
+    now: datetime,
+    agent_token: int | None = None,
 ) -> wire.RunAck:
     """The agent gave the record back: ready again, and the attempt is not spent."""
     payload = {"token": body.token, "reason": body.reason}
-    return _one(tx, _Report("release", run_id, body.token, payload), now)
+    return _one(tx, _Report("release", run_id, body.token, payload), now, agent_token)
 
 
 def orphan(
-    tx: Session | Connection, *, run_id: int, body: wire.RunOrphan, now: datetime
+    tx: Session | Connection,
+    *,
+    run_id: int,
+    body: wire.RunOrphan,
+    now: datetime,
+    agent_token: int | None = None,
 ) -> wire.RunAck:
     """The agent cannot run the record as specified: it is kept as orphaned with the reason
     until someone retries it, and the attempt is not spent."""
     payload = {"token": body.token, "reason": body.reason}
-    return _one(tx, _Report("orphan", run_id, body.token, payload), now)
+    return _one(tx, _Report("orphan", run_id, body.token, payload), now, agent_token)
 
 
 def report_many(
-    tx: Session | Connection, *, reports: list[wire.RunReport], now: datetime
+    tx: Session | Connection,
+    *,
+    reports: list[wire.RunReport],
+    now: datetime,
+    agent_token: int | None = None,
 ) -> list[wire.RunReportAnswer]:
     """Apply many final reports in one transaction, each fenced on its own.
 
@@ -316,6 +359,7 @@ def report_many(
         tx,
         [_completion(r.run_id, r) if r.error is None else _failure(r.run_id, r) for r in reports],
         now,
+        agent_token,
     )
     answers = []
     for item, outcome in zip(reports, outcomes, strict=True):

@@ -16,6 +16,7 @@ from sqlmodel import Session
 
 from farmhand.agent import wire
 from farmhand.server.errors import Forbidden, Invalid, StaleLease
+from farmhand.server.ownership import RUN_OWNER, not_your_run
 from farmhand.server.tables import Checkpoint, RecordInput, Run, Snapshot
 
 __all__ = [
@@ -113,22 +114,41 @@ def parse_lease_header(value: str | None) -> tuple[int, str]:
     return int(run), token
 
 
-def check_lease(session: Session, run_id: int, token: str, *, lock: bool = False) -> Run:
-    """The live run `run_id` if `token` is its lease token; StaleLease (409) otherwise."""
-    stmt = select(Run).where(Run.id == run_id)
+def check_lease(
+    session: Session,
+    run_id: int,
+    token: str,
+    *,
+    lock: bool = False,
+    agent_token: int | None = None,
+) -> Run:
+    """The live run `run_id` if `token` is its lease token; StaleLease (409) otherwise, and
+    Forbidden (403) when `agent_token` is given and did not register the run's agent."""
+    stmt = select(Run, RUN_OWNER).where(Run.id == run_id)
     if lock:
-        stmt = stmt.with_for_update()
-    run = session.execute(stmt).scalar_one_or_none()
+        stmt = stmt.with_for_update(of=Run)
+    found = session.execute(stmt).first()
+    if found is not None:
+        refusal = not_your_run(run_id, found.agent_token, agent_token)
+        if refusal is not None:
+            raise refusal
+    run = found[0] if found is not None else None
     if run is None or run.token != token or run.state not in LIVE_RUN:
         raise StaleLease(f"run {run_id} is not a live run held with this lease token")
     return run
 
 
 def add_checkpoint(
-    session: Session, *, run_id: int, body: wire.CheckpointCreate, now: datetime
+    session: Session,
+    *,
+    run_id: int,
+    body: wire.CheckpointCreate,
+    now: datetime,
+    agent_token: int | None = None,
 ) -> wire.Checkpoint:
-    """Attach an uploaded checkpoint to a live run (fenced by its lease token)."""
-    run = check_lease(session, run_id, body.token, lock=True)
+    """Attach an uploaded checkpoint to a live run (fenced by its lease token and, with
+    `agent_token`, by the token its agent registered with)."""
+    run = check_lease(session, run_id, body.token, lock=True, agent_token=agent_token)
     if find(session, body.sha256) is None:
         raise Invalid(f"checkpoint snapshot {body.sha256} is not on the server; upload it first")
     row = Checkpoint(record_id=run.record_id, run_id=run_id, sha256=body.sha256, created_at=now)

@@ -5,6 +5,10 @@ replica and after restarts, and revoking the token ends the session. It is `Http
 (scripts cannot read it), `SameSite=Strict` (other sites cannot make the browser send it)
 and `Secure` over HTTPS. Every POST also carries a CSRF token derived from the session
 token, and a POST whose `Origin` names another host is refused.
+
+The pages are for people: submitter and admin tokens. An agent token cannot log in, and a
+session made with one before (or a cookie set by hand) gets 403 on every page; it may still
+log out.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from farmhand.server.routes.deps import identify
 
 COOKIE = "farmhand_session"
 SESSION_SECONDS = 12 * 3600
+#: Roles that may use the pages at all.
+READERS = frozenset({Role.admin, Role.submitter})
 #: Roles that may cancel and retry records from the pages; others only look.
 ACTORS = frozenset({Role.admin, Role.submitter})
 
@@ -63,8 +69,17 @@ def csrf_token(secret: str) -> str:
     return hmac.new(secret.encode(), b"farmhand pages csrf", hashlib.sha256).hexdigest()[:32]
 
 
-async def viewer(request: Request) -> Viewer:
-    """The dependency every page takes: the session's viewer, or `LoginRequired`."""
+def refuse_agents(role: Role) -> None:
+    """Refused (403) for a role that may not use the pages."""
+    if role not in READERS:
+        raise Refused(
+            f"a {role.value} token cannot use the pages; log in with a submitter or admin "
+            "token (farmhand token create --role submitter)"
+        )
+
+
+async def session(request: Request) -> Viewer:
+    """The session's user, whatever the role, or `LoginRequired`."""
     secret = request.cookies.get(COOKIE)
     if not secret:
         raise LoginRequired
@@ -73,6 +88,16 @@ async def viewer(request: Request) -> Viewer:
     except Unauthorized:
         raise LoginRequired from None
     return Viewer(role=caller.role, csrf=csrf_token(secret))
+
+
+SessionDep = Annotated[Viewer, Depends(session)]
+
+
+async def viewer(who: SessionDep) -> Viewer:
+    """The dependency every page takes: the session's viewer, `LoginRequired` without one,
+    or 403 for an agent token's session."""
+    refuse_agents(who.role)
+    return who
 
 
 ViewerDep = Annotated[Viewer, Depends(viewer)]
@@ -85,7 +110,7 @@ def check_origin(request: Request) -> None:
         raise Refused(f"a form posted from {origin} may not act on this server")
 
 
-async def poster(request: Request, who: ViewerDep, csrf: Annotated[str, Form()] = "") -> Viewer:
+async def poster(request: Request, who: SessionDep, csrf: Annotated[str, Form()] = "") -> Viewer:
     """A POST from one of our own pages: same origin, carrying the session's CSRF token."""
     check_origin(request)
     if not hmac.compare_digest(csrf, who.csrf):
@@ -98,6 +123,7 @@ PosterDep = Annotated[Viewer, Depends(poster)]
 
 async def actor(who: PosterDep) -> Viewer:
     """A POST by a user allowed to cancel and retry."""
+    refuse_agents(who.role)
     if not who.can_act:
         raise Refused(f"a {who.role.value} token may only look; acting needs a submitter token")
     return who
@@ -135,10 +161,14 @@ async def login(
     check_origin(request)
     token = token.strip()
     try:
-        await identify(request.app.state, token)
+        caller = await identify(request.app.state, token)
+        refuse_agents(caller.role)
     except Unauthorized as exc:
         context = {"next": safe_next(next), "error": exc.message}
         return render(request, "login.html", context, status_code=401)
+    except Refused as exc:
+        context = {"next": safe_next(next), "error": exc.message}
+        return render(request, "login.html", context, status_code=exc.status)
     response = RedirectResponse(safe_next(next), status_code=303)
     response.set_cookie(
         COOKIE,
@@ -154,7 +184,7 @@ async def login(
 
 @router.post("/logout")
 async def logout(_: PosterDep) -> Response:
-    """End the session."""
+    """End the session (of any role: an agent token's session may end too)."""
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
     return response

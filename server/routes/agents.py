@@ -51,10 +51,15 @@ def list_agents(db: DbDep, _: SubmitterDep) -> list[wire.Agent]:
     openapi_extra=HEARTBEAT,
 )
 def heartbeat(
-    agent_id: int, body: wire.Heartbeat, db: DbDep, settings: SettingsDep, now: NowDep, _: AgentDep
+    agent_id: int,
+    body: wire.Heartbeat,
+    db: DbDep,
+    settings: SettingsDep,
+    now: NowDep,
+    caller: AgentDep,
 ) -> wire.HeartbeatAck:
     """One request renews the leases of all listed runs, stores the agent's status and names
-    the runs to stop."""
+    the runs to stop. An agent token heartbeats only for the agents it registered (403)."""
     with db.write() as session:
         return agents.heartbeat(
             session,
@@ -63,6 +68,7 @@ def heartbeat(
             now=now,
             ttl=settings.lease_ttl,
             status=body.status,
+            agent_token=caller.agent_token,
         )
 
 
@@ -72,11 +78,12 @@ def heartbeat(
     summary="Stop handing an agent work",
     responses=errors(404, 409, 422),
 )
-def drain_agent(agent_id: int, db: DbDep, now: NowDep, _: AgentDep) -> wire.Agent:
+def drain_agent(agent_id: int, db: DbDep, now: NowDep, caller: AgentDep) -> wire.Agent:
     """The agent is shutting down: its claims get 409 from now on (an in-flight long poll
-    included), while its heartbeats still renew the leases it is about to release."""
+    included), while its heartbeats still renew the leases it is about to release. An agent
+    token drains only the agents it registered (403); an admin token any."""
     with db.write() as session:
-        return agents.drain(session, agent_id=agent_id, now=now)
+        return agents.drain(session, agent_id=agent_id, now=now, agent_token=caller.agent_token)
 
 
 @router.post(
@@ -85,10 +92,13 @@ def drain_agent(agent_id: int, db: DbDep, now: NowDep, _: AgentDep) -> wire.Agen
     summary="Deregister an agent",
     responses=errors(404, 422),
 )
-def stop_agent(agent_id: int, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep) -> wire.Agent:
-    """Mark the agent stopped; every lease it still holds is released at once."""
+def stop_agent(
+    agent_id: int, db: DbDep, now: NowDep, wakeup: WakeupDep, caller: AgentDep
+) -> wire.Agent:
+    """Mark the agent stopped; every lease it still holds is released at once. An agent
+    token stops only the agents it registered (403); an admin token any."""
     with db.write() as session:
-        agent = agents.stop(session, agent_id=agent_id, now=now)
+        agent = agents.stop(session, agent_id=agent_id, now=now, agent_token=caller.agent_token)
     wakeup.notify()
     return agent
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 
 from farmhand.agent import wire
 from farmhand.server import auth, campaigns
-from farmhand.server.routes.deps import AdminDep, DbDep, SubmitterDep
+from farmhand.server.routes.deps import AdminDep, AnyRoleDep, DbDep, SubmitterDep
 from farmhand.server.routes.openapi import CAMPAIGN, TOKEN_CREATE, errors
 
 router = APIRouter(tags=["campaigns"])
@@ -32,8 +32,9 @@ def create_campaign(body: wire.CampaignCreate, db: DbDep, _: SubmitterDep) -> wi
     summary="List campaigns with record counts by state",
     responses=errors(422),
 )
-def list_campaigns(db: DbDep, _: SubmitterDep, name: str | None = None) -> list[wire.Campaign]:
-    """Every campaign (or every version of `name`), oldest first, with counts by state."""
+def list_campaigns(db: DbDep, _: AnyRoleDep, name: str | None = None) -> list[wire.Campaign]:
+    """Every campaign (or every version of `name`), oldest first, with counts by state. Agent
+    tokens may look too: `farmhand agent --campaign NAME` resolves the name with them."""
     with db.read() as session:
         return campaigns.list_(session, name=name)
 
@@ -44,8 +45,9 @@ def list_campaigns(db: DbDep, _: SubmitterDep, name: str | None = None) -> list[
     summary="Get a campaign",
     responses=errors(404, 422),
 )
-def get_campaign(campaign_id: int, db: DbDep, _: SubmitterDep) -> wire.Campaign:
-    """One campaign with its record counts by state."""
+def get_campaign(campaign_id: int, db: DbDep, _: AnyRoleDep) -> wire.Campaign:
+    """One campaign with its record counts by state (agent tokens too: `farmhand agent
+    --campaign ID`)."""
     with db.read() as session:
         return campaigns.get(session, campaign_id)
 

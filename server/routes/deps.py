@@ -37,6 +37,18 @@ class Caller:
     token_id: int
     role: Role
 
+    @property
+    def agent_token(self) -> int | None:
+        """The token an agent (or a run's agent) must have been registered with for this
+        caller to act as it: its own; None for an admin, who may act as any agent."""
+        return None if self.role == Role.admin else self.token_id
+
+    @property
+    def lease_reader(self) -> int | None:
+        """The token whose live leases bound what this caller may read: its own for an agent
+        token; None for submitters and admins, who read everything."""
+        return self.token_id if self.role == Role.agent else None
+
 
 async def get_db(request: Request) -> Database:
     """The app's database."""
@@ -115,6 +127,8 @@ def require(*roles: Role) -> Callable[..., Caller]:
 AdminDep = Annotated[Caller, Depends(require(Role.admin))]
 SubmitterDep = Annotated[Caller, Depends(require(Role.admin, Role.submitter))]
 AgentDep = Annotated[Caller, Depends(require(Role.admin, Role.agent))]
+#: Any valid token; routes narrow what an agent token sees (snapshots, campaigns).
+AnyRoleDep = Annotated[Caller, Depends(require(Role.admin, Role.submitter, Role.agent))]
 
 
 def json_response(body: BaseModel) -> Response:

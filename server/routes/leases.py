@@ -24,9 +24,10 @@ router = APIRouter(tags=["leases"])
     openapi_extra=CLAIM,
 )
 async def claim(
-    body: wire.ClaimRequest, db: DbDep, settings: SettingsDep, wakeup: WakeupDep, _: AgentDep
+    body: wire.ClaimRequest, db: DbDep, settings: SettingsDep, wakeup: WakeupDep, caller: AgentDep
 ) -> Response:
-    """Lease up to `max_records` ready records in one transaction.
+    """Lease up to `max_records` ready records in one transaction. An agent token claims only
+    as an agent it registered (403 otherwise); an admin token as any.
 
     With `wait` > 0 and nothing to claim, the request waits (without holding a worker thread)
     until records are submitted or released, or `wait` seconds pass.
@@ -47,6 +48,7 @@ async def claim(
                 runners=body.runners,
                 free=body.free,
                 walltime_left=body.walltime_left,
+                agent_token=caller.agent_token,
             )
 
     while True:

@@ -33,7 +33,8 @@ ERRORS: dict[int, tuple[str, str, str]] = {
         "unauthorized",
     ),
     403: (
-        "The token's role may not do this.",
+        "The token's role may not do this, or an agent token named an agent, run or snapshot "
+        "that is not its own (agents it registered, their runs, what their leases need).",
         "a agent token may not do this; it needs: admin, submitter",
         "forbidden",
     ),

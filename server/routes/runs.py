@@ -1,4 +1,8 @@
-"""/api/v1/runs: attempts, and the fenced reports agents send about them."""
+"""/api/v1/runs: attempts, and the fenced reports agents send about them.
+
+Every report is fenced by its run's lease token; an agent token also reports only on the
+runs of the agents it registered (403 otherwise), an admin token on any.
+"""
 
 from __future__ import annotations
 
@@ -52,12 +56,14 @@ def list_runs(
     openapi_extra=RUN_REPORTS,
 )
 def report_runs(
-    body: wire.RunReports, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep
+    body: wire.RunReports, db: DbDep, now: NowDep, wakeup: WakeupDep, caller: AgentDep
 ) -> Response:
     """Complete or fail many runs in one request and one transaction. Each report is fenced
     by its own token and answered on its own: a stale one gets its error, the rest apply."""
     with db.write_core() as conn:
-        answers = runs.report_many(conn, reports=body.reports, now=now)
+        answers = runs.report_many(
+            conn, reports=body.reports, now=now, agent_token=caller.agent_token
+        )
         unblocked = lifecycle.made_ready(conn)
     metrics.runs_ended(*(answer.ack for answer in answers))
     if unblocked or any(a.ack and a.ack.record_state == wire.RecordState.ready for a in answers):
@@ -72,10 +78,14 @@ def report_runs(
     responses=errors(404, 409, 413, 422),
     openapi_extra=RUN_START,
 )
-def start_run(run_id: int, body: wire.RunStart, db: DbDep, now: NowDep, _: AgentDep) -> Response:
+def start_run(
+    run_id: int, body: wire.RunStart, db: DbDep, now: NowDep, caller: AgentDep
+) -> Response:
     """The agent has staged the run and started its command (fenced by the lease token)."""
     with db.write_core() as conn:
-        return json_response(runs.start(conn, run_id=run_id, body=body, now=now))
+        return json_response(
+            runs.start(conn, run_id=run_id, body=body, now=now, agent_token=caller.agent_token)
+        )
 
 
 @router.post(
@@ -86,12 +96,12 @@ def start_run(run_id: int, body: wire.RunStart, db: DbDep, now: NowDep, _: Agent
     openapi_extra=RUN_COMPLETE,
 )
 def complete_run(
-    run_id: int, body: wire.RunComplete, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep
+    run_id: int, body: wire.RunComplete, db: DbDep, now: NowDep, wakeup: WakeupDep, caller: AgentDep
 ) -> Response:
     """The record becomes done with the run's result (children whose parents are now all done
     become ready); a repeat gets the same answer."""
     with db.write_core() as conn:
-        ack = runs.complete(conn, run_id=run_id, body=body, now=now)
+        ack = runs.complete(conn, run_id=run_id, body=body, now=now, agent_token=caller.agent_token)
         unblocked = lifecycle.made_ready(conn)
     metrics.runs_ended(ack)
     if unblocked:
@@ -107,11 +117,11 @@ def complete_run(
     openapi_extra=RUN_FAIL,
 )
 def fail_run(
-    run_id: int, body: wire.RunFail, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep
+    run_id: int, body: wire.RunFail, db: DbDep, now: NowDep, wakeup: WakeupDep, caller: AgentDep
 ) -> Response:
     """The attempt failed; the record is re-queued while attempts remain, else failed."""
     with db.write_core() as conn:
-        ack = runs.fail(conn, run_id=run_id, body=body, now=now)
+        ack = runs.fail(conn, run_id=run_id, body=body, now=now, agent_token=caller.agent_token)
     metrics.runs_ended(ack)
     if ack.record_state == wire.RecordState.ready:
         wakeup.notify()
@@ -126,13 +136,13 @@ def fail_run(
     openapi_extra=RUN_ORPHAN,
 )
 def orphan_run(
-    run_id: int, body: wire.RunOrphan, db: DbDep, now: NowDep, _: AgentDep
+    run_id: int, body: wire.RunOrphan, db: DbDep, now: NowDep, caller: AgentDep
 ) -> wire.RunAck:
     """The agent cannot run the record as specified (unknown runner, missing input, the run
     directory cannot be staged): it becomes orphaned with the reason, no attempt spent, until
     a user retries it (`farmhand retry --orphans`)."""
     with db.write_core() as conn:
-        ack = runs.orphan(conn, run_id=run_id, body=body, now=now)
+        ack = runs.orphan(conn, run_id=run_id, body=body, now=now, agent_token=caller.agent_token)
     metrics.runs_ended(ack)
     return ack
 
@@ -145,11 +155,11 @@ def orphan_run(
     openapi_extra=RUN_RELEASE,
 )
 def release_run(
-    run_id: int, body: wire.RunRelease, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep
+    run_id: int, body: wire.RunRelease, db: DbDep, now: NowDep, wakeup: WakeupDep, caller: AgentDep
 ) -> Response:
     """The record is ready again at once, without spending an attempt."""
     with db.write_core() as conn:
-        ack = runs.release(conn, run_id=run_id, body=body, now=now)
+        ack = runs.release(conn, run_id=run_id, body=body, now=now, agent_token=caller.agent_token)
     metrics.runs_ended(ack)
     wakeup.notify()
     return json_response(ack)

@@ -2,6 +2,13 @@
 
 Uploads never sit in memory whole: the body is streamed into a staging file of the blob
 store, hashed on the way, and only a verified file becomes the blob (then its row is written).
+
+Submitter and admin tokens read every snapshot. An agent token reads only what its live
+leases name (`ownership.readable`: their records' inputs and checkpoints, their parents'
+archives): GET and /info answer 403 for anything else, whether it exists or not, and HEAD
+answers 404 — as if it were not stored — unless the request names one of the token's live
+runs in `X-Farmhand-Lease` (an upload about to happen: PUT would say as much). Listing is
+for submitters and admins. Agent tokens upload only for a live run of their own agents.
 """
 
 from __future__ import annotations
@@ -18,15 +25,23 @@ from starlette.requests import ClientDisconnect
 from farmhand.agent import wire
 from farmhand.agent.transfer import LEASE_HEADER
 from farmhand.agent.wire import Role
-from farmhand.server import snapshots
+from farmhand.server import ownership, snapshots
 from farmhand.server.blobstore import BlobStore
-from farmhand.server.errors import FarmhandError, NotFound
-from farmhand.server.routes.deps import AgentDep, Caller, DbDep, NowDep, SettingsDep, require
+from farmhand.server.db import Database
+from farmhand.server.errors import FarmhandError, Forbidden, NotFound
+from farmhand.server.routes.deps import (
+    AgentDep,
+    AnyRoleDep,
+    Caller,
+    DbDep,
+    NowDep,
+    SettingsDep,
+    SubmitterDep,
+)
 from farmhand.server.routes.openapi import CHECKPOINT, errors
 
 router = APIRouter(tags=["snapshots"])
 
-AnyRoleDep = Annotated[Caller, Depends(require(Role.admin, Role.submitter, Role.agent))]
 Sha = Annotated[
     str, Path(pattern=wire.SHA256_PATTERN, description="the lowercase hex sha256 of the bytes")
 ]
@@ -54,6 +69,29 @@ async def get_blobs(request: Request) -> BlobStore:
 
 
 BlobsDep = Annotated[BlobStore, Depends(get_blobs)]
+LeaseHeader = Annotated[
+    str | None,
+    Header(alias=LEASE_HEADER, description="`<run id>:<lease token>`: agent tokens only"),
+]
+
+
+def _visible(db: Database, sha256: str, caller: Caller, lease: str | None) -> bool:
+    """Whether HEAD may say if snapshot `sha256` is stored: always for submitters and
+    admins; for an agent token, when it may read it or names a live run of its own."""
+    if caller.lease_reader is None:
+        return True
+    with db.read() as session:
+        try:
+            ownership.check_readable(session, sha256, agent_token=caller.lease_reader)
+            return True
+        except Forbidden:
+            pass
+        try:
+            run_id, token = snapshots.parse_lease_header(lease)
+            snapshots.check_lease(session, run_id, token, agent_token=caller.lease_reader)
+        except FarmhandError:
+            return False
+        return True
 
 
 @router.put(
@@ -74,12 +112,12 @@ async def put_snapshot(
     settings: SettingsDep,
     now: NowDep,
     caller: AnyRoleDep,
-    lease: Annotated[str | None, Header(alias=LEASE_HEADER)] = None,
+    lease: LeaseHeader = None,
 ) -> Response:
     """Store the request body as snapshot `sha256`, streamed to disk and verified: bytes that
     hash to anything else are refused (400) and nothing is kept. A snapshot already stored
-    answers 200 at once. Agent tokens upload only for a live run they hold (header
-    `X-Farmhand-Lease: <run id>:<lease token>`)."""
+    answers 200 at once. Agent tokens upload only for a live run of their own agents (header
+    `X-Farmhand-Lease: <run id>:<lease token>`; 403 without it or for another token's run)."""
     cap = settings.max_snapshot_bytes
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > cap:
@@ -89,7 +127,7 @@ async def put_snapshot(
         with db.read() as session:
             if caller.role == Role.agent:
                 run_id, token = snapshots.parse_lease_header(lease)
-                snapshots.check_lease(session, run_id, token)
+                snapshots.check_lease(session, run_id, token, agent_token=caller.token_id)
             return snapshots.info(session, sha256)
 
     existing = await run_in_threadpool(precheck)
@@ -157,8 +195,14 @@ async def _receive(request: Request, blobs: BlobStore, sha256: str, cap: int) ->
 @router.head(
     "/snapshots/{sha256}", summary="Ask whether a snapshot is stored", responses=errors(404, 422)
 )
-def head_snapshot(sha256: Sha, db: DbDep, _: AnyRoleDep) -> Response:
-    """200 with its `Content-Length` if the server holds it, else 404 (skip uploads it has)."""
+def head_snapshot(
+    sha256: Sha, db: DbDep, caller: AnyRoleDep, lease: LeaseHeader = None
+) -> Response:
+    """200 with its `Content-Length` if the server holds it, else 404 (skip uploads it has).
+    An agent token gets 404 for what it may not read, unless `X-Farmhand-Lease` names a live
+    run of its own agents (it is about to upload)."""
+    if not _visible(db, sha256, caller, lease):
+        return Response(status_code=404)
     with db.read() as session:
         row = snapshots.find(session, sha256)
     if row is None:
@@ -180,12 +224,14 @@ def get_snapshot(
     sha256: Sha,
     db: DbDep,
     blobs: BlobsDep,
-    _: AnyRoleDep,
+    caller: AnyRoleDep,
     range_: Annotated[str | None, Header(alias="Range")] = None,
 ) -> Response:
     """The snapshot's bytes, streamed, with `Content-Length`; a single `Range: bytes=a-b`
-    gets 206 and just those bytes."""
+    gets 206 and just those bytes. An agent token reads only what its live leases name: their
+    inputs and checkpoints, their parents' archives (403 otherwise)."""
     with db.read() as session:
+        ownership.check_readable(session, sha256, agent_token=caller.lease_reader)
         row = snapshots.find(session, sha256)
     if row is None:
         raise NotFound(f"no snapshot {sha256}")
@@ -236,9 +282,11 @@ def _parse_range(value: str | None, size: int) -> tuple[int, int] | str | None:
     summary="Describe a snapshot",
     responses=errors(404, 422),
 )
-def snapshot_info(sha256: Sha, db: DbDep, _: AnyRoleDep) -> wire.Snapshot:
-    """Size, creation time and how many record inputs, run archives and checkpoints use it."""
+def snapshot_info(sha256: Sha, db: DbDep, caller: AnyRoleDep) -> wire.Snapshot:
+    """Size, creation time and how many record inputs, run archives and checkpoints use it.
+    An agent token: only for what its live leases name (403 otherwise)."""
     with db.read() as session:
+        ownership.check_readable(session, sha256, agent_token=caller.lease_reader)
         found = snapshots.info(session, sha256)
     if found is None:
         raise NotFound(f"no snapshot {sha256}")
@@ -253,7 +301,7 @@ def snapshot_info(sha256: Sha, db: DbDep, _: AnyRoleDep) -> wire.Snapshot:
 )
 def list_snapshots(
     db: DbDep,
-    _: AnyRoleDep,
+    _: SubmitterDep,
     after: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> wire.SnapshotPage:
@@ -272,9 +320,11 @@ def list_snapshots(
     openapi_extra=CHECKPOINT,
 )
 def add_checkpoint(
-    run_id: int, body: wire.CheckpointCreate, db: DbDep, now: NowDep, _: AgentDep
+    run_id: int, body: wire.CheckpointCreate, db: DbDep, now: NowDep, caller: AgentDep
 ) -> wire.Checkpoint:
-    """Record an uploaded checkpoint of a live run (fenced by its lease token); the record's
-    next attempt restores the newest one."""
+    """Record an uploaded checkpoint of a live run (fenced by its lease token; an agent token
+    only for its own agents' runs); the record's next attempt restores the newest one."""
     with db.write() as session:
-        return snapshots.add_checkpoint(session, run_id=run_id, body=body, now=now)
+        return snapshots.add_checkpoint(
+            session, run_id=run_id, body=body, now=now, agent_token=caller.agent_token
+        )

@@ -32,11 +32,14 @@ def wait_for(condition: Callable[[], object], timeout: float = 60, what: str = "
         time.sleep(0.05)
 
 
-def start_agent(server: LiveServer, tmp_path: Path, name: str, *args: str) -> subprocess.Popen:
+def start_agent(
+    server: LiveServer, tmp_path: Path, name: str, *args: str, token: str | None = None
+) -> subprocess.Popen:
+    """`farmhand agent` as admin, or with `token`."""
     log = (tmp_path / f"agent-{name}.log").open("wb")
     return subprocess.Popen(
         [*FARMHAND, "agent", "--name", name, "--workdir", str(tmp_path / f"work-{name}"), *args],
-        env=server.client_env(),
+        env=server.client_env(token),
         stdout=log,
         stderr=subprocess.STDOUT,
     )

@@ -40,8 +40,9 @@ def test_agent_tokens_reach_only_agent_lease_and_run_endpoints(api: TestClient) 
     submit(api, c, "k")
     secret = token(api, "agent")
     for method, path, body in (
-        ("get", "/campaigns", None),
         ("get", "/records", None),
+        ("get", "/runs", None),
+        ("get", "/snapshots", None),
         ("post", "/records", {"campaign_id": c, "records": [{"key": "x", "command": "y"}]}),
         ("post", "/records/cancel", {"ids": [1]}),
         ("post", "/tokens", {"role": "admin"}),

@@ -1,4 +1,4 @@
-SELECT agent.name, agent.state, EXISTS (SELECT *
+SELECT agent.name, agent.state, agent.token_id, EXISTS (SELECT *
 FROM record
 WHERE record.state IN ('claimed', 'running') AND record.lease_expires_at < :b_now) AS due, (SELECT coalesce(max(run.id), :coalesce_2) AS coalesce_1
 FROM run) AS last_run
