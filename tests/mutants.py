@@ -37,7 +37,129 @@ class Mutant:
     why: str
 
 
-MUTANTS: list[Mutant] = []
+MUTANTS: list[Mutant] = [
+    Mutant(
+        "wake-submit",
+        "server/routes/records.py",
+        "    if answer.created or answer.replaced:\n        wakeup.notify()",
+        "    if answer.created or answer.replaced:\n        pass",
+        ("tests/server/test_wakeups.py::test_a_submission_wakes_a_sleeping_claim",),
+        "a submission does not wake waiting claims",
+    ),
+    Mutant(
+        "wake-retry",
+        "server/routes/records.py",
+        "    if answer.changed:\n        wakeup.notify()",
+        "    if answer.changed:\n        pass",
+        ("tests/server/test_wakeups.py::test_a_retry_wakes_a_sleeping_claim",),
+        "a retry does not wake waiting claims",
+    ),
+    Mutant(
+        "wake-retry-button",
+        "server/pages/routes.py",
+        "    request.app.state.wakeup.notify()",
+        "    pass",
+        ("tests/server/test_wakeups.py::test_the_retry_button_wakes_a_sleeping_claim",),
+        "the page's retry button does not wake waiting claims",
+    ),
+    Mutant(
+        "wake-fail",
+        "server/routes/runs.py",
+        "    if ack.record_state == wire.RecordState.ready:\n        wakeup.notify()",
+        "    if ack.record_state == wire.RecordState.ready:\n        pass",
+        (
+            "tests/server/test_wakeups.py::test_a_failed_attempt_that_requeues_wakes_a_sleeping_claim",
+        ),
+        "a failed attempt that re-queues does not wake waiting claims",
+    ),
+    Mutant(
+        "wake-complete",
+        "server/routes/runs.py",
+        "    if unblocked:\n        wakeup.notify()",
+        "    if unblocked:\n        pass",
+        ("tests/server/test_wakeups.py::test_a_completed_parent_wakes_a_claim_for_its_child",),
+        "a completed parent does not wake claims for its children",
+    ),
+    Mutant(
+        "wake-reports",
+        "server/routes/runs.py",
+        "for a in answers):\n        wakeup.notify()",
+        "for a in answers):\n        pass",
+        ("tests/server/test_wakeups.py::test_a_batch_report_wakes_a_sleeping_claim",),
+        "a batch report does not wake waiting claims",
+    ),
+    Mutant(
+        "wake-release",
+        "server/routes/runs.py",
+        "    metrics.runs_ended(ack)\n    wakeup.notify()",
+        "    metrics.runs_ended(ack)\n    pass",
+        ("tests/server/test_wakeups.py::test_a_release_wakes_a_sleeping_claim",),
+        "a release does not wake waiting claims",
+    ),
+    Mutant(
+        "wake-agent-stop",
+        "server/routes/agents.py",
+        "    wakeup.notify()",
+        "    pass",
+        ("tests/server/test_wakeups.py::test_stopping_an_agent_wakes_a_claim_for_its_records",),
+        "stopping an agent does not wake claims for its released records",
+    ),
+    Mutant(
+        "wake-bundle-import",
+        "server/routes/bundles.py",
+        "        wakeup.notify()",
+        "        pass",
+        ("tests/server/test_wakeups.py::test_a_bundle_import_wakes_a_sleeping_claim",),
+        "a bundle import does not wake waiting claims",
+    ),
+    Mutant(
+        "wake-sweep",
+        "server/app.py",
+        "            app.state.wakeup.notify()",
+        "            pass",
+        (
+            "tests/server/test_wakeups.py::test_the_lease_sweep_wakes_a_claim_for_the_records_it_requeues",
+        ),
+        "the lease sweep does not wake claims for what it re-queued",
+    ),
+    Mutant(
+        "wake-noop",
+        "server/notify.py",
+        "            loop.call_soon_threadsafe(self._notify)",
+        "            pass",
+        ("tests/e2e/test_long_poll.py",),
+        "Wakeup.notify() wakes nobody (test_long_poll passed with this for a year)",
+    ),
+    Mutant(
+        "write-lock-unused",
+        "server/db.py",
+        "        with self._write_lock or nullcontext():  # noqa: SIM117 - the lock must wrap "
+        "the begin",
+        "        with nullcontext():  # noqa: SIM117 - the lock must wrap the begin",
+        (
+            "tests/server/test_locking.py::test_a_batch_report_racing_the_same_batch_waits_and_gets_the_same_answers",
+        ),
+        "SQLite Core writers skip the process's write lock (the lock tests proved nothing)",
+    ),
+    Mutant(
+        "metrics-missing-zero",
+        "server/metrics.py",
+        "            for state, n in campaign.counts.items():\n",
+        "            for state, n in [kv for kv in campaign.counts.items() if kv[1]]:\n",
+        ("tests/server/test_metrics.py::test_records_by_campaign_and_state",),
+        "the records gauge leaves out states with no records (the test read a missing series as 0)",
+    ),
+    Mutant(
+        "claim-skips-expiry",
+        "server/leases.py",
+        "    if gate.due:\n        expire(conn, now=now)",
+        "    if gate.due:\n        pass",
+        (
+            "tests/server/test_lifecycle.py::test_a_lost_lease_with_no_attempts_left_fails_the_descendants",
+        ),
+        "claims stop expiring lost leases themselves",
+    ),
+]
 
 
 def _unchanged_in_git(path: Path) -> bool:
