@@ -31,10 +31,10 @@ router = APIRouter(tags=["runs"])
 def list_runs(
     db: DbDep,
     _: SubmitterDep,
-    record_id: int | None = None,
-    agent_id: int | None = None,
+    record_id: wire.Id | None = None,
+    agent_id: wire.Id | None = None,
     state: wire.RunState | None = None,
-    after: int | None = None,
+    after: wire.Id | None = None,
     limit: int = Query(100, ge=1, le=1000),
 ) -> wire.Page[wire.Run]:
     """Runs in id order, filtered; follow `next` for the following page."""
@@ -59,10 +59,11 @@ def report_runs(
     with db.write_core() as conn:
         answers = runs.report_many(conn, reports=body.reports, now=now)
         unblocked = lifecycle.made_ready(conn)
+        response = json_response(wire.RunReportAnswers(answers=answers))
     metrics.runs_ended(*(answer.ack for answer in answers))
     if unblocked or any(a.ack and a.ack.record_state == wire.RecordState.ready for a in answers):
         wakeup.notify()
-    return json_response(wire.RunReportAnswers(answers=answers))
+    return response
 
 
 @router.post(
@@ -72,7 +73,9 @@ def report_runs(
     responses=errors(404, 409, 413, 422),
     openapi_extra=RUN_START,
 )
-def start_run(run_id: int, body: wire.RunStart, db: DbDep, now: NowDep, _: AgentDep) -> Response:
+def start_run(
+    run_id: wire.Id, body: wire.RunStart, db: DbDep, now: NowDep, _: AgentDep
+) -> Response:
     """The agent has staged the run and started its command (fenced by the lease token)."""
     with db.write_core() as conn:
         return json_response(runs.start(conn, run_id=run_id, body=body, now=now))
@@ -86,17 +89,18 @@ def start_run(run_id: int, body: wire.RunStart, db: DbDep, now: NowDep, _: Agent
     openapi_extra=RUN_COMPLETE,
 )
 def complete_run(
-    run_id: int, body: wire.RunComplete, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep
+    run_id: wire.Id, body: wire.RunComplete, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep
 ) -> Response:
     """The record becomes done with the run's result (children whose parents are now all done
     become ready); a repeat gets the same answer."""
     with db.write_core() as conn:
         ack = runs.complete(conn, run_id=run_id, body=body, now=now)
         unblocked = lifecycle.made_ready(conn)
+        response = json_response(ack)
     metrics.runs_ended(ack)
     if unblocked:
         wakeup.notify()
-    return json_response(ack)
+    return response
 
 
 @router.post(
@@ -107,15 +111,16 @@ def complete_run(
     openapi_extra=RUN_FAIL,
 )
 def fail_run(
-    run_id: int, body: wire.RunFail, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep
+    run_id: wire.Id, body: wire.RunFail, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep
 ) -> Response:
     """The attempt failed; the record is re-queued while attempts remain, else failed."""
     with db.write_core() as conn:
         ack = runs.fail(conn, run_id=run_id, body=body, now=now)
+        response = json_response(ack)
     metrics.runs_ended(ack)
     if ack.record_state == wire.RecordState.ready:
         wakeup.notify()
-    return json_response(ack)
+    return response
 
 
 @router.post(
@@ -126,15 +131,16 @@ def fail_run(
     openapi_extra=RUN_ORPHAN,
 )
 def orphan_run(
-    run_id: int, body: wire.RunOrphan, db: DbDep, now: NowDep, _: AgentDep
-) -> wire.RunAck:
+    run_id: wire.Id, body: wire.RunOrphan, db: DbDep, now: NowDep, _: AgentDep
+) -> Response:
     """The agent cannot run the record as specified (unknown runner, missing input, the run
     directory cannot be staged): it becomes orphaned with the reason, no attempt spent, until
     a user retries it (`farmhand retry --orphans`)."""
     with db.write_core() as conn:
         ack = runs.orphan(conn, run_id=run_id, body=body, now=now)
+        response = json_response(ack)
     metrics.runs_ended(ack)
-    return ack
+    return response
 
 
 @router.post(
@@ -145,11 +151,12 @@ def orphan_run(
     openapi_extra=RUN_RELEASE,
 )
 def release_run(
-    run_id: int, body: wire.RunRelease, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep
+    run_id: wire.Id, body: wire.RunRelease, db: DbDep, now: NowDep, wakeup: WakeupDep, _: AgentDep
 ) -> Response:
     """The record is ready again at once, without spending an attempt."""
     with db.write_core() as conn:
         ack = runs.release(conn, run_id=run_id, body=body, now=now)
+        response = json_response(ack)
     metrics.runs_ended(ack)
     wakeup.notify()
-    return json_response(ack)
+    return response

@@ -21,7 +21,15 @@ from farmhand.agent.wire import Role
 from farmhand.server import snapshots
 from farmhand.server.blobstore import BlobStore
 from farmhand.server.errors import FarmhandError, NotFound
-from farmhand.server.routes.deps import AgentDep, Caller, DbDep, NowDep, SettingsDep, require
+from farmhand.server.routes.deps import (
+    AgentDep,
+    Caller,
+    DbDep,
+    NowDep,
+    SettingsDep,
+    json_response,
+    require,
+)
 from farmhand.server.routes.openapi import CHECKPOINT, errors
 
 router = APIRouter(tags=["snapshots"])
@@ -272,9 +280,10 @@ def list_snapshots(
     openapi_extra=CHECKPOINT,
 )
 def add_checkpoint(
-    run_id: int, body: wire.CheckpointCreate, db: DbDep, now: NowDep, _: AgentDep
-) -> wire.Checkpoint:
+    run_id: wire.Id, body: wire.CheckpointCreate, db: DbDep, now: NowDep, _: AgentDep
+) -> Response:
     """Record an uploaded checkpoint of a live run (fenced by its lease token); the record's
     next attempt restores the newest one."""
     with db.write() as session:
-        return snapshots.add_checkpoint(session, run_id=run_id, body=body, now=now)
+        checkpoint = snapshots.add_checkpoint(session, run_id=run_id, body=body, now=now)
+        return json_response(checkpoint, status_code=201)
