@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI, Request
@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from farmhand.agent import wire
@@ -158,9 +159,15 @@ async def _sweep(app: FastAPI, settings: Settings) -> None:
             app.state.wakeup.notify()
 
 
-def _error(status: int, detail: str, code: str, errors: list | None = None) -> JSONResponse:
+def _error(
+    status: int,
+    detail: str,
+    code: str,
+    errors: list | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
     body = wire.ErrorBody(detail=detail, code=code, errors=errors)
-    return JSONResponse(body.model_dump(exclude_none=True), status_code=status)
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -188,8 +195,26 @@ def _add_error_handlers(app: FastAPI) -> None:
         return _error(422, detail, "invalid", errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail), "http_error")
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})  # e.g. `WWW-Authenticate` on a 401
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request)
+        return _error(exc.status_code, str(exc.detail), "http_error", headers=headers)
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route takes at this path, found by asking the routes. Starlette's
+    own `Allow` names only the methods of the first route matching the path (GET and POST
+    /campaigns are two routes), and FastAPI's included routers do not list theirs."""
+    allowed = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return ", ".join(allowed)
 
 
 def _add_body_limit(app: FastAPI, limit: int) -> None:

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 import uvicorn
+from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
 from farmhand.server import logs, migrate
@@ -49,12 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str]) -> int:
     """Run the server until it is interrupted."""
     args = build_parser().parse_args(argv)
-    settings = Settings.from_env(
-        data_dir=args.data_dir,
-        database_url=args.database_url,
-        lease_ttl=args.lease_ttl,
-        log_format=args.log_format,
-    )
+    try:
+        settings = Settings.from_env(
+            data_dir=args.data_dir,
+            database_url=args.database_url,
+            lease_ttl=args.lease_ttl,
+            log_format=args.log_format,
+        )
+    except ValidationError as exc:  # a bad FARMHAND_* value or flag: one line each, no trace
+        for err in exc.errors():
+            name = "FARMHAND_" + "_".join(str(p) for p in err["loc"]).upper()
+            message = str(err["msg"]).removeprefix("Value error, ")
+            print(f"farmhand server: {name}: {message}", file=sys.stderr)
+        return 1
     if args.migrate_only:
         return _migrate_only(settings)
     try:  # a bad storage URL, a missing bucket or refused credentials: one clear line

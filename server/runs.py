@@ -14,7 +14,6 @@ stop the others.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,7 +24,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from farmhand.agent import wire
-from farmhand.server import lifecycle, snapshots, states
+from farmhand.server import auth, lifecycle, snapshots, states
 from farmhand.server.db import connection_of, execute_rows
 from farmhand.server.errors import FarmhandError, Invalid, NotFound, StaleLease
 from farmhand.server.report_statements import (
@@ -110,7 +109,7 @@ def _fence(
     run = runs.get(run_id)
     if run is None:
         raise NotFound(f"run {run_id} does not exist")
-    if not hmac.compare_digest(run["token"], token):
+    if not auth.same_secret(run["token"], token):
         raise StaleLease(f"run {run_id}: the lease token does not match; this lease is not yours")
     return run, records[run["record_id"]]  # foreign key; runs are never deleted
 

@@ -6,9 +6,12 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from farmhand.agent import wire
+
+#: The shortest bootstrap admin token a server starts with: a guessable one is refused.
+MIN_ADMIN_TOKEN_LENGTH = 16
 
 
 class Settings(BaseModel):
@@ -66,6 +69,16 @@ class Settings(BaseModel):
     page_refresh: float = Field(
         default=3.0, gt=0, description="seconds between the status pages' live refreshes"
     )
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token_not_guessable(cls, value: str | None) -> str | None:
+        if value and len(value) < MIN_ADMIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"the admin token is {len(value)} characters; it must have at least "
+                f"{MIN_ADMIN_TOKEN_LENGTH} (e.g. `openssl rand -hex 32`)"
+            )
+        return value
 
     @property
     def resolved_database_url(self) -> str:

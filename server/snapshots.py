@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from farmhand.agent import wire
+from farmhand.server import auth
 from farmhand.server.errors import Forbidden, Invalid, StaleLease
 from farmhand.server.tables import Checkpoint, RecordInput, Run, Snapshot
 
@@ -105,7 +106,10 @@ def page(session: Session, *, after: str | None, limit: int) -> wire.SnapshotPag
 def parse_lease_header(value: str | None) -> tuple[int, str]:
     """`<run id>:<lease token>` from the X-Farmhand-Lease header; Forbidden if absent/bad."""
     run, _, token = (value or "").partition(":")
-    if not run.isdigit() or not token:
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+    if not (run.isascii() and run.isdigit() and len(run) <= 10) or int(run) > wire.MAX_INT:
+        run = ""
+    if not run or not token:
         raise Forbidden(
             "an agent token uploads snapshots only for a run it holds: send the header "
             "X-Farmhand-Lease: <run id>:<lease token>"
@@ -119,7 +123,7 @@ def check_lease(session: Session, run_id: int, token: str, *, lock: bool = False
     if lock:
         stmt = stmt.with_for_update()
     run = session.execute(stmt).scalar_one_or_none()
-    if run is None or run.token != token or run.state not in LIVE_RUN:
+    if run is None or not auth.same_secret(run.token, token) or run.state not in LIVE_RUN:
         raise StaleLease(f"run {run_id} is not a live run held with this lease token")
     return run
 

@@ -90,7 +90,7 @@ async def put_snapshot(
     `X-Farmhand-Lease: <run id>:<lease token>`)."""
     cap = settings.max_snapshot_bytes
     length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > cap:
+    if length.isascii() and length.isdigit() and int(length) > cap:
         raise TooLarge(f"snapshot is {int(length)} bytes; the limit is {cap}")
 
     def precheck() -> wire.Snapshot | None:
