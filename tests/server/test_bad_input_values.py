@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from farmhand.server.errors import Forbidden
+from farmhand.server.snapshots import parse_lease_header
 from tests.server.helpers import API, agent, campaign, claim, counts, submit
 
 HUGE = 2**70  # beyond 64 bits: SQLite cannot bind it
@@ -111,7 +113,9 @@ def test_a_non_ascii_lease_token_is_stale_not_500(
     assert counts(api, c) == {"ready": 1, "claimed": 1}
 
 
-@pytest.mark.parametrize("header", ["²:x".encode("latin-1"), b"1:\xe9", b"99999999999999:x"])
+@pytest.mark.parametrize(
+    "header", ["²:x".encode("latin-1"), b"1:\xe9", b"99999999999999:x", b"9" * 30 + b":x"]
+)
 def test_a_bad_lease_header_is_refused_not_500(
     world: tuple[TestClient, int, dict[str, Any]], header: bytes
 ) -> None:
@@ -179,3 +183,9 @@ def test_a_guessable_admin_token_stops_the_server_at_start(tmp_path: Path) -> No
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "FARMHAND_ADMIN_TOKEN" in lines[0] and "16" in lines[0], lines
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("value", ["²:x", "\u0661:x", "9" * 5000 + ":x", ":x", "1:", None])
+def test_lease_headers_that_name_no_run_are_forbidden(value: str | None) -> None:
+    with pytest.raises(Forbidden):
+        parse_lease_header(value)
