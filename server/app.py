@@ -196,12 +196,18 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == _UNPARSED_BODY:
+            # FastAPI's answer to a body json.loads cannot even read (not UTF-8, nested past
+            # the recursion limit): the same 422 as any other body that is not JSON.
+            why = "not UTF-8" if isinstance(exc.__cause__, UnicodeError) else "unreadable"
+            return _error(422, f"request body is not valid JSON ({why})", "invalid")
         headers = dict(exc.headers or {})  # e.g. `WWW-Authenticate` on a 401
         if exc.status_code == 405:
             headers["Allow"] = _allowed_methods(request)
         return _error(exc.status_code, str(exc.detail), "http_error", headers=headers)
 
 
+_UNPARSED_BODY = "There was an error parsing the body"
 _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 

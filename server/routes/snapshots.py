@@ -169,8 +169,8 @@ def head_snapshot(sha256: Sha, db: DbDep, _: AnyRoleDep) -> Response:
     """200 with its `Content-Length` if the server holds it, else 404 (skip uploads it has)."""
     with db.read() as session:
         row = snapshots.find(session, sha256)
-    if row is None:
-        return Response(status_code=404)
+    if row is None:  # the headers a GET's 404 would have: its JSON error, without the body
+        return Response(status_code=404, media_type="application/json")
     return Response(headers={"content-length": str(row.size), "accept-ranges": "bytes"})
 
 

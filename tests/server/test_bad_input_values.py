@@ -189,3 +189,12 @@ def test_a_guessable_admin_token_stops_the_server_at_start(tmp_path: Path) -> No
 def test_lease_headers_that_name_no_run_are_forbidden(value: str | None) -> None:
     with pytest.raises(Forbidden):
         parse_lease_header(value)
+
+
+@pytest.mark.parametrize("body", [b'{"name": "\xc3\x28"}', b"\x80", b"[" * 100_000])
+def test_a_body_json_cannot_read_is_422_like_any_bad_json(api: TestClient, body: bytes) -> None:
+    headers = {"content-type": "application/json"}
+    r = api.post(f"{API}/campaigns", content=body, headers=headers)
+    assert r.status_code == 422, r.text
+    assert "request body is not valid JSON" in r.json()["detail"]
+    assert api.get(f"{API}/campaigns").json() == []
