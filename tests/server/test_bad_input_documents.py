@@ -104,3 +104,53 @@ def test_a_claim_whose_answer_cannot_be_built_leases_nothing(api: TestClient, wh
     with db.read() as session:
         assert session.execute(select(Record.state)).scalars().all() == ["ready"]
         assert session.execute(select(Run.id)).scalars().all() == []
+
+
+BUNDLE_CAMPAIGN = {"name": "imported", "version": 1, "created_at": "2026-01-01T00:00:00Z"}
+
+
+def bundle_record(**changes: Any) -> dict[str, Any]:
+    run = {"id": 7, "attempt": 1, "state": "done", "claimed_at": "2026-01-01T00:00:00Z"}
+    base = {
+        "key": "k",
+        "command": "true",
+        "state": "done",
+        "attempts": 1,
+        "max_attempts": 3,
+        "created_at": "2026-01-01T00:00:00Z",
+        "runs": [run],
+    }
+    for name, value in changes.items():
+        if name.startswith("run_"):
+            run[name.removeprefix("run_")] = value
+        else:
+            base[name] = value
+    return base
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"run_stdout_tail": "x" * (wire.MAX_TAIL_BYTES + 1)}, "records.0.runs.0.stdout_tail"),
+        ({"run_error": "e" * (wire.MAX_ERROR_LENGTH + 1)}, "records.0.runs.0.error"),
+        ({"run_exit_code": 2**70}, "records.0.runs.0.exit_code"),
+        ({"run_run_args": deep()}, "records.0.runs.0.run_args"),
+        ({"tags": ["not a tag!"]}, "records.0.tags"),
+        ({"max_attempts": 2**70}, "records.0.max_attempts"),
+        ({"priority": 2**40}, "records.0.priority"),
+        ({"result": deep()}, "records.0.result"),
+        ({"temporary_run_args": deep()}, "records.0.temporary_run_args"),
+        ({"key": "a\x00b"}, "records.0.key"),
+    ],
+)
+def test_imported_rows_meet_the_caps_of_live_reports(
+    api: TestClient, changes: dict[str, Any], needle: str
+) -> None:
+    before = api.get(f"{API}/campaigns").json()
+    body = {"campaign": BUNDLE_CAMPAIGN, "records": [bundle_record(**changes)]}
+    r = api.post(f"{API}/bundles", json=body)
+    assert r.status_code == 422, r.text
+    assert needle in r.json()["detail"]
+    assert api.get(f"{API}/campaigns").json() == before
+    r = api.post(f"{API}/bundles", json={"campaign": BUNDLE_CAMPAIGN, "records": [bundle_record()]})
+    assert r.status_code == 200, r.text
