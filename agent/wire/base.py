@@ -178,6 +178,11 @@ def _no_nul(value: Any) -> Any:
     return value
 
 
+#: A string without NUL characters: for query parameters that reach SQL (PostgreSQL refuses
+#: a NUL in any text it is sent).
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+
 class Strict(BaseModel):
     """Request bodies reject unknown fields, so a typo is a 422, not a silent no-op. They
     refuse NaN and infinity, and NUL characters in strings (PostgreSQL stores neither)."""

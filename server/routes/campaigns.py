@@ -32,7 +32,9 @@ def create_campaign(body: wire.CampaignCreate, db: DbDep, _: SubmitterDep) -> Re
     summary="List campaigns with record counts by state",
     responses=errors(422),
 )
-def list_campaigns(db: DbDep, _: SubmitterDep, name: str | None = None) -> list[wire.Campaign]:
+def list_campaigns(
+    db: DbDep, _: SubmitterDep, name: wire.Text | None = None
+) -> list[wire.Campaign]:
     """Every campaign (or every version of `name`), oldest first, with counts by state."""
     with db.read() as session:
         return campaigns.list_(session, name=name)

@@ -63,8 +63,8 @@ def list_records(
     _: SubmitterDep,
     campaign_id: wire.Id | None = None,
     state: wire.RecordState | None = None,
-    key: str | None = None,
-    dataset: str | None = None,
+    key: wire.Text | None = None,
+    dataset: wire.Text | None = None,
     after: wire.Id | None = Query(None, description="id to continue after (keyset)"),
     limit: int = Query(100, ge=1, le=records.MAX_PAGE),
 ) -> wire.Page[wire.Record]:

@@ -262,7 +262,7 @@ def snapshot_info(sha256: Sha, db: DbDep, _: AnyRoleDep) -> wire.Snapshot:
 def list_snapshots(
     db: DbDep,
     _: AnyRoleDep,
-    after: Annotated[str | None, Query(max_length=64)] = None,
+    after: Annotated[wire.Text | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> wire.SnapshotPage:
     """Snapshots in sha256 order with their reference counts; follow `next` for more."""

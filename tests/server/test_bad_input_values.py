@@ -198,3 +198,17 @@ def test_a_body_json_cannot_read_is_422_like_any_bad_json(api: TestClient, body:
     assert r.status_code == 422, r.text
     assert "request body is not valid JSON" in r.json()["detail"]
     assert api.get(f"{API}/campaigns").json() == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "/records?key=a%00b",
+        "/records?dataset=a%00",
+        "/campaigns?name=a%00",
+        "/snapshots?after=a%00",
+    ],
+)
+def test_a_nul_in_a_query_parameter_is_422(api: TestClient, query: str) -> None:
+    r = api.get(f"{API}{query}")
+    assert r.status_code == 422 and "NUL" in r.json()["detail"], r.text
