@@ -129,26 +129,31 @@ def check_inputs(value: dict[str, str]) -> dict[str, str]:
 def check_document(value: Any) -> Any:
     """A free-form JSON document: at most MAX_DOCUMENT_DEPTH levels deep, finite numbers, no
     NUL character in a string (PostgreSQL cannot store one). Returns it; ValueError if not.
-    Walks without recursion, so a document of any depth gets the error, not a RecursionError."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            if depth > MAX_DOCUMENT_DEPTH:
-                raise ValueError(f"nests deeper than {MAX_DOCUMENT_DEPTH} levels")
-            for key, inner in item.items():
-                if isinstance(key, str) and "\x00" in key:
-                    raise ValueError(f"key {key!r} holds a NUL character (\\u0000)")
-                stack.append((inner, depth + 1))
-        elif isinstance(item, list):
-            if depth > MAX_DOCUMENT_DEPTH:
-                raise ValueError(f"nests deeper than {MAX_DOCUMENT_DEPTH} levels")
-            stack.extend((inner, depth + 1) for inner in item)
-        elif isinstance(item, str):
-            if "\x00" in item:
-                raise ValueError(f"string {item[:40]!r} holds a NUL character (\\u0000)")
-        elif isinstance(item, float) and not math.isfinite(item):
-            raise ValueError(f"{item} is not a JSON number")
+    Walks level by level without recursion, so a document of any depth gets the error."""
+    level = [value] if isinstance(value, (dict, list)) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > MAX_DOCUMENT_DEPTH:
+            raise ValueError(f"nests deeper than {MAX_DOCUMENT_DEPTH} levels")
+        deeper = []
+        for container in level:
+            if isinstance(container, dict):
+                for key in container:
+                    if "\x00" in key:
+                        raise ValueError(f"key {key!r} holds a NUL character (\\u0000)")
+                children: Any = container.values()
+            else:
+                children = container
+            for child in children:
+                if isinstance(child, str):
+                    if "\x00" in child:
+                        raise ValueError(f"string {child[:40]!r} holds a NUL character (\\u0000)")
+                elif isinstance(child, (dict, list)):
+                    deeper.append(child)
+                elif isinstance(child, float) and not math.isfinite(child):
+                    raise ValueError(f"{child} is not a JSON number")
+        level = deeper
     return value
 
 
