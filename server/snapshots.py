@@ -107,7 +107,7 @@ def parse_lease_header(value: str | None) -> tuple[int, str]:
     """`<run id>:<lease token>` from the X-Farmhand-Lease header; Forbidden if absent/bad."""
     run, _, token = (value or "").partition(":")
     # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
-    if not (run.isascii() and run.isdigit() and len(run) <= 10) or int(run) > wire.MAX_INT:
+    if not (run.isascii() and run.isdigit() and len(run) <= 10) or int(run) > wire.MAX_ID:
         run = ""
     if not run or not token:
         raise Forbidden(

@@ -35,6 +35,8 @@ MAX_DOCUMENT_DEPTH = 64
 #: priorities, exit codes, attempts. Beyond them a request is refused (422), not a 500.
 MIN_INT = -(2**31)
 MAX_INT = 2**31 - 1
+#: The largest row id (ids are INTEGER columns too; a move to BIGINT raises this alone).
+MAX_ID = MAX_INT
 
 
 class RecordState(str, Enum):
@@ -164,7 +166,7 @@ ResultDocument = Annotated[dict[str, Any] | list[Any], AfterValidator(check_docu
 #: A whole number the database can hold; `Id` is one of its row ids.
 #: (annotated_types, not `Field`, so FastAPI takes them as path and query parameters too.)
 Int = Annotated[int, Interval(ge=MIN_INT, le=MAX_INT)]
-Id = Annotated[int, Interval(ge=0, le=MAX_INT)]
+Id = Annotated[int, Interval(ge=0, le=MAX_ID)]
 
 
 def _no_nul(value: Any) -> Any:
