@@ -18,6 +18,7 @@ import re
 import shutil
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -48,10 +49,18 @@ class Restored:
 def restore(archive: Path, data_dir: Path) -> Restored:
     """Unpack the backup `archive` into the new (missing or empty) directory `data_dir`."""
     data_dir = Path(data_dir).absolute()
-    if data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):
-        raise RestoreError(f"{data_dir} exists and is not empty; restore into a new directory")
-    data_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{data_dir.name}.restoring-", dir=data_dir.parent))
+    if data_dir.is_symlink():  # os.replace would not follow it: restore where it points
+        raise RestoreError(
+            f"{data_dir} is a symbolic link; restore into its target, {data_dir.resolve()}"
+        )
+    try:
+        if data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):
+            raise RestoreError(f"{data_dir} exists and is not empty; restore into a new directory")
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        prefix = f".{data_dir.name}.restoring-"
+        staging = Path(tempfile.mkdtemp(prefix=prefix, dir=data_dir.parent))
+    except OSError as exc:
+        raise RestoreError(f"cannot restore into {data_dir}: {exc.strerror or exc}") from exc
     try:
         blobs, size = _unpack(Path(archive), staging)
         manifest_path = staging / "backup.json"
@@ -63,9 +72,12 @@ def restore(archive: Path, data_dir: Path) -> Restored:
             raise RestoreError(f"{archive}: backup.json is not JSON") from exc
         if manifest.get("format") != BACKUP_FORMAT:
             raise RestoreError(f"{archive} is not a farmhand backup (backup.json says otherwise)")
-        if data_dir.exists():
-            data_dir.rmdir()  # empty, checked above
-        os.replace(staging, data_dir)
+        try:
+            if data_dir.exists():
+                data_dir.rmdir()  # empty, checked above
+            os.replace(staging, data_dir)
+        except OSError as exc:
+            raise RestoreError(f"cannot restore into {data_dir}: {exc.strerror or exc}") from exc
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -115,10 +127,12 @@ def _unpack(archive: Path, into: Path) -> tuple[int, int]:
                 else:
                     os.chmod(target, _FILES[name])
                 size += member.size
-        except (tarfile.TarError, EOFError) as exc:
+        except (tarfile.TarError, EOFError, zlib.error) as exc:
             raise RestoreError(f"{archive} is truncated or damaged: {exc}") from exc
         except FileExistsError as exc:
             raise RestoreError(f"{archive} holds {exc.filename} twice") from exc
+        except OSError as exc:  # a bad gzip header read mid-stream, a full disk
+            raise RestoreError(f"{archive} cannot be unpacked: {exc.strerror or exc}") from exc
     if end is None:
         raise RestoreError(f"{archive} is truncated: a whole backup ends with {END}")
     if end.get("blobs") != blobs:

@@ -19,6 +19,7 @@ import re
 import tarfile
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -44,6 +45,13 @@ RECORDS = "records.jsonl"
 SNAPSHOTS = "snapshots/"
 #: An import request stays well under the server's default 64 MiB body limit.
 MAX_CHUNK_BYTES = 16 * 1024 * 1024
+#: The largest manifest and record line read: a record must fit one request under the
+#: server's default body limit, and a gzip bomb must not fill the memory first.
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+MAX_RECORD_BYTES = 64 * 1024 * 1024
+#: What reading a damaged archive raises: a truncated gzip stream (EOFError), bad deflate
+#: data (zlib.error), a bad tar header (TarError), a bad gzip header (OSError).
+_DAMAGED = (EOFError, zlib.error, tarfile.TarError, OSError)
 
 
 class BundleError(ValueError):
@@ -133,29 +141,39 @@ class BundleReader:
         """Open and check a bundle; BundleError naming the problem when it is not one."""
         try:
             tar = tarfile.open(path, "r:*")  # noqa: SIM115 - closed by the with below
-        except (OSError, tarfile.TarError) as exc:
+        except _DAMAGED as exc:
             raise BundleError(f"{path} is not a readable tar file: {exc}") from exc
         with tar:
-            manifest = cls._json(tar, path, MANIFEST)
-            if manifest.get("format") != wire.BUNDLE_FORMAT:
-                raise BundleError(f"{path} is not a farmhand bundle (no {MANIFEST} of ours)")
-            if manifest.get("version") != wire.BUNDLE_VERSION:
-                raise BundleError(
-                    f"{path} is bundle version {manifest.get('version')}; this farmhand reads "
-                    f"version {wire.BUNDLE_VERSION}"
-                )
             try:
-                campaign = wire.BundleCampaign.model_validate(manifest.get("campaign"))
-            except ValidationError as exc:
-                raise BundleError(f"{path}: {MANIFEST} has no valid campaign: {exc}") from exc
-            snapshots = manifest.get("snapshots") or []
-            if not isinstance(snapshots, list) or not all(
-                isinstance(s, str) and re.match(wire.SHA256_PATTERN, s) for s in snapshots
-            ):
-                raise BundleError(f"{path}: {MANIFEST} lists snapshots that are not sha256s")
-            reader = cls(tar=tar, path=Path(path), campaign=campaign, snapshots=snapshots)
-            reader._index()
+                reader = cls._read(tar, Path(path))
+            except _DAMAGED as exc:
+                raise BundleError(f"{path} is truncated or damaged: {exc}") from exc
             yield reader
+
+    @classmethod
+    def _read(cls, tar: tarfile.TarFile, path: Path) -> BundleReader:
+        """Check the manifest and index the records (reading every member header)."""
+        tar.getmembers()  # every header: a truncated archive fails here, before any import
+        manifest = cls._json(tar, path, MANIFEST)
+        if manifest.get("format") != wire.BUNDLE_FORMAT:
+            raise BundleError(f"{path} is not a farmhand bundle (no {MANIFEST} of ours)")
+        if manifest.get("version") != wire.BUNDLE_VERSION:
+            raise BundleError(
+                f"{path} is bundle version {manifest.get('version')}; this farmhand reads "
+                f"version {wire.BUNDLE_VERSION}"
+            )
+        try:
+            campaign = wire.BundleCampaign.model_validate(manifest.get("campaign"))
+        except ValidationError as exc:
+            raise BundleError(f"{path}: {MANIFEST} has no valid campaign: {one_line(exc)}") from exc
+        snapshots = manifest.get("snapshots") or []
+        if not isinstance(snapshots, list) or not all(
+            isinstance(s, str) and re.match(wire.SHA256_PATTERN, s) for s in snapshots
+        ):
+            raise BundleError(f"{path}: {MANIFEST} lists snapshots that are not sha256s")
+        reader = cls(tar=tar, path=Path(path), campaign=campaign, snapshots=snapshots)
+        reader._index()
+        return reader
 
     @staticmethod
     def _file(tar: tarfile.TarFile, path: Path, name: str) -> IO[bytes]:
@@ -170,8 +188,11 @@ class BundleReader:
 
     @classmethod
     def _json(cls, tar: tarfile.TarFile, path: Path, name: str) -> dict[str, Any]:
+        handle = cls._file(tar, path, name)
+        if tar.getmember(name).size > MAX_MANIFEST_BYTES:
+            raise BundleError(f"{path}: {name} is over {MAX_MANIFEST_BYTES} bytes")
         try:
-            data = json.loads(cls._file(tar, path, name).read())
+            data = json.loads(handle.read())
         except ValueError as exc:
             raise BundleError(f"{path}: {name} is not JSON: {exc}") from exc
         if not isinstance(data, dict):
@@ -183,7 +204,13 @@ class BundleReader:
         without holding them all in memory."""
         self._records = self._file(self.tar, self.path, RECORDS)
         offset = 0
-        for number, line in enumerate(self._records, start=1):
+        number = 0
+        while line := self._records.readline(MAX_RECORD_BYTES + 1):
+            number += 1
+            if len(line) > MAX_RECORD_BYTES:
+                raise BundleError(
+                    f"{self.path}: {RECORDS} line {number} is over {MAX_RECORD_BYTES} bytes"
+                )
             if line.strip():
                 try:
                     head = json.loads(line)
@@ -198,12 +225,16 @@ class BundleReader:
     def record(self, line: _Line) -> wire.BundleRecord:
         """The record at `line`, validated."""
         assert self._records is not None
-        self._records.seek(line.offset)
-        raw = self._records.read(line.length)
+        try:
+            self._records.seek(line.offset)
+            raw = self._records.read(line.length)
+        except _DAMAGED as exc:
+            raise BundleError(f"{self.path} is truncated or damaged: {exc}") from exc
         try:
             return wire.BundleRecord.model_validate_json(raw)
         except ValidationError as exc:
-            raise BundleError(f"{self.path}: record '{line.key}' is not valid: {exc}") from exc
+            problem = one_line(exc)
+            raise BundleError(f"{self.path}: record '{line.key}' is not valid: {problem}") from exc
 
     def extract_snapshot(self, sha256: str, dest: Path) -> Path | None:
         """Write snapshot `sha256` from the bundle into file `dest`; None if it has none."""
@@ -218,6 +249,16 @@ class BundleReader:
             while chunk := source.read(1024 * 1024):
                 out.write(chunk)
         return dest
+
+
+def one_line(exc: ValidationError) -> str:
+    """A validation error as one line: where and what, for each problem (the first three)."""
+    problems = [
+        f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}"
+        for err in exc.errors()[:3]
+    ]
+    more = exc.error_count() - len(problems)
+    return "; ".join(problems) + (f"; and {more} more" if more > 0 else "")
 
 
 def parents_first(lines: list[_Line]) -> list[_Line]:

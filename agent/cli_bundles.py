@@ -60,6 +60,8 @@ def import_file(client: FarmhandClient, path: Path) -> dict:
     try:
         with bundle_files.BundleReader.open(path) as bundle:
             total["campaign"] = f"{bundle.campaign.name}:{bundle.campaign.version}"
+            for line in bundle.lines:  # every record valid before anything is sent
+                bundle.record(line)
             _upload_snapshots(client, bundle, total)
             ordered = bundle_files.parents_first(bundle.lines)
             for chunk in bundle_files.chunks(ordered) if ordered else [[]]:

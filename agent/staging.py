@@ -134,6 +134,10 @@ def read_results(run_dir: Path) -> tuple[dict[str, Any] | list[Any] | None, str 
         return None, f"results.json is not valid JSON: {exc}"
     if not isinstance(document, (dict, list)):
         return None, "results.json must hold a JSON object or array"
+    try:
+        wire.check_document(document)  # the server refuses what the wire refuses
+    except ValueError as exc:
+        return None, f"results.json cannot be a result document: it {exc}"
     return document, None
 
 

@@ -32,7 +32,7 @@ from farmhand.server.db import Database
 from farmhand.server.tables import utcnow
 from tests.databases import PostgresDatabase, postgres_problem
 
-TOKEN = "fh_bench"
+TOKEN = "fh_bench_admin_token"
 CLIENTS = 8
 #: Records queued per second of measurement: more than the fastest run can take.
 QUEUE_PER_SECOND = 30_000

@@ -22,7 +22,7 @@ from farmhand.agent import wire
 from farmhand.agent.client import FarmhandClient
 from farmhand.agent.demo import free_port, wait_until_up
 
-TOKEN = "fh_bench_noop"
+TOKEN = "fh_bench_noop_token"
 SLOTS = 8
 
 

@@ -30,7 +30,7 @@ from farmhand.agent.demo import free_port, wait_until_up
 from farmhand.server.relay import CHANNEL, connect_params
 from tests.databases import PostgresDatabase, postgres_problem
 
-TOKEN = "fh_bench"
+TOKEN = "fh_bench_admin_token"
 # Seconds a claim waits before the submit: long enough to be waiting (a benchmark may guess),
 # and spread so polling's phase does not decide its figure.
 SETTLE = (0.2, 1.2)

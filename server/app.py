@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI, Request
@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from farmhand.agent import wire
 from farmhand.server import auth, held_leases, leases, metrics, migrate, pages
@@ -189,9 +190,15 @@ async def _sweep(app: FastAPI, settings: Settings) -> None:
             app.state.wakeup.notify()
 
 
-def _error(status: int, detail: str, code: str, errors: list | None = None) -> JSONResponse:
+def _error(
+    status: int,
+    detail: str,
+    code: str,
+    errors: list | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
     body = wire.ErrorBody(detail=detail, code=code, errors=errors)
-    return JSONResponse(body.model_dump(exclude_none=True), status_code=status)
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -219,7 +226,30 @@ def _add_error_handlers(app: FastAPI) -> None:
         return _error(422, detail, "invalid", errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        response = _error(exc.status_code, str(exc.detail), getattr(exc, "code", "http_error"))
-        response.headers.update(exc.headers or {})
-        return response
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == _UNPARSED_BODY:
+            # FastAPI's answer to a body json.loads cannot even read (not UTF-8, nested past
+            # the recursion limit): the same 422 as any other body that is not JSON.
+            why = "not UTF-8" if isinstance(exc.__cause__, UnicodeError) else "unreadable"
+            return _error(422, f"request body is not valid JSON ({why})", "invalid")
+        headers = dict(exc.headers or {})  # e.g. `WWW-Authenticate` on a 401
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request)
+        code = getattr(exc, "code", "http_error")  # the gate's 413 says "too_large"
+        return _error(exc.status_code, str(exc.detail), code, headers=headers)
+
+
+_UNPARSED_BODY = "There was an error parsing the body"
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route takes at this path, found by asking the routes. Starlette's
+    own `Allow` names only the methods of the first route matching the path (GET and POST
+    /campaigns are two routes), and FastAPI's included routers do not list theirs."""
+    allowed = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return ", ".join(allowed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import secrets
 import sys
@@ -21,6 +22,15 @@ TOKEN_PREFIX = "fh_"
 def digest(token: str) -> str:
     """The stored form of a token. Tokens are 256-bit random, so a plain sha256 suffices."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def same_secret(expected: str, given: str) -> bool:
+    """Whether `given` is the secret `expected` (a lease token), compared in constant time.
+    As UTF-8 bytes: `hmac.compare_digest` refuses non-ASCII text with a TypeError, and a
+    JSON string may even hold a lone surrogate."""
+    return hmac.compare_digest(
+        expected.encode("utf-8", "surrogatepass"), given.encode("utf-8", "surrogatepass")
+    )
 
 
 def new_secret() -> str:

@@ -86,13 +86,12 @@ def main(argv: Sequence[str]) -> int:
             body_timeout=args.body_timeout,
             max_connections=args.max_connections,
         )
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors()
-        )
-        print(f"farmhand server: {problems}", file=sys.stderr)
-        return 2
+    except ValidationError as exc:  # a bad FARMHAND_* value or flag: one line each, no trace
+        for err in exc.errors():
+            name = "FARMHAND_" + "_".join(str(p) for p in err["loc"]).upper()
+            message = str(err["msg"]).removeprefix("Value error, ")
+            print(f"farmhand server: {name}: {message}", file=sys.stderr)
+        return 1
     # Process-wide, before anything is written: SQLite's journals, staged uploads, backups
     # and whatever a library creates are covered as well as the files created on purpose.
     os.umask(settings.umask)

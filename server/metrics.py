@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request, Response
@@ -48,14 +48,14 @@ LEASE_EXPIRIES = Counter(
 )
 _EVENTS = (CLAIMS, CLAIM_SECONDS, RUNS_ENDED, LEASE_EXPIRIES)
 
-Claim = TypeVar("Claim", bound=Callable[..., list[Any]])
+Claim = TypeVar("Claim", bound=Callable[..., Sized])
 
 
 def timed_claim(attempt: Claim) -> Claim:
     """Decorate one claim attempt: observe its duration and count the records it leased."""
 
     @functools.wraps(attempt)
-    def measured(*args: Any, **kwargs: Any) -> list[Any]:
+    def measured(*args: Any, **kwargs: Any) -> Sized:
         start = time.perf_counter()
         granted = attempt(*args, **kwargs)
         CLAIM_SECONDS.observe(time.perf_counter() - start)

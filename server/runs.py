@@ -15,7 +15,6 @@ stop the others.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,7 +25,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from farmhand.agent import wire
-from farmhand.server import lifecycle, snapshots, states
+from farmhand.server import auth, lifecycle, snapshots, states
 from farmhand.server.db import connection_of, execute_rows
 from farmhand.server.errors import FarmhandError, Invalid, NotFound, StaleLease
 from farmhand.server.ownership import not_your_run
@@ -121,7 +120,7 @@ def _fence(
     refusal = not_your_run(run_id, run["agent_token"], agent_token)
     if refusal is not None:
         raise refusal
-    if not hmac.compare_digest(run["token"], token):
+    if not auth.same_secret(run["token"], token):
         raise StaleLease(f"run {run_id}: the lease token does not match; this lease is not yours")
     return run, records[run["record_id"]]  # foreign key; runs are never deleted
 

@@ -10,6 +10,9 @@ from pydantic import BaseModel, Field, field_validator
 
 from farmhand.agent import wire
 
+#: The shortest bootstrap admin token a server starts with: a guessable one is refused.
+MIN_ADMIN_TOKEN_LENGTH = 16
+
 
 class Settings(BaseModel):
     """Everything the server can be told. `from_env` reads the `FARMHAND_*` variables."""
@@ -112,6 +115,16 @@ class Settings(BaseModel):
     def file_mode(self) -> int:
         """The mode of files the server creates (0600 under the default umask)."""
         return 0o666 & ~self.umask
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token_not_guessable(cls, value: str | None) -> str | None:
+        if value and len(value) < MIN_ADMIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"the admin token is {len(value)} characters; it must have at least "
+                f"{MIN_ADMIN_TOKEN_LENGTH} (e.g. `openssl rand -hex 32`)"
+            )
+        return value
 
     @property
     def resolved_database_url(self) -> str:

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from farmhand.agent import wire
+from farmhand.server import auth
 from farmhand.server.errors import Forbidden, Invalid, StaleLease
 from farmhand.server.ownership import RUN_OWNER, not_your_run
 from farmhand.server.tables import Checkpoint, RecordInput, Run, Snapshot
@@ -106,7 +107,10 @@ def page(session: Session, *, after: str | None, limit: int) -> wire.SnapshotPag
 def parse_lease_header(value: str | None) -> tuple[int, str]:
     """`<run id>:<lease token>` from the X-Farmhand-Lease header; Forbidden if absent/bad."""
     run, _, token = (value or "").partition(":")
-    if not run.isdigit() or not token:
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+    if not (run.isascii() and run.isdigit() and len(run) <= 10) or int(run) > wire.MAX_ID:
+        run = ""
+    if not run or not token:
         raise Forbidden(
             "an agent token uploads snapshots only for a run it holds: send the header "
             "X-Farmhand-Lease: <run id>:<lease token>"
@@ -133,7 +137,7 @@ def check_lease(
         if refusal is not None:
             raise refusal
     run = found[0] if found is not None else None
-    if run is None or run.token != token or run.state not in LIVE_RUN:
+    if run is None or not auth.same_secret(run.token, token) or run.state not in LIVE_RUN:
         raise StaleLease(f"run {run_id} is not a live run held with this lease token")
     return run
 

@@ -9,12 +9,17 @@ from pydantic import Field
 
 from farmhand.agent.wire.base import (
     MAX_CLAIM,
+    MAX_ERROR_LENGTH,
+    MAX_INT,
     MAX_TAIL_BYTES,
     MAX_WAIT_SECONDS,
     SHA256_PATTERN,
     ErrorBody,
+    Id,
+    Int,
     Loose,
     RecordState,
+    ResultDocument,
     RunState,
     Strict,
 )
@@ -26,8 +31,8 @@ class Resources(Strict):
     """Amounts of cores, GPUs and memory (MiB); None = unknown/unlimited."""
 
     cores: float | None = None
-    gpus: int | None = None
-    memory_mb: int | None = None
+    gpus: int | None = Field(default=None, ge=0, le=MAX_INT)
+    memory_mb: int | None = Field(default=None, ge=0, le=MAX_INT)
 
 
 class AgentRegister(Strict):
@@ -35,7 +40,7 @@ class AgentRegister(Strict):
 
     name: str = Field(min_length=1, max_length=200)
     host: str = Field(min_length=1, max_length=255)
-    pid: int | None = None
+    pid: int | None = Field(default=None, ge=0, le=MAX_INT)
     slots: int = Field(ge=1, le=100_000)
     labels: dict[str, str] = Field(default_factory=dict)
     runners: list[str] = Field(default_factory=list, description="runner names it offers")
@@ -124,7 +129,7 @@ class AgentRegistered(Loose):
 class Heartbeat(Strict):
     """The runs an agent holds (one request renews all their leases) and how it is doing."""
 
-    run_ids: list[int] = Field(default_factory=list, max_length=100_000)
+    run_ids: list[Id] = Field(default_factory=list, max_length=100_000)
     status: AgentStatus | None = None
 
 
@@ -140,11 +145,11 @@ class HeartbeatAck(Loose):
 class ClaimRequest(Strict):
     """Ask for up to `max_records` leases; wait up to `wait` seconds for work to appear."""
 
-    agent_id: int
+    agent_id: Id
     max_records: int = Field(default=1, ge=1, le=MAX_CLAIM)
     wait: float = Field(default=0.0, ge=0.0, le=MAX_WAIT_SECONDS)
-    campaign_id: int | None = Field(default=None, description="one campaign (see campaign_ids)")
-    campaign_ids: list[int] | None = Field(
+    campaign_id: Id | None = Field(default=None, description="one campaign (see campaign_ids)")
+    campaign_ids: list[Id] | None = Field(
         default=None, max_length=1000, description="only records of these campaigns"
     )
     datasets: list[str] | None = Field(
@@ -227,16 +232,16 @@ class RunComplete(RunOutputs):
     """The command exited 0 (and any `results.json` parsed)."""
 
     token: str
-    exit_code: int = 0
-    result: dict[str, Any] | list[Any] | None = None
+    exit_code: Int = 0
+    result: ResultDocument | None = None
 
 
 class RunFail(RunOutputs):
     """The attempt failed; the record is retried while attempts remain."""
 
     token: str
-    error: str = Field(min_length=1, max_length=4096)
-    exit_code: int | None = None
+    error: str = Field(min_length=1, max_length=MAX_ERROR_LENGTH)
+    exit_code: Int | None = None
 
 
 class RunRelease(Strict):
@@ -252,7 +257,7 @@ class RunOrphan(Strict):
     attempt is spent."""
 
     token: str
-    reason: str = Field(min_length=1, max_length=4096)
+    reason: str = Field(min_length=1, max_length=MAX_ERROR_LENGTH)
 
 
 class RunAck(Loose):
@@ -268,11 +273,11 @@ class RunAck(Loose):
 class RunReport(RunOutputs):
     """One item of a batch report: a completion (no `error`) or a failure (with `error`)."""
 
-    run_id: int
+    run_id: Id
     token: str
-    exit_code: int | None = None
-    error: str | None = Field(default=None, min_length=1, max_length=4096)
-    result: dict[str, Any] | list[Any] | None = None
+    exit_code: Int | None = None
+    error: str | None = Field(default=None, min_length=1, max_length=MAX_ERROR_LENGTH)
+    result: ResultDocument | None = None
 
 
 class RunReports(Strict):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from enum import Enum
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from annotated_types import Interval
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 API_PREFIX = "/api/v1"
 
@@ -15,6 +17,8 @@ MAX_KEY_LENGTH = 256
 MAX_COMMAND_LENGTH = 64 * 1024
 MAX_RECORDS_PER_REQUEST = 10_000
 MAX_TAIL_BYTES = 16 * 1024
+#: A run's error message (a failure report, an orphan's reason).
+MAX_ERROR_LENGTH = 4096
 MAX_CLAIM = 256
 MAX_WAIT_SECONDS = 60.0
 MAX_PARENTS = 1000
@@ -23,6 +27,16 @@ MAX_INPUTS = 1000
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 #: Campaign names, datasets and tags: letters, digits and `._-`, starting with a letter or digit.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+#: How deep a free-form document (defaults, run_args, a result) may nest. No real run_args
+#: or results.json needs more than a handful of levels; a document nested hundreds deep
+#: could be stored but not answered back (JSON serialisers stop near 255 levels).
+MAX_DOCUMENT_DEPTH = 64
+#: Whole numbers the database stores (INTEGER columns: 32 bits on PostgreSQL): ids, `after`,
+#: priorities, exit codes, attempts. Beyond them a request is refused (422), not a 500.
+MIN_INT = -(2**31)
+MAX_INT = 2**31 - 1
+#: The largest row id (ids are INTEGER columns too; a move to BIGINT raises this alone).
+MAX_ID = MAX_INT
 
 
 class RecordState(str, Enum):
@@ -76,6 +90,14 @@ def is_sha256(value: str) -> bool:
     return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
+def check_tags(value: list[str]) -> list[str]:
+    """Tags are names of 1-100 characters; returns them sorted, without repeats."""
+    for tag in value:
+        if not tag or len(tag) > 100 or not is_name(tag):
+            raise ValueError(f"tag {tag!r} must be 1-100 letters, digits or ._- characters")
+    return sorted(set(value))
+
+
 def check_input_path(path: str) -> str:
     """An input's place in the run directory: a relative POSIX path with no `..`, `.` or
     empty parts, no backslash or NUL, at most 1024 characters. Returns it; ValueError if not."""
@@ -106,10 +128,78 @@ def check_inputs(value: dict[str, str]) -> dict[str, str]:
     return dict(sorted(value.items()))
 
 
-class Strict(BaseModel):
-    """Request bodies reject unknown fields, so a typo is a 422, not a silent no-op."""
+def check_document(value: Any) -> Any:
+    """A free-form JSON document: at most MAX_DOCUMENT_DEPTH levels deep, finite numbers, no
+    NUL character in a string (PostgreSQL cannot store one). Returns it; ValueError if not.
+    Walks level by level without recursion, so a document of any depth gets the error."""
+    level = [value] if isinstance(value, (dict, list)) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > MAX_DOCUMENT_DEPTH:
+            raise ValueError(f"nests deeper than {MAX_DOCUMENT_DEPTH} levels")
+        deeper = []
+        for container in level:
+            if isinstance(container, dict):
+                for key in container:
+                    if "\x00" in key:
+                        raise ValueError(f"key {key!r} holds a NUL character (\\u0000)")
+                children: Any = container.values()
+            else:
+                children = container
+            for child in children:
+                if isinstance(child, str):
+                    if "\x00" in child:
+                        raise ValueError(f"string {child[:40]!r} holds a NUL character (\\u0000)")
+                elif isinstance(child, (dict, list)):
+                    deeper.append(child)
+                elif isinstance(child, float) and not math.isfinite(child):
+                    raise ValueError(f"{child} is not a JSON number")
+        level = deeper
+    return value
 
-    model_config = ConfigDict(extra="forbid")
+
+#: A free-form JSON object (campaign defaults, run_args), checked by `check_document`.
+Document = Annotated[dict[str, Any], AfterValidator(check_document)]
+#: A result document (a run's `results.json`): a JSON object or array, checked the same way.
+ResultDocument = Annotated[dict[str, Any] | list[Any], AfterValidator(check_document)]
+#: A whole number the database can hold; `Id` is one of its row ids.
+#: (annotated_types, not `Field`, so FastAPI takes them as path and query parameters too.)
+Int = Annotated[int, Interval(ge=MIN_INT, le=MAX_INT)]
+Id = Annotated[int, Interval(ge=0, le=MAX_ID)]
+
+
+def _no_nul(value: Any) -> Any:
+    """Refuse a NUL character in a string, or in a list or flat mapping of strings."""
+    if isinstance(value, str):
+        items: Any = (value,)
+    elif isinstance(value, (list, tuple)):
+        items = value
+    elif isinstance(value, dict):
+        items = [*value.keys(), *value.values()]
+    else:
+        return value
+    for item in items:
+        if isinstance(item, str) and "\x00" in item:
+            raise ValueError(f"{item[:40]!r} holds a NUL character (\\u0000)")
+    return value
+
+
+#: A string without NUL characters: for query parameters that reach SQL (PostgreSQL refuses
+#: a NUL in any text it is sent).
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+
+class Strict(BaseModel):
+    """Request bodies reject unknown fields, so a typo is a 422, not a silent no-op. They
+    refuse NaN and infinity, and NUL characters in strings (PostgreSQL stores neither)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _strings_without_nul(cls, value: Any) -> Any:
+        return _no_nul(value)
 
 
 class Loose(BaseModel):

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from pydantic import Field, field_validator
 
 from farmhand.agent.wire.base import (
     MAX_COMMAND_LENGTH,
+    MAX_ERROR_LENGTH,
+    MAX_INT,
     MAX_KEY_LENGTH,
     MAX_PARENTS,
+    MAX_TAIL_BYTES,
     NAME_PATTERN,
     SHA256_PATTERN,
+    Document,
+    Id,
+    Int,
     Loose,
     RecordState,
+    ResultDocument,
     RunState,
     Strict,
     check_inputs,
+    check_tags,
 )
 
 # --- bundles -----------------------------------------------------------------------------
@@ -37,9 +44,9 @@ class BundleCampaign(Strict):
     """A campaign as a bundle carries it; matched on import by `name` and `version`."""
 
     name: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_INT)
     software: str | None = Field(default=None, max_length=200)
-    defaults: dict[str, Any] = Field(default_factory=dict)
+    defaults: Document = Field(default_factory=dict)
     based_on: str | None = Field(default=None, max_length=220, description="`NAME:VERSION`")
     created_at: datetime
     started_at: datetime | None = None
@@ -57,17 +64,17 @@ class BundleRun(Strict):
     """One attempt as a bundle carries it. Imported runs get fresh ids and lease tokens and
     no agent; `id` is the run's id on the server it came from (`result_run` names it)."""
 
-    id: int
-    attempt: int = Field(ge=0)
+    id: Id
+    attempt: int = Field(ge=0, le=MAX_INT)
     state: RunState
     claimed_at: datetime
     started_at: datetime | None = None
     ended_at: datetime | None = None
-    exit_code: int | None = None
-    error: str | None = None
-    stdout_tail: str | None = None
-    stderr_tail: str | None = None
-    run_args: dict[str, Any] | None = None
+    exit_code: Int | None = None
+    error: str | None = Field(default=None, max_length=MAX_ERROR_LENGTH)
+    stdout_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
+    stderr_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
+    run_args: Document | None = None
     archive: str | None = Field(default=None, pattern=SHA256_PATTERN)
     checkpoints: list[BundleCheckpoint] = Field(default_factory=list)
 
@@ -85,9 +92,9 @@ class BundleRecord(Strict):
 
     key: str = Field(min_length=1, max_length=MAX_KEY_LENGTH)
     command: str = Field(min_length=1, max_length=MAX_COMMAND_LENGTH)
-    priority: int = 0
-    run_args: dict[str, Any] = Field(default_factory=dict)
-    temporary_run_args: dict[str, Any] | None = None
+    priority: Int = 0
+    run_args: Document = Field(default_factory=dict)
+    temporary_run_args: Document | None = None
     dataset: str | None = Field(default=None, max_length=200, pattern=NAME_PATTERN)
     tags: list[str] = Field(default_factory=list, max_length=64)
     parents: list[str] = Field(
@@ -96,11 +103,11 @@ class BundleRecord(Strict):
     outside_parents: list[BundleParent] = Field(default_factory=list, max_length=MAX_PARENTS)
     inputs: dict[str, str] = Field(default_factory=dict)
     state: RecordState
-    attempts: int = Field(ge=0)
-    max_attempts: int = Field(ge=1)
-    error: str | None = None
-    result: dict[str, Any] | list[Any] | None = None
-    result_run: int | None = Field(default=None, description="`id` of the run it came from")
+    attempts: int = Field(ge=0, le=MAX_INT)
+    max_attempts: int = Field(ge=1, le=MAX_INT)
+    error: str | None = Field(default=None, max_length=2 * MAX_ERROR_LENGTH)
+    result: ResultDocument | None = None
+    result_run: Id | None = Field(default=None, description="`id` of the run it came from")
     created_at: datetime
     runs: list[BundleRun] = Field(default_factory=list)
 
@@ -112,7 +119,7 @@ class BundleRecord(Strict):
     @field_validator("tags")
     @classmethod
     def _tags_sorted(cls, value: list[str]) -> list[str]:
-        return sorted(set(value))
+        return check_tags(value)
 
     def snapshots(self) -> set[str]:
         """Every snapshot it references: inputs, run archives, checkpoints."""

@@ -13,12 +13,15 @@ from farmhand.agent.wire.base import (
     MAX_PARENTS,
     MAX_RECORDS_PER_REQUEST,
     NAME_PATTERN,
+    Document,
+    Id,
+    Int,
     Loose,
     RecordState,
     RunState,
     Strict,
     check_inputs,
-    is_name,
+    check_tags,
 )
 
 # --- campaigns ---------------------------------------------------------------------------
@@ -29,9 +32,7 @@ class CampaignCreate(Strict):
 
     name: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
     software: str | None = Field(default=None, max_length=200)
-    defaults: dict[str, Any] = Field(
-        default_factory=dict, description="run_args every record inherits"
-    )
+    defaults: Document = Field(default_factory=dict, description="run_args every record inherits")
     based_on: str | None = Field(
         default=None,
         max_length=220,
@@ -65,9 +66,9 @@ class RecordSpec(Strict):
 
     key: str = Field(min_length=1, max_length=MAX_KEY_LENGTH)
     command: str = Field(min_length=1, max_length=MAX_COMMAND_LENGTH)
-    priority: int = Field(default=0, description="higher is claimed first, then submission order")
-    run_args: dict[str, Any] = Field(default_factory=dict)
-    parents: list[str | int] = Field(
+    priority: Int = Field(default=0, description="higher is claimed first, then submission order")
+    run_args: Document = Field(default_factory=dict)
+    parents: list[str | Id] = Field(
         default_factory=list,
         max_length=MAX_PARENTS,
         description="keys (same campaign) or ids of records that must be done first",
@@ -89,10 +90,7 @@ class RecordSpec(Strict):
     @field_validator("tags")
     @classmethod
     def _tags_are_names(cls, value: list[str]) -> list[str]:
-        for tag in value:
-            if not tag or len(tag) > 100 or not is_name(tag):
-                raise ValueError(f"tag {tag!r} must be 1-100 letters, digits or ._- characters")
-        return sorted(set(value))
+        return check_tags(value)
 
     @field_validator("command")
     @classmethod
@@ -110,7 +108,7 @@ class RecordsCreate(Strict):
     `force_ignores_success` as well.
     """
 
-    campaign_id: int
+    campaign_id: Id
     records: list[RecordSpec] = Field(min_length=1, max_length=MAX_RECORDS_PER_REQUEST)
     force: bool = False
     force_ignores_success: bool = False
@@ -187,7 +185,7 @@ class Record(Loose):
 class RecordIds(Strict):
     """Records to cancel or retry."""
 
-    ids: list[int] = Field(min_length=1, max_length=MAX_RECORDS_PER_REQUEST)
+    ids: list[Id] = Field(min_length=1, max_length=MAX_RECORDS_PER_REQUEST)
 
 
 class RecordsRetry(Strict):
@@ -199,12 +197,12 @@ class RecordsRetry(Strict):
     temporary: they apply until the record ends again, and each run keeps the set it ran with.
     """
 
-    ids: list[int] = Field(default_factory=list, max_length=MAX_RECORDS_PER_REQUEST)
+    ids: list[Id] = Field(default_factory=list, max_length=MAX_RECORDS_PER_REQUEST)
     orphans: bool = Field(default=False, description="also every orphaned record")
-    campaign_id: int | None = Field(default=None, description="limits `orphans`")
+    campaign_id: Id | None = Field(default=None, description="limits `orphans`")
     force: bool = False
     force_ignores_success: bool = False
-    run_args: dict[str, Any] | None = None
+    run_args: Document | None = None
 
 
 class Skipped(Loose):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from farmhand.agent import wire
 from farmhand.server import agents, stuck
@@ -13,6 +13,7 @@ from farmhand.server.routes.deps import (
     SettingsDep,
     SubmitterDep,
     WakeupDep,
+    json_response,
 )
 from farmhand.server.routes.openapi import AGENT, HEARTBEAT, errors
 
@@ -29,11 +30,12 @@ router = APIRouter(tags=["agents"])
 )
 def register_agent(
     body: wire.AgentRegister, db: DbDep, settings: SettingsDep, now: NowDep, caller: AgentDep
-) -> wire.AgentRegistered:
+) -> Response:
     """Register a worker process; the answer carries its id and the lease TTL."""
     with db.write() as session:
         agent = agents.register(session, body=body, token_id=caller.token_id, now=now)
-    return wire.AgentRegistered(agent=agent, lease_ttl=settings.lease_ttl)
+        answer = wire.AgentRegistered(agent=agent, lease_ttl=settings.lease_ttl)
+        return json_response(answer, status_code=201)
 
 
 @router.get("/agents", response_model=list[wire.Agent], summary="List agents", responses=errors())
@@ -51,17 +53,17 @@ def list_agents(db: DbDep, _: SubmitterDep) -> list[wire.Agent]:
     openapi_extra=HEARTBEAT,
 )
 def heartbeat(
-    agent_id: int,
+    agent_id: wire.Id,
     body: wire.Heartbeat,
     db: DbDep,
     settings: SettingsDep,
     now: NowDep,
     caller: AgentDep,
-) -> wire.HeartbeatAck:
+) -> Response:
     """One request renews the leases of all listed runs, stores the agent's status and names
     the runs to stop. An agent token heartbeats only for the agents it registered (403)."""
     with db.write() as session:
-        return agents.heartbeat(
+        ack = agents.heartbeat(
             session,
             agent_id=agent_id,
             run_ids=body.run_ids,
@@ -70,6 +72,7 @@ def heartbeat(
             status=body.status,
             agent_token=caller.agent_token,
         )
+        return json_response(ack)
 
 
 @router.post(
@@ -78,12 +81,13 @@ def heartbeat(
     summary="Stop handing an agent work",
     responses=errors(404, 409, 422),
 )
-def drain_agent(agent_id: int, db: DbDep, now: NowDep, caller: AgentDep) -> wire.Agent:
+def drain_agent(agent_id: wire.Id, db: DbDep, now: NowDep, caller: AgentDep) -> Response:
     """The agent is shutting down: its claims get 409 from now on (an in-flight long poll
     included), while its heartbeats still renew the leases it is about to release. An agent
     token drains only the agents it registered (403); an admin token any."""
     with db.write() as session:
-        return agents.drain(session, agent_id=agent_id, now=now, agent_token=caller.agent_token)
+        ack = agents.drain(session, agent_id=agent_id, now=now, agent_token=caller.agent_token)
+        return json_response(ack)
 
 
 @router.post(
@@ -93,14 +97,15 @@ def drain_agent(agent_id: int, db: DbDep, now: NowDep, caller: AgentDep) -> wire
     responses=errors(404, 422),
 )
 def stop_agent(
-    agent_id: int, db: DbDep, now: NowDep, wakeup: WakeupDep, caller: AgentDep
-) -> wire.Agent:
+    agent_id: wire.Id, db: DbDep, now: NowDep, wakeup: WakeupDep, caller: AgentDep
+) -> Response:
     """Mark the agent stopped; every lease it still holds is released at once. An agent
     token stops only the agents it registered (403); an admin token any."""
     with db.write() as session:
         agent = agents.stop(session, agent_id=agent_id, now=now, agent_token=caller.agent_token)
+        response = json_response(agent)
     wakeup.notify()
-    return agent
+    return response
 
 
 @router.get(

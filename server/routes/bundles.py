@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.exc import IntegrityError
 
 from farmhand.agent import wire
 from farmhand.server import backup, bundle_export, bundles
 from farmhand.server.errors import Conflict
-from farmhand.server.routes.deps import AdminDep, DbDep, NowDep, SubmitterDep, WakeupDep
+from farmhand.server.routes.deps import (
+    AdminDep,
+    DbDep,
+    NowDep,
+    SubmitterDep,
+    WakeupDep,
+    json_response,
+)
 from farmhand.server.routes.openapi import BUNDLE, errors
 
 router = APIRouter(tags=["bundles"])
@@ -22,10 +29,10 @@ router = APIRouter(tags=["bundles"])
     responses=errors(404, 422),
 )
 def export_bundle(
-    campaign_id: int,
+    campaign_id: wire.Id,
     db: DbDep,
     _: SubmitterDep,
-    after: int | None = Query(None, description="record id to continue after (keyset)"),
+    after: wire.Id | None = Query(None, description="record id to continue after (keyset)"),
     limit: int = Query(200, ge=1, le=bundle_export.MAX_PAGE),
 ) -> wire.BundlePage:
     """Records of the campaign in id order, each with everything a bundle keeps of it;
@@ -43,7 +50,7 @@ def export_bundle(
 )
 def import_bundle(
     body: wire.BundleImport, db: DbDep, now: NowDep, wakeup: WakeupDep, _: SubmitterDep
-) -> wire.BundleImported:
+) -> Response:
     """Merge records into the campaign `name`:`version` (created when missing), idempotently:
     new keys are inserted with their runs; a same-spec record not done here takes the
     bundle's done state, result and runs; a different spec is reported in `conflicts` and
@@ -51,6 +58,7 @@ def import_bundle(
     try:
         with db.write() as session:
             answer = bundles.import_chunk(session, body=body, now=now)
+            response = json_response(answer)
     except IntegrityError as exc:
         # A submission inserted one of these keys between our look and our insert.
         raise Conflict(
@@ -58,7 +66,7 @@ def import_bundle(
         ) from exc
     if answer.created or answer.merged:
         wakeup.notify()
-    return answer
+    return response
 
 
 @router.get(

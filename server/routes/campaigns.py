@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from farmhand.agent import wire
 from farmhand.server import auth, campaigns
-from farmhand.server.routes.deps import AdminDep, AnyRoleDep, DbDep, SubmitterDep
+from farmhand.server.routes.deps import AdminDep, AnyRoleDep, DbDep, SubmitterDep, json_response
 from farmhand.server.routes.openapi import CAMPAIGN, TOKEN_CREATE, errors
 
 router = APIRouter(tags=["campaigns"])
@@ -20,10 +20,10 @@ router = APIRouter(tags=["campaigns"])
     responses=errors(413, 422),
     openapi_extra=CAMPAIGN,
 )
-def create_campaign(body: wire.CampaignCreate, db: DbDep, _: SubmitterDep) -> wire.Campaign:
+def create_campaign(body: wire.CampaignCreate, db: DbDep, _: SubmitterDep) -> Response:
     """Create a campaign; its version is one more than the highest with the same name."""
     with db.write() as session:
-        return campaigns.create(session, spec=body)
+        return json_response(campaigns.create(session, spec=body), status_code=201)
 
 
 @router.get(
@@ -32,7 +32,7 @@ def create_campaign(body: wire.CampaignCreate, db: DbDep, _: SubmitterDep) -> wi
     summary="List campaigns with record counts by state",
     responses=errors(422),
 )
-def list_campaigns(db: DbDep, _: AnyRoleDep, name: str | None = None) -> list[wire.Campaign]:
+def list_campaigns(db: DbDep, _: AnyRoleDep, name: wire.Text | None = None) -> list[wire.Campaign]:
     """Every campaign (or every version of `name`), oldest first, with counts by state. Agent
     tokens may look too: `farmhand agent --campaign NAME` resolves the name with them."""
     with db.read() as session:
@@ -45,7 +45,7 @@ def list_campaigns(db: DbDep, _: AnyRoleDep, name: str | None = None) -> list[wi
     summary="Get a campaign",
     responses=errors(404, 422),
 )
-def get_campaign(campaign_id: int, db: DbDep, _: AnyRoleDep) -> wire.Campaign:
+def get_campaign(campaign_id: wire.Id, db: DbDep, _: AnyRoleDep) -> wire.Campaign:
     """One campaign with its record counts by state (agent tokens too: `farmhand agent
     --campaign ID`)."""
     with db.read() as session:
@@ -63,11 +63,12 @@ tokens = APIRouter(tags=["tokens"])
     responses=errors(413, 422),
     openapi_extra=TOKEN_CREATE,
 )
-def create_token(body: wire.TokenCreate, db: DbDep, _: AdminDep) -> wire.TokenCreated:
+def create_token(body: wire.TokenCreate, db: DbDep, _: AdminDep) -> Response:
     """Create a token with a role; the secret is shown only in this answer."""
     with db.write() as session:
         row, secret = auth.create_token(session, role=body.role, name=body.name)
-        return wire.TokenCreated(id=row.id, role=body.role, name=row.name, token=secret)
+        created = wire.TokenCreated(id=row.id, role=body.role, name=row.name, token=secret)
+        return json_response(created, status_code=201)
 
 
 @tokens.get(
@@ -89,7 +90,9 @@ def list_tokens(db: DbDep, _: AdminDep) -> list[wire.TokenInfo]:
     summary="Revoke a bearer token (admin)",
     responses=errors(404, 409, 422),
 )
-def revoke_token(token_id: int, request: Request, db: DbDep, caller: AdminDep) -> wire.TokenInfo:
+def revoke_token(
+    token_id: wire.Id, request: Request, db: DbDep, caller: AdminDep
+) -> wire.TokenInfo:
     """Revoke a token for good: from now on it gets 401 on this server, and within the
     10-second token cache on other replicas. Revoking it again changes nothing; the token
     of this very request cannot revoke itself (409)."""

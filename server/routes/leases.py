@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
@@ -35,9 +36,9 @@ async def claim(
     deadline = time.monotonic() + body.wait
 
     @metrics.timed_claim
-    def attempt() -> list[wire.Lease]:
+    def attempt() -> _Granted:
         with db.write_core() as conn:
-            return leases.claim(
+            granted = leases.claim(
                 conn,
                 agent_id=body.agent_id,
                 max_records=body.max_records,
@@ -50,15 +51,28 @@ async def claim(
                 walltime_left=body.walltime_left,
                 agent_token=caller.agent_token,
             )
+            # Serialised before the commit: an answer that cannot be built leases nothing.
+            return _Granted(len(granted), json_response(wire.Leases(leases=granted)))
 
     while True:
         seen = wakeup.generation  # a wakeup while the attempt runs must not be missed
         granted = await run_in_threadpool(attempt)
         remaining = deadline - time.monotonic()
         if granted or remaining <= 0:
-            return json_response(wire.Leases(leases=granted))
+            return granted.answer
         # Leases expire on the clock, not on an event: re-check at least every poll interval.
         await wakeup.wait(min(remaining, settings.claim_poll_interval), since=seen)
+
+
+@dataclass(frozen=True)
+class _Granted:
+    """What one claim attempt leased, and its answer, built inside the claim's transaction."""
+
+    count: int
+    answer: Response
+
+    def __len__(self) -> int:
+        return self.count
 
 
 def _campaigns(body: wire.ClaimRequest) -> list[int] | None:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from farmhand.agent import wire
 from farmhand.server import records, submit
-from farmhand.server.routes.deps import DbDep, NowDep, SettingsDep, SubmitterDep, WakeupDep
+from farmhand.server.routes.deps import (
+    DbDep,
+    NowDep,
+    SettingsDep,
+    SubmitterDep,
+    WakeupDep,
+    json_response,
+)
 from farmhand.server.routes.openapi import RECORD_IDS, RECORDS, RETRY, errors
 
 router = APIRouter(tags=["records"])
@@ -27,7 +34,7 @@ def create_records(
     now: NowDep,
     wakeup: WakeupDep,
     _: SubmitterDep,
-) -> wire.RecordsCreated:
+) -> Response:
     """Create records in one campaign. Keys the campaign already has are skipped, or with
     `force` replaced and queued again (`force_ignores_success`: done ones too). Records with
     `parents` wait until every parent is done; an unknown parent or a cycle is a 422."""
@@ -39,9 +46,10 @@ def create_records(
             default_max_attempts=settings.max_attempts,
             max_command_length=settings.max_command_length,
         )
+        response = json_response(answer, status_code=201)
     if answer.created or answer.replaced:
         wakeup.notify()
-    return answer
+    return response
 
 
 @router.get(
@@ -53,11 +61,11 @@ def create_records(
 def list_records(
     db: DbDep,
     _: SubmitterDep,
-    campaign_id: int | None = None,
+    campaign_id: wire.Id | None = None,
     state: wire.RecordState | None = None,
-    key: str | None = None,
-    dataset: str | None = None,
-    after: int | None = Query(None, description="id to continue after (keyset)"),
+    key: wire.Text | None = None,
+    dataset: wire.Text | None = None,
+    after: wire.Id | None = Query(None, description="id to continue after (keyset)"),
     limit: int = Query(100, ge=1, le=records.MAX_PAGE),
 ) -> wire.Page[wire.Record]:
     """Records in id order, filtered; follow `next` for the following page."""
@@ -79,7 +87,7 @@ def list_records(
     summary="Get a record with its runs and derived run_args",
     responses=errors(404, 422),
 )
-def get_record(record_id: int, db: DbDep, _: SubmitterDep) -> wire.Record:
+def get_record(record_id: wire.Id, db: DbDep, _: SubmitterDep) -> wire.Record:
     """One record: spec, state, result, effective run_args and every attempt."""
     with db.read() as session:
         return records.get(session, record_id)
@@ -92,16 +100,15 @@ def get_record(record_id: int, db: DbDep, _: SubmitterDep) -> wire.Record:
     responses=errors(404, 409, 413, 422),
     openapi_extra=RECORD_IDS,
 )
-def cancel_records(
-    body: wire.RecordIds, db: DbDep, now: NowDep, _: SubmitterDep
-) -> wire.RecordsChanged:
+def cancel_records(body: wire.RecordIds, db: DbDep, now: NowDep, _: SubmitterDep) -> Response:
     """Cancel records; running ones are stopped by their agent at its next heartbeat.
 
     All or nothing: if any record cannot be cancelled, none is (409 naming it). Waiting
     descendants of a cancelled record fail with "upstream failed: <key>".
     """
     with db.write() as session:
-        return wire.RecordsChanged(changed=records.cancel(session, ids=body.ids, now=now))
+        changed = records.cancel(session, ids=body.ids, now=now)
+        return json_response(wire.RecordsChanged(changed=changed))
 
 
 @router.post(
@@ -113,7 +120,7 @@ def cancel_records(
 )
 def retry_records(
     body: wire.RecordsRetry, db: DbDep, now: NowDep, wakeup: WakeupDep, _: SubmitterDep
-) -> wire.RecordsChanged:
+) -> Response:
     """Re-queue failed, cancelled or orphaned records (or every orphan) with fresh attempts.
 
     Records in other states are skipped with the reason unless `force` (and, for done ones,
@@ -123,6 +130,7 @@ def retry_records(
     """
     with db.write() as session:
         answer = records.retry(session, body=body, now=now)
+        response = json_response(answer)
     if answer.changed:
         wakeup.notify()
-    return answer
+    return response

@@ -35,10 +35,10 @@ router = APIRouter(tags=["runs"])
 def list_runs(
     db: DbDep,
     _: SubmitterDep,
-    record_id: int | None = None,
-    agent_id: int | None = None,
+    record_id: wire.Id | None = None,
+    agent_id: wire.Id | None = None,
     state: wire.RunState | None = None,
-    after: int | None = None,
+    after: wire.Id | None = None,
     limit: int = Query(100, ge=1, le=1000),
 ) -> wire.Page[wire.Run]:
     """Runs in id order, filtered; follow `next` for the following page."""
@@ -65,10 +65,11 @@ def report_runs(
             conn, reports=body.reports, now=now, agent_token=caller.agent_token
         )
         unblocked = lifecycle.made_ready(conn)
+        response = json_response(wire.RunReportAnswers(answers=answers))
     metrics.runs_ended(*(answer.ack for answer in answers))
     if unblocked or any(a.ack and a.ack.record_state == wire.RecordState.ready for a in answers):
         wakeup.notify()
-    return json_response(wire.RunReportAnswers(answers=answers))
+    return response
 
 
 @router.post(
@@ -79,7 +80,7 @@ def report_runs(
     openapi_extra=RUN_START,
 )
 def start_run(
-    run_id: int, body: wire.RunStart, db: DbDep, now: NowDep, caller: AgentDep
+    run_id: wire.Id, body: wire.RunStart, db: DbDep, now: NowDep, caller: AgentDep
 ) -> Response:
     """The agent has staged the run and started its command (fenced by the lease token)."""
     with db.write_core() as conn:
@@ -96,17 +97,23 @@ def start_run(
     openapi_extra=RUN_COMPLETE,
 )
 def complete_run(
-    run_id: int, body: wire.RunComplete, db: DbDep, now: NowDep, wakeup: WakeupDep, caller: AgentDep
+    run_id: wire.Id,
+    body: wire.RunComplete,
+    db: DbDep,
+    now: NowDep,
+    wakeup: WakeupDep,
+    caller: AgentDep,
 ) -> Response:
     """The record becomes done with the run's result (children whose parents are now all done
     become ready); a repeat gets the same answer."""
     with db.write_core() as conn:
         ack = runs.complete(conn, run_id=run_id, body=body, now=now, agent_token=caller.agent_token)
         unblocked = lifecycle.made_ready(conn)
+        response = json_response(ack)
     metrics.runs_ended(ack)
     if unblocked:
         wakeup.notify()
-    return json_response(ack)
+    return response
 
 
 @router.post(
@@ -117,15 +124,16 @@ def complete_run(
     openapi_extra=RUN_FAIL,
 )
 def fail_run(
-    run_id: int, body: wire.RunFail, db: DbDep, now: NowDep, wakeup: WakeupDep, caller: AgentDep
+    run_id: wire.Id, body: wire.RunFail, db: DbDep, now: NowDep, wakeup: WakeupDep, caller: AgentDep
 ) -> Response:
     """The attempt failed; the record is re-queued while attempts remain, else failed."""
     with db.write_core() as conn:
         ack = runs.fail(conn, run_id=run_id, body=body, now=now, agent_token=caller.agent_token)
+        response = json_response(ack)
     metrics.runs_ended(ack)
     if ack.record_state == wire.RecordState.ready:
         wakeup.notify()
-    return json_response(ack)
+    return response
 
 
 @router.post(
@@ -136,15 +144,16 @@ def fail_run(
     openapi_extra=RUN_ORPHAN,
 )
 def orphan_run(
-    run_id: int, body: wire.RunOrphan, db: DbDep, now: NowDep, caller: AgentDep
-) -> wire.RunAck:
+    run_id: wire.Id, body: wire.RunOrphan, db: DbDep, now: NowDep, caller: AgentDep
+) -> Response:
     """The agent cannot run the record as specified (unknown runner, missing input, the run
     directory cannot be staged): it becomes orphaned with the reason, no attempt spent, until
     a user retries it (`farmhand retry --orphans`)."""
     with db.write_core() as conn:
         ack = runs.orphan(conn, run_id=run_id, body=body, now=now, agent_token=caller.agent_token)
+        response = json_response(ack)
     metrics.runs_ended(ack)
-    return ack
+    return response
 
 
 @router.post(
@@ -155,11 +164,17 @@ def orphan_run(
     openapi_extra=RUN_RELEASE,
 )
 def release_run(
-    run_id: int, body: wire.RunRelease, db: DbDep, now: NowDep, wakeup: WakeupDep, caller: AgentDep
+    run_id: wire.Id,
+    body: wire.RunRelease,
+    db: DbDep,
+    now: NowDep,
+    wakeup: WakeupDep,
+    caller: AgentDep,
 ) -> Response:
     """The record is ready again at once, without spending an attempt."""
     with db.write_core() as conn:
         ack = runs.release(conn, run_id=run_id, body=body, now=now, agent_token=caller.agent_token)
+        response = json_response(ack)
     metrics.runs_ended(ack)
     wakeup.notify()
-    return json_response(ack)
+    return response

@@ -37,6 +37,7 @@ from farmhand.server.routes.deps import (
     NowDep,
     SettingsDep,
     SubmitterDep,
+    json_response,
 )
 from farmhand.server.routes.openapi import CHECKPOINT, errors
 
@@ -120,7 +121,7 @@ async def put_snapshot(
     `X-Farmhand-Lease: <run id>:<lease token>`; 403 without it or for another token's run)."""
     cap = settings.max_snapshot_bytes
     length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > cap:
+    if length.isascii() and length.isdigit() and int(length) > cap:
         raise TooLarge(f"snapshot is {int(length)} bytes; the limit is {cap}")
 
     def precheck() -> wire.Snapshot | None:
@@ -205,8 +206,8 @@ def head_snapshot(
         return Response(status_code=404)
     with db.read() as session:
         row = snapshots.find(session, sha256)
-    if row is None:
-        return Response(status_code=404)
+    if row is None:  # the headers a GET's 404 would have: its JSON error, without the body
+        return Response(status_code=404, media_type="application/json")
     return Response(headers={"content-length": str(row.size), "accept-ranges": "bytes"})
 
 
@@ -302,7 +303,7 @@ def snapshot_info(sha256: Sha, db: DbDep, caller: AnyRoleDep) -> wire.Snapshot:
 def list_snapshots(
     db: DbDep,
     _: SubmitterDep,
-    after: Annotated[str | None, Query(max_length=64)] = None,
+    after: Annotated[wire.Text | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> wire.SnapshotPage:
     """Snapshots in sha256 order with their reference counts; follow `next` for more."""
@@ -320,11 +321,12 @@ def list_snapshots(
     openapi_extra=CHECKPOINT,
 )
 def add_checkpoint(
-    run_id: int, body: wire.CheckpointCreate, db: DbDep, now: NowDep, caller: AgentDep
-) -> wire.Checkpoint:
+    run_id: wire.Id, body: wire.CheckpointCreate, db: DbDep, now: NowDep, caller: AgentDep
+) -> Response:
     """Record an uploaded checkpoint of a live run (fenced by its lease token; an agent token
     only for its own agents' runs); the record's next attempt restores the newest one."""
     with db.write() as session:
-        return snapshots.add_checkpoint(
+        checkpoint = snapshots.add_checkpoint(
             session, run_id=run_id, body=body, now=now, agent_token=caller.agent_token
         )
+        return json_response(checkpoint, status_code=201)

@@ -197,3 +197,80 @@ def test_a_bad_record_line_is_named(tmp_path: Path) -> None:
         BundleReader.open(tmp_path / "plain.txt"),
     ):
         pass
+
+
+def gzipped(path: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> Path:
+    with tarfile.open(path, "w:gz", compresslevel=1) as tar:
+        for info, data in members:
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_a_truncated_bundle_is_named_before_anything_is_read(tmp_path: Path) -> None:
+    lines = "".join(json.dumps(record(f"k{i}")) + "\n" for i in range(2000)).encode()
+    whole = gzipped(
+        tmp_path / "b.tar.gz",
+        [regular("bundle.json", json.dumps(MANIFEST_OK).encode()), regular("records.jsonl", lines)],
+    )
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(BundleError, match="truncated or damaged"), BundleReader.open(cut):
+        pass
+
+
+def test_a_gzip_bomb_record_line_is_refused_without_reading_it_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bundle_files, "MAX_RECORD_BYTES", 1024 * 1024)
+    monkeypatch.setattr(bundle_files, "MAX_MANIFEST_BYTES", 1024 * 1024)
+    bomb = b"x" * (8 * 1024 * 1024)  # compresses to a few kB
+    manifest = json.dumps(MANIFEST_OK).encode()
+    path = gzipped(
+        tmp_path / "b.tar.gz", [regular("bundle.json", manifest), regular("records.jsonl", bomb)]
+    )
+    with (
+        pytest.raises(BundleError, match=r"records\.jsonl line 1 is over 1048576 bytes"),
+        BundleReader.open(path),
+    ):
+        pass
+    path = gzipped(tmp_path / "m.tar.gz", [regular("bundle.json", manifest + b" " * len(bomb))])
+    with (
+        pytest.raises(BundleError, match=r"bundle\.json is over 1048576 bytes"),
+        BundleReader.open(path),
+    ):
+        pass
+
+
+def test_import_command_reports_a_damaged_bundle_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    whole = gzipped(
+        tmp_path / "b.tar.gz",
+        [
+            regular("bundle.json", json.dumps(MANIFEST_OK).encode()),
+            regular("records.jsonl", b"{}\n" * 50_000),
+        ],
+    )
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(whole.read_bytes()[:-200])
+    argv = ["import", str(cut), "--server", "http://127.0.0.1:9", "--token", "x"]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("farmhand: error:") and len(err.splitlines()) == 1, err
+
+
+def test_restore_into_a_symlinked_directory_is_one_line_and_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    archive = make_tar(tmp_path / "b.tar", GOOD)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    for target in ("link", "dangling"):
+        assert cli.main(["restore", str(archive), "--data-dir", str(tmp_path / target)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert "is a symbolic link" in err and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.tar", "dangling", "link", "real"]
+    assert list((tmp_path / "real").iterdir()) == []
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "dangling").is_symlink()

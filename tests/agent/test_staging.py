@@ -180,3 +180,20 @@ def test_results_document_round_trips_through_the_wire(tmp_path: Path) -> None:
     parsed, error = read_results(tmp_path)
     assert error is None
     assert wire.RunComplete(token="t", result=parsed).result == document
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("[" * 65 + "]" * 65, f"nests deeper than {wire.MAX_DOCUMENT_DEPTH} levels"),
+        ('{"a": "x\\u0000y"}', "NUL character"),
+    ],
+)
+def test_read_results_the_server_would_refuse(tmp_path: Path, content: str, needle: str) -> None:
+    """A document the wire refuses fails the run with the reason, instead of a report the
+    server answers with 422."""
+    write_results(tmp_path, content)
+    document, error = read_results(tmp_path)
+    assert document is None and error is not None and needle in error, error
+    write_results(tmp_path, "[" * 64 + "]" * 64)
+    assert read_results(tmp_path)[1] is None

@@ -25,7 +25,9 @@ ERROR_BODY = "#/components/schemas/ErrorBody"
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     data = Path(tmp_path_factory.mktemp("openapi"))
-    settings = Settings(data_dir=data, database_url=f"sqlite:///{data}/x.db", admin_token="fh_t")
+    settings = Settings(
+        data_dir=data, database_url=f"sqlite:///{data}/x.db", admin_token="fh_test_admin_token"
+    )
     return TestClient(create_app(settings)).get("/openapi.json").json()
 
 
