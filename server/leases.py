@@ -20,6 +20,7 @@ from sqlalchemy import (
     Integer,
     Text,
     bindparam,
+    column,
     exists,
     func,
     insert,
@@ -27,6 +28,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    table,
     update,
 )
 from sqlalchemy.engine import Connection
@@ -147,20 +149,25 @@ def expire(tx: Session | Connection, *, now: datetime) -> Expired:
 
 # The claim's statements are built once: building a statement costs more than running it.
 
-#: One round trip before a claim: the agent's state and token, whether any lease has run out,
-#: and the highest run id (SQLite numbers the new runs from it: it holds the write lock).
-_GATE = select(
-    AGENT.c.name,
-    AGENT.c.state,
-    AGENT.c.token_id,
-    exists()
-    .where(
+
+@cache
+def _gate(dialect: str) -> Any:
+    """One round trip before a claim: the agent's state and token, whether any lease has run
+    out, and on SQLite the run table's last id: the claim numbers the new runs from it (it
+    holds the write lock), from the AUTOINCREMENT counter rather than max(id), so no id is
+    handed out twice."""
+    due = exists().where(
         literal_in(REC.c.state, states.source_values(Event.requeue)),
         REC.c.lease_expires_at < bindparam("b_now", type_=UTCDateTime),
     )
-    .label("due"),
-    select(func.coalesce(func.max(RUN.c.id), 0)).scalar_subquery().label("last_run"),
-).where(AGENT.c.id == bindparam("b_agent"))
+    columns = [AGENT.c.name, AGENT.c.state, AGENT.c.token_id, due.label("due")]
+    if dialect != "postgresql":
+        sequences = table("sqlite_sequence", column("name"), column("seq"))
+        last = select(func.coalesce(func.max(sequences.c.seq), 0)).where(
+            sequences.c.name == RUN.name
+        )
+        columns.append(last.scalar_subquery().label("last_run"))
+    return select(*columns).where(AGENT.c.id == bindparam("b_agent"))
 
 
 def _claimed(column: Any) -> Any:
@@ -303,7 +310,8 @@ def claim(
     """
     now = clock()
     conn = connection_of(tx)
-    gate = conn.execute(_GATE, {"b_agent": agent_id, "b_now": now}).first()
+    dialect = conn.dialect.name
+    gate = conn.execute(_gate(dialect), {"b_agent": agent_id, "b_now": now}).first()
     if gate is None:
         raise NotFound(f"agent {agent_id} is not registered")
     refusal = not_yours(agent_id, gate.name, gate.token_id, agent_token) or _refusal(
@@ -314,7 +322,6 @@ def claim(
     if gate.due:
         expire(conn, now=now)
     expires = now + timedelta(seconds=ttl)
-    dialect = conn.dialect.name
     params = {
         "b_agent": agent_id,
         "b_limit": max_records,

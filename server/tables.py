@@ -48,6 +48,11 @@ class UTCDateTime(TypeDecorator):
         return None if value is None else value.replace(tzinfo=timezone.utc)
 
 
+#: SQLite: ids come from `sqlite_sequence` and are never reused, like PostgreSQL's sequences
+#: (a plain INTEGER PRIMARY KEY hands out max(id) + 1). Migration 0008 says why.
+IDS_NEVER_REUSED = {"sqlite_autoincrement": True}
+
+
 def _when(*, now: bool = False, index: bool = False) -> Any:
     if now:
         return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False, index=index)
@@ -72,7 +77,10 @@ def _json_or_null() -> Any:
 class Campaign(SQLModel, table=True):
     """A named, versioned group of records."""
 
-    __table_args__ = (UniqueConstraint("name", "version", name="uq_campaign_name_version"),)
+    __table_args__ = (
+        UniqueConstraint("name", "version", name="uq_campaign_name_version"),
+        IDS_NEVER_REUSED,
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(index=True)
@@ -99,6 +107,7 @@ class Record(SQLModel, table=True):
         ),
         Index("ix_record_agent", "agent_id"),
         Index("ix_record_campaign_dataset", "campaign_id", "dataset"),
+        IDS_NEVER_REUSED,
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -154,6 +163,7 @@ class Run(SQLModel, table=True):
         Index("ix_run_record", "record_id", "id"),
         Index("ix_run_agent", "agent_id"),
         Index("ix_run_archive", "archive"),
+        IDS_NEVER_REUSED,
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -183,6 +193,7 @@ class Run(SQLModel, table=True):
 class Agent(SQLModel, table=True):
     """A registered worker process."""
 
+    __table_args__ = IDS_NEVER_REUSED
     id: int | None = Field(default=None, primary_key=True)
     name: str
     host: str
@@ -241,6 +252,7 @@ class Checkpoint(SQLModel, table=True):
     __table_args__ = (
         Index("ix_checkpoint_record", "record_id", "id"),
         Index("ix_checkpoint_sha256", "sha256"),
+        IDS_NEVER_REUSED,
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -253,6 +265,7 @@ class Checkpoint(SQLModel, table=True):
 class Token(SQLModel, table=True):
     """A bearer token; only its sha256 is stored."""
 
+    __table_args__ = IDS_NEVER_REUSED
     id: int | None = Field(default=None, primary_key=True)
     name: str = ""
     role: str

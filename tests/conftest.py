@@ -1,6 +1,7 @@
 """Shared fixtures: a real database on each backend (SQLite file, PostgreSQL), the app
 in-process, and a real server process. Every test that takes `db`, `api`, `make_api` or a live
-server runs once per backend."""
+server runs once per backend. Their databases number each table's ids from its own start
+(tests/databases.py `offset_ids`): a test never sees campaign 1, record 1 and run 1 at once."""
 
 from __future__ import annotations
 
@@ -21,7 +22,13 @@ from farmhand.server import migrate
 from farmhand.server.app import create_app
 from farmhand.server.db import Database
 from farmhand.server.settings import Settings
-from tests.databases import BACKENDS, PostgresDatabase, require_postgres
+from tests.databases import (
+    BACKENDS,
+    PostgresDatabase,
+    migrate_with_offset_ids,
+    offset_ids,
+    require_postgres,
+)
 
 # Fixtures for the HPC tests: `small_fs` (a tmpfs), `slurm` (the machine's Slurm); S3 ones.
 pytest_plugins = ("tests.filesystems", "tests.slurm", "tests.s3")
@@ -73,24 +80,39 @@ def new_database_url(backend: str, tmp_path: Path) -> Iterator[Callable[[], str]
 
 
 @pytest.fixture
+def new_offset_database_url(new_database_url: Callable[[], str]) -> Callable[[], str]:
+    """Make fresh databases at head whose ids start apart (`offset_ids`); each call gives a
+    new URL. A server started on one migrates nothing and keeps the offsets."""
+
+    def make() -> str:
+        url = new_database_url()
+        migrate_with_offset_ids(url)
+        return url
+
+    return make
+
+
+@pytest.fixture
 def db(new_database_url: Callable[[], str]) -> Iterator[Database]:
-    """A fresh database migrated to head (the path every server start takes)."""
+    """A fresh database migrated to head (the path every server start takes), ids apart."""
     database = Database(new_database_url())
     migrate.upgrade(database.engine)
+    offset_ids(database.engine)
     yield database
     database.dispose()
 
 
 @pytest.fixture
 def make_api(
-    tmp_path: Path, new_database_url: Callable[[], str]
+    tmp_path: Path, new_offset_database_url: Callable[[], str]
 ) -> Iterator[Callable[..., TestClient]]:
-    """Build the app in-process on a fresh database; `make_api(lease_ttl=…)`."""
+    """Build the app in-process on a fresh database (ids apart); `make_api(lease_ttl=…)`."""
     clients: list[TestClient] = []
 
     def make(**settings: object) -> TestClient:
         data_dir = tmp_path / f"data-{len(clients)}"
-        settings.setdefault("database_url", new_database_url())
+        if "database_url" not in settings:
+            settings["database_url"] = new_offset_database_url()
         app = create_app(Settings(data_dir=data_dir, admin_token=ADMIN, **settings))
         client = TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"})
         client.__enter__()
@@ -169,16 +191,18 @@ class LiveServer:
 
 @pytest.fixture
 def live_server_factory(
-    tmp_path: Path, new_database_url: Callable[[], str]
+    tmp_path: Path, new_offset_database_url: Callable[[], str]
 ) -> Iterator[Callable[..., LiveServer]]:
-    """Start real server processes; keyword arguments become FARMHAND_* settings."""
+    """Start real server processes, each on a fresh database (ids apart) unless given a
+    `database_url`; keyword arguments become FARMHAND_* settings."""
     servers: list[LiveServer] = []
 
     def start(**settings: object) -> LiveServer:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("FARMHAND_")}
         env["FARMHAND_ADMIN_TOKEN"] = ADMIN
-        settings.setdefault("database_url", new_database_url())
+        if "database_url" not in settings:
+            settings["database_url"] = new_offset_database_url()
         env.update({f"FARMHAND_{k.upper()}": str(v) for k, v in settings.items()})
         server = LiveServer(
             url=f"http://127.0.0.1:{port}",

@@ -36,7 +36,7 @@ DIALECTS = {
 
 def render(dialect: str) -> dict[str, str]:
     """`{file name: SQL}`: a claim's statements, then the claim with each filter set."""
-    steps = [leases._GATE, leases._claim_statement(dialect, frozenset())]
+    steps = [leases._gate(dialect), leases._claim_statement(dialect, frozenset())]
     if dialect == "postgresql":
         steps.append(leases._INSERT_RUNS_POSTGRESQL)
     else:

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 from farmhand.server import migrate, tables
 from farmhand.server.db import Database
 from farmhand.server.errors import SchemaError
-from tests.server.helpers import API
+from tests.server.helpers import API, agent, claim
 
 OLD_TOKEN = "fh_token_from_an_older_farmhand"
 T0 = datetime(2026, 1, 2, 3, 4, 5)
@@ -122,6 +122,7 @@ SEEDS: dict[str, Callable[[Connection], None]] = {
     "0004": seed_0001,
     "0005": seed_0001,
     "0006": seed_0001,
+    "0007": seed_0001,
 }
 
 
@@ -146,13 +147,15 @@ def check_seeded_data(api: TestClient) -> None:
     ]
     running = api.get(f"{API}/records/2").json()
     assert running["state"] == "running" and running["runs"][0]["state"] == "running"
-    (agent,) = [a for a in api.get(f"{API}/agents").json() if a["id"] == 7]
-    assert (agent["name"], agent["slots"], agent["status"]) == ("a", 4, None)  # 0004's column
+    (old,) = [a for a in api.get(f"{API}/agents").json() if a["id"] == 7]
+    assert (old["name"], old["slots"], old["status"]) == ("a", 4, None)  # 0004's column
     as_submitter = api.get(f"{API}/records/3", headers={"Authorization": f"Bearer {OLD_TOKEN}"})
     assert as_submitter.status_code == 200 and as_submitter.json()["state"] == "ready"
-    # New rows get fresh ids after the old ones.
+    # New rows get fresh ids after the old ones; a claim numbers its run after runs 1 and 2.
     made = api.post(f"{API}/campaigns", json={"name": "new"})
     assert made.status_code == 201 and made.json()["id"] == 2
+    (lease,) = claim(api, agent(api, "new"))
+    assert (lease["record_id"], lease["run_id"]) == (3, 3)
 
 
 def test_revisions_form_one_chain_with_a_seed_for_each_but_head() -> None:

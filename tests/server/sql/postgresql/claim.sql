@@ -1,7 +1,6 @@
 SELECT agent.name, agent.state, agent.token_id, EXISTS (SELECT *
 FROM record
-WHERE record.state IN ('claimed', 'running') AND record.lease_expires_at < :b_now::TIMESTAMP WITHOUT TIME ZONE) AS due, (SELECT coalesce(max(run.id), :coalesce_2::INTEGER) AS coalesce_1
-FROM run) AS last_run
+WHERE record.state IN ('claimed', 'running') AND record.lease_expires_at < :b_now::TIMESTAMP WITHOUT TIME ZONE) AS due
 FROM agent
 WHERE agent.id = :b_agent::INTEGER;
 

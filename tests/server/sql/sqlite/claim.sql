@@ -1,7 +1,8 @@
 SELECT agent.name, agent.state, agent.token_id, EXISTS (SELECT *
 FROM record
-WHERE record.state IN ('claimed', 'running') AND record.lease_expires_at < :b_now) AS due, (SELECT coalesce(max(run.id), :coalesce_2) AS coalesce_1
-FROM run) AS last_run
+WHERE record.state IN ('claimed', 'running') AND record.lease_expires_at < :b_now) AS due, (SELECT coalesce(max(sqlite_sequence.seq), :coalesce_2) AS coalesce_1
+FROM sqlite_sequence
+WHERE sqlite_sequence.name = :name_1) AS last_run
 FROM agent
 WHERE agent.id = :b_agent;
 
