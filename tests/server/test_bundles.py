@@ -166,6 +166,32 @@ def test_export_carries_records_runs_results_inputs_and_parents(source: TestClie
     assert "token" not in run and "agent_id" not in run
 
 
+def test_export_gives_each_run_its_own_checkpoints(make_api: Callable[..., TestClient]) -> None:
+    """Two records, two runs each, a checkpoint per run.
+
+    Caught mutant: the export grouping checkpoints by `record_id` instead of `run_id`
+    (server/bundle_export.py) hands a run the checkpoints of a record whose id it shares, or
+    none."""
+    api = make_api()
+    c = campaign(api)
+    submit(api, c, {"key": "a", "command": "run a"}, {"key": "b", "command": "run b"})
+    worker = agent(api)
+    saved: dict[str, list[list[str]]] = {"a": [], "b": []}
+    for attempt in (1, 2):
+        for lease in claim(api, worker, 2):
+            run, token = f"{API}/runs/{lease['run_id']}", {"token": lease["token"]}
+            sha = upload(api, f"{lease['key']} attempt {attempt}".encode())
+            assert api.post(f"{run}/checkpoints", json={**token, "sha256": sha}).status_code == 201
+            assert api.post(f"{run}/fail", json={**token, "error": "killed"}).is_success
+            saved[lease["key"]].append([sha])
+    records = {r["key"]: r for r in export(api, c)["records"]}
+    exported = {
+        key: [[ck["sha256"] for ck in run["checkpoints"]] for run in records[key]["runs"]]
+        for key in ("a", "b")
+    }
+    assert exported == saved
+
+
 def test_import_twice_gives_identical_counts(
     source: TestClient, staged: tuple[TestClient, dict[str, Any]]
 ) -> None:

@@ -150,3 +150,30 @@ def test_each_retry_gets_its_own_records_newest_checkpoint(api: TestClient) -> N
     retries = claim(api, aid, 6)
     assert {lease["key"]: lease["attempt"] for lease in retries} == {f"k{i}": 2 for i in range(6)}
     assert {lease["key"]: lease["checkpoint"] for lease in retries if lease["checkpoint"]} == saved
+
+
+def save_checkpoint(api: TestClient, lease: dict, data: bytes) -> str:
+    sha = upload(api, data)
+    body = {"token": lease["token"], "sha256": sha}
+    assert api.post(f"{API}/runs/{lease['run_id']}/checkpoints", json=body).status_code == 201
+    return sha
+
+
+def test_a_claim_of_two_records_gives_each_its_own_newest_checkpoint(api: TestClient) -> None:
+    """Caught mutant: `newest_checkpoints` without `.group_by(CHECKPOINT.c.record_id)` takes
+    the newest checkpoint of all the claimed records, so only one of them gets any."""
+    cid = campaign(api)
+    post(api, cid, specs("a", "b"))
+    aid = agent(api)
+    first = {lease["key"]: lease for lease in claim(api, aid, 2)}
+    save_checkpoint(api, first["a"], b"a, older")
+    b_newest = save_checkpoint(api, first["b"], b"b")
+    a_newest = save_checkpoint(api, first["a"], b"a, newest of all")  # after b's
+    for lease in first.values():
+        fail = {"token": lease["token"], "error": "killed by signal SIGKILL"}
+        assert api.post(f"{API}/runs/{lease['run_id']}/fail", json=fail).status_code == 200
+    second = {lease["key"]: lease for lease in claim(api, aid, 2)}
+    assert {key: lease["checkpoint"] for key, lease in second.items()} == {
+        "a": a_newest,
+        "b": b_newest,
+    }

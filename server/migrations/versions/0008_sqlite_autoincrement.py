@@ -30,11 +30,22 @@ TABLES = ("campaign", "token", "agent", "record", "run", "checkpoint")
 def _rebuild(autoincrement: bool) -> None:
     if op.get_context().dialect.name != "sqlite":
         return
+    conn = op.get_bind()
     for name in TABLES:
+        # Batch mode rebuilds indexes from reflection, which forgets DESC: put each back
+        # exactly as it was written.
+        indexes = conn.exec_driver_sql(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?"
+            " AND sql IS NOT NULL",
+            (name,),
+        ).all()
         with op.batch_alter_table(
             name, recreate="always", table_kwargs={"sqlite_autoincrement": autoincrement}
         ):
             pass
+        for index, sql in indexes:
+            conn.exec_driver_sql(f'DROP INDEX IF EXISTS "{index}"')
+            conn.exec_driver_sql(sql)
 
 
 def upgrade() -> None:
