@@ -121,6 +121,8 @@ def test_agent_runs_records_to_done_and_failed(live_server: LiveServer, tmp_path
 def test_command_environment(
     live_server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Caught mutant (ids differ between tables in test databases): FARMHAND_RUN_ID set from
+    the record id and FARMHAND_RECORD_ID from the campaign id (agent/run_context.py)."""
     monkeypatch.setenv("FROM_AGENT", "inherited")
     monkeypatch.setenv("FARMHAND_TOKEN", "the-agent's-secret")
     client = live_server.client()
