@@ -43,3 +43,10 @@ def counts(api: TestClient, campaign_id: int) -> dict[str, int]:
     return {
         k: v for k, v in api.get(f"{API}/campaigns/{campaign_id}").json()["counts"].items() if v
     }
+
+
+def ids_by_key(api: TestClient, campaign_id: int) -> dict[str, int]:
+    """`{key: record id}` for the first 1000 records of the campaign."""
+    r = api.get(f"{API}/records", params={"campaign_id": campaign_id, "limit": 1000})
+    assert r.status_code == 200, r.text
+    return {item["key"]: item["id"] for item in r.json()["items"]}

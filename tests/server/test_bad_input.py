@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from farmhand.agent import wire
-from tests.server.helpers import API, agent, campaign, claim, counts, submit
+from tests.server.helpers import API, agent, campaign, claim, counts, ids_by_key, submit
 
 
 @pytest.fixture
@@ -16,6 +16,10 @@ def world(api: TestClient) -> tuple[TestClient, int, int]:
     c = campaign(api)
     submit(api, c, "a", "b")
     return api, c, agent(api)
+
+
+#: Stand-ins in request bodies for the ids of the world's campaign and agent.
+CAMPAIGN, AGENT = "<campaign>", "<agent>"
 
 
 def unchanged(api: TestClient, c: int) -> Callable[[], None]:
@@ -45,22 +49,22 @@ def test_malformed_json_is_422(world: tuple[TestClient, int, int]) -> None:
 @pytest.mark.parametrize(
     ("path", "body", "needle"),
     [
-        ("/records", {"campaign_id": 1, "records": []}, "records"),
-        ("/records", {"campaign_id": 1, "records": [{"key": "", "command": "x"}]}, "key"),
+        ("/records", {"campaign_id": CAMPAIGN, "records": []}, "records"),
+        ("/records", {"campaign_id": CAMPAIGN, "records": [{"key": "", "command": "x"}]}, "key"),
         (
             "/records",
-            {"campaign_id": 1, "records": [{"key": "z", "command": "  "}]},
+            {"campaign_id": CAMPAIGN, "records": [{"key": "z", "command": "  "}]},
             "command is blank",
         ),
         (
             "/records",
-            {"campaign_id": 1, "records": [{"key": "z", "command": "x", "bogus": 1}]},
+            {"campaign_id": CAMPAIGN, "records": [{"key": "z", "command": "x", "bogus": 1}]},
             "bogus",
         ),
         (
             "/records",
             {
-                "campaign_id": 1,
+                "campaign_id": CAMPAIGN,
                 "records": [{"key": "z", "command": "x" * (wire.MAX_COMMAND_LENGTH + 1)}],
             },
             "command",
@@ -68,7 +72,7 @@ def test_malformed_json_is_422(world: tuple[TestClient, int, int]) -> None:
         (
             "/records",
             {
-                "campaign_id": 1,
+                "campaign_id": CAMPAIGN,
                 "records": [{"key": "z", "command": "x"}, {"key": "z", "command": "y"}],
             },
             "key 'z' appears twice",
@@ -76,20 +80,23 @@ def test_malformed_json_is_422(world: tuple[TestClient, int, int]) -> None:
         (
             "/records",
             {
-                "campaign_id": 1,
+                "campaign_id": CAMPAIGN,
                 "records": [{"key": "z", "command": "x", "run_args": {"max_attempts": 0}}],
             },
             "max_attempts",
         ),
         ("/campaigns", {"name": "has space"}, "name"),
-        ("/leases", {"agent_id": 1, "max_records": 0}, "max_records"),
-        ("/leases", {"agent_id": 1, "wait": 3600}, "wait"),
+        ("/leases", {"agent_id": AGENT, "max_records": 0}, "max_records"),
+        ("/leases", {"agent_id": AGENT, "wait": 3600}, "wait"),
     ],
 )
 def test_invalid_bodies_are_422_naming_the_field(
     world: tuple[TestClient, int, int], path: str, body: dict, needle: str
 ) -> None:
-    api, c, _ = world
+    api, c, a = world
+    body = {
+        k: {CAMPAIGN: c, AGENT: a}.get(v, v) if isinstance(v, str) else v for k, v in body.items()
+    }
     check = unchanged(api, c)
     r = api.post(API + path, json=body)
     assert r.status_code == 422, r.text
@@ -158,6 +165,7 @@ def test_cancel_is_all_or_nothing(world: tuple[TestClient, int, int]) -> None:
     (lease,) = claim(api, a)
     api.post(f"{API}/runs/{lease['run_id']}/complete", json={"token": lease["token"]})
     check = unchanged(api, c)
-    r = api.post(f"{API}/records/cancel", json={"ids": [2, lease["record_id"]]})
+    ready = ids_by_key(api, c)["b"]
+    r = api.post(f"{API}/records/cancel", json={"ids": [ready, lease["record_id"]]})
     assert r.status_code == 409
     check()

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from farmhand.server.pages.access import COOKIE, csrf_token, safe_next
 from tests.conftest import ADMIN
-from tests.server.helpers import API, agent, campaign, claim, record, submit
+from tests.server.helpers import API, agent, campaign, claim, ids_by_key, record, submit
 
 LIVE = {"X-Farmhand-Live": "1"}
 
@@ -144,9 +144,10 @@ def test_a_live_refresh_answers_with_only_the_live_region(api: TestClient) -> No
 
 
 def test_pages_load_nothing_from_elsewhere_and_allow_no_inline_code(api: TestClient) -> None:
-    submit(api, campaign(api), "a")
+    c = campaign(api)
+    submit(api, c, "a")
     client = browser(api)
-    for path in ("/", "/campaigns/1", "/records/1", "/login"):
+    for path in ("/", f"/campaigns/{c}", f"/records/{ids_by_key(api, c)['a']}", "/login"):
         r = client.get(path)
         assert r.status_code == 200, path
         csp = r.headers["content-security-policy"]
@@ -223,19 +224,20 @@ def test_record_page_links_parents_children_dataset_and_tags(api: TestClient) ->
     ]
     r = api.post(f"{API}/records", json={"campaign_id": c, "records": records})
     assert r.status_code == 201, r.text
+    ids = {key: str(id_) for key, id_ in ids_by_key(api, c).items()}
     client = browser(api)
-    root = client.get("/records/1").text
+    root = client.get(f"/records/{ids['relax']}").text
     children = re.search(r'<dd id="children">(.*?)</dd>', root, re.S)
     assert children and re.findall(r'href="/records/(\d+)">(\w+)<', children.group(1)) == [
-        ("2", "phonons"),
-        ("3", "elastic"),
+        (ids["phonons"], "phonons"),
+        (ids["elastic"], "elastic"),
     ]
     assert re.search(r'<dd id="parents"><span class="muted">none</span></dd>', root)
     assert f'href="/campaigns/{c}?dataset=fcc"' in root and f'href="/campaigns/{c}?tag=Al"' in root
-    leaf = client.get("/records/3").text
+    leaf = client.get(f"/records/{ids['elastic']}").text
     parents = re.search(r'<dd id="parents">(.*?)</dd>', leaf, re.S)
     assert parents and re.findall(r'href="/records/(\d+)">(\w+)<', parents.group(1)) == [
-        ("1", "relax")
+        (ids["relax"], "relax")
     ]
 
 
@@ -270,53 +272,59 @@ def test_record_page_shows_spec_run_args_and_every_attempt(api: TestClient) -> N
 
 
 def test_cancel_and_retry_buttons_need_the_csrf_token(api: TestClient) -> None:
-    submit(api, campaign(api), "a")
+    c = campaign(api)
+    submit(api, c, "a")
+    a = ids_by_key(api, c)["a"]
     client = browser(api)
-    page = client.get("/records/1").text
+    page = client.get(f"/records/{a}").text
     assert 'id="cancel"' in page and 'id="retry"' not in page
-    no_token = client.post("/records/1/cancel", data={})
+    no_token = client.post(f"/records/{a}/cancel", data={})
     assert no_token.status_code == 403 and "CSRF" in no_token.text
-    wrong = client.post("/records/1/cancel", data={"csrf": "0" * 32})
+    wrong = client.post(f"/records/{a}/cancel", data={"csrf": "0" * 32})
     assert wrong.status_code == 403
-    assert record(api, 1)["state"] == "ready"
-    r = client.post("/records/1/cancel", data={"csrf": csrf_of(page)})
-    assert r.status_code == 303 and r.headers["location"] == "/records/1?did=cancelled"
-    assert record(api, 1)["state"] == "cancelled"
-    page = client.get("/records/1?did=cancelled").text
+    assert record(api, a)["state"] == "ready"
+    r = client.post(f"/records/{a}/cancel", data={"csrf": csrf_of(page)})
+    assert r.status_code == 303 and r.headers["location"] == f"/records/{a}?did=cancelled"
+    assert record(api, a)["state"] == "cancelled"
+    page = client.get(f"/records/{a}?did=cancelled").text
     assert "Record cancelled." in page and 'id="retry"' in page and 'id="cancel"' not in page
-    r = client.post("/records/1/retry", data={"csrf": csrf_of(page)})
-    assert r.status_code == 303 and record(api, 1)["state"] == "ready"
-    again = client.post("/records/1/retry", data={"csrf": csrf_of(page)})
+    r = client.post(f"/records/{a}/retry", data={"csrf": csrf_of(page)})
+    assert r.status_code == 303 and record(api, a)["state"] == "ready"
+    again = client.post(f"/records/{a}/retry", data={"csrf": csrf_of(page)})
     assert again.status_code == 409 and "was not retried: it is ready" in again.text
 
 
 def test_a_post_from_another_origin_is_refused(api: TestClient) -> None:
-    submit(api, campaign(api), "a")
+    c = campaign(api)
+    submit(api, c, "a")
+    a = ids_by_key(api, c)["a"]
     client = browser(api)
-    csrf = csrf_of(client.get("/records/1").text)
+    csrf = csrf_of(client.get(f"/records/{a}").text)
     r = client.post(
-        "/records/1/cancel", data={"csrf": csrf}, headers={"Origin": "https://evil.example"}
+        f"/records/{a}/cancel", data={"csrf": csrf}, headers={"Origin": "https://evil.example"}
     )
     assert r.status_code == 403 and "evil.example" in r.text
-    assert record(api, 1)["state"] == "ready"
+    assert record(api, a)["state"] == "ready"
     same = client.post(
-        "/records/1/cancel", data={"csrf": csrf}, headers={"Origin": "http://testserver"}
+        f"/records/{a}/cancel", data={"csrf": csrf}, headers={"Origin": "http://testserver"}
     )
     assert same.status_code == 303
 
 
 def test_agent_tokens_may_not_use_the_pages(api: TestClient) -> None:
-    submit(api, campaign(api), "a")
+    c = campaign(api)
+    submit(api, c, "a")
+    a = ids_by_key(api, c)["a"]
     secret = token(api, "agent")
     client = TestClient(api.app, follow_redirects=False)
     assert client.post("/login", data={"token": secret, "next": "/"}).status_code == 403
     client.cookies.set(COOKIE, secret)  # a session from before agent tokens were refused
-    assert client.get("/records/1").status_code == 403
-    r = client.post("/records/1/cancel", data={"csrf": csrf_token(secret)})
+    assert client.get(f"/records/{a}").status_code == 403
+    r = client.post(f"/records/{a}/cancel", data={"csrf": csrf_token(secret)})
     assert r.status_code == 403 and "cannot use the pages" in r.text
-    assert record(api, 1)["state"] == "ready"
+    assert record(api, a)["state"] == "ready"
     submitter = browser(api, token(api, "submitter"))
-    assert 'id="cancel"' in submitter.get("/records/1").text
+    assert 'id="cancel"' in submitter.get(f"/records/{a}").text
 
 
 def test_logout_ends_the_session(api: TestClient) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import insert, update
+from sqlalchemy import insert, select, update
 
 from farmhand.agent import wire
 from farmhand.server import status
@@ -82,13 +82,21 @@ def _fill(db: Database, n: int) -> int:
         return c.id
 
 
+def record_ids(db: Database, campaign_id: int) -> list[int]:
+    """The campaign's record ids in key order (k000, k001, …)."""
+    with db.read() as session:
+        found = select(Record.id).where(Record.campaign_id == campaign_id).order_by(Record.key)
+        return list(session.execute(found).scalars())
+
+
 def test_recent_failures_are_the_newest_failed_attempts(db: Database) -> None:
     cid = _fill(db, 3)
+    ids = record_ids(db, cid)
     with db.write() as session:
         for n in range(4):
             session.execute(
                 insert(Run.__table__).values(
-                    record_id=1 + n % 3,
+                    record_id=ids[n % 3],
                     token=f"t{n}",
                     attempt=1,
                     state="failed" if n != 2 else "done",
@@ -106,21 +114,23 @@ def test_recent_failures_are_the_newest_failed_attempts(db: Database) -> None:
 def test_agents_show_their_leases_and_flags(db: Database) -> None:
     now = T0 + timedelta(hours=1)
     cid = _fill(db, 4)
+    first_two = record_ids(db, cid)[:2]
     with db.write() as session:
-        for name, state, age in (
-            ("ok", "active", 5),
-            ("old", "active", 600),
-            ("bye", "draining", 1),
-        ):
-            session.add(
-                Agent(name=name, host="h", state=state, last_heartbeat=now - timedelta(seconds=age))
+        added = {
+            name: Agent(name=name, host="h", state=state, last_heartbeat=now - age)
+            for name, state, age in (
+                ("ok", "active", timedelta(seconds=5)),
+                ("old", "active", timedelta(seconds=600)),
+                ("bye", "draining", timedelta(seconds=1)),
             )
+        }
+        session.add_all(added.values())
         session.add(Agent(name="gone", host="h", state="stopped", last_heartbeat=T0))
         session.flush()
         session.execute(
             update(Record)
-            .where(Record.campaign_id == cid, Record.id <= 2)
-            .values(state="running", agent_id=1)
+            .where(Record.id.in_(first_two))
+            .values(state="running", agent_id=added["ok"].id)
         )
     with db.read() as session:
         shown, stopped = status.agents(session, now=now, stale_after=60)
