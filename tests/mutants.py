@@ -148,6 +148,32 @@ MUTANTS: list[Mutant] = [
         "the records gauge leaves out states with no records (the test read a missing series as 0)",
     ),
     Mutant(
+        "export-checkpoints-by-record",
+        "server/bundle_export.py",
+        "checkpoints = _grouped(session, CHECKPOINT, CHECKPOINT.c.run_id, ids)",
+        "checkpoints = _grouped(session, CHECKPOINT, CHECKPOINT.c.record_id, ids)",
+        ("tests/server/test_bundles.py::test_export_gives_each_run_its_own_checkpoints",),
+        "a bundle's runs carry the checkpoints of the record whose id they share (issue 13)",
+    ),
+    Mutant(
+        "newest-checkpoint-of-all",
+        "server/inputs.py",
+        "            .group_by(CHECKPOINT.c.record_id)\n",
+        "",
+        (
+            "tests/server/test_snapshot_refs.py::test_a_claim_of_two_records_gives_each_its_own_newest_checkpoint",
+        ),
+        "a claim of several records restores only the newest checkpoint of them all (issue 13)",
+    ),
+    Mutant(
+        "run-env-ids-shifted",
+        "agent/run_context.py",
+        "FARMHAND_RUN_ID=str(lease.run_id),\n        FARMHAND_RECORD_ID=str(lease.record_id),",
+        "FARMHAND_RUN_ID=str(lease.record_id),\n        FARMHAND_RECORD_ID=str(lease.campaign_id),",
+        ("tests/agent/test_loop.py::test_command_environment",),
+        "a run's FARMHAND_RUN_ID is its record's id, FARMHAND_RECORD_ID its campaign's (issue 13)",
+    ),
+    Mutant(
         "claim-skips-expiry",
         "server/leases.py",
         "    if gate.due:\n        expire(conn, now=now)",
