@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from farmhand.agent.transfer import LEASE_HEADER
 from farmhand.server.pages.access import COOKIE, csrf_token
-from tests.server.helpers import API, campaign, claim, record, submit
+from tests.server.helpers import API, campaign, claim, ids_by_key, record, submit
 
 
 @dataclass
@@ -167,14 +167,16 @@ def test_agent_tokens_find_campaigns_for_farmhand_agent_campaign(api: TestClient
 
 
 def test_agent_tokens_cannot_use_the_pages(api: TestClient) -> None:
-    submit(api, campaign(api), "k")
+    c = campaign(api)
+    submit(api, c, "k")
+    k = ids_by_key(api, c)["k"]
     secret = api.post(f"{API}/tokens", json={"role": "agent"}).json()["token"]
     client = TestClient(api.app, follow_redirects=False)
     r = client.post("/login", data={"token": secret, "next": "/"})
     assert r.status_code == 403 and "cannot use the pages" in r.text
     assert "set-cookie" not in r.headers
     client.cookies.set(COOKIE, secret)  # a session made before, or by hand
-    for path in ("/", "/campaigns/1", "/records/1"):
+    for path in ("/", f"/campaigns/{c}", f"/records/{k}"):
         r = client.get(path)
         assert r.status_code == 403 and "cannot use the pages" in r.text, path
     assert client.post("/logout", data={"csrf": csrf_token(secret)}).status_code == 303
