@@ -1,5 +1,7 @@
 # farmhand — `make demo` runs a sample campaign; `make test` runs every test.
 PYTHON ?= python3
+# Test worker processes: the live tests mostly wait on servers and agents (0.3-0.6 of a core).
+TEST_WORKERS ?= 4
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -18,7 +20,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -37,6 +37,32 @@ ADMIN = "fh_test_admin_token"
 FARMHAND = [sys.executable, "-m", "farmhand.agent"]
 
 
+#: Modules that must not share the machine with each other: real containers, the one Slurm
+#: node, thousands of concurrent claims, hundreds of sockets. Under pytest-xdist
+#: (`--dist loadgroup`) they run one after another on one worker while the others share
+#: the rest of the suite.
+HEAVY = {
+    "tests/agent/test_container_podman.py",
+    "tests/e2e/test_containers.py",
+    "tests/e2e/test_slurm.py",
+    "tests/e2e/test_concurrent_claims.py",
+    "tests/e2e/test_replicas.py",
+    "tests/e2e/test_request_limits.py",
+    "tests/e2e/test_slow_clients.py",
+}
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that starts a real server process `e2e` (`pytest -m "not e2e"` is the
+    fast loop), and put the heavy modules in one xdist group."""
+    for item in items:
+        if "live_server_factory" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)
+        if item.path.relative_to(ROOT).as_posix() in HEAVY:
+            item.add_marker(pytest.mark.xdist_group("heavy"))
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
     """Under CI=true a skip is a failure, with the skip's reason: a run without PostgreSQL,
