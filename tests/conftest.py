@@ -38,9 +38,8 @@ FARMHAND = [sys.executable, "-m", "farmhand.agent"]
 
 
 #: Modules that must not share the machine with each other: real containers, the one Slurm
-#: node, thousands of concurrent claims, hundreds of sockets. Under pytest-xdist
-#: (`--dist loadgroup`) they run one after another on one worker while the others share
-#: the rest of the suite.
+#: node, thousands of concurrent claims, hundreds of sockets. Under pytest-xdist they run one
+#: after another on one worker while the other workers share the rest of the suite.
 HEAVY = {
     "tests/agent/test_container_podman.py",
     "tests/e2e/test_containers.py",
@@ -50,17 +49,28 @@ HEAVY = {
     "tests/e2e/test_request_limits.py",
     "tests/e2e/test_slow_clients.py",
 }
-ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Tests go to workers one by one as they free up, except that the `HEAVY` modules form
+    one scope that a single worker runs in turn. (Not `xdist_group` marks: `--dist loadgroup`
+    renames node ids in a way pytest 9 ignores, so the marks never group anything.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class HeavyInTurn(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "heavy" if nodeid.split("::", 1)[0] in HEAVY else nodeid
+
+    return HeavyInTurn(config, log)
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test that starts a real server process `e2e` (`pytest -m "not e2e"` is the
-    fast loop), and put the heavy modules in one xdist group."""
+    """Mark every test that starts a real server process `e2e`: `pytest -m "not e2e"` is the
+    fast loop."""
     for item in items:
         if "live_server_factory" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.e2e)
-        if item.path.relative_to(ROOT).as_posix() in HEAVY:
-            item.add_marker(pytest.mark.xdist_group("heavy"))
 
 
 @pytest.hookimpl(hookwrapper=True)
