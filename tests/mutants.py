@@ -174,6 +174,18 @@ MUTANTS: list[Mutant] = [
         "a run's FARMHAND_RUN_ID is its record's id, FARMHAND_RECORD_ID its campaign's (issue 13)",
     ),
     Mutant(
+        "claim-checkpoint-uncorrelated",
+        "server/leases.py",
+        "_HAS_CHECKPOINT = exists().where(Checkpoint.__table__.c.record_id == _claimed(REC.c.id))",
+        "_HAS_CHECKPOINT = exists().where(Checkpoint.__table__.c.record_id == REC.c.id)",
+        (
+            "tests/server/test_snapshot_refs.py::"
+            "test_each_retry_gets_its_own_records_newest_checkpoint",
+        ),
+        "on SQLite the claim's RETURNING binds `id` to checkpoint.id: retries lose their "
+        "checkpoints (issue 13)",
+    ),
+    Mutant(
         "claim-skips-expiry",
         "server/leases.py",
         "    if gate.due:\n        expire(conn, now=now)",
