@@ -59,20 +59,23 @@ class ClaimLoop:
         idle = Backoff(min(FIRST_IDLE, self.poll), self.poll)
         failures = Backoff(0.5, 30.0)
         extra = 0  # asked for beyond the free places, to get past records too long for us
+        # Idle means the server said "nothing", not that it could not be asked: after a failed
+        # claim the agent asks once more before it exits as idle.
+        answered = True
         while True:
             got = self.room()
             if got is None:
                 return
             free, idle_for = got
             idle_left = None if self.exit_when_idle is None else self.exit_when_idle - idle_for
-            if idle_left is not None and idle_left <= 0:
+            if idle_left is not None and idle_left <= 0 and answered:
                 log.info("nothing running and nothing to claim for %gs", self.exit_when_idle)
                 self.stop(f"idle for {self.exit_when_idle:g}s", False)
                 return
             interval = idle.next()
             if idle_left is not None:
                 # A poll begun while attempts run ends before any deadline their end could set.
-                interval = min(interval, idle_left)
+                interval = max(0.0, min(interval, idle_left))
             if self.paused() is not None:
                 self._pause(interval)
                 continue
@@ -99,9 +102,11 @@ class ClaimLoop:
                     return
                 pause = failures.next()
                 log.warning("claim failed, retrying in %.1fs: %s", pause, exc)
+                answered = False
                 self._pause(pause)
                 continue
             failures.reset()
+            answered = True
             kept, too_long = self.accept(leases, free) if leases else (0, 0)
             # The server filters by walltime_left, so records too long for this agent come
             # only from an older server (or a job end that moved); ask past them next time

@@ -35,7 +35,7 @@ from farmhand.agent.config import AgentConfig
 from farmhand.agent.diskguard import DiskGuard
 from farmhand.agent.heartbeat import HeartbeatThread
 from farmhand.agent.inputs import CACHE_DIR, SnapshotCache
-from farmhand.agent.outbox import Outbox
+from farmhand.agent.outbox import Entry, Outbox
 from farmhand.agent.placement import plan
 from farmhand.agent.resources import detect
 from farmhand.agent.runners import definitions
@@ -74,7 +74,7 @@ class Agent:
         workdir = Path(config.workdir).resolve()
         self.walltime = Walltime(None, config.walltime_margin, "not yet known")
         self.disk = DiskGuard(workdir, config.disk_limit)
-        self.outbox = Outbox(config.outbox_dir.resolve(), self.client, self.tally.delivered)
+        self.outbox = Outbox(config.outbox_dir.resolve(), self.client, self._report_settled)
         self.heartbeat: HeartbeatThread | None = None
         self.paused: str | None = None  #: why the agent claims nothing now
         self._cond = threading.Condition()
@@ -405,7 +405,9 @@ class Agent:
                 self._cond.wait(1.0)
             if self._stopped():
                 return None
-            if self._attempts:
+            # Reports not yet delivered may make records ready (a parent's completion): the
+            # agent is idle only once nothing runs and nothing waits in its outbox.
+            if self._attempts or len(self.outbox):
                 self._last_busy = time.monotonic()
             return capacity - len(self._attempts), time.monotonic() - self._last_busy
 
@@ -456,6 +458,12 @@ class Agent:
         if fitting:
             log.info("claimed %d: %s", len(fitting), describe_leases(fitting))
         return len(fitting), len(too_long)
+
+    def _report_settled(self, entry: Entry, ack: wire.RunAck | None, problem: str | None) -> None:
+        """The outbox settled a report: count it; the idle clock starts again from now."""
+        self.tally.delivered(entry, ack, problem)
+        with self._cond:
+            self._last_busy = time.monotonic()
 
     def _attempt_ended(self, attempt: Attempt) -> None:
         with self._cond:

@@ -6,6 +6,7 @@ a checkpoint a failed attempt left for the next one: all within what agent token
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -80,4 +81,5 @@ def test_farmhand_agent_works_with_agent_tokens(live_server: LiveServer, tmp_pat
     (run,) = records["parent"].runs or []
     assert run.archive and client.snapshot_info(run.archive).size > 1 << 20
     logs = "".join((tmp_path / f"agent-node{i}.log").read_text() for i in range(2))
-    assert "403" not in logs and "forbidden" not in logs.lower(), logs
+    # A word on its own: snapshot hashes in the log may hold the digits "403" (CI, stop 21).
+    assert not re.search(r"\b403\b", logs) and "forbidden" not in logs.lower(), logs
