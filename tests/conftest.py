@@ -9,24 +9,27 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from farmhand.agent.client import FarmhandClient
 from farmhand.agent.demo import free_port, wait_until_up
-from farmhand.server import migrate
+from farmhand.server import connections
 from farmhand.server.app import create_app
 from farmhand.server.db import Database
 from farmhand.server.settings import Settings
 from tests.databases import (
     BACKENDS,
     PostgresDatabase,
-    migrate_with_offset_ids,
-    offset_ids,
+    migrated_postgres,
+    migrated_sqlite,
     require_postgres,
 )
 
@@ -116,24 +119,28 @@ def new_database_url(backend: str, tmp_path: Path) -> Iterator[Callable[[], str]
 
 
 @pytest.fixture
-def new_offset_database_url(new_database_url: Callable[[], str]) -> Callable[[], str]:
-    """Make fresh databases at head whose ids start apart (`offset_ids`); each call gives a
-    new URL. A server started on one migrates nothing and keeps the offsets."""
+def new_offset_database_url(backend: str, tmp_path: Path) -> Iterator[Callable[[], str]]:
+    """Make fresh databases at head whose ids start apart (`offset_ids`), copied from a
+    template migrated once per test process; each call gives a new URL. A server started on
+    one migrates nothing and keeps the offsets."""
+    made: list[PostgresDatabase] = []
 
     def make() -> str:
-        url = new_database_url()
-        migrate_with_offset_ids(url)
-        return url
+        if backend == "sqlite":
+            return migrated_sqlite(tmp_path / f"farmhand-head-{os.urandom(3).hex()}.db")
+        database = migrated_postgres()
+        made.append(database)
+        return database.url
 
-    return make
+    yield make
+    for database in made:
+        database.drop()
 
 
 @pytest.fixture
-def db(new_database_url: Callable[[], str]) -> Iterator[Database]:
-    """A fresh database migrated to head (the path every server start takes), ids apart."""
-    database = Database(new_database_url())
-    migrate.upgrade(database.engine)
-    offset_ids(database.engine)
+def db(new_offset_database_url: Callable[[], str]) -> Iterator[Database]:
+    """A fresh database at head (the schema every server start ends with), ids apart."""
+    database = Database(new_offset_database_url())
     yield database
     database.dispose()
 
@@ -168,7 +175,11 @@ def api(make_api: Callable[..., TestClient]) -> TestClient:
 
 @dataclass
 class LiveServer:
-    """A real `farmhand server` process on a free loopback port."""
+    """A real uvicorn server on a free loopback port: a `farmhand server` process, or (with
+    `threaded`) the same app served by uvicorn on a thread of the test process, which starts
+    in milliseconds instead of the 1-2 s a process spends importing. A threaded server stops
+    gracefully only; tests of kill -9, of the server's process (RSS, pid) or of its log file
+    ask for a process."""
 
     url: str
     data_dir: Path
@@ -177,10 +188,16 @@ class LiveServer:
     port: int
     process: subprocess.Popen | None = None
     log: Path | None = None
+    threaded: bool = False
     _clients: list[FarmhandClient] = field(default_factory=list)
+    _uvicorn: uvicorn.Server | None = None
+    _thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Start (or restart) the server process and wait until it answers."""
+        """Start (or restart) the server and wait until it answers."""
+        if self.threaded:
+            self._start_thread()
+            return
         assert self.log is not None
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
@@ -201,6 +218,29 @@ class LiveServer:
         with FarmhandClient(self.url, self.admin_token) as client:
             wait_until_up(client, self.process)
 
+    def _start_thread(self) -> None:
+        settings = Settings.from_env(self.env, data_dir=self.data_dir)
+        config = uvicorn.Config(
+            create_app(settings),
+            host="127.0.0.1",
+            port=self.port,
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=10,
+            **connections.uvicorn_options(settings),
+        )
+        server = self._uvicorn = uvicorn.Server(config)
+        self._thread = threading.Thread(target=server.run, name=f"server-{self.port}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:  # set once the lifespan ran and the socket listens
+            if not self._thread.is_alive():
+                raise RuntimeError(f"the server on port {self.port} did not start (see the log)")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server on port {self.port} did not start within 30 s")
+            time.sleep(0.005)
+
     def client(self, token: str | None = None) -> FarmhandClient:
         """A client authenticated as admin (or with `token`)."""
         client = FarmhandClient(self.url, token or self.admin_token)
@@ -216,8 +256,15 @@ class LiveServer:
         }
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        """Stop the server process."""
-        if self.process and self.process.poll() is None:
+        """Stop the server (a process with `sig`; a thread gracefully, as SIGTERM would)."""
+        if self.threaded:
+            assert sig == signal.SIGTERM, "signals other than SIGTERM need a server process"
+            if self._uvicorn is not None and self._thread is not None:
+                self._uvicorn.should_exit = True
+                self._thread.join(timeout=30)
+                assert not self._thread.is_alive(), f"the server on port {self.port} did not stop"
+                self._uvicorn = self._thread = None
+        elif self.process and self.process.poll() is None:
             self.process.send_signal(sig)
             self.process.wait(timeout=30)
         for client in self._clients:
@@ -229,11 +276,13 @@ class LiveServer:
 def live_server_factory(
     tmp_path: Path, new_offset_database_url: Callable[[], str]
 ) -> Iterator[Callable[..., LiveServer]]:
-    """Start real server processes, each on a fresh database (ids apart) unless given a
-    `database_url`; keyword arguments become FARMHAND_* settings."""
+    """Start real servers, each on a fresh database (ids apart) unless given a
+    `database_url`; keyword arguments become FARMHAND_* settings. `process=True` runs it as
+    a `farmhand server` process (kill -9, its pid, its log file); the default is a uvicorn
+    server on a thread of the test process."""
     servers: list[LiveServer] = []
 
-    def start(**settings: object) -> LiveServer:
+    def start(*, process: bool = False, **settings: object) -> LiveServer:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("FARMHAND_")}
         env["FARMHAND_ADMIN_TOKEN"] = ADMIN
@@ -247,6 +296,7 @@ def live_server_factory(
             env=env,
             port=port,
             log=tmp_path / f"server-{port}.log",
+            threaded=not process,
         )
         servers.append(server)
         server.start()
@@ -259,5 +309,11 @@ def live_server_factory(
 
 @pytest.fixture
 def live_server(live_server_factory: Callable[..., LiveServer]) -> LiveServer:
-    """One real server process with default settings."""
+    """One real server with default settings, on a thread of the test process."""
     return live_server_factory()
+
+
+@pytest.fixture
+def live_server_process(live_server_factory: Callable[..., LiveServer]) -> LiveServer:
+    """One `farmhand server` process with default settings."""
+    return live_server_factory(process=True)

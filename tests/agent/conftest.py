@@ -92,3 +92,11 @@ def spawn(tmp_path: Path) -> Iterator[Spawner]:
     spawner = Spawner(tmp_path)
     yield spawner
     spawner.cleanup()
+
+
+@pytest.fixture(params=["sqlite"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Agent tests run on SQLite only: they test the agent, its client and the CLI. The
+    server statements they reach are tested on both databases under tests/server (and end to
+    end, with real agents, under tests/e2e)."""
+    return request.param

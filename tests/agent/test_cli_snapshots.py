@@ -1,5 +1,5 @@
 """`farmhand ls snapshots`, `get snapshot` and `get archive` against the real app
-(in-process, both backends)."""
+(in-process; the routes are tested on both databases under tests/server)."""
 
 from __future__ import annotations
 

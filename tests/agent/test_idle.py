@@ -20,9 +20,6 @@ from tests.conftest import LiveServer
 from tests.cutoff import Cutoff
 from tests.e2e.test_agents import wait_for
 
-# What these tests check is the agent's side; the server is the same on both databases.
-pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-
 IDLE = 1.0
 
 

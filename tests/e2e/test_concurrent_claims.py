@@ -25,7 +25,7 @@ DEADLINE = 600  # seconds for the whole race, all claimers together
 
 
 def test_concurrent_claims_never_share_a_record(live_server_factory) -> None:
-    server: LiveServer = live_server_factory(lease_ttl=3, sweep_interval=0.5)
+    server: LiveServer = live_server_factory(process=True, lease_ttl=3, sweep_interval=0.5)
     admin = server.client()
     campaign = admin.create_campaign("race")
     # Enough attempts that no record runs out of them by abandonment (with 3, one of 5,000

@@ -38,7 +38,7 @@ def test_server_killed_mid_campaign_loses_no_result(
     live_server_factory: Callable[..., LiveServer], tmp_path: Path, agents: StartAgent
 ) -> None:
     # Leases live 6 s unrenewed; after its restart the server gives live ones 6 s more.
-    server = live_server_factory(lease_ttl=6, sweep_interval=0.5)
+    server = live_server_factory(process=True, lease_ttl=6, sweep_interval=0.5)
     client = server.client()
     campaign = client.create_campaign("offline")
     (tmp_path / "open").touch()

@@ -40,7 +40,7 @@ def test_run_dirs_outbox_and_archives_are_private(
     dirs: int,
     files: int,
 ) -> None:
-    server = live_server_factory()
+    server = live_server_factory(process=True)
     client = server.client()
     campaign = client.create_campaign("private")
     client.submit(campaign.id, [wire.RecordSpec(key="r", command=COMMAND.format(out=tmp_path))])

@@ -40,7 +40,7 @@ def database_url(server: LiveServer) -> str:
 
 def replica_of(start: Callable[..., LiveServer], first: LiveServer, **settings) -> LiveServer:
     """A second server process on `first`'s database (the factory shares the admin token)."""
-    return start(database_url=database_url(first), **settings)
+    return start(process=True, database_url=database_url(first), **settings)
 
 
 def listening(server: LiveServer, url: str | None = None) -> int | None:
@@ -116,7 +116,7 @@ def claim_across(a: LiveServer, b: LiveServer, keys: list[str]) -> tuple[list[wi
 def test_two_replicas_share_agents_and_finish_every_record_once(
     live_server_factory: Callable[..., LiveServer], tmp_path: Path
 ) -> None:
-    a = live_server_factory()
+    a = live_server_factory(process=True)
     b = replica_of(live_server_factory, a)
     campaign = a.client().create_campaign("split")
     agents = {
@@ -146,7 +146,7 @@ def test_two_replicas_share_agents_and_finish_every_record_once(
 def test_a_claim_on_one_replica_wakes_on_a_submit_through_another(
     live_server_factory: Callable[..., LiveServer],
 ) -> None:
-    a = live_server_factory(**QUIET)
+    a = live_server_factory(process=True, **QUIET)
     b = replica_of(live_server_factory, a, **QUIET)
     wait_for(lambda: listening(a), what="replica A to LISTEN")
     leases, took = claim_across(a, b, ["k0", "k1"])
@@ -158,7 +158,7 @@ def test_a_claim_on_one_replica_wakes_on_a_submit_through_another(
 def test_a_terminated_listen_connection_comes_back_and_wakes_claims(
     live_server_factory: Callable[..., LiveServer],
 ) -> None:
-    a = live_server_factory(**QUIET)
+    a = live_server_factory(process=True, **QUIET)
     b = replica_of(live_server_factory, a, **QUIET)
     old = wait_for(lambda: listening(a), what="replica A to LISTEN")
     terminate(database_url(a), old)
@@ -177,7 +177,7 @@ def test_notify_url_carries_wakeups_on_another_connection(
 ) -> None:
     signals = PostgresDatabase()  # stands in for the direct URL beside a pooled database_url
     try:
-        a = live_server_factory(notify_url=signals.url, **QUIET)
+        a = live_server_factory(process=True, notify_url=signals.url, **QUIET)
         b = replica_of(live_server_factory, a, notify_url=signals.url, **QUIET)
         wait_for(lambda: listening(a, signals.url), what="replica A to LISTEN on notify_url")
         assert listening(a) is None  # not on the database itself
@@ -192,7 +192,9 @@ def test_notify_url_carries_wakeups_on_another_connection(
 def test_without_listen_notify_claims_find_other_replicas_records_by_polling(
     live_server_factory: Callable[..., LiveServer],
 ) -> None:
-    a = live_server_factory(listen_notify=False, claim_poll_interval=0.5, sweep_interval=3600)
+    a = live_server_factory(
+        process=True, listen_notify=False, claim_poll_interval=0.5, sweep_interval=3600
+    )
     b = replica_of(live_server_factory, a, **QUIET)
     wait_for(lambda: listening(b), what="replica B to LISTEN")  # B's NOTIFY goes unheard
     leases, took = claim_across(a, b, ["k0", "k1", "k2"])

@@ -12,7 +12,10 @@ from tests.e2e.rawhttp import MIB, chunks, peak_rss, send_chunked
 API = wire.API_PREFIX
 
 
-def test_a_chunked_200_mib_body_without_a_token_is_401_unread(live_server: LiveServer) -> None:
+def test_a_chunked_200_mib_body_without_a_token_is_401_unread(
+    live_server_process: LiveServer,
+) -> None:
+    live_server = live_server_process  # its peak RSS is the server's alone
     assert live_server.process is not None
     admin = live_server.client()
     campaign = admin.create_campaign("unread")

@@ -282,7 +282,9 @@ def test_servers_started_together_on_a_new_database_all_come_up(
     """Start-up work (migrate, admin token, lease grace) takes turns across replicas."""
     url = new_database_url()
     with ThreadPoolExecutor(3) as pool:
-        servers = list(pool.map(lambda _: live_server_factory(database_url=url), range(3)))
+        servers = list(
+            pool.map(lambda _: live_server_factory(process=True, database_url=url), range(3))
+        )
     for server in servers:
         assert server.client().health().status == "ok"
     database = Database(url)
