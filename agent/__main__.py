@@ -1,4 +1,4 @@
-"""`python -m farmhand.agent`, and the `farmhand` console script: the command line.
+"""`python -m farmhand`, and the `farmhand` console script: the command line.
 
 Before the CLI is imported, an agent that was handed its token in the environment or on its
 command line starts itself again without it (`credentials.hide_and_reexec`): that costs one
@@ -12,10 +12,10 @@ def main() -> int:
     """Entry point of the `farmhand` console script."""
     argv = sys.argv[1:]
     if argv[:1] == ["agent"]:
-        from farmhand.agent import credentials
+        from farmhand.client import credentials
 
         credentials.hide_and_reexec(argv)
-    from farmhand.agent.cli import main as cli_main
+    from farmhand.cli.main import main as cli_main
 
     return cli_main(argv)
 

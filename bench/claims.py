@@ -24,13 +24,15 @@ from pathlib import Path
 
 import httpx
 
-from farmhand.agent import wire
-from farmhand.agent.client import FarmhandClient
-from farmhand.agent.demo import free_port, wait_until_up
-from farmhand.server import agents, campaigns, leases, migrate, runs, submit
+from farmhand import wire
+from farmhand.cli.demo import free_port, wait_until_up
+from farmhand.client import FarmhandClient
+from farmhand.server import migrate
+from farmhand.server.catalog import campaigns, submit
 from farmhand.server.db import Database
+from farmhand.server.queue import agents, claim, runs
 from farmhand.server.tables import utcnow
-from tests.databases import PostgresDatabase, postgres_problem
+from tests.support.databases import PostgresDatabase, postgres_problem
 
 TOKEN = "fh_bench_admin_token"
 CLIENTS = 8
@@ -159,7 +161,7 @@ def _direct_loop(db: Database, agent: int, batch: int, stop: float) -> int:
     done = 0
     while time.perf_counter() < stop:
         with db.write() as s:
-            got = leases.claim(s, agent_id=agent, max_records=batch, clock=utcnow, ttl=60)
+            got = claim.claim(s, agent_id=agent, max_records=batch, clock=utcnow, ttl=60)
         if not got:
             raise RuntimeError("the queue ran dry: raise QUEUE_PER_SECOND")
         with db.write() as s:

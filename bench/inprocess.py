@@ -23,7 +23,7 @@ from typing import Any
 
 from farmhand.server.app import create_app
 from farmhand.server.settings import Settings
-from tests.databases import PostgresDatabase, postgres_problem
+from tests.support.databases import PostgresDatabase, postgres_problem
 
 TOKEN = "fh_bench_inprocess"
 API = "/api/v1"

@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from farmhand.agent import wire
-from farmhand.agent.client import FarmhandClient
-from farmhand.agent.demo import free_port, wait_until_up
+from farmhand import wire
+from farmhand.cli.demo import free_port, wait_until_up
+from farmhand.client import FarmhandClient
 
 TOKEN = "fh_bench_noop_token"
 SLOTS = 8
@@ -83,7 +83,7 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "FARMHAND_ADMIN_TOKEN": TOKEN}
         server = subprocess.Popen(
-            [sys.executable, "-m", "farmhand.agent", "server", "--port", str(port),
+            [sys.executable, "-m", "farmhand", "server", "--port", str(port),
              "--data-dir", str(Path(tmp) / "data"), "--log-level", "warning"],
             env=env,
             stderr=subprocess.DEVNULL,

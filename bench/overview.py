@@ -29,13 +29,14 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
-from farmhand.agent.client import FarmhandClient
-from farmhand.agent.demo import free_port, wait_until_up
-from farmhand.server import browse, migrate, status, stuck
+from farmhand.cli.demo import free_port, wait_until_up
+from farmhand.client import FarmhandClient
+from farmhand.server import migrate
 from farmhand.server.db import Database
 from farmhand.server.pages.access import COOKIE
 from farmhand.server.tables import utcnow
-from tests.databases import PostgresDatabase, postgres_problem
+from farmhand.server.views import browse, status, stuck
+from tests.support.databases import PostgresDatabase, postgres_problem
 
 TOKEN = "fh_bench_overview"
 CAMPAIGNS = 10
@@ -210,7 +211,7 @@ def over_http(url: str, data_dir: Path, repeat: int) -> dict[str, tuple[float, f
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FARMHAND_")}
     env["FARMHAND_ADMIN_TOKEN"] = TOKEN
-    argv = [sys.executable, "-m", "farmhand.agent", "server", "--port", str(port)]
+    argv = [sys.executable, "-m", "farmhand", "server", "--port", str(port)]
     argv += ["--data-dir", str(data_dir), "--database-url", url, "--log-level", "warning"]
     server = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import psycopg
 
-from farmhand.agent import wire
-from farmhand.agent.client import FarmhandClient
-from farmhand.agent.demo import free_port, wait_until_up
-from farmhand.server.relay import CHANNEL, connect_params
-from tests.databases import PostgresDatabase, postgres_problem
+from farmhand import wire
+from farmhand.cli.demo import free_port, wait_until_up
+from farmhand.client import FarmhandClient
+from farmhand.server.queue.relay import CHANNEL, connect_params
+from tests.support.databases import PostgresDatabase, postgres_problem
 
 TOKEN = "fh_bench_admin_token"
 # Seconds a claim waits before the submit: long enough to be waiting (a benchmark may guess),
@@ -42,7 +42,7 @@ def serve(url: str, data_dir: Path, **settings: object) -> tuple[subprocess.Pope
     env = {k: v for k, v in os.environ.items() if not k.startswith("FARMHAND_")}
     env.update(FARMHAND_ADMIN_TOKEN=TOKEN, FARMHAND_DATABASE_URL=url)
     env.update({f"FARMHAND_{k.upper()}": str(v) for k, v in settings.items()})
-    argv = [sys.executable, "-m", "farmhand.agent", "server", "--port", str(port)]
+    argv = [sys.executable, "-m", "farmhand", "server", "--port", str(port)]
     argv += ["--data-dir", str(data_dir / str(port)), "--log-level", "warning"]
     proc = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"

@@ -17,15 +17,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from farmhand.agent import wire
-from farmhand.server import auth, held_leases, leases, metrics, migrate, pages
-from farmhand.server.blobstore import open_store
+from farmhand import wire
+from farmhand.server import auth, migrate, pages
 from farmhand.server.db import Database
 from farmhand.server.errors import FarmhandError, StorageError
-from farmhand.server.gate import Gate
-from farmhand.server.logs import RequestIdMiddleware
-from farmhand.server.notify import Wakeup
-from farmhand.server.relay import start_relay
+from farmhand.server.queue import held_leases, leases
+from farmhand.server.queue.relay import start_relay
+from farmhand.server.queue.wakeups import Wakeup
 from farmhand.server.routes import agents as agent_routes
 from farmhand.server.routes import bundles as bundle_routes
 from farmhand.server.routes import campaigns as campaign_routes
@@ -34,8 +32,13 @@ from farmhand.server.routes import openapi
 from farmhand.server.routes import records as record_routes
 from farmhand.server.routes import runs as run_routes
 from farmhand.server.routes import snapshots as snapshot_routes
+from farmhand.server.serving import metrics
+from farmhand.server.serving.gate import Gate
+from farmhand.server.serving.logs import RequestIdMiddleware
 from farmhand.server.settings import Settings
+from farmhand.server.storage.blobs import open_store
 from farmhand.server.tables import utcnow
+from farmhand.wire import ErrorCode
 
 log = logging.getLogger("farmhand.server")
 
@@ -90,7 +93,7 @@ def create_app(settings: Settings) -> FastAPI:
         # Each route lists its own error responses (routes/openapi.py: `errors(...)`).
         app.include_router(router, prefix=wire.API_PREFIX)
     _add_error_handlers(app)
-    # Token (401) and size (413) checks before any body is read: server/gate.py.
+    # Token (401) and size (413) checks before any body is read: server/serving/gate.py.
     app.add_middleware(
         Gate,
         state=app.state,
@@ -223,7 +226,7 @@ def _add_error_handlers(app: FastAPI) -> None:
             {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
             for e in exc.errors()[:50]
         ]
-        return _error(422, detail, "invalid", errors)
+        return _error(422, detail, ErrorCode.invalid, errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -231,11 +234,11 @@ def _add_error_handlers(app: FastAPI) -> None:
             # FastAPI's answer to a body json.loads cannot even read (not UTF-8, nested past
             # the recursion limit): the same 422 as any other body that is not JSON.
             why = "not UTF-8" if isinstance(exc.__cause__, UnicodeError) else "unreadable"
-            return _error(422, f"request body is not valid JSON ({why})", "invalid")
+            return _error(422, f"request body is not valid JSON ({why})", ErrorCode.invalid)
         headers = dict(exc.headers or {})  # e.g. `WWW-Authenticate` on a 401
         if exc.status_code == 405:
             headers["Allow"] = _allowed_methods(request)
-        code = getattr(exc, "code", "http_error")  # the gate's 413 says "too_large"
+        code = getattr(exc, "code", ErrorCode.http_error)  # the gate's 413 says "too_large"
         return _error(exc.status_code, str(exc.detail), code, headers=headers)
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from sqlmodel import Session, select
 
-from farmhand.agent.wire import Role
 from farmhand.server.db import Database
 from farmhand.server.errors import Conflict, NotFound, Unauthorized
 from farmhand.server.tables import Token
+from farmhand.wire import Role
 
 TOKEN_PREFIX = "fh_"
 

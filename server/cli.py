@@ -14,12 +14,13 @@ import uvicorn
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
-from farmhand.server import connections, logs, migrate
+from farmhand.server import migrate
 from farmhand.server.app import create_app, prepare_data_dir
-from farmhand.server.blobstore import open_store
 from farmhand.server.db import Database
 from farmhand.server.errors import SchemaError, StorageError
+from farmhand.server.serving import connections, logs
 from farmhand.server.settings import Settings
+from farmhand.server.storage.blobs import open_store
 
 
 def build_parser() -> argparse.ArgumentParser:

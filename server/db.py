@@ -134,7 +134,7 @@ def literal_in(column: Any, values: Iterable[str]) -> Any:
     bound parameter hides the value from it. Use it only for our own enum values.
     """
     quoted = []
-    for value in sorted(values):
+    for value in sorted(getattr(v, "value", v) for v in values):  # enum members or values
         if not value.isidentifier():
             raise ValueError(f"not a state name: {value!r}")
         quoted.append(literal_column(f"'{value}'"))

@@ -11,14 +11,17 @@ from sqlalchemy import exists, or_, select
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
-from farmhand.agent import wire
 from farmhand.server.db import connection_of, literal_in
 from farmhand.server.errors import Forbidden
-from farmhand.server.tables import Agent, Checkpoint, RecordInput, RecordParent, RecordResult, Run
-
-AGENT = Agent.__table__
-RUN = Run.__table__
-LIVE_RUN = [s.value for s in wire.LIVE_RUN_STATES]
+from farmhand.server.queue.states import LIVE_RUN
+from farmhand.server.tables import (
+    AGENT,
+    RUN,
+    Checkpoint,
+    RecordInput,
+    RecordParent,
+    RecordResult,
+)
 
 #: The token a run's agent registered with, as a column of a statement reading `run`.
 RUN_OWNER = (

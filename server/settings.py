@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from farmhand.agent import wire
+from farmhand import wire
 
 #: The shortest bootstrap admin token a server starts with: a guessable one is refused.
 MIN_ADMIN_TOKEN_LENGTH = 16

@@ -1,4 +1,4 @@
-"""Database tables. Only the server imports this; the wire shapes live in `farmhand.agent.wire`.
+"""Database tables. Only the server imports this; the wire shapes live in `farmhand.wire`.
 
 The hot queue row (`record`) stays narrow: result documents live in `record_result` and log
 tails on `run`, where the claim statement never touches them.
@@ -302,6 +302,17 @@ Index(
     Record.__table__.c.key,
     postgresql_ops={"key": "text_pattern_ops"},
 ).ddl_if(dialect="postgresql")
+
+# The tables' Core handles, for the statements built with SQLAlchemy Core (one home: every
+# module imports these rather than taking `__table__` itself).
+CAMPAIGN = Campaign.__table__
+AGENT = Agent.__table__
+REC = Record.__table__
+EDGE = RecordParent.__table__
+INPUT = RecordInput.__table__
+RESULT = RecordResult.__table__
+RUN = Run.__table__
+CHECKPOINT = Checkpoint.__table__
 
 # Every table above, for Alembic (migrations compare against it; the server never calls
 # create_all: migrations build the schema).

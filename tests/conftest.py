@@ -1,7 +1,8 @@
 """Shared fixtures: a real database on each backend (SQLite file, PostgreSQL), the app
-in-process, and a real server process. Every test that takes `db`, `api`, `make_api` or a live
-server runs once per backend. Their databases number each table's ids from its own start
-(tests/databases.py `offset_ids`): a test never sees campaign 1, record 1 and run 1 at once."""
+in-process, and a real server. Every test that takes `db`, `api`, `make_api` or a live server
+runs once per backend. Their databases number each table's ids from its own start
+(tests/support/databases.py `offset_ids`): a test never sees campaign 1, record 1 and run 1
+at once."""
 
 from __future__ import annotations
 
@@ -19,38 +20,39 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from farmhand.agent.client import FarmhandClient
-from farmhand.agent.demo import free_port, wait_until_up
-from farmhand.server import connections
+from farmhand.cli.demo import free_port, wait_until_up
+from farmhand.client import FarmhandClient
 from farmhand.server.app import create_app
 from farmhand.server.db import Database
+from farmhand.server.serving import connections
 from farmhand.server.settings import Settings
-from tests.databases import (
+from tests.support.databases import (
     BACKENDS,
     PostgresDatabase,
     migrated_postgres,
     migrated_sqlite,
+    release_postgres,
     require_postgres,
 )
 
 # Fixtures for the HPC tests: `small_fs` (a tmpfs), `slurm` (the machine's Slurm); S3 ones.
-pytest_plugins = ("tests.filesystems", "tests.slurm", "tests.s3")
+pytest_plugins = ("tests.support.filesystems", "tests.support.slurm", "tests.support.s3")
 
 ADMIN = "fh_test_admin_token"
-FARMHAND = [sys.executable, "-m", "farmhand.agent"]
+FARMHAND = [sys.executable, "-m", "farmhand"]
 
 
 #: Modules that must not share the machine with each other: real containers, the one Slurm
 #: node, thousands of concurrent claims, hundreds of sockets. Under pytest-xdist they run one
 #: after another on one worker while the other workers share the rest of the suite.
 HEAVY = {
-    "tests/agent/test_container_podman.py",
-    "tests/e2e/test_containers.py",
-    "tests/e2e/test_slurm.py",
-    "tests/e2e/test_concurrent_claims.py",
-    "tests/e2e/test_replicas.py",
-    "tests/e2e/test_request_limits.py",
-    "tests/e2e/test_slow_clients.py",
+    "tests/runtime/runners/test_container_podman.py",
+    "tests/e2e/integrations/test_containers.py",
+    "tests/e2e/integrations/test_slurm.py",
+    "tests/e2e/server/test_concurrent_claims.py",
+    "tests/e2e/server/test_replicas.py",
+    "tests/e2e/server/test_request_limits.py",
+    "tests/e2e/server/test_slow_clients.py",
 }
 
 
@@ -134,7 +136,7 @@ def new_offset_database_url(backend: str, tmp_path: Path) -> Iterator[Callable[[
 
     yield make
     for database in made:
-        database.drop()
+        release_postgres(database)
 
 
 @pytest.fixture

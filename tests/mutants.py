@@ -43,7 +43,7 @@ MUTANTS: list[Mutant] = [
         "server/routes/records.py",
         "    if answer.created or answer.replaced:\n        wakeup.notify()",
         "    if answer.created or answer.replaced:\n        pass",
-        ("tests/server/test_wakeups.py::test_a_submission_wakes_a_sleeping_claim",),
+        ("tests/server/queue/test_wakeups.py::test_a_submission_wakes_a_sleeping_claim",),
         "a submission does not wake waiting claims",
     ),
     Mutant(
@@ -51,7 +51,7 @@ MUTANTS: list[Mutant] = [
         "server/routes/records.py",
         "    if answer.changed:\n        wakeup.notify()",
         "    if answer.changed:\n        pass",
-        ("tests/server/test_wakeups.py::test_a_retry_wakes_a_sleeping_claim",),
+        ("tests/server/queue/test_wakeups.py::test_a_retry_wakes_a_sleeping_claim",),
         "a retry does not wake waiting claims",
     ),
     Mutant(
@@ -59,7 +59,7 @@ MUTANTS: list[Mutant] = [
         "server/pages/routes.py",
         "    request.app.state.wakeup.notify()",
         "    pass",
-        ("tests/server/test_wakeups.py::test_the_retry_button_wakes_a_sleeping_claim",),
+        ("tests/server/queue/test_wakeups.py::test_the_retry_button_wakes_a_sleeping_claim",),
         "the page's retry button does not wake waiting claims",
     ),
     Mutant(
@@ -68,7 +68,7 @@ MUTANTS: list[Mutant] = [
         "    if ack.record_state == wire.RecordState.ready:\n        wakeup.notify()",
         "    if ack.record_state == wire.RecordState.ready:\n        pass",
         (
-            "tests/server/test_wakeups.py::test_a_failed_attempt_that_requeues_wakes_a_sleeping_claim",
+            "tests/server/queue/test_wakeups.py::test_a_failed_attempt_that_requeues_wakes_a_sleeping_claim",
         ),
         "a failed attempt that re-queues does not wake waiting claims",
     ),
@@ -77,7 +77,9 @@ MUTANTS: list[Mutant] = [
         "server/routes/runs.py",
         "    if unblocked:\n        wakeup.notify()",
         "    if unblocked:\n        pass",
-        ("tests/server/test_wakeups.py::test_a_completed_parent_wakes_a_claim_for_its_child",),
+        (
+            "tests/server/queue/test_wakeups.py::test_a_completed_parent_wakes_a_claim_for_its_child",
+        ),
         "a completed parent does not wake claims for its children",
     ),
     Mutant(
@@ -85,7 +87,7 @@ MUTANTS: list[Mutant] = [
         "server/routes/runs.py",
         "for a in answers):\n        wakeup.notify()",
         "for a in answers):\n        pass",
-        ("tests/server/test_wakeups.py::test_a_batch_report_wakes_a_sleeping_claim",),
+        ("tests/server/queue/test_wakeups.py::test_a_batch_report_wakes_a_sleeping_claim",),
         "a batch report does not wake waiting claims",
     ),
     Mutant(
@@ -93,7 +95,7 @@ MUTANTS: list[Mutant] = [
         "server/routes/runs.py",
         "    metrics.runs_ended(ack)\n    wakeup.notify()",
         "    metrics.runs_ended(ack)\n    pass",
-        ("tests/server/test_wakeups.py::test_a_release_wakes_a_sleeping_claim",),
+        ("tests/server/queue/test_wakeups.py::test_a_release_wakes_a_sleeping_claim",),
         "a release does not wake waiting claims",
     ),
     Mutant(
@@ -101,7 +103,9 @@ MUTANTS: list[Mutant] = [
         "server/routes/agents.py",
         "    wakeup.notify()",
         "    pass",
-        ("tests/server/test_wakeups.py::test_stopping_an_agent_wakes_a_claim_for_its_records",),
+        (
+            "tests/server/queue/test_wakeups.py::test_stopping_an_agent_wakes_a_claim_for_its_records",
+        ),
         "stopping an agent does not wake claims for its released records",
     ),
     Mutant(
@@ -109,7 +113,7 @@ MUTANTS: list[Mutant] = [
         "server/routes/bundles.py",
         "        wakeup.notify()",
         "        pass",
-        ("tests/server/test_wakeups.py::test_a_bundle_import_wakes_a_sleeping_claim",),
+        ("tests/server/queue/test_wakeups.py::test_a_bundle_import_wakes_a_sleeping_claim",),
         "a bundle import does not wake waiting claims",
     ),
     Mutant(
@@ -118,16 +122,16 @@ MUTANTS: list[Mutant] = [
         "            app.state.wakeup.notify()",
         "            pass",
         (
-            "tests/server/test_wakeups.py::test_the_lease_sweep_wakes_a_claim_for_the_records_it_requeues",
+            "tests/server/queue/test_wakeups.py::test_the_lease_sweep_wakes_a_claim_for_the_records_it_requeues",
         ),
         "the lease sweep does not wake claims for what it re-queued",
     ),
     Mutant(
         "wake-noop",
-        "server/notify.py",
+        "server/queue/wakeups.py",
         "            loop.call_soon_threadsafe(self._notify)",
         "            pass",
-        ("tests/e2e/test_long_poll.py",),
+        ("tests/e2e/server/test_long_poll.py",),
         "Wakeup.notify() wakes nobody (test_long_poll passed with this for a year)",
     ),
     Mutant(
@@ -136,50 +140,50 @@ MUTANTS: list[Mutant] = [
         "        with self._write_lock or nullcontext():  # noqa: SIM117 - the lock must wrap "
         "the session",
         "        with nullcontext():  # noqa: SIM117 - the lock must wrap the session",
-        ("tests/server/test_bundles.py::test_two_imports_into_one_campaign_take_turns",),
+        ("tests/server/bundles/test_bundles.py::test_two_imports_into_one_campaign_take_turns",),
         "SQLite ORM writers skip the process's write lock (the lock tests proved nothing)",
     ),
     Mutant(
         "metrics-missing-zero",
-        "server/metrics.py",
+        "server/serving/metrics.py",
         "            for state, n in campaign.counts.items():\n",
         "            for state, n in [kv for kv in campaign.counts.items() if kv[1]]:\n",
-        ("tests/server/test_metrics.py::test_records_by_campaign_and_state",),
+        ("tests/server/serving/test_metrics.py::test_records_by_campaign_and_state",),
         "the records gauge leaves out states with no records (the test read a missing series as 0)",
     ),
     Mutant(
         "export-checkpoints-by-record",
-        "server/bundle_export.py",
+        "server/bundles/export.py",
         "checkpoints = _grouped(session, CHECKPOINT, CHECKPOINT.c.run_id, ids)",
         "checkpoints = _grouped(session, CHECKPOINT, CHECKPOINT.c.record_id, ids)",
-        ("tests/server/test_bundles.py::test_export_gives_each_run_its_own_checkpoints",),
+        ("tests/server/bundles/test_bundles.py::test_export_gives_each_run_its_own_checkpoints",),
         "a bundle's runs carry the checkpoints of the record whose id they share (issue 13)",
     ),
     Mutant(
         "newest-checkpoint-of-all",
-        "server/inputs.py",
+        "server/catalog/inputs.py",
         "            .group_by(CHECKPOINT.c.record_id)\n",
         "",
         (
-            "tests/server/test_snapshot_refs.py::test_a_claim_of_two_records_gives_each_its_own_newest_checkpoint",
+            "tests/server/storage/test_snapshot_refs.py::test_a_claim_of_two_records_gives_each_its_own_newest_checkpoint",
         ),
         "a claim of several records restores only the newest checkpoint of them all (issue 13)",
     ),
     Mutant(
         "run-env-ids-shifted",
-        "agent/run_context.py",
+        "agent/runtime/context.py",
         "FARMHAND_RUN_ID=str(lease.run_id),\n        FARMHAND_RECORD_ID=str(lease.record_id),",
         "FARMHAND_RUN_ID=str(lease.record_id),\n        FARMHAND_RECORD_ID=str(lease.campaign_id),",
-        ("tests/agent/test_loop.py::test_command_environment",),
+        ("tests/runtime/test_agent.py::test_command_environment",),
         "a run's FARMHAND_RUN_ID is its record's id, FARMHAND_RECORD_ID its campaign's (issue 13)",
     ),
     Mutant(
         "claim-checkpoint-uncorrelated",
-        "server/leases.py",
-        "_HAS_CHECKPOINT = exists().where(Checkpoint.__table__.c.record_id == _claimed(REC.c.id))",
-        "_HAS_CHECKPOINT = exists().where(Checkpoint.__table__.c.record_id == REC.c.id)",
+        "server/queue/claim.py",
+        'exists().where(CHECKPOINT.c.record_id == claimed_id).label("has_checkpoint")',
+        'exists().where(CHECKPOINT.c.record_id == REC.c.id).label("has_checkpoint")',
         (
-            "tests/server/test_snapshot_refs.py::"
+            "tests/server/storage/test_snapshot_refs.py::"
             "test_each_retry_gets_its_own_records_newest_checkpoint",
         ),
         "on SQLite the claim's RETURNING binds `id` to checkpoint.id: retries lose their "
@@ -187,11 +191,11 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "claim-skips-expiry",
-        "server/leases.py",
+        "server/queue/claim.py",
         "    if gate.due:\n        expire(conn, now=now)",
         "    if gate.due:\n        pass",
         (
-            "tests/server/test_lifecycle.py::test_a_lost_lease_with_no_attempts_left_fails_the_descendants",
+            "tests/server/queue/test_lifecycle.py::test_a_lost_lease_with_no_attempts_left_fails_the_descendants",
         ),
         "claims stop expiring lost leases themselves",
     ),

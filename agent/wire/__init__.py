@@ -1,4 +1,5 @@
-"""The wire contract between the farmhand server, its agents and its users' scripts.
+"""The wire contract between the farmhand server, its agents and its users' scripts (files in
+agent/wire/).
 
 Every request and response body that crosses HTTP is defined here, once, as a pydantic
 model. The server imports this package; it imports nothing from the server (the agent must
@@ -6,7 +7,7 @@ start fast on shared HPC filesystems and must not drag in fastapi or sqlalchemy)
 live in small modules by subject; import them from here.
 """
 
-from farmhand.agent.wire.agents import (
+from farmhand.wire.agents import (
     Agent,
     AgentRegister,
     AgentRegistered,
@@ -34,8 +35,9 @@ from farmhand.agent.wire.agents import (
     RunStart,
     StuckRecords,
 )
-from farmhand.agent.wire.base import (
+from farmhand.wire.base import (
     API_PREFIX,
+    LEASE_HEADER,
     LEASED_STATES,
     LIVE_RUN_STATES,
     MAX_CLAIM,
@@ -55,6 +57,7 @@ from farmhand.agent.wire.base import (
     SHA256_PATTERN,
     Document,
     ErrorBody,
+    ErrorCode,
     Health,
     Id,
     Int,
@@ -74,7 +77,7 @@ from farmhand.agent.wire.base import (
     check_inputs,
     check_tags,
 )
-from farmhand.agent.wire.bundles import (
+from farmhand.wire.bundles import (
     BUNDLE_FORMAT,
     BUNDLE_VERSION,
     MAX_BUNDLE_RECORDS,
@@ -88,13 +91,13 @@ from farmhand.agent.wire.bundles import (
     BundleRecord,
     BundleRun,
 )
-from farmhand.agent.wire.durations import (
+from farmhand.wire.durations import (
     DURATION_FORMS,
     clock_seconds,
     parse_duration,
     walltime_seconds,
 )
-from farmhand.agent.wire.records import (
+from farmhand.wire.records import (
     Campaign,
     CampaignCreate,
     Record,
@@ -107,7 +110,7 @@ from farmhand.agent.wire.records import (
     Run,
     Skipped,
 )
-from farmhand.agent.wire.snapshots import (
+from farmhand.wire.snapshots import (
     Snapshot,
     SnapshotPage,
     SnapshotStored,
@@ -119,6 +122,7 @@ __all__ = [
     "BUNDLE_VERSION",
     "DURATION_FORMS",
     "LEASED_STATES",
+    "LEASE_HEADER",
     "LIVE_RUN_STATES",
     "MAX_BUNDLE_RECORDS",
     "MAX_CLAIM",
@@ -156,6 +160,7 @@ __all__ = [
     "ClaimRequest",
     "Document",
     "ErrorBody",
+    "ErrorCode",
     "FarmStatus",
     "Health",
     "Heartbeat",

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field
 
-from farmhand.agent.wire.base import (
+from farmhand.wire.base import (
     MAX_CLAIM,
     MAX_ERROR_LENGTH,
     MAX_INT,

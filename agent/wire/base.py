@@ -11,6 +11,8 @@ from annotated_types import Interval
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 API_PREFIX = "/api/v1"
+#: An agent-role snapshot upload names the live run it is for: `<run id>:<lease token>`.
+LEASE_HEADER = "X-Farmhand-Lease"
 
 #: Limits every server enforces on submitted records (a server may lower them).
 MAX_KEY_LENGTH = 256
@@ -40,7 +42,8 @@ MAX_ID = MAX_INT
 
 
 class RecordState(str, Enum):
-    """Where a record (one calculation) stands; transitions live in `farmhand.server.states`."""
+    """Where a record (one calculation) stands; the transitions are in
+    `farmhand.server.queue.states`."""
 
     waiting = "waiting"
     ready = "ready"
@@ -218,11 +221,33 @@ class Page(Loose, Generic[T]):
     next: int | None = None
 
 
+class ErrorCode(str, Enum):
+    """The machine code of an error answer (`ErrorBody.code`): what the server sends and
+    what clients (the agent's outbox among them) compare against."""
+
+    bad_request = "bad_request"  # 400: the request cannot be acted on
+    invalid = "invalid"  # 422: the body or a parameter is not valid
+    unauthorized = "unauthorized"  # 401: no token, or an unknown one
+    forbidden = "forbidden"  # 403: the token's role may not do this
+    not_found = "not_found"  # 404
+    conflict = "conflict"  # 409: the thing's state does not allow it
+    invalid_transition = "invalid_transition"  # 409: a record state change not allowed
+    stale_lease = "stale_lease"  # 409: a run report with a lease token no longer live
+    too_large = "too_large"  # 413: a body or upload over its cap
+    hash_mismatch = "hash_mismatch"  # 400: uploaded bytes that do not hash to their name
+    range = "range"  # 416: a byte range outside the snapshot
+    schema = "schema"  # the database's schema is not one this server can use
+    storage = "storage"  # 503: the blob store cannot be used
+    http_error = "http_error"  # any other HTTP error (405, …)
+    error = "error"  # an answer that names no code
+
+
 class ErrorBody(Loose):
-    """Every 4xx/5xx answer: a one-line message naming the problem, plus a machine code."""
+    """Every 4xx/5xx answer: a one-line message naming the problem, plus a machine code
+    (one of `ErrorCode`; a client reads codes it does not know as plain strings)."""
 
     detail: str
-    code: str = "error"
+    code: str = ErrorCode.error.value
     errors: list[dict[str, Any]] | None = None
 
 

@@ -6,13 +6,12 @@ from datetime import datetime
 
 from pydantic import Field, field_validator
 
-from farmhand.agent.wire.base import (
+from farmhand.wire.base import (
     MAX_COMMAND_LENGTH,
     MAX_ERROR_LENGTH,
     MAX_INT,
     MAX_KEY_LENGTH,
     MAX_PARENTS,
-    MAX_TAIL_BYTES,
     NAME_PATTERN,
     SHA256_PATTERN,
     Document,
@@ -21,11 +20,11 @@ from farmhand.agent.wire.base import (
     Loose,
     RecordState,
     ResultDocument,
-    RunState,
     Strict,
     check_inputs,
     check_tags,
 )
+from farmhand.wire.records import RunFields
 
 # --- bundles -----------------------------------------------------------------------------
 # Export/import of a campaign between servers (`farmhand export` / `farmhand import`), and
@@ -60,22 +59,12 @@ class BundleCheckpoint(Strict):
     created_at: datetime
 
 
-class BundleRun(Strict):
-    """One attempt as a bundle carries it. Imported runs get fresh ids and lease tokens and
-    no agent; `id` is the run's id on the server it came from (`result_run` names it)."""
+class BundleRun(RunFields, Strict):
+    """One attempt as a bundle carries it (the fields of `Run` it shares, and its
+    checkpoints). Imported runs get fresh ids and lease tokens and no agent; `id` is the
+    run's id on the server it came from (`result_run` names it)."""
 
     id: Id
-    attempt: int = Field(ge=0, le=MAX_INT)
-    state: RunState
-    claimed_at: datetime
-    started_at: datetime | None = None
-    ended_at: datetime | None = None
-    exit_code: Int | None = None
-    error: str | None = Field(default=None, max_length=MAX_ERROR_LENGTH)
-    stdout_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
-    stderr_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
-    run_args: Document | None = None
-    archive: str | None = Field(default=None, pattern=SHA256_PATTERN)
     checkpoints: list[BundleCheckpoint] = Field(default_factory=list)
 
 

@@ -5,14 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
-from farmhand.agent.wire.base import (
+from farmhand.wire.base import (
     MAX_COMMAND_LENGTH,
+    MAX_ERROR_LENGTH,
+    MAX_INT,
     MAX_KEY_LENGTH,
     MAX_PARENTS,
     MAX_RECORDS_PER_REQUEST,
+    MAX_TAIL_BYTES,
     NAME_PATTERN,
+    SHA256_PATTERN,
     Document,
     Id,
     Int,
@@ -123,27 +127,34 @@ class RecordsCreated(Loose):
     skipped_keys: list[str] = Field(default_factory=list, description="at most the first 100")
 
 
-class Run(Loose):
+class RunFields(BaseModel):
+    """What an attempt is, as the API shows it (`Run`) and a bundle carries it (`BundleRun`)."""
+
+    attempt: int = Field(ge=0, le=MAX_INT)
+    state: RunState
+    claimed_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    exit_code: Int | None = None
+    error: str | None = Field(default=None, max_length=MAX_ERROR_LENGTH)
+    stdout_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
+    stderr_tail: str | None = Field(default=None, max_length=MAX_TAIL_BYTES)
+    run_args: Document | None = Field(
+        default=None, description="temporary run_args this attempt ran with (from a retry)"
+    )
+    archive: str | None = Field(
+        default=None,
+        pattern=SHA256_PATTERN,
+        description="sha256 of the run directory's tar.gz, once uploaded",
+    )
+
+
+class Run(RunFields, Loose):
     """One attempt of a record by one agent under one lease."""
 
     id: int
     record_id: int
     agent_id: int | None = None
-    attempt: int
-    state: RunState
-    claimed_at: datetime
-    started_at: datetime | None = None
-    ended_at: datetime | None = None
-    exit_code: int | None = None
-    error: str | None = None
-    stdout_tail: str | None = None
-    stderr_tail: str | None = None
-    run_args: dict[str, Any] | None = Field(
-        default=None, description="temporary run_args this attempt ran with (from a retry)"
-    )
-    archive: str | None = Field(
-        default=None, description="sha256 of the run directory's tar.gz, once uploaded"
-    )
     checkpoint: str | None = Field(
         default=None, description="sha256 of this run's newest checkpoint, if it saved one"
     )

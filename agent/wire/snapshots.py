@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import Field
 
-from farmhand.agent.wire.base import Loose
+from farmhand.wire.base import Loose
 
 # --- snapshots ---------------------------------------------------------------------------
 

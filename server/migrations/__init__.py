@@ -1,1 +1,2 @@
-"""Alembic migrations for the server's database; `farmhand.server.migrate` drives them."""
+"""Alembic migrations for the server's database (files in server/migrations/);
+`farmhand.server.migrate` drives them."""

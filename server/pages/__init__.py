@@ -1,4 +1,5 @@
-"""The status pages in the browser, their static files, and the API docs served offline.
+"""The status pages in the browser, their static files, and the API docs served offline
+(files in server/pages/).
 
 `mount(app)` adds everything: `/` (overview), `/campaigns/{id}`, `/records/{id}`, `/login`,
 `/logout`, `/static/…`, `/docs` (Swagger UI) and `/redoc`. Every script and stylesheet comes
@@ -14,9 +15,9 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from farmhand.server import status, stuck
 from farmhand.server.pages import access, routes
 from farmhand.server.pages.render import render
+from farmhand.server.views import status, stuck
 
 STATIC = Path(__file__).parent / "static"
 VENDOR = "/static/vendor"

@@ -22,12 +22,12 @@ from urllib.parse import quote, urlsplit
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from farmhand.agent.wire import Role
 from farmhand.server.errors import Unauthorized
 from farmhand.server.pages.render import LIVE_HEADER, render
 
 # The API's token check with its cache: the pages authenticate the same tokens the same way.
 from farmhand.server.routes.deps import identify
+from farmhand.wire import Role
 
 COOKIE = "farmhand_session"
 SESSION_SECONDS = 12 * 3600

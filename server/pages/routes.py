@@ -11,14 +11,16 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from sqlalchemy import select
 
-from farmhand.agent import wire
-from farmhand.server import browse, campaigns, records, states, status, stuck
+from farmhand import wire
+from farmhand.server.catalog import campaigns, records
 from farmhand.server.errors import Conflict, FarmhandError
 from farmhand.server.pages.access import ActorDep, Refused, ViewerDep
 from farmhand.server.pages.render import render
+from farmhand.server.queue import states
+from farmhand.server.queue.states import Event
 from farmhand.server.routes.deps import DbDep, SettingsDep
-from farmhand.server.states import Event
 from farmhand.server.tables import Agent, Campaign, utcnow
+from farmhand.server.views import browse, status, stuck
 
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 50

@@ -1,1 +1,2 @@
-"""x"""
+"""The HTTP API under /api/v1 (files in server/routes/): one module per resource; each route
+owns its transaction."""

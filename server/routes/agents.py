@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from farmhand.agent import wire
-from farmhand.server import agents, stuck
+from farmhand import wire
+from farmhand.server.queue import agents
 from farmhand.server.routes.deps import (
     AgentDep,
     DbDep,
@@ -16,6 +16,7 @@ from farmhand.server.routes.deps import (
     json_response,
 )
 from farmhand.server.routes.openapi import AGENT, HEARTBEAT, errors
+from farmhand.server.views import stuck
 
 router = APIRouter(tags=["agents"])
 

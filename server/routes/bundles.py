@@ -6,8 +6,9 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.exc import IntegrityError
 
-from farmhand.agent import wire
-from farmhand.server import backup, bundle_export, bundles
+from farmhand import wire
+from farmhand.server.bundles import export as bundle_export
+from farmhand.server.bundles import imports as bundles
 from farmhand.server.errors import Conflict
 from farmhand.server.routes.deps import (
     AdminDep,
@@ -18,6 +19,7 @@ from farmhand.server.routes.deps import (
     json_response,
 )
 from farmhand.server.routes.openapi import BUNDLE, errors
+from farmhand.server.storage import backup
 
 router = APIRouter(tags=["bundles"])
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from farmhand.agent import wire
-from farmhand.server import auth, campaigns
+from farmhand import wire
+from farmhand.server import auth
+from farmhand.server.catalog import campaigns
 from farmhand.server.routes.deps import AdminDep, AnyRoleDep, DbDep, SubmitterDep, json_response
 from farmhand.server.routes.openapi import CAMPAIGN, TOKEN_CREATE, errors
 

@@ -18,13 +18,13 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import State
 
-from farmhand.agent.wire import Role
 from farmhand.server import auth
 from farmhand.server.db import Database
 from farmhand.server.errors import Forbidden
-from farmhand.server.notify import Wakeup
+from farmhand.server.queue.wakeups import Wakeup
 from farmhand.server.settings import Settings
 from farmhand.server.tables import utcnow
+from farmhand.wire import Role
 
 _bearer = HTTPBearer(auto_error=False, description="a farmhand token: `farmhand token create`")
 _TOKEN_CACHE_SECONDS = 10.0
@@ -76,7 +76,7 @@ WakeupDep = Annotated[Wakeup, Depends(get_wakeup)]
 NowDep = Annotated[datetime, Depends(get_now)]
 
 
-#: Where the gate (server/gate.py) leaves the caller it authenticated, in the ASGI scope.
+#: Where the gate (server/serving/gate.py) leaves the caller it authenticated, in the ASGI scope.
 CALLER = "farmhand.caller"
 
 

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
-from farmhand.agent import wire
-from farmhand.server import leases, metrics
+from farmhand import wire
+from farmhand.server.queue import claim as claims
 from farmhand.server.routes.deps import AgentDep, DbDep, SettingsDep, WakeupDep, json_response
 from farmhand.server.routes.openapi import CLAIM, errors
+from farmhand.server.serving import metrics
 from farmhand.server.tables import utcnow
 
 router = APIRouter(tags=["leases"])
@@ -38,7 +39,7 @@ async def claim(
     @metrics.timed_claim
     def attempt() -> _Granted:
         with db.write_core() as conn:
-            granted = leases.claim(
+            granted = claims.claim(
                 conn,
                 agent_id=body.agent_id,
                 max_records=body.max_records,

@@ -11,14 +11,14 @@ The convention for every route under `/api/v1`:
   examples FastAPI merges into the generated request body, so Swagger UI's *Try it out*
   starts from a body that works.
 
-`tests/server/test_openapi.py` walks `/openapi.json` and fails for a route that misses one.
+`tests/server/routes/test_openapi.py` walks `/openapi.json` and fails for a route that misses one.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from farmhand.agent import wire
+from farmhand import wire
 
 #: Per code: what it means, an example detail and its machine code.
 ERRORS: dict[int, tuple[str, str, str]] = {

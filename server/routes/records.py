@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Response
 
-from farmhand.agent import wire
-from farmhand.server import records, submit
+from farmhand import wire
+from farmhand.server.catalog import records, submit
 from farmhand.server.routes.deps import (
     DbDep,
     NowDep,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Response
 
-from farmhand.agent import wire
-from farmhand.server import lifecycle, metrics, runs
+from farmhand import wire
+from farmhand.server.queue import lifecycle, runs
 from farmhand.server.routes.deps import (
     AgentDep,
     DbDep,
@@ -27,6 +27,7 @@ from farmhand.server.routes.openapi import (
     RUN_START,
     errors,
 )
+from farmhand.server.serving import metrics
 
 router = APIRouter(tags=["runs"])
 

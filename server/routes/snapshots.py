@@ -22,11 +22,8 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from farmhand.agent import wire
-from farmhand.agent.transfer import LEASE_HEADER
-from farmhand.agent.wire import Role
-from farmhand.server import ownership, snapshots
-from farmhand.server.blobstore import BlobStore
+from farmhand import wire
+from farmhand.server import ownership
 from farmhand.server.db import Database
 from farmhand.server.errors import FarmhandError, Forbidden, NotFound
 from farmhand.server.routes.deps import (
@@ -40,6 +37,9 @@ from farmhand.server.routes.deps import (
     json_response,
 )
 from farmhand.server.routes.openapi import CHECKPOINT, errors
+from farmhand.server.storage import snapshots
+from farmhand.server.storage.blobs import BlobStore
+from farmhand.wire import ErrorCode, Role
 
 router = APIRouter(tags=["snapshots"])
 
@@ -54,14 +54,14 @@ class TooLarge(FarmhandError):
     """An upload over the size cap (413)."""
 
     status = 413
-    code = "too_large"
+    code = ErrorCode.too_large
 
 
 class HashMismatch(FarmhandError):
     """Uploaded bytes that do not hash to the name they were sent under (400)."""
 
     status = 400
-    code = "hash_mismatch"
+    code = ErrorCode.hash_mismatch
 
 
 async def get_blobs(request: Request) -> BlobStore:
@@ -72,7 +72,7 @@ async def get_blobs(request: Request) -> BlobStore:
 BlobsDep = Annotated[BlobStore, Depends(get_blobs)]
 LeaseHeader = Annotated[
     str | None,
-    Header(alias=LEASE_HEADER, description="`<run id>:<lease token>`: agent tokens only"),
+    Header(alias=wire.LEASE_HEADER, description="`<run id>:<lease token>`: agent tokens only"),
 ]
 
 
@@ -242,7 +242,7 @@ def get_snapshot(
     if span == "unsatisfiable":
         return Response(
             wire.ErrorBody(
-                detail=f"range {range_!r} lies outside {size} bytes", code="range"
+                detail=f"range {range_!r} lies outside {size} bytes", code=ErrorCode.range
             ).model_dump_json(),
             status_code=416,
             media_type="application/json",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import LiveServer
-from tests.e2e.test_agents import start_agent
+from tests.e2e.agents.test_agents import start_agent
 
 StartAgent = Callable[..., subprocess.Popen]
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 
-from farmhand.agent import wire
-from farmhand.agent.client import FarmhandClient
+from farmhand import wire
+from farmhand.client import FarmhandClient
 
 
 def runs_by_record(client: FarmhandClient) -> dict[int, list[wire.Run]]:

@@ -12,8 +12,8 @@ from sqlalchemy import delete, insert
 from farmhand.server.db import Database
 from farmhand.server.tables import Campaign
 from tests.conftest import LiveServer
-from tests.databases import ID_STARTS
 from tests.server.helpers import API, agent, campaign, claim, submit
+from tests.support.databases import ID_STARTS
 
 CAMPAIGN = Campaign.__table__
 

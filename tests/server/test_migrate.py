@@ -298,7 +298,7 @@ def test_servers_started_together_on_a_new_database_all_come_up(
 
 def _migrate_only(url: str, tmp_path: Path, *, wait: bool = True) -> Any:
     """Run `farmhand server --migrate-only` (finished, or still running when not `wait`)."""
-    argv = [sys.executable, "-m", "farmhand.agent", "server", "--migrate-only"]
+    argv = [sys.executable, "-m", "farmhand", "server", "--migrate-only"]
     argv += ["--database-url", url, "--data-dir", str(tmp_path / "data")]
     if wait:
         return subprocess.run(argv, capture_output=True, text=True, timeout=120)

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from farmhand.agent.client import FarmhandClient
-from farmhand.agent.demo import free_port
+from farmhand.cli.demo import free_port
+from farmhand.client import FarmhandClient
 from farmhand.server.app import prepare_data_dir
-from farmhand.server.blobstore import FileStore
 from farmhand.server.settings import Settings
+from farmhand.server.storage.blobs import FileStore
 from tests.conftest import LiveServer
 
 

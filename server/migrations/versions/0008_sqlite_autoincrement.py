@@ -3,7 +3,7 @@
 A plain `INTEGER PRIMARY KEY` on SQLite hands out max(id) + 1, so an empty table starts at 1
 and every table's first row gets the same id; with `AUTOINCREMENT` the next id comes from
 `sqlite_sequence`, which only grows. That is what PostgreSQL's sequences do, and it lets a
-test database start each table's ids at its own offset (tests/databases.py `offset_ids`),
+test database start each table's ids at its own offset (tests/support/databases.py `offset_ids`),
 so a query that joins on the wrong table's id fails there instead of matching by luck.
 
 Each table is rebuilt once (SQLite cannot add AUTOINCREMENT in place); copying the rows with

@@ -1,0 +1,1 @@
+"""The `farmhand` command (files in agent/cli/): one module per command family."""

@@ -1,0 +1,212 @@
+"""Reading what `farmhand submit` takes: a tasklist (one shell command per line) or a TOML
+campaign file.
+
+A TOML file has an optional `[campaign]` table (`name`, `software`, `based_on`, `inputs`,
+`[campaign.defaults]`) and `[[records]]` with `key`, `command` and optionally `priority`,
+`parents`, `dataset`, `tags`, `inputs` and `[records.run_args]`. Problems are reported with
+the file and the record named; a cycle among the file's own records is caught here, before
+anything is sent (parents that live only on the server are checked there).
+
+`inputs = ["relax.py", "pot/Al.eam"]` names files relative to the TOML file; each is staged
+at that same relative path in the run directory (the campaign's `inputs` go to every
+record). They are read here only to check they exist: `farmhand submit` hashes and uploads
+them, and fills in each record's `inputs` (`{path: sha256}`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from farmhand import wire
+from farmhand.client import graph
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class CampaignFileError(ValueError):
+    """The file cannot be submitted; the message names the file and the problem."""
+
+
+@dataclass
+class CampaignFile:
+    """A parsed submission: the campaign it names (if any) and its records."""
+
+    records: list[wire.RecordSpec]
+    name: str | None = None
+    software: str | None = None
+    based_on: str | None = None
+    defaults: dict[str, Any] = field(default_factory=dict)
+    #: record key -> {path in the run directory: the local file}
+    inputs: dict[str, dict[str, Path]] = field(default_factory=dict)
+
+
+def input_path(text: Any, where: str) -> str:
+    """`text` as a path inside the run directory: relative, `.` and empty parts dropped;
+    CampaignFileError for an absolute path, a `..` or anything else a run directory cannot
+    hold."""
+    if not isinstance(text, str) or not text.strip():
+        raise CampaignFileError(f"{where}: an input must be a file path, got {text!r}")
+    if text.startswith("/") or (len(text) > 1 and text[1] == ":"):
+        raise CampaignFileError(
+            f"{where}: input {text!r} is absolute; give it relative to the campaign file"
+        )
+    parts = [part for part in text.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise CampaignFileError(
+            f"{where}: input {text!r} climbs out with '..'; inputs must lie beside or below "
+            "the campaign file"
+        )
+    try:
+        return wire.check_input_path("/".join(parts))
+    except ValueError as exc:
+        raise CampaignFileError(f"{where}: {exc}") from exc
+
+
+def input_files(base: Path, paths: Any, where: str) -> dict[str, Path]:
+    """`{path in the run directory: local file}` for a TOML `inputs` list, the files taken
+    relative to `base`; each must exist and be a regular file."""
+    if not isinstance(paths, list):
+        raise CampaignFileError(f"{where}: inputs must be a list of file paths")
+    found: dict[str, Path] = {}
+    for text in paths:
+        path = input_path(text, where)
+        local = base / path
+        if not local.is_file():
+            problem = "is a directory; list its files" if local.is_dir() else "does not exist"
+            raise CampaignFileError(f"{where}: input '{path}' {problem} ({local})")
+        found[path] = local
+    return found
+
+
+def merge_inputs(mine: Mapping[str, Path], more: Mapping[str, Path], where: str) -> dict[str, Path]:
+    """`mine` plus `more`; one path naming two different files is a CampaignFileError."""
+    merged = dict(mine)
+    for path, local in more.items():
+        if path in merged and merged[path].resolve() != local.resolve():
+            raise CampaignFileError(
+                f"{where}: input '{path}' would be both {merged[path]} and {local}"
+            )
+        merged[path] = local
+    return merged
+
+
+def read(path: Path) -> CampaignFile:
+    """Parse `path`: TOML when it ends in `.toml`, a tasklist otherwise."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise CampaignFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise CampaignFileError(f"{path} is not UTF-8 text") from exc
+    parsed = _toml(path, text) if path.suffix == ".toml" else _tasklist(path, text)
+    if not parsed.records:
+        raise CampaignFileError(
+            f"{path} holds no records"
+            + (" (only blank lines and # comments)" if path.suffix != ".toml" else "")
+        )
+    return parsed
+
+
+def _spec(path: Path, where: str, data: dict[str, Any]) -> wire.RecordSpec:
+    try:
+        return wire.RecordSpec.model_validate(data)
+    except ValidationError as exc:
+        raise CampaignFileError(f"{path}: {where}: {_describe(exc.errors()[0])}") from exc
+
+
+def _describe(err: Any) -> str:
+    """One validation error as `field: what is wrong`, in the words of the file's keys."""
+    loc = err["loc"]
+    if loc[:1] == ("parents",) and len(loc) > 1:
+        # A union's error names its branches (parents.0.str, parents.0.int): say it plainly.
+        return (
+            f"parents[{loc[1]}]: {err['input']!r} is neither a record key (text) "
+            "nor a record id (whole number)"
+        )
+    if err["type"] == "string_pattern_mismatch":
+        return f"{'.'.join(map(str, loc))}: {err['input']!r} must be letters, digits and ._-"
+    return f"{'.'.join(map(str, loc)) or 'record'}: {err['msg']}"
+
+
+def _tasklist(path: Path, text: str) -> CampaignFile:
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        command = line.strip()
+        if not command or command.startswith("#"):
+            continue
+        records.append(_spec(path, f"line {number}", {"key": str(number), "command": command}))
+    return CampaignFile(records=records)
+
+
+def _toml(path: Path, text: str) -> CampaignFile:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CampaignFileError(f"{path} is not valid TOML: {exc}") from exc
+    unknown = set(data) - {"campaign", "records"}
+    if unknown:
+        raise CampaignFileError(f"{path}: unknown table(s): {', '.join(sorted(unknown))}")
+    campaign = data.get("campaign", {})
+    if not isinstance(campaign, dict):
+        raise CampaignFileError(f"{path}: [campaign] must be a table")
+    unknown = set(campaign) - {"name", "software", "based_on", "defaults", "inputs"}
+    if unknown:
+        raise CampaignFileError(f"{path}: [campaign]: unknown key(s): {', '.join(sorted(unknown))}")
+    raw_records = data.get("records", [])
+    if not isinstance(raw_records, list):
+        raise CampaignFileError(f"{path}: records must be an array of tables ([[records]])")
+    records = []
+    seen: dict[str, int] = {}
+    shared = input_files(path.parent, campaign.get("inputs", []), f"{path}: [campaign]")
+    inputs: dict[str, dict[str, Path]] = {}
+    for index, item in enumerate(raw_records):
+        where = f"records[{index}]"
+        if not isinstance(item, dict):
+            raise CampaignFileError(f"{path}: {where} must be a table")
+        where += f" ('{item['key']}')" if "key" in item else ""
+        item = dict(item)
+        own = input_files(path.parent, item.pop("inputs", []), f"{path}: {where}")
+        spec = _spec(path, where, item)
+        if spec.key in seen:
+            raise CampaignFileError(
+                f"{path}: key '{spec.key}' appears twice (records[{seen[spec.key]}] and {where})"
+            )
+        seen[spec.key] = index
+        records.append(spec)
+        if shared or own:
+            inputs[spec.key] = merge_inputs(shared, own, f"{path}: {where}")
+    _check_parents(path, records)
+    defaults = campaign.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise CampaignFileError(f"{path}: [campaign.defaults] must be a table")
+    for name in ("name", "software", "based_on"):
+        if not isinstance(campaign.get(name, ""), str):
+            raise CampaignFileError(f"{path}: [campaign]: {name} must be a string")
+    return CampaignFile(
+        records=records,
+        name=campaign.get("name"),
+        software=campaign.get("software"),
+        based_on=campaign.get("based_on"),
+        defaults=defaults,
+        inputs=inputs,
+    )
+
+
+def _check_parents(path: Path, records: list[wire.RecordSpec]) -> None:
+    """Refuse a record that is its own parent, or a cycle among the file's records."""
+    for spec in records:
+        if spec.key in spec.parents:
+            raise CampaignFileError(f"{path}: record '{spec.key}' lists itself as a parent")
+    cycle = graph.on_cycles(records)
+    if cycle:
+        names = ", ".join(f"'{key}'" for key in cycle[:20])
+        raise CampaignFileError(f"{path}: the parents form a cycle through records {names}")

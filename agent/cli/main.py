@@ -1,0 +1,211 @@
+"""The `farmhand` command. Client commands read FARMHAND_SERVER and the token's variables.
+
+`farmhand server` lives in `farmhand.server.cli` and is found through an entry point, so
+nothing here imports server code: an agent on a compute node never loads fastapi or
+sqlalchemy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+from typing import Any
+
+from farmhand import wire
+from farmhand.cli import agent as cli_agent
+from farmhand.cli import bundles as cli_bundles
+from farmhand.cli import output, refs
+from farmhand.cli import records as cli_records
+from farmhand.cli import snapshots as cli_snapshots
+from farmhand.cli import submit as cli_submit
+from farmhand.cli.base import CliError, connect, positive_int
+from farmhand.client import ApiError, FarmhandError, NotFound
+
+EPILOG = (
+    "environment: FARMHAND_SERVER (server URL for client commands), FARMHAND_TOKEN_FILE (a "
+    "file holding the bearer token, mode 0600), FARMHAND_TOKEN (the token itself), "
+    "FARMHAND_UMASK (agent and server), FARMHAND_ADMIN_TOKEN, FARMHAND_DATA_DIR, "
+    "FARMHAND_DATABASE_URL (server)"
+)
+
+
+#: Commands whose code lives outside the agent, found through the `farmhand.commands` entry
+#: point group, so the agent never imports them (invariant 4).
+EXTERNAL = {"server": "run the server (see `farmhand server --help`)"}
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Counts by state for every campaign, and the agents."""
+    client = connect(args)
+    campaigns = client.campaigns()
+    agents = client.agents()
+    try:
+        farm = client.farm_status()
+    except NotFound:  # a server older than GET /status
+        farm = None
+    if args.json:
+        counts = {"active": sum(a.state == "active" for a in agents), "total": len(agents)}
+        answer: dict[str, Any] = {"campaigns": [c.model_dump(mode="json") for c in campaigns]}
+        answer["agents"] = {**(farm.agents if farm else {}), **counts}
+        if farm is not None:
+            answer.update(ready=farm.ready, stuck=[s.model_dump() for s in farm.stuck])
+        print(json.dumps(answer, indent=2))
+        return 0
+    rows = []
+    for c in campaigns:
+        total = sum(c.counts.values())
+        row: dict[str, Any] = {"campaign": cli_submit.label(c), "total": total}
+        row.update({s.value: c.counts.get(s, 0) for s in wire.RecordState})
+        rows.append(row)
+    if rows:
+        print(output.table(rows, ["campaign", "total", *[s.value for s in wire.RecordState]]))
+    else:
+        print("no campaigns yet: farmhand submit FILE --campaign NAME")
+    active = [a for a in agents if a.state == "active"]
+    print(f"\nagents: {len(active)} active, {sum(a.running for a in active)} runs in progress")
+    if farm is not None and farm.stuck:
+        print("\nnot moving:")
+        for stuck in farm.stuck:
+            print(f"  {stuck.message}")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """Create a bearer token."""
+    client = connect(args)
+    created = client.create_token(args.role, name=args.name)
+    if args.json:
+        output.dump(created)
+    else:
+        print(created.token)
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    """List the server's tokens (never their secrets)."""
+    tokens = connect(args).tokens()
+    if args.json:
+        output.dump(tokens)
+    else:
+        rows = [t.model_dump() for t in tokens]
+        print(output.table(rows, ["id", "role", "name", "created_at", "revoked"]))
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    """Revoke tokens by id; every id is tried, the exit status says whether all worked."""
+    client, failed = connect(args), 0
+    for token_id in args.ids:
+        try:
+            revoked = client.revoke_token(token_id)
+        except ApiError as exc:
+            print(f"farmhand: token {token_id}: {exc.detail}", file=sys.stderr)
+            failed += 1
+            continue
+        named = f", {revoked.name}" if revoked.name else ""
+        print(f"revoked token {revoked.id} ({revoked.role.value}{named})")
+    return 1 if failed else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the sample campaign end to end."""
+    from farmhand.cli import demo
+
+    return demo.run(records=args.records, agents=args.agents, keep=args.keep)
+
+
+# --- parser ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="farmhand", description=__doc__.splitlines()[0], epilog=EPILOG
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    client_opts = argparse.ArgumentParser(add_help=False)
+    client_opts.add_argument("--server", help="server URL (default: $FARMHAND_SERVER)")
+    client_opts.add_argument(
+        "--token", help="bearer token (default: $FARMHAND_TOKEN); visible in ps: prefer a file"
+    )
+    client_opts.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="read the bearer token from PATH, mode 0600 (default: $FARMHAND_TOKEN_FILE)",
+    )
+    json_opt = argparse.ArgumentParser(add_help=False)
+    json_opt.add_argument("--json", action="store_true", help="print JSON")
+
+    # Commands other packages provide (the server): listed here, dispatched in main().
+    for name, text in EXTERNAL.items():
+        sub.add_parser(name, help=text, add_help=False)
+
+    cli_agent.add_parser(sub, [client_opts])
+
+    cli_submit.add_parsers(sub, client_opts, json_opt)
+
+    p = sub.add_parser("status", parents=[client_opts, json_opt], help="counts by state")
+    p.set_defaults(func=cmd_status)
+
+    cli_records.add_parsers(sub, client_opts, json_opt)
+    cli_snapshots.add_parsers(sub, client_opts, json_opt)
+    cli_bundles.add_parsers(sub, client_opts, json_opt)
+
+    p = sub.add_parser("token", help="manage tokens")
+    tsub = p.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    t = tsub.add_parser("create", parents=[client_opts, json_opt], help="create a token")
+    t.add_argument("--role", required=True, choices=[r.value for r in wire.Role])
+    t.add_argument("--name", default="")
+    t.set_defaults(func=cmd_token)
+    t = tsub.add_parser("list", parents=[client_opts, json_opt], help="list tokens (no secrets)")
+    t.set_defaults(func=cmd_token_list)
+    t = tsub.add_parser("revoke", parents=[client_opts], help="revoke tokens for good")
+    t.add_argument("ids", nargs="+", type=int, metavar="ID", help="token ids (`token list`)")
+    t.set_defaults(func=cmd_token_revoke)
+
+    p = sub.add_parser("demo", help="run a sample campaign on a throwaway server")
+    p.add_argument("--records", type=positive_int, default=60)
+    p.add_argument("--agents", type=positive_int, default=2)
+    p.add_argument("--keep", action="store_true", help="keep the demo's data directory")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _external(name: str, argv: list[str]) -> int:
+    """Run a command another part of farmhand registered under `farmhand.commands`."""
+    found = entry_points(group="farmhand.commands", name=name)
+    if not found:
+        raise CliError(f"'{name}' is not installed: pip install 'farmhand[server]'")
+    try:
+        command = next(iter(found)).load()
+    except ImportError as exc:
+        raise CliError(
+            f"'{name}' needs the server extra: pip install 'farmhand[server]' ({exc})"
+        ) from exc
+    return command(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `farmhand` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] in EXTERNAL:
+            return _external(argv[0], argv[1:])
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except (CliError, cli_agent.AgentUsageError, refs.RefError, FarmhandError) as exc:
+        message = exc.detail if isinstance(exc, ApiError) else str(exc)
+        print(f"farmhand: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""`farmhand ls`, `show`, `cancel` and `retry`: looking at work and steering it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from farmhand import wire
+from farmhand.cli import output, refs
+from farmhand.cli import snapshots as cli_snapshots
+from farmhand.cli.base import (
+    CliError,
+    add_assignments,
+    add_force_flags,
+    assignments,
+    check_force,
+    connect,
+    positive_int,
+)
+
+__all__ = ["LS_COLUMNS", "add_parsers", "cmd_cancel", "cmd_ls", "cmd_retry", "cmd_show"]
+
+LS_COLUMNS = {
+    "campaigns": [
+        "id",
+        "name",
+        "version",
+        "software",
+        "based_on",
+        "created_at",
+        "started_at",
+        "finished_at",
+    ],
+    "records": ["id", "key", "state", "attempts", "error", "result"],
+    "runs": ["id", "record_id", "agent_id", "attempt", "state", "exit_code", "error"],
+    "agents": ["id", "name", "host", "slots", "state", "running", "last_heartbeat", "status"],
+    "snapshots": cli_snapshots.COLUMNS,
+}
+
+
+def _record_state(text: str | None) -> wire.RecordState | None:
+    if text is None:
+        return None
+    try:
+        return wire.RecordState(text)
+    except ValueError:
+        known = ", ".join(s.value for s in wire.RecordState)
+        raise CliError(f"no record state '{text}'; use one of {known}") from None
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    """List campaigns, records, runs, agents or snapshots."""
+    if args.what != "records" and (args.campaign or args.dataset):
+        raise CliError(f"--campaign and --dataset filter records, not {args.what}")
+    client = connect(args)
+    items: list[Any]
+    if args.what == "campaigns":
+        items = client.campaigns()
+    elif args.what == "agents":
+        items = client.agents()
+    elif args.what == "snapshots":
+        items = cli_snapshots.list_snapshots(client, args.limit)
+    elif args.what == "records":
+        filters = {
+            "campaign_id": refs.find_campaign(client, args.campaign).id if args.campaign else None,
+            "state": _record_state(args.state),
+            "dataset": args.dataset,
+        }
+        items = []
+        for record in client.records(**filters):
+            items.append(record)
+            if len(items) >= args.limit:
+                break
+    else:
+        items = client.runs_page(limit=min(args.limit, 1000), state=args.state).items
+    if args.json:
+        output.dump(items)
+        return 0
+    rows = [i.model_dump(mode="json") for i in items]
+    if args.what == "agents":  # one readable line, not the status document
+        for row, agent in zip(rows, items, strict=True):
+            row["status"] = output.agent_status(agent.status)
+    print(output.table(rows, LS_COLUMNS[args.what]))
+    return 0
+
+
+SHOWN = (
+    "id",
+    "key",
+    "campaign_id",
+    "state",
+    "attempts",
+    "max_attempts",
+    "priority",
+    "dataset",
+    "tags",
+    "parents",
+    "children",
+    "command",
+    "error",
+)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Everything about one record."""
+    client = connect(args)
+    (record_id,) = refs.find_record_ids(client, [args.record], args.campaign)
+    record = client.record(record_id)
+    if args.json:
+        output.dump(record)
+        return 0
+    for name in SHOWN:
+        value = getattr(record, name)
+        if isinstance(value, list):
+            value = ", ".join(value) if value else None
+        print(f"{name + ':':14}{output.cell(value)}")
+    print(f"{'run_args:':14}{json.dumps(record.run_args)}")
+    if record.temporary_run_args is not None:
+        print(f"{'temporary:':14}{json.dumps(record.temporary_run_args)}  (until it ends again)")
+    print(f"{'derived:':14}{json.dumps(record.derived_run_args)}")
+    print(f"{'result:':14}{json.dumps(record.result)}")
+    print("\nruns:")
+    runs = [r.model_dump(mode="json") for r in record.runs or []]
+    print(
+        output.table(
+            runs,
+            [
+                "id",
+                "attempt",
+                "agent_id",
+                "state",
+                "exit_code",
+                "started_at",
+                "ended_at",
+                "run_args",
+                "error",
+            ],
+        )
+    )
+    last = (record.runs or [None])[-1]
+    if last is not None and last.stderr_tail:
+        print("\nstderr (last run, tail):\n" + last.stderr_tail.rstrip())
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """Cancel records."""
+    client = connect(args)
+    changed = client.cancel(refs.find_record_ids(client, args.records, args.campaign)).changed
+    print(f"cancelled {len(changed)} records")
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    """Re-queue records (or every orphan), optionally with temporary run_args."""
+    if not args.records and not args.orphans:
+        raise CliError("name the records to retry, or pass --orphans (with --campaign C)")
+    check_force(args)
+    run_args = assignments(args.run_arg) or None
+    client = connect(args)
+    ids = refs.find_record_ids(client, args.records, args.campaign) if args.records else []
+    orphans_of = None  # --campaign limits --orphans (and names the keys' campaign)
+    if args.orphans and args.campaign:
+        orphans_of = refs.find_campaign(client, args.campaign).id
+    answer = client.retry(
+        ids,
+        orphans=args.orphans,
+        campaign_id=orphans_of,
+        force=args.force,
+        force_ignores_success=args.force_ignores_success,
+        run_args=run_args,
+    )
+    if args.json:
+        output.dump(answer)
+        return 0
+    print(f"re-queued {len(answer.changed)} records")
+    if answer.reopened:
+        print(f"reopened {answer.reopened} descendants that had failed upstream")
+    for skipped in answer.skipped:
+        print(f"skipped {skipped.key} (id {skipped.id}): {skipped.reason}")
+    return 0
+
+
+def add_parsers(
+    sub: argparse._SubParsersAction,
+    client_opts: argparse.ArgumentParser,
+    json_opt: argparse.ArgumentParser,
+) -> None:
+    """Add `ls`, `show`, `cancel` and `retry` to the `farmhand` parser."""
+    p = sub.add_parser("ls", parents=[client_opts, json_opt], help="list things")
+    p.add_argument("what", choices=sorted(LS_COLUMNS))
+    p.add_argument("--campaign", help="records: only this campaign (NAME, NAME:VERSION, id)")
+    p.add_argument("--state", help="records/runs: only this state")
+    p.add_argument("--dataset", help="records: only this dataset")
+    p.add_argument("--limit", type=positive_int, default=1000)
+    p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("show", parents=[client_opts, json_opt], help="show one record")
+    p.add_argument("record", help="record id or key")
+    p.add_argument("--campaign", help="campaign the key is in")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("cancel", parents=[client_opts], help="cancel records")
+    p.add_argument("records", nargs="+", help="record ids or keys")
+    p.add_argument("--campaign", help="campaign the keys are in")
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser(
+        "retry",
+        parents=[client_opts, json_opt],
+        help="re-queue records",
+        description=(
+            "Re-queue failed, cancelled or orphaned records with fresh attempts; records in "
+            "other states are skipped with the reason unless --force."
+        ),
+    )
+    p.add_argument("records", nargs="*", help="record ids or keys")
+    p.add_argument("--campaign", help="campaign the keys (or --orphans) are in")
+    p.add_argument("--orphans", action="store_true", help="every orphaned record (of --campaign)")
+    add_force_flags(p, force="also re-queue waiting, ready and running records")
+    add_assignments(p, "--run-arg", help="a run_arg for the next runs only")
+    p.set_defaults(func=cmd_retry)

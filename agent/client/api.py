@@ -1,0 +1,385 @@
+"""A typed HTTP client for the farmhand API, used by the agent, the CLI and users' scripts.
+
+Every error it raises derives from `FarmhandError`; the tree is documented in
+`farmhand.client.errors` and re-exported here. The transport is
+injectable (`httpx.MockTransport` in unit tests).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from farmhand import wire
+from farmhand.client import credentials
+from farmhand.client.bundles import BundleCalls
+from farmhand.client.errors import (
+    ApiError,
+    BadRequest,
+    Conflict,
+    FarmhandError,
+    Forbidden,
+    NotFound,
+    ServerUnavailable,
+    Unauthorized,
+    raise_for,
+)
+from farmhand.client.graph import parents_first
+from farmhand.client.transfer import SnapshotCalls
+
+__all__ = [
+    "ApiError",
+    "BadRequest",
+    "Conflict",
+    "FarmhandClient",
+    "FarmhandError",
+    "Forbidden",
+    "NotFound",
+    "ServerUnavailable",
+    "Unauthorized",
+]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _page(after: int | None, limit: int, filters: dict[str, Any]) -> dict[str, Any]:
+    """Query parameters of a listing: the filters given (enums by value), limit, after."""
+    params = {k: getattr(v, "value", v) for k, v in filters.items() if v is not None}
+    params["limit"] = limit
+    if after is not None:
+        params["after"] = after
+    return params
+
+
+class FarmhandClient(SnapshotCalls, BundleCalls):
+    """Typed access to `/api/v1`. Thread-safe: one client may serve many threads."""
+
+    def __init__(
+        self,
+        server: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ):
+        server = server or os.environ.get("FARMHAND_SERVER")
+        if not server:
+            raise FarmhandError("no server given: pass --server URL or set FARMHAND_SERVER")
+        if token is None:  # FARMHAND_TOKEN, else the file FARMHAND_TOKEN_FILE names
+            try:
+                token = credentials.resolve_token(None, None)
+            except credentials.TokenError as exc:
+                raise FarmhandError(str(exc)) from None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.server = server.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.server + wire.API_PREFIX,
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> FarmhandClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Any = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Send one request and return its decoded JSON body, raising the tree above."""
+        kwargs: dict[str, Any] = {}
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        try:
+            response = self._http.request(method, path, json=json, params=params, **kwargs)
+        except httpx.TransportError as exc:
+            raise ServerUnavailable(f"cannot reach {self.server}: {exc}") from exc
+        raise_for(response)
+        return response.json() if response.content else None
+
+    def _model(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
+        return model.model_validate(self.request(method, path, **kwargs))
+
+    @staticmethod
+    def _body(model: BaseModel) -> Any:
+        return model.model_dump(mode="json", exclude_unset=False)
+
+    @staticmethod
+    def _lean(model: BaseModel) -> Any:
+        # Optional fields newer than the server (heartbeat status, claim walltime_left) are
+        # left out when unused, so this client still talks to a server that predates them.
+        return model.model_dump(mode="json", exclude_none=True)
+
+    # --- health and tokens ---------------------------------------------------------------
+
+    def health(self) -> wire.Health:
+        """`GET /healthz` (outside the API prefix)."""
+        try:
+            response = self._http.get(self.server + "/healthz")
+        except httpx.TransportError as exc:
+            raise ServerUnavailable(f"cannot reach {self.server}: {exc}") from exc
+        raise_for(response)
+        return wire.Health.model_validate(response.json())
+
+    def create_token(self, role: wire.Role | str, name: str = "") -> wire.TokenCreated:
+        """Create a bearer token (admin only); the secret is returned once."""
+        body = wire.TokenCreate(role=wire.Role(role), name=name)
+        return self._model(wire.TokenCreated, "POST", "/tokens", json=self._body(body))
+
+    def tokens(self) -> list[wire.TokenInfo]:
+        """Every token (admin only), oldest first; never a secret."""
+        return [wire.TokenInfo.model_validate(t) for t in self.request("GET", "/tokens")]
+
+    def revoke_token(self, token_id: int) -> wire.TokenInfo:
+        """Revoke token `token_id` for good (admin only); a token cannot revoke itself."""
+        return self._model(wire.TokenInfo, "POST", f"/tokens/{token_id}/revoke")
+
+    # --- campaigns -----------------------------------------------------------------------
+
+    def create_campaign(
+        self,
+        name: str,
+        *,
+        software: str | None = None,
+        defaults: dict[str, Any] | None = None,
+        based_on: str | None = None,
+    ) -> wire.Campaign:
+        """Create a campaign (version = highest of that name + 1); `based_on` is the campaign
+        it follows, `NAME:VERSION` or `NAME` (its latest version)."""
+        body = wire.CampaignCreate(
+            name=name, software=software, defaults=defaults or {}, based_on=based_on
+        )
+        return self._model(wire.Campaign, "POST", "/campaigns", json=self._body(body))
+
+    def campaigns(self, name: str | None = None) -> list[wire.Campaign]:
+        """All campaigns (or every version of one name) with their counts by state."""
+        data = self.request("GET", "/campaigns", params={"name": name} if name else None)
+        return [wire.Campaign.model_validate(item) for item in data]
+
+    def campaign(self, campaign_id: int) -> wire.Campaign:
+        """One campaign with its counts by state."""
+        return self._model(wire.Campaign, "GET", f"/campaigns/{campaign_id}")
+
+    # --- records -------------------------------------------------------------------------
+
+    def submit(
+        self,
+        campaign_id: int,
+        records: list[wire.RecordSpec],
+        *,
+        force: bool = False,
+        force_ignores_success: bool = False,
+    ) -> wire.RecordsCreated:
+        """Bulk-create records, in chunks the server accepts.
+
+        Keys the campaign already has are skipped, or with `force` given the new spec and
+        queued again (done ones only with `force_ignores_success` too). Each chunk is one
+        transaction; when there are several, parents are sent before their children so that
+        every chunk names only parents the server already has.
+        """
+        step = wire.MAX_RECORDS_PER_REQUEST
+        if len(records) > step:
+            records = parents_first(records)
+        total = wire.RecordsCreated(created=0, skipped=0, replaced=0)
+        for start in range(0, len(records), step):
+            body = wire.RecordsCreate(
+                campaign_id=campaign_id,
+                records=records[start : start + step],
+                force=force,
+                force_ignores_success=force_ignores_success,
+            )
+            answer = self._model(wire.RecordsCreated, "POST", "/records", json=self._body(body))
+            total.created += answer.created
+            total.skipped += answer.skipped
+            total.replaced += answer.replaced
+            total.skipped_keys = [*total.skipped_keys, *answer.skipped_keys][:100]
+        return total
+
+    def records_page(
+        self, *, after: int | None = None, limit: int = 500, **filters: Any
+    ) -> wire.Page[wire.Record]:
+        """One page of records; filters: campaign_id, state, key, dataset."""
+        return self._model(
+            wire.Page[wire.Record], "GET", "/records", params=_page(after, limit, filters)
+        )
+
+    def records(self, **filters: Any) -> Iterator[wire.Record]:
+        """Every record matching the filters, page after page."""
+        after = None
+        while True:
+            page = self.records_page(after=after, **filters)
+            yield from page.items
+            if page.next is None:
+                return
+            after = page.next
+
+    def record(self, record_id: int) -> wire.Record:
+        """One record with its runs and derived run_args."""
+        return self._model(wire.Record, "GET", f"/records/{record_id}")
+
+    def cancel(self, ids: list[int]) -> wire.RecordsChanged:
+        """Cancel records (running ones are stopped at their agent's next heartbeat)."""
+        body = wire.RecordIds(ids=ids)
+        return self._model(wire.RecordsChanged, "POST", "/records/cancel", json=self._body(body))
+
+    def retry(
+        self,
+        ids: list[int] | None = None,
+        *,
+        orphans: bool = False,
+        campaign_id: int | None = None,
+        force: bool = False,
+        force_ignores_success: bool = False,
+        run_args: dict[str, Any] | None = None,
+    ) -> wire.RecordsChanged:
+        """Re-queue records with a fresh set of attempts (see `wire.RecordsRetry`).
+
+        Failed, cancelled and orphaned records are retried, others are skipped with the
+        reason unless `force` (and, for done ones, `force_ignores_success`); `orphans` adds
+        every orphaned record (of `campaign_id`); `run_args` apply to the next runs only.
+        """
+        body = wire.RecordsRetry(
+            ids=ids or [],
+            orphans=orphans,
+            campaign_id=campaign_id,
+            force=force,
+            force_ignores_success=force_ignores_success,
+            run_args=run_args,
+        )
+        return self._model(wire.RecordsChanged, "POST", "/records/retry", json=self._body(body))
+
+    def runs_page(
+        self, *, after: int | None = None, limit: int = 500, **filters: Any
+    ) -> wire.Page[wire.Run]:
+        """One page of runs; filters: record_id, agent_id, state."""
+        return self._model(wire.Page[wire.Run], "GET", "/runs", params=_page(after, limit, filters))
+
+    # --- agents, leases, runs ------------------------------------------------------------
+
+    def register(self, body: wire.AgentRegister) -> wire.AgentRegistered:
+        """Register an agent; the answer carries its id and the lease TTL."""
+        return self._model(wire.AgentRegistered, "POST", "/agents", json=self._body(body))
+
+    def agents(self) -> list[wire.Agent]:
+        """Registered agents, newest first."""
+        return [wire.Agent.model_validate(a) for a in self.request("GET", "/agents")]
+
+    def farm_status(self) -> wire.FarmStatus:
+        """Ready records, agents by liveness, and why ready records are not moving."""
+        return self._model(wire.FarmStatus, "GET", "/status")
+
+    def heartbeat(
+        self,
+        agent_id: int,
+        run_ids: list[int],
+        *,
+        status: wire.AgentStatus | None = None,
+        timeout: float | None = None,
+    ) -> wire.HeartbeatAck:
+        """Renew every lease the agent holds in one request, reporting its status."""
+        body = wire.Heartbeat(run_ids=run_ids, status=status)
+        path = f"/agents/{agent_id}/heartbeat"
+        return self._model(wire.HeartbeatAck, "POST", path, json=self._lean(body), timeout=timeout)
+
+    def drain(self, agent_id: int, *, timeout: float | None = None) -> wire.Agent:
+        """Stop handing this agent new leases (its shutdown began); heartbeats still work."""
+        return self._model(wire.Agent, "POST", f"/agents/{agent_id}/drain", timeout=timeout)
+
+    def deregister(self, agent_id: int, *, timeout: float | None = None) -> wire.Agent:
+        """Mark the agent stopped; the server releases any lease it still holds."""
+        return self._model(wire.Agent, "POST", f"/agents/{agent_id}/stop", timeout=timeout)
+
+    def claim(
+        self,
+        agent_id: int,
+        max_records: int = 1,
+        *,
+        wait: float = 0.0,
+        campaign_id: int | None = None,
+        runners: list[str] | None = None,
+        free: wire.Resources | None = None,
+        campaign_ids: list[int] | None = None,
+        datasets: list[str] | None = None,
+        walltime_left: float | None = None,
+    ) -> list[wire.Lease]:
+        """Claim up to `max_records` leases, long-polling up to `wait` seconds for work;
+        `runners` and `free` say what the agent can run and what fits its free share now;
+        only records of `campaign_ids` and `datasets` when given, and (`walltime_left`)
+        whose walltime fits these seconds (None: any)."""
+        body = wire.ClaimRequest(
+            agent_id=agent_id,
+            max_records=max_records,
+            wait=wait,
+            campaign_id=campaign_id,
+            runners=runners,
+            free=free,
+            campaign_ids=campaign_ids,
+            datasets=datasets,
+            walltime_left=walltime_left,
+        )
+        timeout = wait + 30.0
+        return self._model(
+            wire.Leases, "POST", "/leases", json=self._lean(body), timeout=timeout
+        ).leases
+
+    def start(self, run_id: int, token: str) -> wire.RunAck:
+        """Tell the server the run's command has started."""
+        return self._run_call(run_id, "start", wire.RunStart(token=token))
+
+    def complete(self, run_id: int, body: wire.RunComplete) -> wire.RunAck:
+        """Report success; sending the same completion twice returns the same answer."""
+        return self._run_call(run_id, "complete", body)
+
+    def fail(self, run_id: int, body: wire.RunFail) -> wire.RunAck:
+        """Report a failed attempt."""
+        return self._run_call(run_id, "fail", body)
+
+    def report_many(self, reports: list[wire.RunReport]) -> list[wire.RunReportAnswer]:
+        """Complete or fail many runs in one request; one answer per report, in order."""
+        body = wire.RunReports(reports=reports)
+        answers = self._model(wire.RunReportAnswers, "POST", "/runs/reports", json=self._body(body))
+        return answers.answers
+
+    def release(
+        self,
+        run_id: int,
+        token: str,
+        reason: str = "released by agent",
+        *,
+        timeout: float | None = None,
+    ) -> wire.RunAck:
+        """Give the record back without spending an attempt."""
+        body = wire.RunRelease(token=token, reason=reason)
+        return self._run_call(run_id, "release", body, timeout=timeout)
+
+    def orphan(
+        self, run_id: int, token: str, reason: str, *, timeout: float | None = None
+    ) -> wire.RunAck:
+        """This agent cannot run the record as specified: it becomes `orphaned` with the
+        reason, without spending an attempt (`farmhand retry --orphans` re-queues it)."""
+        body = wire.RunOrphan(token=token, reason=reason[:4096])
+        return self._run_call(run_id, "orphan", body, timeout=timeout)
+
+    def _run_call(
+        self, run_id: int, verb: str, body: BaseModel, *, timeout: float | None = None
+    ) -> wire.RunAck:
+        path = f"/runs/{run_id}/{verb}"
+        return self._model(wire.RunAck, "POST", path, json=self._body(body), timeout=timeout)

@@ -1,0 +1,408 @@
+"""One attempt of one record on this agent: stage it, run its command, report the outcome.
+
+Each attempt runs on its own thread, which alone drives its command: a cancel, a lost lease
+or a shutdown only sets `abort`, and the thread terminates the command's process group,
+removes the partial run directory and (on shutdown) gives the lease back. A command that ends
+once the agent was asked to stop or drain is given back too, not reported: the batch system
+signals every process of a job step, so such an exit is the stop's doing, not a result.
+
+Staging comes first (so prefetched leases download while the slots are busy), then two waits
+in this order: a command slot, then a share of cores, GPUs and memory; the order keeps them
+deadlock-free (docs/architecture.md, "An attempt on the agent"). Final reports go through
+the agent's durable outbox, so a result survives a server that cannot be reached.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from farmhand import wire
+from farmhand.client import ApiError, ServerUnavailable
+from farmhand.client.retry import retry_unavailable
+from farmhand.runtime import run_args
+from farmhand.runtime.context import (
+    PRIVATE_ENV,
+    RELEASE_REASONS,
+    Context,
+    describe_exit,
+    digest,
+    release,
+    report_orphan,
+    run_environment,
+)
+from farmhand.runtime.files import run_archive
+from farmhand.runtime.files.cache import InputError
+from farmhand.runtime.files.checkpoints import Checkpointer
+from farmhand.runtime.files.parents import write_parents
+from farmhand.runtime.files.rundirs import (
+    STDERR_FILE,
+    STDOUT_FILE,
+    make_run_dir,
+    read_results,
+    read_tail,
+    remove_run_dir,
+)
+from farmhand.runtime.files.stage_in import Prepared, stage_snapshots
+from farmhand.runtime.resources.allocation import Grant
+from farmhand.runtime.resources.placement import Plan
+from farmhand.runtime.runners import Launch, Runner, RunningProcess
+
+__all__ = ["RELEASE_REASONS", "Attempt", "Context", "describe_exit", "release"]  # re-exported
+
+log = logging.getLogger("farmhand.agent")
+
+#: How often an attempt's thread looks for an abort while its command runs.
+CHECK_EVERY = 0.2
+T = TypeVar("T")
+
+
+class Attempt:
+    """One lease being worked on. `phase` goes staging → (queued →) running → reporting."""
+
+    def __init__(
+        self,
+        lease: wire.Lease,
+        context: Context,
+        on_exit: Callable[[Attempt], None],
+        plan: Plan,
+    ):
+        self.lease = lease
+        self.context = context
+        self.on_exit = on_exit
+        self.plan = plan
+        self.grant: Grant | None = None  # this run's share of the agent's resources
+        self.phase = "staging"
+        self.abort: str | None = None  # "shutdown", "walltime", "cancelled" or "lost"
+        self.checkpointed = False  # the walltime drain signalled the running command
+        self.handle: RunningProcess | None = None
+        self.run_dir: Path | None = None
+        self.prepared: Prepared | None = None  # what staging placed in the run directory
+        self.checkpointer: Checkpointer | None = None
+        self.timeout: float | None = None  # run_args.timeout, seconds from the command's start
+        self.began = time.monotonic()
+        self._lock = threading.Lock()
+        self.thread = threading.Thread(
+            target=self._work, daemon=True, name=f"farmhand-run-{lease.run_id}"
+        )
+        if context.slots is not None:
+            context.slots.enqueue(self)  # attempts are made in claim order
+
+    def label(self, *details: str) -> str:
+        """`relax-017 (run 42, exit 0, 1.3s)` for logs."""
+        return f"{self.lease.key} ({', '.join((f'run {self.lease.run_id}', *details))})"
+
+    def request_abort(self, reason: str) -> bool:
+        """Ask the thread to stop the command; False if it is already reporting or aborted."""
+        with self._lock:
+            if self.phase == "reporting" or self.abort is not None:
+                return False
+            self.abort = reason
+        return True
+
+    def checkpoint(self, signum: int) -> bool:
+        """The walltime drain: send `signum` to a running command so it can checkpoint (True),
+        or abort an attempt whose command has not started (False). Either way the record
+        is given back. Nothing happens to an attempt already reporting."""
+        with self._lock:
+            if self.phase == "reporting" or self.abort is not None:
+                return False
+            handle = self.handle
+            if self.phase != "running" or handle is None:
+                self.abort = "walltime"
+                return False
+            if handle.poll() is not None:
+                return False  # it finished just now: its result is reported as usual
+            self.checkpointed = True
+        handle.signal_group(signum)
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL the command's group now (safe in a signal handler: no locks)."""
+        handle = self.handle
+        if handle is not None:
+            handle.kill()
+
+    # --- the thread ----------------------------------------------------------------------
+
+    def _work(self) -> None:
+        try:
+            self._execute()
+        except Exception as exc:
+            log.exception("agent error in %s", self.label())
+            try:
+                if self.handle is not None:
+                    self.handle.terminate(self.context.term_grace)
+                self._fail(f"agent error: {type(exc).__name__}: {exc}", None)
+            except Exception:
+                log.exception("could not report the agent error in %s", self.label())
+        finally:
+            if self.grant is not None:
+                self.context.allocator.release(self.grant)
+            if self.context.slots is not None:
+                self.context.slots.done(self)
+            self.on_exit(self)
+
+    def _execute(self) -> None:
+        lease, ctx = self.lease, self.context
+        if ctx.stop.began.is_set():
+            return self._drop("shutdown")
+        if self.plan.error is not None:
+            return self._fail(self.plan.error, None)
+        try:
+            self.run_dir = make_run_dir(ctx.workdir, lease.campaign_id, lease.key, lease.run_id)
+            write_parents(self.run_dir, lease.parents)
+        except (OSError, ValueError) as exc:
+            return self._orphan(f"cannot stage the run directory: {exc}")
+        if not self._stage_snapshots():
+            return None
+        # A slot first, then the share: see the module docstring for why this order.
+        if not self._wait_for_slot() or not self._acquire():
+            return self._drop(self.abort or "shutdown")
+        try:
+            self._retry(lambda: ctx.client.start(lease.run_id, lease.token), "start")
+        except (ServerUnavailable, ApiError) as exc:
+            log.warning("cannot start %s: %s", self.label(), exc)
+            return self._drop(self.abort or "lost")
+        try:
+            assert self.grant is not None and self.run_dir is not None
+            run_env = run_environment(
+                self.lease,
+                self.run_dir,
+                self.grant.environment(gpus_managed=ctx.allocator.gpus_managed),
+                agent_name=ctx.agent_name,
+                prepared=self.prepared,
+            )
+            self.timeout = run_args.timeout(self.lease.run_args)
+        except ValueError as exc:
+            return self._fail(str(exc), None)
+        assert self.plan.runner is not None  # refused plans never become attempts
+        start_error = self._start(self.plan.runner, run_env)
+        if self.abort is not None:
+            return self._drop(self.abort)
+        if start_error is not None:
+            return self._fail(start_error, None)
+        if self.checkpointer is not None:
+            self.checkpointer.start()
+        self._wait_and_report()
+
+    def _stage_snapshots(self) -> bool:
+        """Inputs, parents' archives, a checkpoint; False when the attempt ended here."""
+        lease, ctx, run_dir = self.lease, self.context, self.run_dir
+        assert run_dir is not None
+        try:
+            self.prepared = stage_snapshots(ctx.client, lease, run_dir, ctx.snapshots, self._retry)
+        except ValueError as exc:  # run_args that make no sense: the attempt fails
+            self._fail(str(exc), None)
+            return False
+        except InputError as exc:
+            self._orphan(str(exc))
+            return False
+        except OSError as exc:
+            self._orphan(f"cannot stage the run directory: {exc.strerror or exc}")
+            return False
+        except (ServerUnavailable, ApiError) as exc:
+            log.warning("cannot stage %s: %s", self.label(), exc)
+            self._drop(self.abort or "lost")
+            return False
+        self.checkpointer = Checkpointer(
+            ctx.client,
+            lease,
+            self.prepared.checkpoint_dir,
+            ctx.snapshots.scratch,
+            self.prepared.checkpoint_interval,
+        )
+        if self.abort is not None or ctx.stop.began.is_set():
+            self._drop(self.abort or "shutdown")
+            return False
+        return True
+
+    def _retry(self, call: Callable[[], T], what: str) -> T:
+        """`call()`, retried while the server is away, until the attempt is aborted."""
+        return retry_unavailable(
+            call,
+            what=f"{what} {self.label()}",
+            deadline=self.context.report_deadline,
+            interrupted=self.context.stop.began,
+            give_up=lambda: self.abort is not None,
+        )
+
+    def _wait_for_slot(self) -> bool:
+        """A prefetched lease waits here, staged, until a command slot frees; False if it was
+        aborted meanwhile."""
+        slots = self.context.slots
+        if slots is None:
+            return True
+        if not slots.take(self, timeout=0):
+            self.phase = "queued"
+            while not slots.take(self, timeout=CHECK_EVERY):
+                if self.abort is not None or self.context.stop.began.is_set():
+                    return False
+        with self._lock:
+            if self.phase == "queued":
+                self.phase = "staging"
+        return self.abort is None
+
+    def _acquire(self) -> bool:
+        """Wait for this run's share of cores, GPUs and memory; False if aborted first."""
+        allocator, need = self.context.allocator, self.plan.need
+        stopping = self.context.stop.began
+        shortfall = allocator.shortfall(need)
+        if shortfall is not None:
+            log.info("%s waits: %s", self.label(), shortfall)
+        self.grant = allocator.acquire(need, lambda: self.abort is not None or stopping.is_set())
+        return self.grant is not None and self.abort is None
+
+    def _start(self, runner: Runner, run_env: dict[str, str]) -> str | None:
+        """Start the command unless aborted meanwhile; an error message if it cannot start."""
+        run_dir, lease = self.run_dir, self.lease
+        assert run_dir is not None
+        launch = Launch(
+            command=lease.command,
+            run_dir=run_dir,
+            stdout=run_dir / STDOUT_FILE,
+            stderr=run_dir / STDERR_FILE,
+            base_env={k: v for k, v in self.context.environ.items() if k not in PRIVATE_ENV},
+            run_env=run_env,
+            name=f"farmhand-{lease.run_id}-{digest(lease.token)}",
+            run_args=lease.run_args,
+            umask=self.context.run_umask,
+        )
+        with self._lock:
+            if self.abort is not None:
+                return None
+            try:
+                self.handle = runner.start(launch)
+            except (OSError, ValueError, subprocess.SubprocessError) as exc:
+                self.phase = "reporting"
+                return f"cannot start the command: {exc}"
+            self.phase = "running"
+            return None
+
+    def _wait_and_report(self) -> None:
+        handle, run_dir, grace = self.handle, self.run_dir, self.context.term_grace
+        assert handle is not None and run_dir is not None
+        code = None
+        ends = None if self.timeout is None else time.monotonic() + self.timeout
+        while code is None and self.abort is None:
+            left = CHECK_EVERY if ends is None else min(CHECK_EVERY, ends - time.monotonic())
+            if left <= 0:
+                break  # timed out: the command is stopped below
+            code = handle.wait(left)
+        with self._lock:
+            if self.abort is None and (self.context.stop.requested or self.checkpointed):
+                # It ended on the stop's signal (ours, or the batch system's), not by itself.
+                draining = self.checkpointed or self.context.stop.draining
+                self.abort = "walltime" if draining else "shutdown"
+            if self.abort is None:
+                self.phase = "reporting"
+        if self.abort is not None:
+            handle.terminate(0.0 if self.context.stop.kill_now else grace)
+            return self._drop(self.abort)
+        timed_out = code is None
+        if timed_out:
+            code = handle.terminate(grace)
+        else:
+            handle.reap_strays(grace)
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
+        document, results_error = read_results(run_dir)
+        tails = {
+            "stdout_tail": read_tail(run_dir / STDOUT_FILE),
+            "stderr_tail": read_tail(run_dir / STDERR_FILE),
+        }
+        if timed_out:
+            self._fail(f"timed out after {self.timeout:g} s", code, ran=True, **tails)
+        elif code == 0 and results_error is None:
+            self._report(
+                "complete",
+                wire.RunComplete(token=self.lease.token, exit_code=0, result=document, **tails),
+                ran=True,
+            )
+        else:
+            error = describe_exit(code) if code != 0 else results_error
+            assert error is not None
+            self._fail(error, code, ran=True, **tails)
+
+    # --- outcomes ------------------------------------------------------------------------
+
+    def _fail(self, error: str, exit_code: int | None, *, ran: bool = False, **tails: str) -> None:
+        if ran and self.checkpointer is not None:
+            self.checkpointer.save("final")  # the retry resumes from here
+        self._report(
+            "fail",
+            wire.RunFail(token=self.lease.token, error=error[:4096], exit_code=exit_code, **tails),
+            ran=ran,
+        )
+
+    def _report(
+        self, verb: str, body: wire.RunComplete | wire.RunFail, *, ran: bool = False
+    ) -> None:
+        """Hand the final report to the outbox, which delivers it (now, or once the server
+        is back); the agent counts and logs it when the server has taken it. After a command
+        `ran`, its run directory goes with it as an archive, and is removed once delivered."""
+        took = f"{time.monotonic() - self.began:.1f}s"
+        details = ("exit 0", took) if isinstance(body, wire.RunComplete) else (body.error, took)
+        pending = remove = None
+        if ran and self.run_dir is not None:
+            packed = run_archive.archive(
+                self.context.client,
+                self.lease,
+                self.run_dir,
+                self.context.outbox.archives,
+                staged=self.prepared.staged if self.prepared is not None else {},
+            )
+            if packed is not None:
+                body.archive, pending = packed.sha256, packed.pending
+                keep = verb == "fail" and self.context.snapshots.keep_failed_workdir
+                remove = None if keep else self.run_dir
+        self.context.outbox.put(
+            self.lease.run_id,
+            verb,
+            body,
+            self.label(*details),
+            archive_file=pending,
+            remove_after=remove,
+        )
+
+    def _orphan(self, reason: str) -> None:
+        """This agent cannot run the record as specified: report an orphan through the
+        outbox (no attempt is spent; counted once delivered) and remove the partial run
+        directory."""
+        with self._lock:
+            self.phase = "reporting"
+        report_orphan(self.context.outbox, self.lease, reason, self.label(reason))
+        self._remove_run_dir()
+
+    def _drop(self, reason: str) -> None:
+        """An aborted attempt: give the lease back on shutdown and at the walltime drain
+        (its checkpoint saved first); remove the partial run dir, except after a checkpoint
+        signal (it may hold one)."""
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
+            if reason in RELEASE_REASONS and self.handle is not None:
+                with self._lock:
+                    self.phase = "saving"
+                self.checkpointer.save("final")
+        if reason in RELEASE_REASONS:
+            release(self.context.outbox, self.lease, RELEASE_REASONS[reason])
+        if self.run_dir is not None and reason == "walltime" and self.handle is not None:
+            log.info("kept %s: it may hold the checkpoint of %s", self.run_dir, self.label())
+        else:
+            self._remove_run_dir()
+        outcome = "released" if reason in RELEASE_REASONS else reason
+        outcome = outcome if outcome in ("released", "cancelled") else "lost"
+        self.context.count(outcome)
+        log.info("%s %s", outcome, self.label(f"{time.monotonic() - self.began:.1f}s"))
+
+    def _remove_run_dir(self) -> None:
+        if self.run_dir is not None:
+            try:
+                remove_run_dir(self.run_dir)
+            except OSError as exc:
+                log.warning("could not remove %s: %s", self.run_dir, exc)

@@ -1,0 +1,176 @@
+"""What every attempt of one agent shares (`Context`), the environment a run's command gets,
+and the small helpers the agent loop uses too: how an exit is described and how a lease is
+given back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from farmhand import wire
+from farmhand.client import FarmhandClient
+from farmhand.client.credentials import SECRET_ENV, TOKEN_FILE_ENV
+from farmhand.runtime.files.stage_in import Prepared, SnapshotSettings
+from farmhand.runtime.outbox import Outbox
+from farmhand.runtime.resources.allocation import Allocator
+from farmhand.runtime.resources.slots import Slots
+from farmhand.runtime.runners.definitions import Runners
+
+__all__ = [
+    "PRIVATE_ENV",
+    "RELEASE_REASONS",
+    "Context",
+    "describe_exit",
+    "digest",
+    "release",
+    "run_environment",
+]
+
+#: Why an aborted attempt gives its record back, as the run's error shows it.
+RELEASE_REASONS = {
+    "shutdown": "agent shutting down",
+    "walltime": "the agent's batch job is ending (walltime drain)",
+}
+#: Secrets of the agent itself that a user's command must not inherit (the token file's path
+#: too: the command runs as the same user and could read the file).
+PRIVATE_ENV = (*SECRET_ENV, TOKEN_FILE_ENV)
+
+
+class StopState:
+    """Where an agent's stop stands, and the events that wake its threads when it moves.
+
+    `requested` (with its `reason`): a stop was asked for — `stop()`, `drain()`, idleness, a
+    refused claim. `began`: the shutdown is under way (claims stop, attempts are ended).
+    Plain attributes and `request` take no locks, so a signal handler may set them.
+    """
+
+    def __init__(self) -> None:
+        self.started = False  #: `run()` was called: an agent runs once
+        self.requested = False
+        self.reason = ""
+        self.draining = False  #: the stop is a walltime drain: checkpoint first
+        self.kill_now = False  #: a second stop(): no grace any more
+        self.began = threading.Event()
+        self.wake = threading.Event()  #: the main loop: look again now
+        self.claim_wake = threading.Event()  #: the claim thread: look again now
+        # The client is closed by whichever finishes last: the shutdown, or the claim
+        # thread (an in-flight long poll may outlive run()).
+        self._lock = threading.Lock()
+        self._closers_left = 2
+
+    @property
+    def stopped(self) -> bool:
+        """Whether claims should stop: a stop was requested or has begun."""
+        return self.requested or self.began.is_set()
+
+    def request(self, reason: str) -> bool:
+        """Ask for a stop (False when one was asked for already: it never escalates)."""
+        if self.requested:
+            return False
+        self.reason = reason or "stop requested"
+        self.requested = True
+        if threading.current_thread() is not threading.main_thread():
+            # A signal handler runs on the main thread and may interrupt Event.wait while it
+            # holds the event's lock; there, run() notices the flag within CHECK_EVERY.
+            self.wake.set()
+            self.claim_wake.set()
+        return True
+
+    def last_to_finish(self) -> bool:
+        """Called once by the shutdown and once by the claim thread: True for the later."""
+        with self._lock:
+            self._closers_left -= 1
+            return self._closers_left == 0
+
+
+@dataclass
+class Context:
+    """What every attempt of one agent shares with it."""
+
+    client: FarmhandClient
+    workdir: Path
+    agent_name: str
+    term_grace: float
+    report_deadline: float
+    stop: StopState  # where the agent's stop stands
+    count: Callable[[str], None]  # "released", "cancelled", "lost" (the rest at delivery)
+    runners: Runners
+    allocator: Allocator
+    outbox: Outbox
+    snapshots: SnapshotSettings
+    slots: Slots | None = None  # held while a command runs; prefetched leases queue for one
+    environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    run_umask: int | None = None  # the commands' umask (None: the agent's own)
+
+
+def describe_exit(code: int) -> str:
+    """A failed run's error for an exit status: "exit code 3", "killed by signal SIGKILL"."""
+    if code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def digest(token: str) -> str:
+    """Eight hex digits that tell leases apart without revealing the token (container
+    names are visible to every user of the node)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:8]
+
+
+def release(outbox: Outbox, lease: wire.Lease, reason: str) -> None:
+    """Give a lease back without spending its attempt (through the outbox, so it reaches a
+    server that is down right now); a lease already gone is fine."""
+    body = wire.RunRelease(token=lease.token, reason=reason[:1024])
+    outbox.put(lease.run_id, "release", body, f"{lease.key} (run {lease.run_id})")
+
+
+def report_orphan(outbox: Outbox, lease: wire.Lease, reason: str, label: str) -> None:
+    """Spool the orphan report of the lease's record; `label` names it in logs.
+
+    When the runner a record asks for is unknown here, or its run directory cannot be staged
+    (an input or a parent's result cannot be written), failing the attempt would punish the
+    record for the agent's shortcoming. The server keeps an orphan as `orphaned` with the
+    reason and spends no attempt; `farmhand retry --orphans` queues it again once the cause
+    is fixed. The agent counts it as `orphaned` once the server has taken the report."""
+    body = wire.RunOrphan(token=lease.token, reason=reason[:4096])
+    outbox.put(lease.run_id, "orphan", body, label)
+
+
+def run_environment(
+    lease: wire.Lease,
+    run_dir: Path,
+    share: dict[str, str],
+    *,
+    agent_name: str,
+    prepared: Prepared | None,
+) -> dict[str, str]:
+    """What a run adds to the agent's environment: its `share` of the node's resources, the
+    record's `env`, then the FARMHAND_* variables. ValueError for an `env` that is no table."""
+    extra = lease.run_args.get("env") or {}
+    if not isinstance(extra, dict):
+        raise ValueError(f"run_args.env must be a table of NAME = value, not {extra!r}")
+    env = dict(share)
+    for name, value in extra.items():
+        env[str(name)] = value if isinstance(value, str) else json.dumps(value)
+    if prepared is not None:
+        env["FARMHAND_CHECKPOINT_DIR"] = str(prepared.checkpoint_dir)
+        if prepared.restored:
+            env["FARMHAND_RESTORED"] = "1"
+    env.update(
+        FARMHAND_RUN_ID=str(lease.run_id),
+        FARMHAND_RECORD_ID=str(lease.record_id),
+        FARMHAND_RECORD_KEY=lease.key,
+        FARMHAND_CAMPAIGN_ID=str(lease.campaign_id),
+        FARMHAND_ATTEMPT=str(lease.attempt),
+        FARMHAND_AGENT_NAME=agent_name,
+        FARMHAND_RUN_DIR=str(run_dir),
+    )
+    return env

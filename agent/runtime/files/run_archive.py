@@ -1,0 +1,140 @@
+"""An attempt's output archive: its run directory as a tar.gz snapshot named in the final
+report (`archive`), so the record's outputs live on the server.
+
+After the command ends (complete or fail; not when the run is given back or cancelled), the
+run directory is packed: logs, `results.json`, the checkpoint directory and whatever the
+command left, except
+
+- what run_args `archive_exclude` names (glob patterns such as `"*.tmp"` or `"scratch"`,
+  matched against each path relative to the run directory and against its last part; a
+  matching directory drops its whole subtree),
+- staged inputs that are still as staged (the server has them already),
+- `parents/` (the parents' results and archives belong to the parents).
+
+run_args `archive = false` skips it; the run directory then stays on the node, since it holds
+the only copy of the outputs.
+
+The archive is packed into the outbox's `archives/` directory and uploaded at once under the
+run's lease. When the server cannot be reached, it stays there for the outbox, which uploads
+it before it delivers the report (whenever that is). An archive the server refuses for good
+(over its size cap, say) is logged and the report goes without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from farmhand import wire
+from farmhand.client import ApiError, FarmhandClient, ServerUnavailable
+from farmhand.client.retry import is_transient
+from farmhand.runtime.files.archives import ArchiveError, pack_dir
+from farmhand.runtime.files.parents import PARENTS_DIR
+
+__all__ = ["Packed", "Staged", "archive", "excludes", "pack_and_upload", "stat_identity", "wanted"]
+
+log = logging.getLogger("farmhand.agent")
+
+#: A staged input as placed: (device, inode, size, mtime) — unchanged means not packed.
+Staged = dict[str, tuple[int, int, int, int]]
+
+
+def stat_identity(info: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells a staged input apart from a file the command put in its place."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def wanted(run_args: dict[str, Any]) -> bool:
+    """`run_args.archive` (default true): whether the run directory is archived."""
+    value = run_args.get("archive", True)
+    if not isinstance(value, bool):
+        raise ValueError(f"run_args.archive must be true or false, not {value!r}")
+    return value
+
+
+def excludes(run_args: dict[str, Any]) -> list[str]:
+    """`run_args.archive_exclude`: glob patterns left out of the archive."""
+    value = run_args.get("archive_exclude", [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"run_args.archive_exclude must be a list of patterns, not {value!r}")
+    return value
+
+
+@dataclass
+class Packed:
+    """An archive for the report: its sha256, and the file the outbox must still upload
+    (None when it is on the server already)."""
+
+    sha256: str
+    pending: Path | None
+
+
+def pack_and_upload(
+    client: FarmhandClient,
+    lease: wire.Lease,
+    run_dir: Path,
+    archives: Path,
+    *,
+    exclude: list[str],
+    staged: Staged,
+) -> Packed | None:
+    """Pack `run_dir` into `archives/<run id>.tar.gz` and try to upload it once.
+
+    None (logged) when it cannot be packed or the server refuses it for good; a `Packed`
+    with `pending` set when the server cannot be reached now.
+    """
+
+    def skip(rel: str, info: os.stat_result) -> bool:
+        if rel == PARENTS_DIR:
+            return True
+        return rel in staged and stat_identity(info) == staged[rel]
+
+    archives.mkdir(parents=True, exist_ok=True)
+    partial = archives / f".tmp-{lease.run_id}.tar.gz"
+    path = archives / f"{lease.run_id}.tar.gz"
+    try:
+        sha256 = pack_dir(run_dir, partial, exclude=exclude, skip=skip)
+        os.replace(partial, path)
+    except (ArchiveError, OSError) as exc:
+        partial.unlink(missing_ok=True)
+        log.warning("cannot archive %s (run %d): %s", run_dir, lease.run_id, exc)
+        return None
+    try:
+        client.upload_snapshot(path, sha256=sha256, run_id=lease.run_id, token=lease.token)
+    except (ServerUnavailable, ApiError) as exc:
+        if is_transient(exc) or (isinstance(exc, ApiError) and exc.status == 401):
+            log.info(
+                "the archive of %s (run %d) waits in the outbox: %s", lease.key, lease.run_id, exc
+            )
+            return Packed(sha256, path)
+        path.unlink(missing_ok=True)
+        log.warning(
+            "the server refused the archive of %s (run %d): %s; the run directory %s stays",
+            lease.key,
+            lease.run_id,
+            exc,
+            run_dir,
+        )
+        return None
+    path.unlink(missing_ok=True)
+    return Packed(sha256, None)
+
+
+def archive(
+    client: FarmhandClient, lease: wire.Lease, run_dir: Path, archives: Path, *, staged: Staged
+) -> Packed | None:
+    """The run's archive as its run_args ask (`archive`, `archive_exclude`); None when
+    there is none (not wanted, or it could not be made or uploaded: logged)."""
+    try:
+        if not wanted(lease.run_args):
+            return None
+        exclude = excludes(lease.run_args)
+    except ValueError as exc:
+        log.warning("no archive of %s (run %d): %s", lease.key, lease.run_id, exc)
+        return None
+    return pack_and_upload(client, lease, run_dir, archives, exclude=exclude, staged=staged)

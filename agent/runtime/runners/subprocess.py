@@ -1,0 +1,46 @@
+"""The default runner: the command runs under `/bin/sh -c` on the agent's own node."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from farmhand.runtime.runners import Launch, RunningProcess, compose_script, start_group
+
+__all__ = ["SHELL", "SubprocessRunner"]
+
+SHELL = "/bin/sh"
+
+
+class SubprocessRunner:
+    """Runs each command as `sh -c SCRIPT` in a new session, hence its own process group.
+
+    A definition may add `setup` lines (run first, in the same shell) and `env` (set before
+    the record's own variables, which win).
+    """
+
+    kind = "subprocess"
+
+    def __init__(
+        self,
+        name: str = "subprocess",
+        *,
+        setup: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ):
+        self.name = name
+        self.setup = tuple(setup)
+        self.env = dict(env or {})
+
+    def start(self, launch: Launch) -> RunningProcess:
+        """Start the command; its output is appended to the two files, stdin is empty."""
+        argv = [SHELL, "-c", compose_script(self.setup, launch.command)]
+        env = {**launch.base_env, **self.env, **launch.run_env}
+        popen = start_group(
+            argv,
+            cwd=launch.run_dir,
+            env=env,
+            stdout=launch.stdout,
+            stderr=launch.stderr,
+            umask=launch.umask,
+        )
+        return RunningProcess(popen)

@@ -1,0 +1,1 @@
+"""Bundles (files in server/bundles/): export a campaign, import it elsewhere."""

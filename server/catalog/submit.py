@@ -1,0 +1,357 @@
+"""Bulk submission: new records, skip / force / force_ignores_success, parents.
+
+A key already in the campaign is skipped by default. With `force`, a record that is not done
+takes the new spec (command, run_args, parents, …) and is queued again with fresh attempts (a
+live run of it is cancelled; its agent hears at the next heartbeat); a done record is rerun
+only when `force_ignores_success` is given too. The whole request is one transaction: an
+unknown parent or a cycle refuses all of it, naming the keys.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Float,
+    Integer,
+    Text,
+    bindparam,
+    cast,
+    delete,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session
+
+from farmhand import wire
+from farmhand.server.catalog import inputs, records
+from farmhand.server.db import connection_of, execute_rows, unnest
+from farmhand.server.errors import Invalid, NotFound
+from farmhand.server.queue import graph as dependencies
+from farmhand.server.queue import lifecycle, matching
+from farmhand.server.queue.leases import derive_run_args
+from farmhand.server.tables import (
+    REC,
+    RESULT,
+    Campaign,
+    UTCDateTime,
+)
+
+S = wire.RecordState
+_CHUNK = 500
+FINISHED = frozenset({S.failed, S.cancelled, S.orphaned})
+
+
+@dataclass
+class _Existing:
+    id: int
+    state: S
+
+
+def decide(state: S, *, force: bool, force_ignores_success: bool) -> str:
+    """What a submission does to an existing record: `skip` or `replace` (the table test's
+    subject: every flag combination against every state)."""
+    if not force:
+        return "skip"
+    if state == S.done and not force_ignores_success:
+        return "skip"
+    return "replace"
+
+
+def create(
+    session: Session,
+    *,
+    body: wire.RecordsCreate,
+    now: datetime,
+    default_max_attempts: int,
+    max_command_length: int,
+) -> wire.RecordsCreated:
+    """Insert the records whose keys are new; skip or replace the others (see module doc)."""
+    if body.force_ignores_success and not body.force:
+        raise Invalid("force_ignores_success needs force as well")
+    campaign = session.get(Campaign, body.campaign_id)
+    if campaign is None:
+        raise NotFound(f"campaign {body.campaign_id} does not exist")
+    _check_specs(body.records, max_command_length)
+    inputs.check_stored(session, body.records)
+    default = matching.max_attempts(
+        campaign.defaults, default_max_attempts, f"campaign '{campaign.name}'"
+    )
+    if not body.force and not any(spec.parents for spec in body.records):
+        answer, created = _insert_new(session, campaign, body.records, default, now)
+        if created and any(spec.inputs for spec in body.records):
+            inputs.attach(session, campaign.id, [s for s in body.records if s.key in created])
+        return answer
+    existing = _existing(session, campaign.id, [spec.key for spec in body.records])
+    new, replace, skipped = [], [], []
+    for spec in body.records:
+        found = existing.get(spec.key)
+        if found is None:
+            new.append(spec)
+        elif decide(found.state, **_flags(body)) == "replace":
+            replace.append(spec)
+        else:
+            skipped.append(spec.key)
+    rows = {
+        spec.key: _row(spec, campaign, default, now) for spec in (*new, *replace)
+    }  # validated before anything is written
+    parents = _resolve_parents(session, campaign.id, [*new, *replace], existing)
+    ids = _insert(session, new, rows, with_ids=bool(parents))
+    ids.update({spec.key: existing[spec.key].id for spec in replace})
+    if replace:
+        _replace(session, [existing[s.key] for s in replace], rows, now)
+    if any(spec.inputs for spec in body.records) or replace:
+        inputs.attach(
+            session, campaign.id, [*new, *replace], replaced=[existing[s.key].id for s in replace]
+        )
+    if parents:
+        _link(session, campaign.id, parents, ids, {existing[s.key].id for s in replace})
+        dependencies.settle(session, [ids[k] for k in parents], now=now)
+    if replace:
+        reopened_from = [existing[s.key].id for s in replace if existing[s.key].state in FINISHED]
+        keys = {existing[s.key].id: s.key for s in replace}
+        dependencies.reopen(session, reopened_from, keys, now=now)
+    if new or replace:
+        lifecycle.reopen_campaigns(session, [campaign.id])
+    return wire.RecordsCreated(
+        created=len(new), replaced=len(replace), skipped=len(skipped), skipped_keys=skipped[:100]
+    )
+
+
+def _insert_new(
+    session: Session,
+    campaign: Campaign,
+    specs: Sequence[wire.RecordSpec],
+    default: int,
+    now: datetime,
+) -> tuple[wire.RecordsCreated, set[str]]:
+    """The common bulk case (no force, no parents): one `INSERT … ON CONFLICT DO NOTHING
+    RETURNING key`; the keys it returns were created (returned too), the others were there
+    already. No lookup first, and a concurrent submission of the same keys waits, then skips
+    them."""
+    rows = []
+    for spec in specs:
+        row = _row(spec, campaign, default, now)
+        params = {f"b_{name}": row[name] for name in _SPEC_COLUMNS}
+        # Most records carry no run_args or tags of their own: skip the encoder for them.
+        params.update(
+            b_run_args=json.dumps(spec.run_args) if spec.run_args else "{}",
+            b_tags=json.dumps(spec.tags) if spec.tags else "[]",
+        )
+        rows.append(params)
+    inserted = execute_rows(
+        connection_of(session), _INSERT, _INSERT_POSTGRESQL, rows, b_campaign=campaign.id, b_now=now
+    )
+    created = set(inserted.scalars())
+    if created:
+        lifecycle.reopen_campaigns(session, [campaign.id])
+    skipped = [spec.key for spec in specs if spec.key not in created]
+    answer = wire.RecordsCreated(
+        created=len(created), skipped=len(skipped), skipped_keys=skipped[:100]
+    )
+    return answer, created
+
+
+# The columns a submission sets, with their types for PostgreSQL's unnest(); JSON columns
+# travel as text.
+_SPEC_TYPES: dict[str, Any] = {
+    "key": Text,
+    "command": Text,
+    "priority": Integer,
+    "run_args": Text,
+    "dataset": Text,
+    "tags": Text,
+    "runner": Text,
+    "cores": Float,
+    "gpus": Integer,
+    "memory_mb": Integer,
+    "walltime": Float,
+    "max_attempts": Integer,
+}
+_SPEC_COLUMNS = tuple(_SPEC_TYPES)
+_JSON_COLUMNS = ("run_args", "tags")
+_NEW_RECORD = {
+    "campaign_id": bindparam("b_campaign", type_=Integer),
+    "state": literal(S.ready.value),
+    "attempts": literal(0),
+    "created_at": bindparam("b_now", type_=UTCDateTime),
+    "updated_at": bindparam("b_now", type_=UTCDateTime),
+}
+_INSERT = (
+    sqlite.insert(REC)
+    .values(
+        **{name: bindparam(f"b_{name}", type_=_SPEC_TYPES[name]()) for name in _SPEC_COLUMNS},
+        **_NEW_RECORD,
+    )
+    .on_conflict_do_nothing(index_elements=[REC.c.campaign_id, REC.c.key])
+    .returning(REC.c.key)
+)
+_SPECS = unnest(**_SPEC_TYPES)
+_INSERT_POSTGRESQL = (
+    postgresql.insert(REC)
+    .from_select(
+        [*_SPEC_COLUMNS, *_NEW_RECORD],
+        select(
+            *(
+                cast(_SPECS.c[name], JSON) if name in _JSON_COLUMNS else _SPECS.c[name]
+                for name in _SPEC_COLUMNS
+            ),
+            *_NEW_RECORD.values(),
+        ),
+    )
+    .on_conflict_do_nothing(index_elements=[REC.c.campaign_id, REC.c.key])
+    .returning(REC.c.key)
+)
+
+
+def _flags(body: wire.RecordsCreate) -> dict[str, bool]:
+    return {"force": body.force, "force_ignores_success": body.force_ignores_success}
+
+
+def _check_specs(specs: Sequence[wire.RecordSpec], max_command_length: int) -> None:
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.key in seen:
+            raise Invalid(f"key '{spec.key}' appears twice in this request")
+        seen.add(spec.key)
+        if len(spec.command) > max_command_length:
+            raise Invalid(
+                f"record '{spec.key}': command is {len(spec.command)} characters; "
+                f"the limit is {max_command_length}"
+            )
+        if spec.key in spec.parents:
+            raise Invalid(f"the parents form a cycle through records '{spec.key}'")
+
+
+def _existing(session: Session, campaign_id: int, keys: list[str]) -> dict[str, _Existing]:
+    found: dict[str, _Existing] = {}
+    for start in range(0, len(keys), _CHUNK):
+        rows = session.execute(
+            select(REC.c.key, REC.c.id, REC.c.state).where(
+                REC.c.campaign_id == campaign_id, REC.c.key.in_(keys[start : start + _CHUNK])
+            )
+        )
+        found.update({key: _Existing(rid, S(state)) for key, rid, state in rows})
+    return found
+
+
+def _row(spec: wire.RecordSpec, campaign: Campaign, default: int, now: datetime) -> dict:
+    where = f"record '{spec.key}'"
+    effective = derive_run_args(campaign.defaults, spec.run_args)
+    return {
+        "campaign_id": campaign.id,
+        "key": spec.key,
+        "command": spec.command,
+        "priority": spec.priority,
+        "run_args": spec.run_args,
+        "dataset": spec.dataset,
+        "tags": spec.tags,
+        **matching.columns(effective, where),
+        "state": S.ready.value,
+        "attempts": 0,
+        "max_attempts": matching.max_attempts(spec.run_args, default, where),
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _resolve_parents(
+    session: Session,
+    campaign_id: int,
+    specs: Sequence[wire.RecordSpec],
+    existing: dict[str, _Existing],
+) -> dict[str, list[str | int]]:
+    """Each spec with parents → its parent references, checked to exist (422 otherwise)."""
+    with_parents = {spec.key: list(dict.fromkeys(spec.parents)) for spec in specs if spec.parents}
+    if not with_parents:
+        return {}
+    in_request = {spec.key for spec in specs}
+    keys = {p for refs in with_parents.values() for p in refs if isinstance(p, str)}
+    known_keys = in_request | set(existing) | set(_existing(session, campaign_id, sorted(keys)))
+    ids = sorted({p for refs in with_parents.values() for p in refs if isinstance(p, int)})
+    known_ids: set[int] = set()
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        known_ids.update(session.execute(select(REC.c.id).where(REC.c.id.in_(chunk))).scalars())
+    problems = []
+    for key, refs in with_parents.items():
+        unknown = [
+            repr(r)
+            for r in refs
+            if (r not in known_keys if isinstance(r, str) else r not in known_ids)
+        ]
+        if unknown:
+            problems.append(f"record '{key}' has unknown parents {', '.join(unknown[:10])}")
+    if problems:
+        raise Invalid("; ".join(problems[:10]))
+    return with_parents
+
+
+def _insert(
+    session: Session, specs: list[wire.RecordSpec], rows: dict[str, dict], *, with_ids: bool
+) -> dict[str, int]:
+    if not specs:
+        return {}
+    values = [rows[spec.key] for spec in specs]
+    if not with_ids:  # the common bulk case: no ids needed, the fastest insert
+        session.execute(insert(REC), values)
+        return {}
+    made = session.execute(
+        insert(REC).returning(REC.c.id, REC.c.key, sort_by_parameter_order=True), values
+    )
+    return {key: rid for rid, key in made}
+
+
+def _replace(session: Session, olds: list[_Existing], rows: dict[str, dict], now: datetime) -> None:
+    """Give existing records their new spec and queue them again with fresh attempts."""
+    ids = sorted(old.id for old in olds)
+    # Lock order: records, then their runs.
+    session.execute(select(REC.c.id).where(REC.c.id.in_(ids)).order_by(REC.c.id).with_for_update())
+    records.stop_live_runs(
+        session, record_ids=ids, now=now, reason="record replaced by a forced submission"
+    )
+    session.execute(delete(RESULT).where(RESULT.c.record_id.in_(ids)))
+    dependencies.unlink(session, ids)
+    key_of = session.execute(select(REC.c.id, REC.c.key).where(REC.c.id.in_(ids))).all()
+    for rid, key in key_of:
+        row = dict(rows[key])
+        for fixed in ("campaign_id", "key", "created_at"):
+            row.pop(fixed)
+        session.execute(
+            update(REC)
+            .where(REC.c.id == rid)
+            .values(
+                **row,
+                error=None,
+                temporary_run_args=None,
+                agent_id=None,
+                run_id=None,
+                lease_expires_at=None,
+            )
+        )
+
+
+def _link(
+    session: Session,
+    campaign_id: int,
+    parents: dict[str, list[str | int]],
+    ids: dict[str, int],
+    replaced: set[int],
+) -> None:
+    keys = sorted({p for refs in parents.values() for p in refs if isinstance(p, str)} - set(ids))
+    stored = {key: found.id for key, found in _existing(session, campaign_id, keys).items()}
+    resolve = {**stored, **ids}
+    edges = {
+        ids[key]: [r if isinstance(r, int) else resolve[r] for r in refs]
+        for key, refs in parents.items()
+    }
+    dependencies.check_acyclic(edges, {rid: key for key, rid in ids.items()}, session, replaced)
+    dependencies.link(session, [(child, p) for child, ps in edges.items() for p in ps])

@@ -1,0 +1,3 @@
+"""The queue (files in server/queue/): record states, leases, runs and their reports, lifecycle,
+the parent graph, claim matching, wakeups.
+"""

@@ -1,0 +1,98 @@
+"""What follows when records end: children, descendants, temporary args, campaign ends.
+
+Every path that ends records (run reports, lease expiry, cancel) calls `records_ended` in
+the same transaction, so a child becomes ready in the transaction that finished its last
+parent, and a campaign's `finished_at` is set by the transaction that ended its last
+unfinished record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
+from sqlmodel import Session
+
+from farmhand.server.db import literal_in
+from farmhand.server.queue import graph as dependencies
+from farmhand.server.queue.states import UNFINISHED
+from farmhand.server.tables import CAMPAIGN, REC
+from farmhand.wire import RecordState
+
+#: Set in `session.info` when records became ready: the route wakes long-polling claims.
+MADE_READY = "farmhand_made_ready"
+S = RecordState
+#: States a campaign's records may not be in for it to be finished (orphans wait for a user).
+
+
+def records_ended(
+    session: Session | Connection,
+    *,
+    done: Iterable[int],
+    failed: dict[int, str],
+    now: datetime,
+    campaign_ids: Iterable[int] | None = None,
+    temporary: Iterable[int] | None = None,
+) -> None:
+    """`done` records unblock their children; `failed` ones (id → key, failed for good or
+    cancelled) fail their waiting descendants; both drop their temporary run_args.
+
+    A caller that read the records already passes their `campaign_ids` and which of them
+    have `temporary` run_args, sparing the hot report path two statements.
+    """
+    done_ids, failed_ids = sorted(set(done)), sorted(failed)
+    ended = done_ids + failed_ids
+    if not ended:
+        return
+    holders = ended if temporary is None else sorted(set(temporary) & set(ended))
+    if holders:
+        session.execute(
+            update(REC)
+            .where(REC.c.id.in_(holders), REC.c.temporary_run_args.is_not(None))
+            .values(temporary_run_args=None)
+        )
+    if dependencies.unblock(session, done_ids, now=now):
+        session.info[MADE_READY] = True
+    dependencies.fail_downstream(session, failed, now=now)
+    if campaign_ids is None:
+        campaign_ids = session.execute(
+            select(REC.c.campaign_id).where(REC.c.id.in_(ended)).distinct()
+        ).scalars()
+    finish_campaigns(session, campaign_ids, now=now)
+
+
+def made_ready(session: Session | Connection) -> bool:
+    """Whether this transaction made records ready (children unblocked); asking clears it
+    (a pooled connection's `info` outlives the transaction)."""
+    return bool(session.info.pop(MADE_READY, False))
+
+
+def finish_campaigns(
+    session: Session | Connection, campaign_ids: Iterable[int], *, now: datetime
+) -> None:
+    """Set `finished_at` on these campaigns when none of their records is unfinished."""
+    for campaign_id in sorted(set(campaign_ids)):
+        unfinished = session.execute(
+            select(REC.c.id)
+            .where(REC.c.campaign_id == campaign_id, literal_in(REC.c.state, UNFINISHED))
+            .limit(1)
+        ).first()
+        if unfinished is None:
+            session.execute(
+                update(CAMPAIGN)
+                .where(CAMPAIGN.c.id == campaign_id, CAMPAIGN.c.finished_at.is_(None))
+                .values(finished_at=now)
+            )
+
+
+def reopen_campaigns(session: Session | Connection, campaign_ids: Iterable[int]) -> None:
+    """New or re-queued work: these campaigns are not finished any more."""
+    ids = sorted(set(campaign_ids))
+    if ids:
+        session.execute(
+            update(CAMPAIGN)
+            .where(CAMPAIGN.c.id.in_(ids), CAMPAIGN.c.finished_at.is_not(None))
+            .values(finished_at=None)
+        )

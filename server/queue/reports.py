@@ -1,0 +1,116 @@
+"""The prebuilt statements run reports execute (see `runs.py`): lock the reported runs and
+their records, end them, store results. Built once at import; each takes `b_*` parameters.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, Integer, Text, bindparam, cast, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from farmhand import wire
+from farmhand.server.db import unnest
+from farmhand.server.ownership import RUN_OWNER
+from farmhand.server.tables import REC, RESULT, RUN, UTCDateTime
+
+_RUN_IDS = bindparam("b_runs", expanding=True)
+# FOR UPDATE (PostgreSQL) in id order: a report racing an expiry, a claim or a cancel of the
+# same record waits for it and then reads its outcome instead of overwriting it.
+LOCK_RECORDS = (
+    select(
+        REC.c.id,
+        REC.c.key,
+        REC.c.state,
+        REC.c.attempts,
+        REC.c.max_attempts,
+        REC.c.error,
+        REC.c.campaign_id,
+        REC.c.temporary_run_args.is_not(None).label("has_temporary"),
+    )
+    .where(REC.c.id.in_(select(RUN.c.record_id).where(RUN.c.id.in_(_RUN_IDS))))
+    .order_by(REC.c.id)
+    .with_for_update()
+)
+# With the token of the run's agent: an agent token reports only on its own agents' runs.
+LOCK_RUNS = (
+    select(RUN.c.id, RUN.c.record_id, RUN.c.token, RUN.c.state, RUN.c.report, RUN_OWNER)
+    .where(RUN.c.id.in_(_RUN_IDS))
+    .order_by(RUN.c.id)
+    .with_for_update()
+)
+_NOW = bindparam("b_now", type_=UTCDateTime)
+# Records that end the same way (say, 32 completions) are written by one statement.
+END_RECORDS = (
+    update(REC)
+    .where(REC.c.id.in_(bindparam("b_ids", expanding=True)))
+    .values(
+        state=bindparam("b_state"),
+        error=bindparam("b_error"),
+        attempts=REC.c.attempts - bindparam("b_given_back"),
+        agent_id=None,
+        lease_expires_at=None,
+        updated_at=_NOW,
+    )
+)
+_END_RUN_VALUES = (
+    "state",
+    "exit_code",
+    "error",
+    "stdout_tail",
+    "stderr_tail",
+    "report",
+    "archive",
+)
+END_RUNS = (
+    update(RUN)
+    .where(RUN.c.id == bindparam("b_id"))
+    .values(ended_at=_NOW, **{name: bindparam(f"b_{name}") for name in _END_RUN_VALUES})
+)
+_ENDED = unnest(
+    id=Integer,
+    state=Text,
+    exit_code=Integer,
+    error=Text,
+    stdout_tail=Text,
+    stderr_tail=Text,
+    report=Text,
+    archive=Text,
+)
+END_RUNS_POSTGRESQL = (
+    update(RUN)
+    .where(RUN.c.id == _ENDED.c.id)
+    .values(ended_at=_NOW, **{name: _ENDED.c[name] for name in _END_RUN_VALUES})
+)
+START_RECORD = (
+    update(REC)
+    .where(REC.c.id == bindparam("b_id"))
+    .values(state=bindparam("b_state"), updated_at=_NOW)
+)
+START_RUN = (
+    update(RUN)
+    .where(RUN.c.id == bindparam("b_id"))
+    .values(state=wire.RunState.running.value, started_at=_NOW)
+)
+
+
+# INSERT … ON CONFLICT (record_id) DO UPDATE: a rerun's result replaces the earlier one.
+STORE_RESULTS = sqlite.insert(RESULT).values(
+    record_id=bindparam("b_record_id"),
+    run_id=bindparam("b_run_id"),
+    document=bindparam("b_document", type_=Text),  # JSON text already (no CAST in SQLite)
+)
+STORE_RESULTS = STORE_RESULTS.on_conflict_do_update(
+    index_elements=[RESULT.c.record_id],
+    set_={"run_id": STORE_RESULTS.excluded.run_id, "document": STORE_RESULTS.excluded.document},
+)
+_RESULTS = unnest(record_id=Integer, run_id=Integer, document=Text)
+STORE_RESULTS_POSTGRESQL = postgresql.insert(RESULT).from_select(
+    ["record_id", "run_id", "document"],
+    select(_RESULTS.c.record_id, _RESULTS.c.run_id, cast(_RESULTS.c.document, JSON)),
+)
+STORE_RESULTS_POSTGRESQL = STORE_RESULTS_POSTGRESQL.on_conflict_do_update(
+    index_elements=[RESULT.c.record_id],
+    set_={
+        "run_id": STORE_RESULTS_POSTGRESQL.excluded.run_id,
+        "document": STORE_RESULTS_POSTGRESQL.excluded.document,
+    },
+)

@@ -1,0 +1,397 @@
+"""Run mutations — start, complete, fail, release — each fenced by the run's lease token
+and, for agent tokens, by the token its agent registered with (`agent_token`: 403 otherwise).
+
+A stale token gets `StaleLease` (409) and changes nothing. A final report (complete, fail,
+release) is remembered with a digest of its payload, so the same report sent twice gets the
+same answer, while a different report for an ended run is a 409.
+
+Reports are applied as a set, one or many alike: one statement locks the records of all the
+reported runs, one the runs (every writer's lock order: records, then runs, each in id
+order), each report is checked on its own against the rows read, and what changed is written
+back with one statement per table. A report that fails its check changes nothing and does not
+stop the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+from sqlmodel import Session
+
+from farmhand import wire
+from farmhand.server import auth
+from farmhand.server.db import connection_of, execute_rows
+from farmhand.server.errors import FarmhandError, Invalid, NotFound, StaleLease
+from farmhand.server.ownership import not_your_run
+from farmhand.server.queue import lifecycle, states
+from farmhand.server.queue.reports import (
+    END_RECORDS,
+    END_RUNS,
+    END_RUNS_POSTGRESQL,
+    LOCK_RECORDS,
+    LOCK_RUNS,
+    START_RECORD,
+    START_RUN,
+    STORE_RESULTS,
+    STORE_RESULTS_POSTGRESQL,
+)
+from farmhand.server.queue.states import LIVE_RUN, Event
+from farmhand.server.storage import snapshots
+from farmhand.server.tables import Run
+
+DONE, FAILED = wire.RecordState.done.value, wire.RecordState.failed.value
+
+
+@dataclass
+class _Report:
+    """One final report, whichever endpoint brought it."""
+
+    verb: str  # complete, fail, release or orphan
+    run_id: int
+    token: str
+    payload: dict[str, Any]  # the body as sent: its digest makes a repeat recognisable
+    result: Any = None
+
+    @property
+    def digest(self) -> str:
+        text = json.dumps(self.payload, sort_keys=True, separators=(",", ":"))
+        return self.verb + ":" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _completion(run_id: int, body: wire.RunComplete | wire.RunReport) -> _Report:
+    exit_code = body.exit_code if body.exit_code is not None else 0
+    payload = {
+        "token": body.token,
+        "exit_code": exit_code,
+        "result": body.result,
+        "stdout_tail": body.stdout_tail,
+        "stderr_tail": body.stderr_tail,
+        **_archive(body),
+    }
+    return _Report("complete", run_id, body.token, payload, result=body.result)
+
+
+def _archive(body: wire.RunComplete | wire.RunFail | wire.RunReport) -> dict[str, str]:
+    # Only when given, so reports without one keep the digests they always had.
+    return {"archive": body.archive} if body.archive else {}
+
+
+def _failure(run_id: int, body: wire.RunFail | wire.RunReport) -> _Report:
+    payload = {
+        "token": body.token,
+        "error": body.error,
+        "exit_code": body.exit_code,
+        "stdout_tail": body.stdout_tail,
+        "stderr_tail": body.stderr_tail,
+        **_archive(body),
+    }
+    return _Report("fail", run_id, body.token, payload)
+
+
+def _lock(conn: Connection, run_ids: list[int]) -> tuple[dict[int, dict], dict[int, dict]]:
+    """The runs and their records, locked records first; {id: row} each."""
+    params = {"b_runs": sorted(set(run_ids))}
+    found = []
+    for stmt in (LOCK_RECORDS, LOCK_RUNS):
+        result = conn.execute(stmt, params)
+        keys = list(result.keys())
+        found.append({row[0]: dict(zip(keys, row, strict=True)) for row in result})
+    records, runs = found
+    return runs, records
+
+
+def _fence(
+    runs: dict[int, dict],
+    records: dict[int, dict],
+    run_id: int,
+    token: str,
+    agent_token: int | None,
+) -> tuple[dict, dict]:
+    """The run and its record if `token` is its lease token and `agent_token` (None: an
+    admin) registered its agent; 404, 403 or 409 otherwise."""
+    run = runs.get(run_id)
+    if run is None:
+        raise NotFound(f"run {run_id} does not exist")
+    refusal = not_your_run(run_id, run["agent_token"], agent_token)
+    if refusal is not None:
+        raise refusal
+    if not auth.same_secret(run["token"], token):
+        raise StaleLease(f"run {run_id}: the lease token does not match; this lease is not yours")
+    return run, records[run["record_id"]]  # foreign key; runs are never deleted
+
+
+def _ack(run: dict, record: dict) -> wire.RunAck:
+    return wire.RunAck(
+        run_id=run["id"],
+        run_state=run["state"],
+        record_id=record["id"],
+        record_state=record["state"],
+        attempts=record["attempts"],
+    )
+
+
+def _replay_or_refuse(run: dict, record: dict, digest: str) -> wire.RunAck:
+    """An ended run: the same report again gets the stored answer; anything else is a 409."""
+    if run["report"]:
+        stored = json.loads(run["report"])
+        if stored["digest"] == digest:
+            return wire.RunAck.model_validate(stored["ack"])
+    raise StaleLease(
+        f"run {run['id']} of record '{record['key']}' already ended as {run['state']}; "
+        f"its lease is gone and this report changes nothing"
+    )
+
+
+def _end(run: dict, record: dict, report: _Report) -> wire.RunAck:
+    """Check one report against its live run and apply it to the rows in memory."""
+    what = f"record '{record['key']}'"
+    attempts, error = record["attempts"], None
+    if report.verb == "complete":
+        event, run_state = Event.complete, wire.RunState.done
+    elif report.verb == "fail":
+        final = attempts >= record["max_attempts"]
+        event, run_state = (Event.fail if final else Event.requeue), wire.RunState.failed
+        cause = report.payload["error"]
+        error = cause if final else f"attempt {attempts} failed: {cause}"
+    elif report.verb == "orphan":  # kept for a user to look at; the attempt is not spent
+        event, run_state = Event.orphan, wire.RunState.orphaned
+        attempts, error = attempts - 1, f"orphaned: {report.payload['reason']}"
+    else:  # release: the attempt is not spent and the record keeps its last error
+        event, run_state = Event.release, wire.RunState.released
+        attempts, error = attempts - 1, record["error"]
+    record_state = states.transition(event, record["state"], what=what).value
+    record.update(state=record_state, attempts=attempts, error=error)
+    run["state"] = run_state.value
+    ack = _ack(run, record)
+    run["report"] = f'{{"digest":{json.dumps(report.digest)},"ack":{ack.model_dump_json()}}}'
+    return ack
+
+
+def _apply(
+    tx: Session | Connection, reports: list[_Report], now: datetime, agent_token: int | None
+) -> list[wire.RunAck | FarmhandError]:
+    """Apply final reports in one go: one answer (an ack or the error) per report, in order;
+    with `agent_token`, only on runs of agents registered with it (403 for the others)."""
+    conn = connection_of(tx)
+    runs, records = _lock(conn, [r.run_id for r in reports])
+    archives = [r.payload["archive"] for r in reports if r.payload.get("archive")]
+    absent = set(snapshots.missing(conn, archives)) if archives else set()
+    outcomes: list[wire.RunAck | FarmhandError] = []
+    ended: list[tuple[_Report, dict, dict]] = []
+    for report in reports:
+        try:
+            run, record = _fence(runs, records, report.run_id, report.token, agent_token)
+            if run["state"] in LIVE_RUN and report.payload.get("archive") in absent:
+                raise Invalid(
+                    f"run {run['id']}: archive snapshot {report.payload['archive']} is not on "
+                    "the server; upload it first"
+                )
+            if run["state"] in LIVE_RUN:
+                outcomes.append(_end(run, record, report))
+                ended.append((report, run, record))
+            else:  # ended before, or earlier in this very batch
+                outcomes.append(_replay_or_refuse(run, record, report.digest))
+        except FarmhandError as exc:
+            outcomes.append(exc)
+    if ended:
+        _write(conn, ended, now)
+    return outcomes
+
+
+def _write(conn: Connection, ended: list[tuple[_Report, dict, dict]], now: datetime) -> None:
+    endings: dict[tuple, list[int]] = {}
+    for report, _, record in ended:
+        given_back = 1 if report.verb in ("release", "orphan") else 0
+        endings.setdefault((record["state"], record["error"], given_back), []).append(record["id"])
+    for (state, error, given_back), ids in endings.items():
+        conn.execute(
+            END_RECORDS,
+            {
+                "b_ids": ids,
+                "b_state": state,
+                "b_error": error,
+                "b_given_back": given_back,
+                "b_now": now,
+            },
+        )
+    runs = [
+        {
+            "b_id": run["id"],
+            "b_state": run["state"],
+            "b_exit_code": report.payload.get("exit_code"),
+            "b_error": report.payload.get("error", report.payload.get("reason")),
+            "b_stdout_tail": report.payload.get("stdout_tail"),
+            "b_stderr_tail": report.payload.get("stderr_tail"),
+            "b_report": run["report"],
+            "b_archive": report.payload.get("archive"),
+        }
+        for report, run, _ in ended
+    ]
+    execute_rows(conn, END_RUNS, END_RUNS_POSTGRESQL, runs, b_now=now)
+    results = [
+        {
+            "b_record_id": record["id"],
+            "b_run_id": run["id"],
+            "b_document": json.dumps(report.result),
+        }
+        for report, run, record in ended
+        if report.verb == "complete"
+    ]
+    execute_rows(conn, STORE_RESULTS, STORE_RESULTS_POSTGRESQL, results)
+    done = [record["id"] for _, _, record in ended if record["state"] == DONE]
+    failed = {record["id"]: record["key"] for _, _, record in ended if record["state"] == FAILED}
+    records = [record for _, _, record in ended]
+    lifecycle.records_ended(
+        conn,
+        done=done,
+        failed=failed,
+        now=now,
+        campaign_ids={r["campaign_id"] for r in records if r["state"] in (DONE, FAILED)},
+        temporary=[r["id"] for r in records if r["has_temporary"]],
+    )
+
+
+def _one(
+    tx: Session | Connection, report: _Report, now: datetime, agent_token: int | None
+) -> wire.RunAck:
+    (outcome,) = _apply(tx, [report], now, agent_token)
+    if isinstance(outcome, FarmhandError):
+        raise outcome
+    return outcome
+
+
+def start(
+    tx: Session | Connection,
+    *,
+    run_id: int,
+    body: wire.RunStart,
+    now: datetime,
+    agent_token: int | None = None,
+) -> wire.RunAck:
+    """The agent started the command: claimed → running. Repeating it is harmless."""
+    conn = connection_of(tx)
+    runs, records = _lock(conn, [run_id])
+    run, record = _fence(runs, records, run_id, body.token, agent_token)
+    if run["state"] == wire.RunState.running.value:
+        return _ack(run, record)
+    if run["state"] not in LIVE_RUN:
+        raise StaleLease(
+            f"run {run_id} of record '{record['key']}' already ended as {run['state']}"
+        )
+    what = f"record '{record['key']}'"
+    record["state"] = states.transition(Event.start, record["state"], what=what).value
+    run["state"] = wire.RunState.running.value
+    conn.execute(START_RECORD, {"b_id": record["id"], "b_state": record["state"], "b_now": now})
+    conn.execute(START_RUN, {"b_id": run_id, "b_now": now})
+    return _ack(run, record)
+
+
+def complete(
+    tx: Session | Connection,
+    *,
+    run_id: int,
+    body: wire.RunComplete,
+    now: datetime,
+    agent_token: int | None = None,
+) -> wire.RunAck:
+    """The attempt succeeded: the record is done and its result document is stored."""
+    return _one(tx, _completion(run_id, body), now, agent_token)
+
+
+def fail(
+    tx: Session | Connection,
+    *,
+    run_id: int,
+    body: wire.RunFail,
+    now: datetime,
+    agent_token: int | None = None,
+) -> wire.RunAck:
+    """The attempt failed: back to ready while attempts remain, else failed for good."""
+    return _one(tx, _failure(run_id, body), now, agent_token)
+
+
+def release(
+    tx: Session | Connection,
+    *,
+    run_id: int,
+    body: wire.RunRelease,
+    now: datetime,
+    agent_token: int | None = None,
+) -> wire.RunAck:
+    """The agent gave the record back: ready again, and the attempt is not spent."""
+    payload = {"token": body.token, "reason": body.reason}
+    return _one(tx, _Report("release", run_id, body.token, payload), now, agent_token)
+
+
+def orphan(
+    tx: Session | Connection,
+    *,
+    run_id: int,
+    body: wire.RunOrphan,
+    now: datetime,
+    agent_token: int | None = None,
+) -> wire.RunAck:
+    """The agent cannot run the record as specified: it is kept as orphaned with the reason
+    until someone retries it, and the attempt is not spent."""
+    payload = {"token": body.token, "reason": body.reason}
+    return _one(tx, _Report("orphan", run_id, body.token, payload), now, agent_token)
+
+
+def report_many(
+    tx: Session | Connection,
+    *,
+    reports: list[wire.RunReport],
+    now: datetime,
+    agent_token: int | None = None,
+) -> list[wire.RunReportAnswer]:
+    """Apply many final reports in one transaction, each fenced on its own.
+
+    A stale or unknown one gets its error and changes nothing, while the others are applied.
+    A repeat of an applied item gets the same answer.
+    """
+    outcomes = _apply(
+        tx,
+        [_completion(r.run_id, r) if r.error is None else _failure(r.run_id, r) for r in reports],
+        now,
+        agent_token,
+    )
+    answers = []
+    for item, outcome in zip(reports, outcomes, strict=True):
+        if isinstance(outcome, FarmhandError):
+            error = wire.ErrorBody(detail=outcome.message, code=outcome.code)
+            answers.append(wire.RunReportAnswer(run_id=item.run_id, error=error))
+        else:
+            answers.append(wire.RunReportAnswer(run_id=item.run_id, ack=outcome))
+    return answers
+
+
+def list_(
+    session: Session,
+    *,
+    after: int | None,
+    limit: int,
+    record_id: int | None = None,
+    agent_id: int | None = None,
+    state: wire.RunState | None = None,
+) -> wire.Page[wire.Run]:
+    """A page of runs in id order; `next` is the `after` of the following page."""
+    stmt = select(Run).order_by(Run.id).limit(limit + 1)
+    for column, value in (
+        (Run.record_id, record_id),
+        (Run.agent_id, agent_id),
+        (Run.state, state.value if state else None),
+    ):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    if after is not None:
+        stmt = stmt.where(Run.id > after)
+    rows = [wire.Run.model_validate(r) for r in session.execute(stmt).scalars()]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return wire.Page[wire.Run](items=rows, next=rows[-1].id if more else None)

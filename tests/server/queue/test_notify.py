@@ -1,0 +1,140 @@
+"""`Wakeup` (the in-process broadcast) and `Coalescer` (the NOTIFY rate limit), on real
+event loops and threads."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from collections.abc import Callable
+
+from farmhand.server.queue.wakeups import Coalescer, Wakeup
+
+SLACK = 0.001  # loop clock resolution: a sleep may end this much early
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Yield to the loop until `condition()` holds; fail after `timeout` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.001)
+
+
+class Recorder:
+    """A send that records the loop time of each call and answers from a script."""
+
+    def __init__(self, answers: list[bool] | None = None) -> None:
+        self.times: list[float] = []
+        self.answers = answers or []
+
+    async def __call__(self) -> bool:
+        self.times.append(asyncio.get_running_loop().time())
+        return self.answers.pop(0) if self.answers else True
+
+
+def test_a_wakeup_during_the_claim_attempt_is_not_missed() -> None:
+    async def main() -> None:
+        wakeup = Wakeup()
+        wakeup.bind(asyncio.get_running_loop())
+        seen = wakeup.generation  # read before the (simulated) claim attempt
+        done = threading.Event()
+        # The submit commits and notifies from a worker thread while the attempt runs.
+        threading.Thread(target=lambda: (wakeup.notify(), done.set())).start()
+        await until(done.is_set)
+        await until(lambda: wakeup.generation != seen)
+        assert await wakeup.wait(5, since=seen) is True
+        # Without a wakeup since the reading, wait() waits for the next one.
+        assert await wakeup.wait(0.01, since=wakeup.generation) is False
+
+    asyncio.run(main())
+
+
+def test_notify_calls_the_relay_and_wake_does_not() -> None:
+    async def main() -> None:
+        wakeup = Wakeup()
+        wakeup.bind(asyncio.get_running_loop())
+        relayed: list[int] = []
+        wakeup.relay_to(lambda: relayed.append(wakeup.generation))
+        waiter = asyncio.create_task(wakeup.wait(10))
+        await asyncio.sleep(0)
+        wakeup.wake()  # a notification from another replica: wakes, is not sent back out
+        assert await waiter is True
+        assert relayed == []
+        threads = [threading.Thread(target=wakeup.notify) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        await until(lambda: len(relayed) == 3)
+        assert relayed == [2, 3, 4]  # each relayed after its own local wake
+        wakeup.relay_to(None)
+        wakeup.notify()
+        await until(lambda: wakeup.generation == 5)
+        assert len(relayed) == 3
+
+    asyncio.run(main())
+
+
+def test_a_burst_of_pokes_is_one_send_then_one_trailing_send() -> None:
+    interval = 0.05
+
+    async def main() -> None:
+        send = Recorder()
+        coalescer = Coalescer(send, interval)
+        runner = asyncio.create_task(coalescer.run())
+        for _ in range(1000):
+            coalescer.poke()
+        await until(lambda: len(send.times) == 1)
+        for _ in range(1000):  # during the quiet interval after the first send
+            coalescer.poke()
+        await until(lambda: len(send.times) == 2)
+        assert send.times[1] - send.times[0] >= interval - SLACK
+        poked_at = asyncio.get_running_loop().time()
+        coalescer.poke()  # a probe: had the bursts left anything pending, it would come first
+        await until(lambda: len(send.times) >= 3)
+        await until(lambda: asyncio.get_running_loop().time() > send.times[-1] + interval)
+        runner.cancel()
+        assert len(send.times) == 3
+        assert send.times[2] >= poked_at
+
+    asyncio.run(main())
+
+
+def test_steady_pokes_send_at_most_once_per_interval_and_never_drop_the_last() -> None:
+    interval = 0.05
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        send = Recorder()
+        coalescer = Coalescer(send, interval)
+        runner = asyncio.create_task(coalescer.run())
+        started = loop.time()
+        while loop.time() < started + 0.3:
+            coalescer.poke()
+            await asyncio.sleep(0.002)
+        last_poke = loop.time()
+        coalescer.poke()
+        await until(lambda: send.times[-1] >= last_poke)  # the trailing send comes
+        runner.cancel()
+        gaps = [b - a for a, b in itertools.pairwise(send.times)]
+        assert len(send.times) >= 3
+        assert min(gaps) >= interval - SLACK
+        assert len(send.times) <= (send.times[-1] - started) / interval + 1
+
+    asyncio.run(main())
+
+
+def test_a_failed_send_stays_pending_and_is_retried() -> None:
+    async def main() -> None:
+        send = Recorder(answers=[False, False, True])
+        coalescer = Coalescer(send, 0.001, retry_delays=(0.01, 0.02))
+        runner = asyncio.create_task(coalescer.run())
+        coalescer.poke()
+        await until(lambda: len(send.times) == 3)
+        runner.cancel()
+        first, second, third = send.times
+        assert second - first >= 0.01 - SLACK
+        assert third - second >= 0.02 - SLACK
+
+    asyncio.run(main())
