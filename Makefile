@@ -37,7 +37,11 @@ mutants: $(STAMP)
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
 
-bench: $(STAMP)
+$(VENV)/.bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	@touch $@
+
+bench: $(VENV)/.bench
 	$(BIN)/python -m bench.claims
 	$(BIN)/python -m bench.replicas
 	$(BIN)/python -m bench.overview

@@ -121,7 +121,7 @@ def http_rates(url: str, data_dir: Path, batches: list[int], seconds: float) -> 
     argv = [
         sys.executable,
         "-m",
-        "farmhand.agent",
+        "farmhand",
         "server",
         "--port",
         str(port),

@@ -5,7 +5,8 @@ process; N records whose command is `true`, run once with output archives (the d
 once with `archive = false`. The time is from the agent's start to its exit (registration,
 claims, runs, reports, archive uploads, deregistration). Beside it, the same N commands
 through `xargs -P 8 sh -c true`: what the machine does without any bookkeeping. Numbers are
-printed, never asserted. The target (DESIGN.md) is 60 % of xargs.
+printed, never asserted. The target (DESIGN.md) is 60 % of xargs, and with archives on,
+faster than Celery + Redis in the same run (`bench/celery_peer.py`, the `bench` extra).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import celery_peer
 from farmhand import wire
 from farmhand.cli.demo import free_port, wait_until_up
 from farmhand.client import FarmhandClient
@@ -51,7 +53,7 @@ def agent_rate(url: str, env: dict[str, str], work: Path, n: int, *, archive: bo
         argv = [
             sys.executable,
             "-m",
-            "farmhand.agent",
+            "farmhand",
             "agent",
             "--slots",
             str(SLOTS),
@@ -76,7 +78,7 @@ def agent_rate(url: str, env: dict[str, str], work: Path, n: int, *, archive: bo
 def main() -> None:
     """Print the three rates and the agent's share of xargs."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=2000)
+    parser.add_argument("--records", type=int, default=10000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="farmhand-bench-noop-") as tmp:
         port = free_port()
@@ -104,11 +106,24 @@ def main() -> None:
             base = xargs_rate(args.records)
             print(f"no-op commands, {args.records} of them, {SLOTS} at a time:")
             print(f"  xargs -P {SLOTS}               {base:8.0f} /s")
+            rates = {}
             for archive in (False, True):
                 work = Path(tmp) / f"work-{archive}"
-                rate = agent_rate(url, client_env, work, args.records, archive=archive)
+                rate = rates[archive] = agent_rate(
+                    url, client_env, work, args.records, archive=archive
+                )
                 label = "agent, archives on " if archive else "agent, archive = false"
                 print(f"  {label:24} {rate:8.0f} /s   {100 * rate / base:5.1f} % of xargs")
+            missing = celery_peer.why_missing()
+            if missing is not None:
+                print(f"  Celery + Redis           (not measured: {missing})")
+            else:
+                peer = celery_peer.celery_rate(args.records)
+                print(
+                    f"  Celery + Redis, 8 threads{peer:8.0f} /s   {100 * peer / base:5.1f} % of"
+                    f" xargs; the agent with archives on does {rates[True] / peer:.2f}x"
+                )
+            print("  targets: archive = false >= 60 % of xargs; archives on > Celery")
         finally:
             server.terminate()
             server.wait(30)

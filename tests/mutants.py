@@ -190,6 +190,14 @@ MUTANTS: list[Mutant] = [
         "checkpoints (issue 13)",
     ),
     Mutant(
+        "slot-held-while-packing",
+        "agent/runtime/attempt.py",
+        "        self._free_share()\n        if self.on_command_end is not None:",
+        "        if self.on_command_end is not None:",
+        ("tests/runtime/test_slot_release.py",),
+        "an attempt holds its command slot while its archive is packed (issue 16)",
+    ),
+    Mutant(
         "claim-skips-expiry",
         "server/queue/claim.py",
         "    if gate.due:\n        expire(conn, now=now)",

@@ -344,6 +344,13 @@ class FarmhandClient(SnapshotCalls, BundleCalls):
         """Tell the server the run's command has started."""
         return self._run_call(run_id, "start", wire.RunStart(token=token))
 
+    def start_many(self, starts: list[wire.RunStartItem]) -> list[wire.RunReportAnswer]:
+        """Tell the server many runs' commands have started; one answer per start, in order
+        (a refused one, such as a lease that is gone, carries its error)."""
+        body = wire.RunStarts(starts=starts)
+        answers = self._model(wire.RunReportAnswers, "POST", "/runs/starts", json=self._body(body))
+        return answers.answers
+
     def complete(self, run_id: int, body: wire.RunComplete) -> wire.RunAck:
         """Report success; sending the same completion twice returns the same answer."""
         return self._run_call(run_id, "complete", body)

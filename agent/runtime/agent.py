@@ -37,6 +37,7 @@ from farmhand.runtime.resources.node import detect
 from farmhand.runtime.resources.slots import Slots
 from farmhand.runtime.resources.walltime import Walltime, describe
 from farmhand.runtime.runners import definitions
+from farmhand.runtime.starts import Starts
 from farmhand.runtime.stopping import SHUTDOWN_CALL_TIMEOUT, end_attempts, install_signal_handlers
 from farmhand.runtime.tally import Tally
 
@@ -73,6 +74,7 @@ class Agent(Intake):
         self._attempts: dict[int, Attempt] = {}
         self._last_busy = time.monotonic()
         self._stop = StopState()
+        self.starts = Starts(self.client, config.report_deadline, self._stop.began)
         self._context = Context(
             client=self.client,
             workdir=workdir,
@@ -85,6 +87,7 @@ class Agent(Intake):
             allocator=self.allocator,
             outbox=self.outbox,
             snapshots=SnapshotSettings.of(config, workdir, self.client),
+            starts=self.starts,
             slots=Slots(config.slots),
             run_umask=config.run_umask,
         )
@@ -117,6 +120,7 @@ class Agent(Intake):
         )
         claimer = threading.Thread(target=self._claim_loop, name="farmhand-claim", daemon=True)
         self.outbox.start()
+        self.starts.start()
         heartbeat.start()
         claimer.start()
         try:
@@ -262,6 +266,7 @@ class Agent(Intake):
             walltime_left=self.walltime.left(),
             kill_now=lambda: self._stop.kill_now,
         )
+        self.starts.close()
         timeout = max(SHUTDOWN_CALL_TIMEOUT, ends - time.monotonic())
         delivered = self.outbox.deliver_all(timeout, interrupted=lambda: self._stop.kill_now)
         heartbeat.stop(timeout=1.0)

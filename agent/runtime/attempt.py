@@ -52,6 +52,7 @@ from farmhand.runtime.files.stage_in import Prepared, stage_snapshots
 from farmhand.runtime.resources.allocation import Grant
 from farmhand.runtime.resources.placement import Plan
 from farmhand.runtime.runners import Launch, Runner, RunningProcess
+from farmhand.runtime.starts import Ticket
 
 __all__ = ["RELEASE_REASONS", "Attempt", "Context", "describe_exit", "release"]  # re-exported
 
@@ -71,10 +72,12 @@ class Attempt:
         context: Context,
         on_exit: Callable[[Attempt], None],
         plan: Plan,
+        on_command_end: Callable[[Attempt], None] | None = None,
     ):
         self.lease = lease
         self.context = context
         self.on_exit = on_exit
+        self.on_command_end = on_command_end  # its slot and share are free again
         self.plan = plan
         self.grant: Grant | None = None  # this run's share of the agent's resources
         self.phase = "staging"
@@ -85,6 +88,7 @@ class Attempt:
         self.prepared: Prepared | None = None  # what staging placed in the run directory
         self.checkpointer: Checkpointer | None = None
         self.timeout: float | None = None  # run_args.timeout, seconds from the command's start
+        self.start_ticket: Ticket | None = None  # the server's answer to the run's start
         self.began = time.monotonic()
         self._lock = threading.Lock()
         self.thread = threading.Thread(
@@ -142,11 +146,16 @@ class Attempt:
             except Exception:
                 log.exception("could not report the agent error in %s", self.label())
         finally:
-            if self.grant is not None:
-                self.context.allocator.release(self.grant)
-            if self.context.slots is not None:
-                self.context.slots.done(self)
+            self._free_share()
             self.on_exit(self)
+
+    def _free_share(self) -> None:
+        """Give back the command slot and the share of cores, GPUs and memory (once)."""
+        grant, self.grant = self.grant, None
+        if grant is not None:
+            self.context.allocator.release(grant)
+        if self.context.slots is not None:
+            self.context.slots.done(self)
 
     def _execute(self) -> None:
         lease, ctx = self.lease, self.context
@@ -164,11 +173,7 @@ class Attempt:
         # A slot first, then the share: see the module docstring for why this order.
         if not self._wait_for_slot() or not self._acquire():
             return self._drop(self.abort or "shutdown")
-        try:
-            self._retry(lambda: ctx.client.start(lease.run_id, lease.token), "start")
-        except (ServerUnavailable, ApiError) as exc:
-            log.warning("cannot start %s: %s", self.label(), exc)
-            return self._drop(self.abort or "lost")
+        self.start_ticket = ctx.starts.send(lease)  # sent in a batch; the command goes now
         try:
             assert self.grant is not None and self.run_dir is not None
             run_env = run_environment(
@@ -190,6 +195,20 @@ class Attempt:
         if self.checkpointer is not None:
             self.checkpointer.start()
         self._wait_and_report()
+
+    def _start_confirmed(self) -> bool:
+        """Wait for the server's answer to this run's start (never reported before it). A
+        refusal means the lease is gone: the result is not ours to report, so the attempt
+        is dropped, as a refused start used to stop the command before it ran."""
+        ticket = self.start_ticket
+        if ticket is None:
+            return True
+        ticket.wait()
+        if ticket.refused is None:
+            return True
+        log.warning("the server refused the start of %s: %s", self.label(), ticket.refused)
+        self._drop(self.abort or "lost")
+        return False
 
     def _stage_snapshots(self) -> bool:
         """Inputs, parents' archives, a checkpoint; False when the attempt ended here."""
@@ -309,6 +328,13 @@ class Attempt:
             code = handle.terminate(grace)
         else:
             handle.reap_strays(grace)
+        # The command is over: reading its results, packing its archive and saving its last
+        # checkpoint need neither a slot nor a share, so the next command starts now.
+        self._free_share()
+        if self.on_command_end is not None:
+            self.on_command_end(self)
+        if not self._start_confirmed():
+            return None
         if self.checkpointer is not None:
             self.checkpointer.stop()
         document, results_error = read_results(run_dir)

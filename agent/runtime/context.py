@@ -21,6 +21,7 @@ from farmhand.runtime.outbox import Outbox
 from farmhand.runtime.resources.allocation import Allocator
 from farmhand.runtime.resources.slots import Slots
 from farmhand.runtime.runners.definitions import Runners
+from farmhand.runtime.starts import Starts
 
 __all__ = [
     "PRIVATE_ENV",
@@ -104,6 +105,7 @@ class Context:
     allocator: Allocator
     outbox: Outbox
     snapshots: SnapshotSettings
+    starts: Starts  # run starts, sent in batches while the commands run
     slots: Slots | None = None  # held while a command runs; prefetched leases queue for one
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     run_umask: int | None = None  # the commands' umask (None: the agent's own)

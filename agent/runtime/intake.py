@@ -98,14 +98,20 @@ class Intake:
 
     def _room(self) -> tuple[int, float] | None:
         """Block until a lease fits (slots + prefetch; without prefetch also some free
-        cores); (free places, seconds idle)."""
+        cores); (free places, seconds idle). Attempts whose command has ended (packing their
+        archive, reporting) hold no place, but at most `slots` of them may be in flight."""
         cfg = self.config
         capacity = cfg.slots + cfg.prefetch
         with self._cond:
-            while not self._stopped() and (
-                len(self._attempts) >= capacity
-                or (not cfg.prefetch and not self.allocator.has_room())
-            ):
+            while not self._stopped():
+                reporting = sum(1 for a in self._attempts.values() if a.phase == "reporting")
+                held = len(self._attempts) - reporting
+                if (
+                    held < capacity
+                    and reporting <= cfg.slots
+                    and (cfg.prefetch or self.allocator.has_room())
+                ):
+                    break
                 self._cond.wait(1.0)
             if self._stopped():
                 return None
@@ -113,7 +119,7 @@ class Intake:
             # agent is idle only once nothing runs and nothing waits in its outbox.
             if self._attempts or len(self.outbox):
                 self._last_busy = time.monotonic()
-            return capacity - len(self._attempts), time.monotonic() - self._last_busy
+            return capacity - held, time.monotonic() - self._last_busy
 
     def _free(self) -> wire.Resources:
         """The resources a claim may ask for: the free share now; with prefetch, anything
@@ -140,7 +146,11 @@ class Intake:
             if not late:
                 for lease in fitting:
                     attempt = Attempt(
-                        lease, self._context, self._attempt_ended, plans[lease.run_id]
+                        lease,
+                        self._context,
+                        self._attempt_ended,
+                        plans[lease.run_id],
+                        on_command_end=self._command_ended,
                     )
                     self._attempts[lease.run_id] = attempt
                     attempt.thread.start()  # under the lock, so a shutdown can join it
@@ -164,6 +174,12 @@ class Intake:
         self.tally.delivered(entry, ack, problem)
         with self._cond:
             self._last_busy = time.monotonic()
+
+    def _command_ended(self, attempt: Attempt) -> None:
+        """An attempt's command is over: its place may take the next lease already."""
+        with self._cond:
+            self._cond.notify_all()
+        self._stop.claim_wake.set()
 
     def _attempt_ended(self, attempt: Attempt) -> None:
         with self._cond:

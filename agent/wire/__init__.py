@@ -33,6 +33,8 @@ from farmhand.wire.agents import (
     RunReportAnswers,
     RunReports,
     RunStart,
+    RunStartItem,
+    RunStarts,
     StuckRecords,
 )
 from farmhand.wire.base import (
@@ -195,6 +197,8 @@ __all__ = [
     "RunReportAnswers",
     "RunReports",
     "RunStart",
+    "RunStartItem",
+    "RunStarts",
     "RunState",
     "Skipped",
     "Snapshot",

@@ -216,6 +216,20 @@ class RunStart(Strict):
     token: str
 
 
+class RunStartItem(Strict):
+    """One run whose command the agent has started."""
+
+    run_id: Id
+    token: str
+
+
+class RunStarts(Strict):
+    """Many starts in one request: an agent sends what gathered while the commands already
+    ran (`POST /runs/starts`); each is fenced and answered on its own (`RunReportAnswers`)."""
+
+    starts: list[RunStartItem] = Field(min_length=1, max_length=MAX_CLAIM * 4)
+
+
 class RunOutputs(Strict):
     """What every final report may carry: the command's output tails and the run's archive."""
 

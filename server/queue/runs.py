@@ -292,6 +292,28 @@ def start(
     return _ack(run, record)
 
 
+def start_many(
+    conn: Connection,
+    *,
+    starts: list[wire.RunStartItem],
+    now: datetime,
+    agent_token: int | None = None,
+) -> list[wire.RunReportAnswer]:
+    """Start many runs in the caller's transaction, each fenced and answered on its own: a
+    refused one (a stale token, another agent's run) changes nothing and gets its error."""
+    answers = []
+    for item in starts:
+        try:
+            body = wire.RunStart(token=item.token)
+            ack = start(conn, run_id=item.run_id, body=body, now=now, agent_token=agent_token)
+        except FarmhandError as exc:
+            error = wire.ErrorBody(detail=exc.message, code=exc.code)
+            answers.append(wire.RunReportAnswer(run_id=item.run_id, error=error))
+        else:
+            answers.append(wire.RunReportAnswer(run_id=item.run_id, ack=ack))
+    return answers
+
+
 def complete(
     tx: Session | Connection,
     *,

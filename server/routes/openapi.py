@@ -230,6 +230,9 @@ RUN_REPORTS = examples(
         ]
     }
 )
+RUN_STARTS = examples(
+    two_started={"starts": [{"run_id": 101, "token": TOKEN}, {"run_id": 102, "token": TOKEN}]}
+)
 CHECKPOINT = examples(
     newest={
         "token": TOKEN,

@@ -25,6 +25,7 @@ from farmhand.server.routes.openapi import (
     RUN_RELEASE,
     RUN_REPORTS,
     RUN_START,
+    RUN_STARTS,
     errors,
 )
 from farmhand.server.serving import metrics
@@ -71,6 +72,22 @@ def report_runs(
     if unblocked or any(a.ack and a.ack.record_state == wire.RecordState.ready for a in answers):
         wakeup.notify()
     return response
+
+
+@router.post(
+    "/runs/starts",
+    response_model=wire.RunReportAnswers,
+    summary="Start many runs at once",
+    responses=errors(413, 422),
+    openapi_extra=RUN_STARTS,
+)
+def start_runs(body: wire.RunStarts, db: DbDep, now: NowDep, caller: AgentDep) -> Response:
+    """The agent has started these runs' commands (it sends them in batches while the
+    commands run). Each start is fenced by its own token and answered on its own: a stale
+    one gets its error, the rest apply; repeating a start is harmless."""
+    with db.write_core() as conn:
+        answers = runs.start_many(conn, starts=body.starts, now=now, agent_token=caller.agent_token)
+        return json_response(wire.RunReportAnswers(answers=answers))
 
 
 @router.post(

@@ -142,7 +142,13 @@ async def put_snapshot(
             created = snapshots.add(
                 session, sha256=sha256, size=size, token_id=caller.token_id, now=now
             )
-            info = snapshots.info(session, sha256)
+            if created:
+                # Nothing can name a snapshot the server does not hold (submissions, reports
+                # and checkpoints are refused for one), so a new one has no references: no
+                # need to count them (two queries per output archive, issue 16).
+                info = wire.Snapshot(sha256=sha256, size=size, created_at=now, references=0)
+            else:
+                info = snapshots.info(session, sha256)
         assert info is not None
         return wire.SnapshotStored(snapshot=info, created=created)
 

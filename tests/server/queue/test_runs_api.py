@@ -226,3 +226,37 @@ def test_batch_reports_are_fenced_and_answered_one_by_one(api: TestClient) -> No
     assert untouched["state"] == "claimed" and untouched["runs"][0]["state"] == "leased"
     again = api.post(f"{API}/runs/reports", json={"reports": reports[:2]})
     assert again.json()["answers"] == answers[:2]
+
+
+def test_batch_starts_are_fenced_and_answered_one_by_one(api: TestClient) -> None:
+    """`POST /runs/starts`: what an agent sends while its commands already run (issue 16)."""
+    c = campaign(api)
+    submit(api, c, "ok", "stale", "ended")
+    ok, stale, ended = claim(api, agent(api), 3)
+    done = {"token": ended["token"], "result": {"v": 1}}
+    assert api.post(f"{API}/runs/{ended['run_id']}/complete", json=done).status_code == 200
+    starts = [
+        {"run_id": ok["run_id"], "token": ok["token"]},
+        {"run_id": stale["run_id"], "token": "not-it"},
+        {"run_id": ended["run_id"], "token": ended["token"]},
+        {"run_id": 999, "token": "x"},
+        {"run_id": ok["run_id"], "token": ok["token"]},  # a repeat is harmless
+    ]
+    r = api.post(f"{API}/runs/starts", json={"starts": starts})
+    assert r.status_code == 200, r.text
+    answers = r.json()["answers"]
+    assert [a["run_id"] for a in answers] == [s["run_id"] for s in starts]
+    assert answers[0]["ack"]["run_state"] == "running" and answers[0]["error"] is None
+    assert answers[0]["ack"]["record_state"] == "running"
+    assert answers[1]["error"]["code"] == "stale_lease" and answers[1]["ack"] is None
+    assert answers[2]["error"]["code"] == "stale_lease"  # its run already ended as done
+    assert "already ended as done" in answers[2]["error"]["detail"]
+    assert answers[3]["error"]["code"] == "not_found"
+    assert answers[4] == answers[0]
+    started = record(api, ok["record_id"])
+    assert started["state"] == "running" and started["runs"][0]["started_at"] is not None
+    untouched = record(api, stale["record_id"])
+    assert untouched["state"] == "claimed" and untouched["runs"][0]["started_at"] is None
+    assert record(api, ended["record_id"])["state"] == "done"
+    empty = api.post(f"{API}/runs/starts", json={"starts": []})
+    assert empty.status_code == 422

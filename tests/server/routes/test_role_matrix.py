@@ -79,6 +79,7 @@ API_MATRIX: dict[tuple[str, str], dict[str, str]] = {
     ("POST", "/api/v1/leases"): OWN_AGENT,
     ("GET", "/api/v1/runs"): PEOPLE,
     ("POST", "/api/v1/runs/reports"): OWN_AGENT,  # per item: 200 with each item "forbidden"
+    ("POST", "/api/v1/runs/starts"): OWN_AGENT,  # the same
     ("POST", "/api/v1/runs/{run_id}/start"): OWN_AGENT,
     ("POST", "/api/v1/runs/{run_id}/complete"): OWN_AGENT,
     ("POST", "/api/v1/runs/{run_id}/fail"): OWN_AGENT,
@@ -113,6 +114,7 @@ PAGE_MATRIX: dict[str, dict[str, str]] = {
 #: Run first (they change nothing), then the rest; these last, in this order: they end
 #: agent A's lease, which is what lets its token read the lease's snapshots.
 ENDING = (
+    "/api/v1/runs/starts",
     "/api/v1/runs/reports",
     "/api/v1/runs/{run_id}/start",
     "/api/v1/runs/{run_id}/complete",
@@ -271,6 +273,7 @@ def request_for(world: World, method: str, template: str) -> dict[str, Any]:
         "/api/v1/runs/reports": {
             "reports": [{"run_id": lease["run_id"], "token": lease["token"], "error": "x"}]
         },
+        "/api/v1/runs/starts": {"starts": [{"run_id": lease["run_id"], "token": lease["token"]}]},
         "/api/v1/runs/{run_id}/start": fenced,
         "/api/v1/runs/{run_id}/complete": {**fenced, "result": {}},
         "/api/v1/runs/{run_id}/fail": {**fenced, "error": "x"},
@@ -299,7 +302,7 @@ def answer_class(template: str, r: httpx.Response) -> str:
         return str(r.status_code)
     if r.status_code == 303 and r.headers["location"].startswith("/login"):
         return LOGIN
-    if template == "/api/v1/runs/reports" and r.status_code == 200:
+    if template in ("/api/v1/runs/reports", "/api/v1/runs/starts") and r.status_code == 200:
         codes = {(a.get("error") or {}).get("code") for a in r.json()["answers"]}
         if codes == {"forbidden"}:
             return "403"  # every item refused for the caller's token

@@ -1,0 +1,113 @@
+"""Run starts, off the critical path: an attempt hands its start over and launches its command
+at once; one thread sends what gathered meanwhile in one request (`POST /runs/starts`).
+
+The server sees the run go claimed → running a request later than the command began, never
+after its result: an attempt waits for its start's answer before it reports (`Ticket`). A
+start the server refuses (the lease is gone: cancelled, expired) drops the attempt's result,
+as a refused start used to stop the command before it ran; a start that cannot reach the
+server before the report deadline does not (the report, from `claimed`, is still fenced).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from farmhand import wire
+from farmhand.client import ApiError, FarmhandClient, ServerUnavailable
+from farmhand.client.retry import retry_unavailable
+
+__all__ = ["Starts", "Ticket"]
+
+log = logging.getLogger("farmhand.agent")
+
+
+class Ticket:
+    """One start's answer, once the server gave it: `refused` holds why it said no."""
+
+    def __init__(self) -> None:
+        self.refused: str | None = None
+        self._settled = threading.Event()
+
+    def settle(self, refused: str | None) -> None:
+        self.refused = refused
+        self._settled.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the answer; False if `timeout` passed first."""
+        return self._settled.wait(timeout)
+
+
+class Starts:
+    """The agent's start sender (see the module docstring)."""
+
+    def __init__(self, client: FarmhandClient, deadline: float, interrupted: threading.Event):
+        self.client = client
+        self.deadline = deadline
+        self.interrupted = interrupted
+        self._pending: list[tuple[wire.Lease, Ticket]] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="farmhand-starts", daemon=True)
+
+    def start(self) -> None:
+        """Begin sending."""
+        self._thread.start()
+
+    def send(self, lease: wire.Lease) -> Ticket:
+        """Queue the start of `lease`'s run; the ticket settles once the server answered."""
+        ticket = Ticket()
+        with self._cond:
+            if self._closed:
+                ticket.settle(None)  # nothing sends any more: report as if unreachable
+                return ticket
+            self._pending.append((lease, ticket))
+            self._cond.notify()
+        return ticket
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Send what is queued, then stop; tickets still open settle as unreachable."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        with self._cond:
+            left, self._pending = self._pending, []
+        for _, ticket in left:
+            ticket.settle(None)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._pending or self._closed)
+                if not self._pending:
+                    return
+                batch = self._pending[: wire.MAX_CLAIM * 4]
+                del self._pending[: len(batch)]
+            self._send(batch)
+
+    def _send(self, batch: list[tuple[wire.Lease, Ticket]]) -> None:
+        items = [wire.RunStartItem(run_id=lease.run_id, token=lease.token) for lease, _ in batch]
+        try:
+            answers = retry_unavailable(
+                lambda: self.client.start_many(items),
+                what=f"{len(items)} start(s)",
+                deadline=self.deadline,
+                interrupted=self.interrupted,
+            )
+        except ServerUnavailable as exc:
+            log.warning("could not tell the server of %d start(s): %s", len(batch), exc)
+            for _, ticket in batch:
+                ticket.settle(None)
+            return
+        except ApiError as exc:  # the whole request refused: each start is refused
+            for _, ticket in batch:
+                ticket.settle(str(exc))
+            return
+        for (_, ticket), answer in zip(batch, answers, strict=True):
+            ticket.settle(None if answer.ack is not None else _why(answer))
+
+
+def _why(answer: wire.RunReportAnswer) -> str:
+    return answer.error.detail if answer.error is not None else "no answer for it"

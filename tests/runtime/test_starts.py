@@ -1,0 +1,77 @@
+"""Run starts travel in batches while the commands already run (issue 16): a command does
+not wait for its start's answer, the server still sees claimed → running before the result,
+and a start the server refuses drops the result. A real server, an in-process agent."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from farmhand import wire
+from farmhand.runtime.agent import Agent, AgentConfig
+from tests.conftest import LiveServer
+from tests.e2e.agents.test_agents import wait_for
+from tests.runtime.test_agent import Running
+from tests.support.cutoff import Cutoff
+
+
+@pytest.fixture
+def cutoff(live_server: LiveServer) -> Iterator[Cutoff]:
+    relay = Cutoff(live_server.port)
+    yield relay
+    relay.close()
+
+
+def agent_through(server: LiveServer, relay: Cutoff, workdir: Path) -> Agent:
+    config = AgentConfig(
+        server=relay.url, token=server.admin_token, workdir=workdir, slots=2, exit_when_idle=1.0
+    )
+    return Agent(config)
+
+
+def test_a_command_runs_before_its_start_is_answered_and_reports_after_it(
+    live_server: LiveServer, cutoff: Cutoff, tmp_path: Path
+) -> None:
+    """Mutation caught: waiting for the start's answer before launching the command (the
+    command never runs while starts cannot get through)."""
+    began = tmp_path / "began"
+    client = live_server.client()
+    campaign = client.create_campaign("starts")
+    client.submit(campaign.id, [wire.RecordSpec(key="k", command=f"touch {began}")])
+    cutoff.cut("/runs/starts")
+    running = Running(agent_through(live_server, cutoff, tmp_path / "work"))
+    wait_for(began.exists, what="the command to run while its start cannot get through")
+    (record,) = client.records(campaign_id=campaign.id)
+    assert record.state == "claimed"  # the server has not heard of the start yet
+    cutoff.restore()
+    assert running.finish(timeout=60) == 0
+    (run,) = client.record(record.id).runs or []
+    assert (run.state, client.record(record.id).state) == ("done", "done")
+    assert run.started_at is not None and run.ended_at is not None
+    assert run.started_at <= run.ended_at  # the start arrived before the result
+
+
+def test_a_refused_start_drops_the_result(
+    live_server: LiveServer, cutoff: Cutoff, tmp_path: Path
+) -> None:
+    """The record is cancelled while its start is held back: the server refuses the start,
+    and the agent reports nothing for it (as a refused start used to stop the command)."""
+    began = tmp_path / "began"
+    client = live_server.client()
+    campaign = client.create_campaign("refused")
+    client.submit(
+        campaign.id,
+        [wire.RecordSpec(key="k", command=f"touch {began}; echo '{{}}' > results.json")],
+    )
+    cutoff.cut("/runs/starts")
+    running = Running(agent_through(live_server, cutoff, tmp_path / "work"))
+    wait_for(began.exists, what="the command to run")
+    (record,) = client.records(campaign_id=campaign.id)
+    client.cancel([record.id])
+    cutoff.restore()
+    assert running.finish(timeout=60) == 0
+    got = client.record(record.id)
+    assert got.state == "cancelled" and got.result is None
+    assert running.agent.counts.get("done", 0) == 0
