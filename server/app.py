@@ -21,6 +21,7 @@ from farmhand import wire
 from farmhand.server import auth, migrate, pages
 from farmhand.server.db import Database
 from farmhand.server.errors import FarmhandError, StorageError
+from farmhand.server.queue import claim as claims
 from farmhand.server.queue import held_leases, leases
 from farmhand.server.queue.relay import start_relay
 from farmhand.server.queue.wakeups import Wakeup
@@ -58,14 +59,16 @@ def create_app(settings: Settings) -> FastAPI:
         # Other replicas' wakeups (PostgreSQL LISTEN/NOTIFY); None keeps them in-process.
         app.state.relay = start_relay(app.state.wakeup, settings.resolved_notify_url)
         sweeper = asyncio.create_task(_sweep(app, settings))
+        watch = asyncio.create_task(_watch_queue(app, settings))
         try:
             yield
         finally:
             if app.state.relay is not None:
                 await app.state.relay.stop()
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in (sweeper, watch):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             app.state.db.dispose()
 
     app = FastAPI(
@@ -171,6 +174,29 @@ def _prepare(db: Database, settings: Settings) -> None:
             extended,
             settings.resolved_startup_grace,
         )
+
+
+async def _watch_queue(app: FastAPI, settings: Settings) -> None:
+    """While claims wait, look once per `claim_poll_interval` whether any claim could take
+    something now (a lease ran out; records made ready without a wakeup, such as another
+    replica's when LISTEN/NOTIFY is off) and wake them if so: one read for the whole
+    process, where each waiting claim used to re-run a write transaction (issue 16)."""
+    db: Database = app.state.db
+    wakeup = app.state.wakeup
+
+    def look() -> bool:
+        with db.read() as session:
+            return claims.claimable(session.connection(), now=utcnow())
+
+    while True:
+        await asyncio.sleep(settings.claim_poll_interval)
+        if not wakeup.waiting:
+            continue
+        try:
+            if await run_in_threadpool(look):
+                wakeup.wake()
+        except Exception:  # keep watching whatever one look hit
+            log.exception("the queue watch failed")
 
 
 async def _sweep(app: FastAPI, settings: Settings) -> None:

@@ -31,7 +31,10 @@ class Settings(BaseModel):
     max_command_length: int = Field(default=wire.MAX_COMMAND_LENGTH, ge=1)
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     claim_poll_interval: float = Field(
-        default=1.0, gt=0, description="long-poll re-check interval when nothing wakes a claim"
+        default=1.0,
+        gt=0,
+        description="how often, while claims wait, the server looks whether one could take "
+        "something now (a lease ran out, work came without a wakeup)",
     )
     listen_notify: bool = Field(
         default=True,

@@ -198,6 +198,25 @@ MUTANTS: list[Mutant] = [
         "an attempt holds its command slot while its archive is packed (issue 16)",
     ),
     Mutant(
+        "waiters-poll-each",
+        "server/routes/leases.py",
+        "        await wakeup.wait(remaining, since=seen)",
+        "        await wakeup.wait(min(remaining, settings.claim_poll_interval), since=seen)",
+        (
+            "tests/e2e/server/test_long_poll.py::"
+            "test_idle_claims_cost_one_look_per_interval_not_a_claim_each",
+        ),
+        "every waiting claim re-runs a claim transaction each poll interval (issue 16)",
+    ),
+    Mutant(
+        "queue-watch-silent",
+        "server/app.py",
+        "                wakeup.wake()",
+        "                pass",
+        ("tests/e2e/server/test_long_poll.py::test_a_lease_that_runs_out_wakes_a_waiting_claim",),
+        "a lease that runs out does not wake waiting claims until they give up (issue 16)",
+    ),
+    Mutant(
         "claim-skips-expiry",
         "server/queue/claim.py",
         "    if gate.due:\n        expire(conn, now=now)",

@@ -74,7 +74,7 @@ class Agent(Intake):
         self._attempts: dict[int, Attempt] = {}
         self._last_busy = time.monotonic()
         self._stop = StopState()
-        self.starts = Starts(self.client, config.report_deadline, self._stop.began)
+        self.starts = Starts(self.client)
         self._context = Context(
             client=self.client,
             workdir=workdir,

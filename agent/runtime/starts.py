@@ -4,8 +4,9 @@ at once; one thread sends what gathered meanwhile in one request (`POST /runs/st
 The server sees the run go claimed → running a request later than the command began, never
 after its result: an attempt waits for its start's answer before it reports (`Ticket`). A
 start the server refuses (the lease is gone: cancelled, expired) drops the attempt's result,
-as a refused start used to stop the command before it ran; a start that cannot reach the
-server before the report deadline does not (the report, from `claimed`, is still fenced).
+as a refused start used to stop the command before it ran. A start that cannot reach the
+server is not retried: its result must reach the durable outbox now, not after the server is
+back (invariant 3), and a report is accepted from `claimed` too; that run shows no start.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import threading
 
 from farmhand import wire
 from farmhand.client import ApiError, FarmhandClient, ServerUnavailable
-from farmhand.client.retry import retry_unavailable
+from farmhand.client.retry import is_transient
 
 __all__ = ["Starts", "Ticket"]
 
@@ -41,10 +42,8 @@ class Ticket:
 class Starts:
     """The agent's start sender (see the module docstring)."""
 
-    def __init__(self, client: FarmhandClient, deadline: float, interrupted: threading.Event):
+    def __init__(self, client: FarmhandClient):
         self.client = client
-        self.deadline = deadline
-        self.interrupted = interrupted
         self._pending: list[tuple[wire.Lease, Ticket]] = []
         self._cond = threading.Condition()
         self._closed = False
@@ -90,20 +89,15 @@ class Starts:
     def _send(self, batch: list[tuple[wire.Lease, Ticket]]) -> None:
         items = [wire.RunStartItem(run_id=lease.run_id, token=lease.token) for lease, _ in batch]
         try:
-            answers = retry_unavailable(
-                lambda: self.client.start_many(items),
-                what=f"{len(items)} start(s)",
-                deadline=self.deadline,
-                interrupted=self.interrupted,
-            )
-        except ServerUnavailable as exc:
-            log.warning("could not tell the server of %d start(s): %s", len(batch), exc)
+            answers = self.client.start_many(items)
+        except (ServerUnavailable, ApiError) as exc:
+            if isinstance(exc, ServerUnavailable) or is_transient(exc):
+                log.info("could not tell the server of %d start(s): %s", len(batch), exc)
+                why = None  # unknown: the reports go on (see the module docstring)
+            else:
+                why = str(exc)  # the whole request refused: each start is refused
             for _, ticket in batch:
-                ticket.settle(None)
-            return
-        except ApiError as exc:  # the whole request refused: each start is refused
-            for _, ticket in batch:
-                ticket.settle(str(exc))
+                ticket.settle(why)
             return
         for (_, ticket), answer in zip(batch, answers, strict=True):
             ticket.settle(None if answer.ack is not None else _why(answer))

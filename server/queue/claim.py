@@ -56,10 +56,28 @@ from farmhand.server.tables import (
     UTCDateTime,
 )
 
-__all__ = ["FILTERS", "claim", "claim_statement", "gate_statement", "run_statements"]
+__all__ = [
+    "FILTERS",
+    "claim",
+    "claim_statement",
+    "claimable",
+    "gate_statement",
+    "run_statements",
+]
 
 #: What a claim may narrow the queue by (each bound as `b_<name>`).
 FILTERS = ("campaigns", "datasets", "runners", "cores", "gpus", "memory_mb", "walltime")
+
+
+def claimable(conn: Connection, *, now: datetime) -> bool:
+    """Whether any claim could take something now: a ready record, or a lease that ran out
+    (two index probes, read-only). Waiting claims re-try only when it says yes."""
+    ready = exists().where(literal_in(REC.c.state, states.source_values(Event.claim)))
+    due = exists().where(
+        literal_in(REC.c.state, states.source_values(Event.requeue)),
+        REC.c.lease_expires_at < now,
+    )
+    return bool(conn.execute(select(or_(ready, due))).scalar())
 
 
 @cache

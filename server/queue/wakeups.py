@@ -21,6 +21,7 @@ class Wakeup:
         self._event: asyncio.Event | None = None
         self._generation = 0
         self._relay: Callable[[], None] | None = None
+        self.waiting = 0  #: claims waiting now
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Attach to the server's event loop (at startup)."""
@@ -67,10 +68,13 @@ class Wakeup:
         if event is None:
             await asyncio.sleep(timeout)
             return False
+        self.waiting += 1
         try:
             await asyncio.wait_for(event.wait(), timeout)
         except asyncio.TimeoutError:
             return False
+        finally:
+            self.waiting -= 1
         return True
 
 

@@ -61,8 +61,9 @@ async def claim(
         remaining = deadline - time.monotonic()
         if granted or remaining <= 0:
             return granted.answer
-        # Leases expire on the clock, not on an event: re-check at least every poll interval.
-        await wakeup.wait(min(remaining, settings.claim_poll_interval), since=seen)
+        # Woken by whatever makes records ready here (or on another replica), or by the
+        # queue watch (app.py) when a lease ran out or work came without a wakeup.
+        await wakeup.wait(remaining, since=seen)
 
 
 @dataclass(frozen=True)

@@ -35,14 +35,14 @@ def test_a_command_runs_before_its_start_is_answered_and_reports_after_it(
     live_server: LiveServer, cutoff: Cutoff, tmp_path: Path
 ) -> None:
     """Mutation caught: waiting for the start's answer before launching the command (the
-    command never runs while starts cannot get through)."""
+    command runs only once the held start timed out, and its run shows no start)."""
     began = tmp_path / "began"
     client = live_server.client()
     campaign = client.create_campaign("starts")
     client.submit(campaign.id, [wire.RecordSpec(key="k", command=f"touch {began}")])
-    cutoff.cut("/runs/starts")
+    cutoff.hold("/runs/starts")
     running = Running(agent_through(live_server, cutoff, tmp_path / "work"))
-    wait_for(began.exists, what="the command to run while its start cannot get through")
+    wait_for(began.exists, what="the command to run while its start is held back")
     (record,) = client.records(campaign_id=campaign.id)
     assert record.state == "claimed"  # the server has not heard of the start yet
     cutoff.restore()
@@ -65,7 +65,7 @@ def test_a_refused_start_drops_the_result(
         campaign.id,
         [wire.RecordSpec(key="k", command=f"touch {began}; echo '{{}}' > results.json")],
     )
-    cutoff.cut("/runs/starts")
+    cutoff.hold("/runs/starts")
     running = Running(agent_through(live_server, cutoff, tmp_path / "work"))
     wait_for(began.exists, what="the command to run")
     (record,) = client.records(campaign_id=campaign.id)
@@ -75,3 +75,20 @@ def test_a_refused_start_drops_the_result(
     got = client.record(record.id)
     assert got.state == "cancelled" and got.result is None
     assert running.agent.counts.get("done", 0) == 0
+
+
+def test_a_start_that_cannot_reach_the_server_does_not_hold_the_result_back(
+    live_server: LiveServer, cutoff: Cutoff, tmp_path: Path
+) -> None:
+    """Invariant 3 first: a result must reach the durable outbox at once, so a start the
+    server never heard of is not waited for; the report is accepted from `claimed`, and
+    that run shows no start."""
+    client = live_server.client()
+    campaign = client.create_campaign("unheard")
+    client.submit(campaign.id, [wire.RecordSpec(key="k", command="echo '{}' > results.json")])
+    cutoff.cut("/runs/starts")
+    assert Running(agent_through(live_server, cutoff, tmp_path / "work")).finish(60) == 0
+    (record,) = client.records(campaign_id=campaign.id)
+    (run,) = client.record(record.id).runs or []
+    assert (record.state, record.result, run.state) == ("done", {}, "done")
+    assert run.started_at is None and cutoff.refused >= 1

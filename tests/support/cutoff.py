@@ -1,13 +1,15 @@
 """A relay in front of a live server that a test can cut: while cut, the server is
 unreachable to everything that talks through the relay (connections refused at once, open
 ones dropped), or only to requests for some paths (their connection dropped before the
-request reaches the server), while it stays up for the test's own client."""
+request reaches the server), while it stays up for the test's own client. It can also hold
+requests for some paths until restored: a server that answers them late."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
 import threading
+import time
 
 __all__ = ["Cutoff"]
 
@@ -22,6 +24,7 @@ class Cutoff:
         self.url = f"http://127.0.0.1:{self.port}"
         self._cut = threading.Event()
         self._paths: tuple[str, ...] = ()  # cut only requests naming one of these; () all
+        self._held: tuple[str, ...] = ()  # requests naming one of these wait for restore()
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self.refused = 0  #: connections refused while cut
@@ -39,8 +42,14 @@ class Cutoff:
         for sock in doomed:
             _drop(sock)
 
+    def hold(self, *paths: str) -> None:
+        """Keep requests whose path holds one of `paths` from the server until `restore()`
+        (a slow answer, where `cut` is an unreachable server)."""
+        self._held = paths
+
     def restore(self) -> None:
-        """Relay again."""
+        """Relay again (held requests go on)."""
+        self._held = ()
         self._cut.clear()
 
     def close(self) -> None:
@@ -84,9 +93,12 @@ class Cutoff:
                     buf += chunk
                 head, _, buf = buf.partition(b"\r\n\r\n")
                 request, *lines = head.decode("latin-1").split("\r\n")
-                if self._refuses(request.split(" ")[1]):
+                path = request.split(" ")[1]
+                if self._refuses(path):
                     self.refused += 1
                     break
+                while any(p in path for p in self._held):
+                    time.sleep(0.01)
                 dst.sendall(head + b"\r\n\r\n")
                 headers = {
                     k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines)

@@ -54,3 +54,58 @@ def test_waiting_claims_hold_no_worker_thread_and_wake_on_submit(live_server_fac
     assert not waiting, f"{waiting} claims still waiting {PROMPT} s after the submit"
     leased = [lease.record_id for leases in got.values() for lease in leases]
     assert len(leased) == WAITERS and len(set(leased)) == WAITERS
+
+
+def claim_attempts(server: LiveServer) -> float:
+    """Claim transactions the server has run so far (its /metrics)."""
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    (line,) = [x for x in text.splitlines() if x.startswith("farmhand_claim_seconds_count")]
+    return float(line.split()[-1])
+
+
+def test_idle_claims_cost_one_look_per_interval_not_a_claim_each(live_server_factory) -> None:
+    """Claims waiting on an empty queue run no claim transactions while they wait: the server
+    looks once per interval for the whole process (issue 16). Mutation caught: capping each
+    wait at the poll interval again (each waiter re-claims every 0.2 s: some 15 each)."""
+    server: LiveServer = live_server_factory(claim_poll_interval=0.2)
+    admin = server.client()
+    agents = [
+        admin.register(wire.AgentRegister(name=f"idle{i}", host="h", slots=1)).agent.id
+        for i in range(5)
+    ]
+    before = claim_attempts(server)
+    got: list[list[wire.Lease]] = []
+
+    def wait_idle(agent_id: int) -> None:
+        with FarmhandClient(server.url, server.admin_token) as client:
+            got.append(client.claim(agent_id, 1, wait=3))
+
+    threads = [threading.Thread(target=wait_idle, args=(a,), daemon=True) for a in agents]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert got == [[]] * 5
+    # One attempt on arrival and one when the wait runs out, per claim.
+    assert claim_attempts(server) - before == 2 * 5
+
+
+def test_a_lease_that_runs_out_wakes_a_waiting_claim(live_server_factory) -> None:
+    """No sweep and no event: the queue watch sees the lost lease and wakes the waiting claim,
+    which takes the record long before its wait ends. Mutation caught: the watch not waking
+    (the claim gets the record only in its last attempt, WAIT s after it began)."""
+    server: LiveServer = live_server_factory(
+        lease_ttl=1, sweep_interval=3600, claim_poll_interval=0.2
+    )
+    admin = server.client()
+    campaign = admin.create_campaign("lost")
+    admin.submit(campaign.id, [wire.RecordSpec(key="k", command="true")])
+    first, second = (
+        admin.register(wire.AgentRegister(name=n, host="h", slots=1)).agent.id
+        for n in ("gone", "waiting")
+    )
+    (lease,) = admin.claim(first, 1)  # and never renewed
+    began = time.monotonic()
+    (taken,) = admin.claim(second, 1, wait=WAIT)
+    assert taken.record_id == lease.record_id and taken.attempt == 2
+    assert time.monotonic() - began < PROMPT  # woken, not handed it by the last attempt
