@@ -5,6 +5,7 @@ server/ as `farmhand.server`) and imports every module."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -13,6 +14,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+#: What a checkout holds besides its source.
+NOT_SOURCE = (
+    ".git",
+    ".venv",
+    "build",
+    "*.egg-info",
+    "__pycache__",
+    ".*_cache",
+    ".hypothesis",
+    "artifacts",
+)
 IMPORT_ALL = """
 import importlib, json, pkgutil, sys
 import farmhand
@@ -49,8 +61,12 @@ def repository_modules() -> set[str]:
 
 
 def test_the_wheel_holds_every_package_and_imports_every_module(tmp_path: Path) -> None:
+    # From a copy: setuptools keeps a build/ directory in the tree it builds, and a stale
+    # one (modules since moved) would end up in the wheel.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(source)],
         check=True,
         capture_output=True,
     )

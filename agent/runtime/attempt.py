@@ -25,7 +25,6 @@ from typing import TypeVar
 from farmhand import wire
 from farmhand.client import ApiError, ServerUnavailable
 from farmhand.client.retry import retry_unavailable
-from farmhand.runtime import run_args
 from farmhand.runtime.context import (
     PRIVATE_ENV,
     RELEASE_REASONS,
@@ -33,10 +32,9 @@ from farmhand.runtime.context import (
     describe_exit,
     digest,
     release,
-    report_orphan,
     run_environment,
+    run_timeout,
 )
-from farmhand.runtime.files import run_archive
 from farmhand.runtime.files.cache import InputError
 from farmhand.runtime.files.checkpoints import Checkpointer
 from farmhand.runtime.files.parents import write_parents
@@ -46,9 +44,9 @@ from farmhand.runtime.files.rundirs import (
     make_run_dir,
     read_results,
     read_tail,
-    remove_run_dir,
 )
 from farmhand.runtime.files.stage_in import Prepared, stage_snapshots
+from farmhand.runtime.outcomes import Outcomes
 from farmhand.runtime.resources.allocation import Grant
 from farmhand.runtime.resources.placement import Plan
 from farmhand.runtime.runners import Launch, Runner, RunningProcess
@@ -63,7 +61,7 @@ CHECK_EVERY = 0.2
 T = TypeVar("T")
 
 
-class Attempt:
+class Attempt(Outcomes):
     """One lease being worked on. `phase` goes staging → (queued →) running → reporting."""
 
     def __init__(
@@ -183,7 +181,7 @@ class Attempt:
                 agent_name=ctx.agent_name,
                 prepared=self.prepared,
             )
-            self.timeout = run_args.timeout(self.lease.run_args)
+            self.timeout = run_timeout(self.lease.run_args)
         except ValueError as exc:
             return self._fail(str(exc), None)
         assert self.plan.runner is not None  # refused plans never become attempts
@@ -354,81 +352,3 @@ class Attempt:
             error = describe_exit(code) if code != 0 else results_error
             assert error is not None
             self._fail(error, code, ran=True, **tails)
-
-    # --- outcomes ------------------------------------------------------------------------
-
-    def _fail(self, error: str, exit_code: int | None, *, ran: bool = False, **tails: str) -> None:
-        if ran and self.checkpointer is not None:
-            self.checkpointer.save("final")  # the retry resumes from here
-        self._report(
-            "fail",
-            wire.RunFail(token=self.lease.token, error=error[:4096], exit_code=exit_code, **tails),
-            ran=ran,
-        )
-
-    def _report(
-        self, verb: str, body: wire.RunComplete | wire.RunFail, *, ran: bool = False
-    ) -> None:
-        """Hand the final report to the outbox, which delivers it (now, or once the server
-        is back); the agent counts and logs it when the server has taken it. After a command
-        `ran`, its run directory goes with it as an archive, and is removed once delivered."""
-        took = f"{time.monotonic() - self.began:.1f}s"
-        details = ("exit 0", took) if isinstance(body, wire.RunComplete) else (body.error, took)
-        pending = remove = None
-        if ran and self.run_dir is not None:
-            packed = run_archive.archive(
-                self.context.client,
-                self.lease,
-                self.run_dir,
-                self.context.outbox.archives,
-                staged=self.prepared.staged if self.prepared is not None else {},
-            )
-            if packed is not None:
-                body.archive, pending = packed.sha256, packed.pending
-                keep = verb == "fail" and self.context.snapshots.keep_failed_workdir
-                remove = None if keep else self.run_dir
-        self.context.outbox.put(
-            self.lease.run_id,
-            verb,
-            body,
-            self.label(*details),
-            archive_file=pending,
-            remove_after=remove,
-        )
-
-    def _orphan(self, reason: str) -> None:
-        """This agent cannot run the record as specified: report an orphan through the
-        outbox (no attempt is spent; counted once delivered) and remove the partial run
-        directory."""
-        with self._lock:
-            self.phase = "reporting"
-        report_orphan(self.context.outbox, self.lease, reason, self.label(reason))
-        self._remove_run_dir()
-
-    def _drop(self, reason: str) -> None:
-        """An aborted attempt: give the lease back on shutdown and at the walltime drain
-        (its checkpoint saved first); remove the partial run dir, except after a checkpoint
-        signal (it may hold one)."""
-        if self.checkpointer is not None:
-            self.checkpointer.stop()
-            if reason in RELEASE_REASONS and self.handle is not None:
-                with self._lock:
-                    self.phase = "saving"
-                self.checkpointer.save("final")
-        if reason in RELEASE_REASONS:
-            release(self.context.outbox, self.lease, RELEASE_REASONS[reason])
-        if self.run_dir is not None and reason == "walltime" and self.handle is not None:
-            log.info("kept %s: it may hold the checkpoint of %s", self.run_dir, self.label())
-        else:
-            self._remove_run_dir()
-        outcome = "released" if reason in RELEASE_REASONS else reason
-        outcome = outcome if outcome in ("released", "cancelled") else "lost"
-        self.context.count(outcome)
-        log.info("%s %s", outcome, self.label(f"{time.monotonic() - self.began:.1f}s"))
-
-    def _remove_run_dir(self) -> None:
-        if self.run_dir is not None:
-            try:
-                remove_run_dir(self.run_dir)
-            except OSError as exc:
-                log.warning("could not remove %s: %s", self.run_dir, exc)

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from farmhand import wire
 from farmhand.client import FarmhandClient
@@ -109,6 +111,23 @@ class Context:
     slots: Slots | None = None  # held while a command runs; prefetched leases queue for one
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     run_umask: int | None = None  # the commands' umask (None: the agent's own)
+
+
+def run_timeout(run_args: dict[str, Any]) -> float | None:
+    """`run_args.timeout` of a lease's effective run_args: seconds a run's command may take
+    before it is killed (None: no limit). ValueError names a value that is not a positive
+    number."""
+    value = run_args.get("timeout")
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"run_args.timeout must be a number of seconds > 0, got {value!r}")
+    return float(value)
 
 
 def describe_exit(code: int) -> str:

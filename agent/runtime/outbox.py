@@ -34,9 +34,9 @@ from pydantic import BaseModel, ValidationError
 from farmhand import wire
 from farmhand.client import ApiError, Conflict, FarmhandClient, FarmhandError
 from farmhand.client.retry import Backoff, is_transient
-from farmhand.runtime import spool
+from farmhand.runtime.files import spool
 from farmhand.runtime.files.rundirs import remove_run_dir
-from farmhand.runtime.spool import VERBS, Entry
+from farmhand.runtime.files.spool import VERBS, Entry
 
 __all__ = ["Entry", "Outbox"]
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from farmhand import wire
-from farmhand.runtime import attempt as attempt_module
+from farmhand.runtime import outcomes
 from tests.conftest import LiveServer
 from tests.runtime.test_agent import Running, make_agent
 
@@ -32,7 +32,7 @@ def test_the_next_command_starts_while_the_last_archive_is_packed(
             wire.RecordSpec(key="second", command=f"touch {started}"),
         ],
     )
-    pack = attempt_module.run_archive.archive
+    pack = outcomes.run_archive.archive
     waited: dict[str, bool] = {}
 
     def gated_pack(client: Any, lease: wire.Lease, *args: Any, **kwargs: Any) -> Any:
@@ -40,7 +40,7 @@ def test_the_next_command_starts_while_the_last_archive_is_packed(
             waited["second ran"] = wait_for_file(started, timeout=30)
         return pack(client, lease, *args, **kwargs)
 
-    monkeypatch.setattr(attempt_module.run_archive, "archive", gated_pack)
+    monkeypatch.setattr(outcomes.run_archive, "archive", gated_pack)
     agent = make_agent(live_server, tmp_path / "work", slots=1)
     assert Running(agent).finish(timeout=120) == 0
     assert waited == {"second ran": True}
