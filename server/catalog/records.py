@@ -227,3 +227,29 @@ def _out(
             ),
         }
     )
+
+
+def list_runs(
+    session: Session,
+    *,
+    after: int | None,
+    limit: int,
+    record_id: int | None = None,
+    agent_id: int | None = None,
+    state: wire.RunState | None = None,
+) -> wire.Page[wire.Run]:
+    """A page of runs in id order; `next` is the `after` of the following page."""
+    stmt = select(Run).order_by(Run.id).limit(limit + 1)
+    for column, value in (
+        (Run.record_id, record_id),
+        (Run.agent_id, agent_id),
+        (Run.state, state.value if state else None),
+    ):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    if after is not None:
+        stmt = stmt.where(Run.id > after)
+    rows = [wire.Run.model_validate(r) for r in session.execute(stmt).scalars()]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return wire.Page[wire.Run](items=rows, next=rows[-1].id if more else None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Response
 
 from farmhand import wire
+from farmhand.server.catalog import records
 from farmhand.server.queue import lifecycle, runs
 from farmhand.server.routes.deps import (
     AgentDep,
@@ -45,7 +46,7 @@ def list_runs(
 ) -> wire.Page[wire.Run]:
     """Runs in id order, filtered; follow `next` for the following page."""
     with db.read() as session:
-        return runs.list_(
+        return records.list_runs(
             session, after=after, limit=limit, record_id=record_id, agent_id=agent_id, state=state
         )
 
