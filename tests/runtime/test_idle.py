@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from farmhand import wire
 from farmhand.runtime.agent import Agent, AgentConfig
@@ -21,13 +18,6 @@ from tests.runtime.test_agent import Running
 from tests.support.cutoff import Cutoff
 
 IDLE = 1.0
-
-
-@pytest.fixture
-def cutoff(live_server: LiveServer) -> Iterator[Cutoff]:
-    relay = Cutoff(live_server.port)
-    yield relay
-    relay.close()
 
 
 class ClaimFailures(logging.Handler):

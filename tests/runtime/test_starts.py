@@ -4,10 +4,7 @@ and a start the server refuses drops the result. A real server, an in-process ag
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from farmhand import wire
 from farmhand.runtime.agent import Agent, AgentConfig
@@ -15,13 +12,6 @@ from tests.conftest import LiveServer
 from tests.e2e.agents.test_agents import wait_for
 from tests.runtime.test_agent import Running
 from tests.support.cutoff import Cutoff
-
-
-@pytest.fixture
-def cutoff(live_server: LiveServer) -> Iterator[Cutoff]:
-    relay = Cutoff(live_server.port)
-    yield relay
-    relay.close()
 
 
 def agent_through(server: LiveServer, relay: Cutoff, workdir: Path) -> Agent:
