@@ -23,6 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 
@@ -69,6 +70,16 @@ def _json_list() -> Any:
     )
 
 
+def _params(default: str) -> Any:
+    # JSONB on PostgreSQL: filters read single keys (`params -> 'T'`) and compare by type.
+    kind = JSON().with_variant(JSONB(), "postgresql")
+    factory = dict if default == "{}" else list
+    return Field(
+        default_factory=factory,
+        sa_column=Column(kind, nullable=False, server_default=text(f"'{default}'")),
+    )
+
+
 def _json_or_null() -> Any:
     # None is stored as SQL NULL (not the JSON text 'null'), so `IS NULL` finds it.
     return Field(default=None, sa_column=Column(JSON(none_as_null=True), nullable=True))
@@ -91,6 +102,13 @@ class Campaign(SQLModel, table=True):
     created_at: datetime = _when(now=True)
     started_at: datetime | None = _when()
     finished_at: datetime | None = _when()
+    #: The names of its records' params (sorted): the results table's columns, and what a
+    #: filter may name.
+    params: list[str] = _params("[]")
+    #: The last generation stamped on its ended records (`catalog/ended.py`).
+    end_seq: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default=text("0"))
+    )
 
 
 class Record(SQLModel, table=True):
@@ -114,6 +132,7 @@ class Record(SQLModel, table=True):
     campaign_id: int = Field(foreign_key="campaign.id")
     key: str
     command: str = Field(sa_column=Column(Text, nullable=False))
+    params: dict[str, Any] = _params("{}")
     priority: int = 0
     run_args: dict[str, Any] = _json()
     temporary_run_args: dict[str, Any] | None = _json_or_null()
@@ -134,6 +153,9 @@ class Record(SQLModel, table=True):
     lease_expires_at: datetime | None = _when()
     created_at: datetime = _when(now=True)
     updated_at: datetime = _when(now=True)
+    #: The generation in which a reader of "what ended since" first saw it ended; NULL while
+    #: it has not ended, or has ended and not yet been stamped (`catalog/ended.py`).
+    end_seq: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
 class RecordParent(SQLModel, table=True):
@@ -291,6 +313,17 @@ Index(
     Record.__table__.c.id,
     sqlite_where=text("state = 'ready'"),
     postgresql_where=text("state = 'ready'"),
+)
+
+# "What ended since generation G" (`catalog/ended.py`): the stamped records of a campaign in
+# generation order, and the ended ones still to stamp (few, so a partial index).
+Index("ix_record_campaign_end", Record.__table__.c.campaign_id, Record.__table__.c.end_seq)
+ENDED = "state IN ('done', 'failed', 'cancelled', 'orphaned')"
+Index(
+    "ix_record_unstamped",
+    Record.__table__.c.campaign_id,
+    sqlite_where=text(f"end_seq IS NULL AND {ENDED}"),
+    postgresql_where=text(f"end_seq IS NULL AND {ENDED}"),
 )
 
 # Key-prefix search on PostgreSQL (the campaign page's `key` filter): `LIKE 'p%'` reads a

@@ -58,3 +58,8 @@ def agent_status(status: wire.AgentStatus | None) -> str:
     if status.outbox:
         parts.append(f"{status.outbox} report(s) waiting")
     return ", ".join(parts)
+
+
+def params_text(params: dict[str, Any]) -> str:
+    """`T=600 a=4.05 phase=fcc`: a record's params on one line, in name order."""
+    return " ".join(f"{name}={wire.param_text(value)}" for name, value in sorted(params.items()))

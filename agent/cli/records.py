@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from farmhand import wire
@@ -16,7 +17,7 @@ from farmhand.cli.base import (
     assignments,
     check_force,
     connect,
-    positive_int,
+    non_negative_int,
 )
 
 __all__ = ["LS_COLUMNS", "add_parsers", "cmd_cancel", "cmd_ls", "cmd_retry", "cmd_show"]
@@ -32,7 +33,7 @@ LS_COLUMNS = {
         "started_at",
         "finished_at",
     ],
-    "records": ["id", "key", "state", "attempts", "error", "result"],
+    "records": ["id", "key", "state", "params", "attempts", "error", "result"],
     "runs": ["id", "record_id", "agent_id", "attempt", "state", "exit_code", "error"],
     "agents": ["id", "name", "host", "slots", "state", "running", "last_heartbeat", "status"],
     "snapshots": cli_snapshots.COLUMNS,
@@ -51,8 +52,8 @@ def _record_state(text: str | None) -> wire.RecordState | None:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     """List campaigns, records, runs, agents or snapshots."""
-    if args.what != "records" and (args.campaign or args.dataset):
-        raise CliError(f"--campaign and --dataset filter records, not {args.what}")
+    if args.what != "records" and (args.campaign or args.dataset or args.where):
+        raise CliError(f"--campaign, --dataset and --where filter records, not {args.what}")
     client = connect(args)
     items: list[Any]
     if args.what == "campaigns":
@@ -66,23 +67,58 @@ def cmd_ls(args: argparse.Namespace) -> int:
             "campaign_id": refs.find_campaign(client, args.campaign).id if args.campaign else None,
             "state": _record_state(args.state),
             "dataset": args.dataset,
+            "where": where_filters(args.where),
         }
-        items = []
-        for record in client.records(**filters):
-            items.append(record)
-            if len(items) >= args.limit:
-                break
+        items = _first(client.records_page, filters, args.limit, "records")
     else:
-        items = client.runs_page(limit=min(args.limit, 1000), state=args.state).items
+        items = _first(client.runs_page, {"state": args.state}, args.limit, "runs")
     if args.json:
         output.dump(items)
         return 0
     rows = [i.model_dump(mode="json") for i in items]
+    if args.what == "records":
+        for row in rows:
+            row["params"] = output.params_text(row["params"]) or None
     if args.what == "agents":  # one readable line, not the status document
         for row, agent in zip(rows, items, strict=True):
             row["status"] = output.agent_status(agent.status)
-    print(output.table(rows, LS_COLUMNS[args.what]))
+    columns = LS_COLUMNS[args.what]
+    if args.what == "records" and not any(row["params"] for row in rows):
+        columns = [c for c in columns if c != "params"]  # a column only where there are params
+    print(output.table(rows, columns))
     return 0
+
+
+def where_filters(texts: list[str] | None) -> list[str] | None:
+    """`--where` filters, checked here first so a typo is named before anything is asked."""
+    for text in texts or ():
+        try:
+            wire.parse_where(text)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+    return texts or None
+
+
+def _first(page: Any, filters: dict[str, Any], limit: int, what: str) -> list[Any]:
+    """The first `limit` items (0: all), page after page; says on stderr what was left out."""
+    items: list[Any] = []
+    after, total, more = None, None, False
+    while True:
+        size = 1000 if limit == 0 else min(1000, limit - len(items))
+        extra = {"count": True} if what == "records" and after is None else {}
+        got = page(after=after, limit=size, **filters, **extra)
+        total = got.total if got.total is not None else total
+        items += got.items
+        if got.next is None:
+            break
+        if limit and len(items) >= limit:
+            more = True
+            break
+        after = got.next
+    if more:
+        of = f" of {total}" if total is not None else ""
+        print(f"{len(items)}{of} {what} shown (--limit 0 for all)", file=sys.stderr)
+    return items
 
 
 SHOWN = (
@@ -115,6 +151,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         if isinstance(value, list):
             value = ", ".join(value) if value else None
         print(f"{name + ':':14}{output.cell(value)}")
+    if record.params:
+        print(f"{'params:':14}{output.params_text(record.params)}")
     print(f"{'run_args:':14}{json.dumps(record.run_args)}")
     if record.temporary_run_args is not None:
         print(f"{'temporary:':14}{json.dumps(record.temporary_run_args)}  (until it ends again)")
@@ -193,7 +231,15 @@ def add_parsers(
     p.add_argument("--campaign", help="records: only this campaign (NAME, NAME:VERSION, id)")
     p.add_argument("--state", help="records/runs: only this state")
     p.add_argument("--dataset", help="records: only this dataset")
-    p.add_argument("--limit", type=positive_int, default=1000)
+    p.add_argument(
+        "--where",
+        action="append",
+        metavar="FILTER",
+        help="records: only those whose params match, e.g. 'T>=600' (repeat: all must hold)",
+    )
+    p.add_argument(
+        "--limit", type=non_negative_int, default=1000, help="at most this many (0: all)"
+    )
     p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("show", parents=[client_opts, json_opt], help="show one record")

@@ -44,6 +44,7 @@ from farmhand.runtime.files.rundirs import (
     make_run_dir,
     read_results,
     read_tail,
+    write_params,
 )
 from farmhand.runtime.files.stage_in import Prepared, stage_snapshots
 from farmhand.runtime.outcomes import Outcomes
@@ -164,6 +165,7 @@ class Attempt(Outcomes):
         try:
             self.run_dir = make_run_dir(ctx.workdir, lease.campaign_id, lease.key, lease.run_id)
             write_parents(self.run_dir, lease.parents)
+            write_params(self.run_dir, lease.params)
         except (OSError, ValueError) as exc:
             return self._orphan(f"cannot stage the run directory: {exc}")
         if not self._stage_snapshots():

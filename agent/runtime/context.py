@@ -173,12 +173,15 @@ def run_environment(
     agent_name: str,
     prepared: Prepared | None,
 ) -> dict[str, str]:
-    """What a run adds to the agent's environment: its `share` of the node's resources, the
-    record's `env`, then the FARMHAND_* variables. ValueError for an `env` that is no table."""
+    """What a run adds to the agent's environment: its `share` of the node's resources, its
+    params as FARMHAND_PARAM_<name> (the name as it is), the record's `env`, then the other
+    FARMHAND_* variables. ValueError for an `env` that is no table."""
     extra = lease.run_args.get("env") or {}
     if not isinstance(extra, dict):
         raise ValueError(f"run_args.env must be a table of NAME = value, not {extra!r}")
     env = dict(share)
+    for name, value in lease.params.items():
+        env[f"FARMHAND_PARAM_{name}"] = wire.param_text(value)
     for name, value in extra.items():
         env[str(name)] = value if isinstance(value, str) else json.dumps(value)
     if prepared is not None:

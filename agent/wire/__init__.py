@@ -99,6 +99,15 @@ from farmhand.wire.durations import (
     parse_duration,
     walltime_seconds,
 )
+from farmhand.wire.params import (
+    MAX_PARAMS,
+    Condition,
+    Params,
+    ParamValue,
+    check_params,
+    param_text,
+    parse_where,
+)
 from farmhand.wire.records import (
     Campaign,
     CampaignCreate,
@@ -135,6 +144,7 @@ __all__ = [
     "MAX_INPUTS",
     "MAX_INT",
     "MAX_KEY_LENGTH",
+    "MAX_PARAMS",
     "MAX_PARENTS",
     "MAX_RECORDS_PER_REQUEST",
     "MAX_TAIL_BYTES",
@@ -160,6 +170,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointCreate",
     "ClaimRequest",
+    "Condition",
     "Document",
     "ErrorBody",
     "ErrorCode",
@@ -173,6 +184,8 @@ __all__ = [
     "Leases",
     "Loose",
     "Page",
+    "ParamValue",
+    "Params",
     "ParentResult",
     "Record",
     "RecordIds",
@@ -213,8 +226,11 @@ __all__ = [
     "check_document",
     "check_input_path",
     "check_inputs",
+    "check_params",
     "check_tags",
     "clock_seconds",
+    "param_text",
     "parse_duration",
+    "parse_where",
     "walltime_seconds",
 ]

@@ -192,6 +192,7 @@ class Lease(Loose):
     key: str
     command: str
     attempt: int
+    params: dict[str, bool | int | float | str] = Field(default_factory=dict)
     run_args: dict[str, Any] = Field(default_factory=dict, description="the effective set")
     parents: list[ParentResult] = Field(default_factory=list)
     inputs: dict[str, str] = Field(

@@ -219,6 +219,9 @@ class Page(Loose, Generic[T]):
 
     items: list[T]
     next: int | None = None
+    total: int | None = Field(
+        default=None, description="how many match the filters in all pages, when asked for"
+    )
 
 
 class ErrorCode(str, Enum):

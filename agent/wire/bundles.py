@@ -24,6 +24,7 @@ from farmhand.wire.base import (
     check_inputs,
     check_tags,
 )
+from farmhand.wire.params import Params
 from farmhand.wire.records import RunFields
 
 # --- bundles -----------------------------------------------------------------------------
@@ -76,11 +77,12 @@ class BundleParent(Strict):
 
 
 class BundleRecord(Strict):
-    """A record with its runs. Its spec — command, run_args, inputs, parents, dataset,
+    """A record with its runs. Its spec — command, params, run_args, inputs, parents, dataset,
     tags — decides on import whether it is the same calculation as one already there."""
 
     key: str = Field(min_length=1, max_length=MAX_KEY_LENGTH)
     command: str = Field(min_length=1, max_length=MAX_COMMAND_LENGTH)
+    params: Params = Field(default_factory=dict)
     priority: Int = 0
     run_args: Document = Field(default_factory=dict)
     temporary_run_args: Document | None = None

@@ -27,6 +27,7 @@ from farmhand.wire.base import (
     check_inputs,
     check_tags,
 )
+from farmhand.wire.params import Params
 
 # --- campaigns ---------------------------------------------------------------------------
 
@@ -60,6 +61,9 @@ class Campaign(Loose):
         default=None, description="when its last unfinished record ended; reset by new work"
     )
     counts: dict[RecordState, int] = Field(default_factory=dict)
+    params: list[str] = Field(
+        default_factory=list, description="the names of its records' params, sorted"
+    )
 
 
 # --- records -----------------------------------------------------------------------------
@@ -70,6 +74,12 @@ class RecordSpec(Strict):
 
     key: str = Field(min_length=1, max_length=MAX_KEY_LENGTH)
     command: str = Field(min_length=1, max_length=MAX_COMMAND_LENGTH)
+    params: Params = Field(
+        default_factory=dict,
+        description="name -> string, number or boolean; the run sees params.json and "
+        "FARMHAND_PARAM_<NAME> variables",
+        examples=[{"T": 600, "a": 4.05}],
+    )
     priority: Int = Field(default=0, description="higher is claimed first, then submission order")
     run_args: Document = Field(default_factory=dict)
     parents: list[str | Id] = Field(
@@ -167,6 +177,7 @@ class Record(Loose):
     campaign_id: int
     key: str
     command: str
+    params: dict[str, bool | int | float | str] = Field(default_factory=dict)
     priority: int
     run_args: dict[str, Any] = Field(default_factory=dict)
     temporary_run_args: dict[str, Any] | None = Field(

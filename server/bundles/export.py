@@ -37,7 +37,9 @@ _CHUNK = 500
 def bundle_campaign(session: Session, campaign_id: int) -> wire.BundleCampaign:
     """The campaign as a bundle carries it, or 404."""
     campaign = campaigns.get(session, campaign_id)
-    return wire.BundleCampaign.model_validate(campaign.model_dump(exclude={"id", "counts"}))
+    return wire.BundleCampaign.model_validate(
+        campaign.model_dump(exclude={"id", "counts", "params"})
+    )
 
 
 def export_page(
@@ -67,6 +69,7 @@ def export_page(
             wire.BundleRecord(
                 key=row.key,
                 command=row.command,
+                params=row.params,
                 priority=row.priority,
                 run_args=row.run_args,
                 temporary_run_args=row.temporary_run_args,

@@ -33,7 +33,7 @@ from sqlmodel import Session
 from farmhand import wire
 from farmhand.server.bundles import rows as bundle_rows
 from farmhand.server.bundles.export import parents_by_record
-from farmhand.server.catalog import campaigns
+from farmhand.server.catalog import campaigns, params
 from farmhand.server.db import connection_of
 from farmhand.server.errors import Invalid
 from farmhand.server.queue import graph as dependencies
@@ -52,7 +52,7 @@ __all__ = ["SPEC_FIELDS", "import_chunk", "spec_of"]
 
 S = wire.RecordState
 #: What makes two records the same calculation.
-SPEC_FIELDS = ("command", "run_args", "inputs", "parents", "dataset", "tags")
+SPEC_FIELDS = ("command", "params", "run_args", "inputs", "parents", "dataset", "tags")
 _CHUNK = 500
 
 
@@ -66,6 +66,7 @@ class _Ours:
 def spec_of(
     *,
     command: str,
+    params: dict[str, Any],
     run_args: dict[str, Any],
     inputs: dict[str, str],
     parents: list[tuple[str | None, str]],
@@ -76,6 +77,7 @@ def spec_of(
     are (None, key) in the record's own campaign, else (`NAME:VERSION`, key)."""
     return {
         "command": command,
+        "params": params or {},
         "run_args": run_args or {},
         "inputs": dict(inputs),
         "parents": sorted(set(parents), key=lambda p: (p[0] or "", p[1])),
@@ -89,6 +91,7 @@ def _bundle_spec(record: wire.BundleRecord) -> dict[str, Any]:
     parents += [(p.campaign, p.key) for p in record.outside_parents]
     return spec_of(
         command=record.command,
+        params=record.params,
         run_args=record.run_args,
         inputs=record.inputs,
         parents=parents,
@@ -259,6 +262,7 @@ def _ours(session: Session, campaign_id: int, keys: list[str]) -> dict[str, _Our
             state=S(row.state),
             spec=spec_of(
                 command=row.command,
+                params=row.params,
                 run_args=row.run_args,
                 inputs=inputs.get(row.id, {}),
                 parents=parents.get(row.id, []),
@@ -363,6 +367,7 @@ def _insert_records(
 ) -> dict[str, int]:
     if not new:
         return {}
+    params.note_names(session, campaign, [record.params for record in new])
     rows = []
     for record in new:
         where = f"record '{record.key}'"
@@ -372,6 +377,7 @@ def _insert_records(
                 "campaign_id": campaign.id,
                 "key": record.key,
                 "command": record.command,
+                "params": record.params,
                 "priority": record.priority,
                 "run_args": record.run_args,
                 "temporary_run_args": record.temporary_run_args,

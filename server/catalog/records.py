@@ -3,14 +3,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlmodel import Session
 
 from farmhand import wire
-from farmhand.server.catalog import inputs
+from farmhand.server.catalog import inputs, params
 from farmhand.server.db import literal_in
 from farmhand.server.errors import Invalid, NotFound
 from farmhand.server.queue import graph as dependencies
@@ -32,25 +33,34 @@ def list_(
     state: wire.RecordState | None = None,
     key: str | None = None,
     dataset: str | None = None,
+    where: Sequence[wire.Condition] = (),
+    count: bool = False,
 ) -> wire.Page[wire.Record]:
-    """A page of records in id order; `next` is the `after` of the following page."""
+    """A page of records in id order; `next` is the `after` of the following page. `where`:
+    conditions on params, all of which must hold (`params.py`); `count`: also how many
+    match in all pages."""
     limit = max(1, min(limit, MAX_PAGE))
+    conditions = []
+    if campaign_id is not None:
+        conditions.append(Record.campaign_id == campaign_id)
+    if state is not None:
+        conditions.append(Record.state == state.value)
+    if key is not None:
+        conditions.append(Record.key == key)
+    if dataset is not None:
+        conditions.append(Record.dataset == dataset)
+    params.check_names(session, where, campaign_id)
+    dialect = session.get_bind().dialect.name
+    conditions += [params.where_clause(dialect, condition) for condition in where]
     stmt = (
         select(Record, RecordResult.document)
         .outerjoin(RecordResult, RecordResult.record_id == Record.id)
+        .where(*conditions)
         .order_by(Record.id)
         .limit(limit + 1)
     )
     if after is not None:
         stmt = stmt.where(Record.id > after)
-    if campaign_id is not None:
-        stmt = stmt.where(Record.campaign_id == campaign_id)
-    if state is not None:
-        stmt = stmt.where(Record.state == state.value)
-    if key is not None:
-        stmt = stmt.where(Record.key == key)
-    if dataset is not None:
-        stmt = stmt.where(Record.dataset == dataset)
     rows = session.execute(stmt).all()
     more = len(rows) > limit
     rows = rows[:limit]
@@ -59,7 +69,10 @@ def list_(
     parents = dependencies.parents_of(session, ids)
     staged = inputs.of_records(session, ids)
     items = [_out(row.Record, row.document, defaults, parents, staged) for row in rows]
-    return wire.Page[wire.Record](items=items, next=items[-1].id if more else None)
+    total = None
+    if count:
+        total = session.execute(select(func.count()).select_from(REC).where(*conditions)).scalar()
+    return wire.Page[wire.Record](items=items, next=items[-1].id if more else None, total=total)
 
 
 def get(session: Session, record_id: int) -> wire.Record:

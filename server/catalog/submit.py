@@ -32,7 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from farmhand import wire
-from farmhand.server.catalog import inputs, records
+from farmhand.server.catalog import inputs, params, records
 from farmhand.server.db import connection_of, execute_rows, unnest
 from farmhand.server.errors import Invalid, NotFound
 from farmhand.server.queue import graph as dependencies
@@ -85,6 +85,7 @@ def create(
     default = matching.max_attempts(
         campaign.defaults, default_max_attempts, f"campaign '{campaign.name}'"
     )
+    params.note_names(session, campaign, [spec.params for spec in body.records])
     if not body.force and not any(spec.parents for spec in body.records):
         answer, created = _insert_new(session, campaign, body.records, default, now)
         if created and any(spec.inputs for spec in body.records):
@@ -145,6 +146,7 @@ def _insert_new(
         params.update(
             b_run_args=json.dumps(spec.run_args) if spec.run_args else "{}",
             b_tags=json.dumps(spec.tags) if spec.tags else "[]",
+            b_params=json.dumps(spec.params) if spec.params else "{}",
         )
         rows.append(params)
     inserted = execute_rows(
@@ -165,6 +167,7 @@ def _insert_new(
 _SPEC_TYPES: dict[str, Any] = {
     "key": Text,
     "command": Text,
+    "params": Text,
     "priority": Integer,
     "run_args": Text,
     "dataset": Text,
@@ -178,6 +181,7 @@ _SPEC_TYPES: dict[str, Any] = {
 }
 _SPEC_COLUMNS = tuple(_SPEC_TYPES)
 _JSON_COLUMNS = ("run_args", "tags")
+_JSONB_COLUMNS = ("params",)  # JSONB on PostgreSQL
 _NEW_RECORD = {
     "campaign_id": bindparam("b_campaign", type_=Integer),
     "state": literal(S.ready.value),
@@ -201,7 +205,11 @@ _INSERT_POSTGRESQL = (
         [*_SPEC_COLUMNS, *_NEW_RECORD],
         select(
             *(
-                cast(_SPECS.c[name], JSON) if name in _JSON_COLUMNS else _SPECS.c[name]
+                cast(_SPECS.c[name], JSON)
+                if name in _JSON_COLUMNS
+                else cast(_SPECS.c[name], postgresql.JSONB)
+                if name in _JSONB_COLUMNS
+                else _SPECS.c[name]
                 for name in _SPEC_COLUMNS
             ),
             *_NEW_RECORD.values(),
@@ -250,6 +258,7 @@ def _row(spec: wire.RecordSpec, campaign: Campaign, default: int, now: datetime)
         "campaign_id": campaign.id,
         "key": spec.key,
         "command": spec.command,
+        "params": spec.params,
         "priority": spec.priority,
         "run_args": spec.run_args,
         "dataset": spec.dataset,

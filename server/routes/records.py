@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Response
 
 from farmhand import wire
-from farmhand.server.catalog import records, submit
+from farmhand.server.catalog import params, records, submit
 from farmhand.server.routes.deps import (
     DbDep,
     NowDep,
@@ -65,10 +65,17 @@ def list_records(
     state: wire.RecordState | None = None,
     key: wire.Text | None = None,
     dataset: wire.Text | None = None,
+    where: list[wire.Text] = Query(
+        [],
+        description="filters on params, all of which must hold: `T>=600`, `a=4.05`, "
+        "`phase='fcc'`, `relaxed=true` (operators = != < <= > >=)",
+    ),
     after: wire.Id | None = Query(None, description="id to continue after (keyset)"),
     limit: int = Query(100, ge=1, le=records.MAX_PAGE),
+    count: bool = Query(False, description="also say how many match in all pages (`total`)"),
 ) -> wire.Page[wire.Record]:
     """Records in id order, filtered; follow `next` for the following page."""
+    conditions = params.parse(where)
     with db.read() as session:
         return records.list_(
             session,
@@ -78,6 +85,8 @@ def list_records(
             state=state,
             key=key,
             dataset=dataset,
+            where=conditions,
+            count=count,
         )
 
 

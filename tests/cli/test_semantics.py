@@ -210,9 +210,40 @@ def test_ls_records_filters_by_campaign_state_and_dataset(
     r = farmhand("ls", "records", "--state", "finished", env=env)
     assert r.returncode == 1 and "no record state 'finished'; use one of waiting" in r.stderr
     r = farmhand("ls", "agents", "--dataset", "x", env=env)
-    assert r.returncode == 1 and "--campaign and --dataset filter records" in r.stderr
+    assert r.returncode == 1 and "--campaign, --dataset and --where filter records" in r.stderr
 
 
 def _id(client: FarmhandClient, campaign_id: int, key: str) -> int:
     (record,) = client.records_page(campaign_id=campaign_id, key=key).items
     return record.id
+
+
+def test_ls_records_where_params_and_a_limit_that_says_so(live_server: LiveServer) -> None:
+    env = live_server.client_env()
+    client = live_server.client()
+    c = client.create_campaign("eos")
+    client.submit(
+        c.id,
+        [
+            wire.RecordSpec(key=f"T{T}", command="true", params={"T": T, "a": 4.05})
+            for T in (300, 600, 900)
+        ],
+    )
+
+    def ls(*args: str) -> tuple[list[str], str]:
+        r = farmhand("ls", "records", "--campaign", "eos", "--json", *args, env=env)
+        assert r.returncode == 0, r.stderr
+        return [record["key"] for record in json.loads(r.stdout)], r.stderr
+
+    assert ls("--where", "T>=600") == (["T600", "T900"], "")
+    assert ls("--where", "T>=600", "--where", "a=4.05", "--where", "T!=900")[0] == ["T600"]
+    assert ls("--limit", "2") == (["T300", "T600"], "2 of 3 records shown (--limit 0 for all)\n")
+    assert ls("--limit", "0")[0] == ["T300", "T600", "T900"]
+    r = farmhand("ls", "records", "--campaign", "eos", "--where", "t>=600", env=env)
+    assert r.returncode == 1 and "no record of campaign" in r.stderr and "params: T, a" in r.stderr
+    r = farmhand("ls", "records", "--where", "T=>600", env=env)
+    assert r.returncode == 1 and "filter 'T=>600' is not NAME OP VALUE" in r.stderr
+    r = farmhand("ls", "records", "--campaign", "eos", env=env)
+    assert "T=300 a=4.05" in r.stdout
+    r = farmhand("show", "T600", "--campaign", "eos", env=env)
+    assert "params:       T=600 a=4.05" in r.stdout, r.stdout

@@ -167,6 +167,33 @@ EOF"""
     )
 
 
+def test_params_reach_the_run_as_a_file_and_variables(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    client = live_server.client()
+    command = """printf '{"T": "%s", "a": "%s", "ok": "%s", "phase": "%s", "file": %s}' \
+"$FARMHAND_PARAM_T" "$FARMHAND_PARAM_a" "$FARMHAND_PARAM_ok" "$FARMHAND_PARAM_phase" \
+"$(cat params.json)" > results.json"""
+    params = {"T": 600, "a": 4.05, "ok": True, "phase": "f c c"}
+    campaign_id = submit(
+        client,
+        wire.RecordSpec(key="p", command=command, params=params),
+        wire.RecordSpec(key="bare", command="ls > results.txt; echo '{}' > results.json"),
+    )
+    assert make_agent(live_server, tmp_path / "work").run() == 0
+    records = by_key(client, campaign_id)
+    assert records["p"].state == "done", records["p"].error
+    assert records["p"].result == {
+        "T": "600", "a": "4.05", "ok": "true", "phase": "f c c", "file": params,
+    }  # fmt: skip
+    # A record without params gets no params.json.
+    assert records["bare"].runs is not None and records["bare"].runs[0].archive is not None
+    from tests.runtime.files.test_snapshots_loop import read_archive
+
+    files = read_archive(client, records["bare"].runs[0].archive, tmp_path / "bare.tar.gz")
+    assert "params.json" not in files and "params.json" not in files["results.txt"].decode()
+
+
 def test_stop_releases_a_running_record(
     live_server: LiveServer, tmp_path: Path, probe: Probe
 ) -> None:

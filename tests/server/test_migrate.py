@@ -123,6 +123,7 @@ SEEDS: dict[str, Callable[[Connection], None]] = {
     "0005": seed_0001,
     "0006": seed_0001,
     "0007": seed_0001,
+    "0008": seed_0001,
 }
 
 
@@ -142,6 +143,7 @@ def check_seeded_data(api: TestClient) -> None:
     assert done["key"] == "done-1" and done["result"] == {"energy": -3.5}
     assert done["derived_run_args"] == {"walltime": 60, "env": {"X": "1"}}
     assert done["inputs"] == {}  # 0005's record_input table
+    assert done["params"] == {}  # 0009's column
     assert [(r["state"], r["exit_code"], r["stdout_tail"], r["archive"]) for r in done["runs"]] == [
         ("done", 0, "hello", None)
     ]

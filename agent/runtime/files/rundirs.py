@@ -1,8 +1,8 @@
 """Run directories on the agent's node: create them, read what a run left there, remove them.
 
 Layout: `<workdir>/runs/<campaign_id>/<safe key>/<run_id>/`, holding `stdout.txt`,
-`stderr.txt` and, by convention, the calculation's `results.json`. Inputs, output archives
-and checkpoints are staged here in later issues.
+`stderr.txt`, `params.json` (the record's params, when it has any) and, by convention, the
+calculation's `results.json`; inputs, parents' results and checkpoints are staged here too.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from farmhand import wire
 
 __all__ = [
     "MAX_RESULTS_BYTES",
+    "PARAMS_FILE",
     "RESULTS_FILE",
     "STDERR_FILE",
     "STDOUT_FILE",
@@ -29,9 +30,11 @@ __all__ = [
     "read_tail",
     "remove_run_dir",
     "safe_name",
+    "write_params",
 ]
 
 RESULTS_FILE = "results.json"
+PARAMS_FILE = "params.json"
 STDOUT_FILE = "stdout.txt"
 STDERR_FILE = "stderr.txt"
 MAX_RESULTS_BYTES = 16 * 1024 * 1024
@@ -73,6 +76,13 @@ def make_run_dir(workdir: Path, campaign_id: int, key: str, run_id: int) -> Path
     parent.mkdir(parents=True, exist_ok=True)
     path.mkdir()
     return path
+
+
+def write_params(run_dir: Path, params: dict[str, Any]) -> None:
+    """The record's params as `params.json` in its run directory (nothing when it has none)."""
+    if params:
+        text = json.dumps(params, indent=2, sort_keys=True) + "\n"
+        (Path(run_dir) / PARAMS_FILE).write_text(text, encoding="utf-8")
 
 
 def read_tail(path: Path, max_bytes: int = wire.MAX_TAIL_BYTES) -> str:

@@ -127,7 +127,7 @@ def source(make_api: Callable[..., TestClient]) -> TestClient:
         {"key": "a", "command": "run a", "tags": ["t"], "dataset": "ds"},
         {"key": "b", "command": "run b", "run_args": {"max_attempts": 1}},
         {"key": "c", "command": "run c", "parents": ["a"]},
-        {"key": "d", "command": "run d"},
+        {"key": "d", "command": "run d", "params": {"T": 600, "phase": "fcc"}},
         {"key": "e", "command": "run e", "parents": ["d"]},
         {"key": "f", "command": "python relax.py", "inputs": {"relax.py": script}},
     )
@@ -228,6 +228,8 @@ def test_imported_records_arrive_as_described(
     assert ours["a"]["result"] == {"e": -3.5} and ours["a"]["derived_run_args"]["walltime"] == 600
     assert ours["d"]["attempts"] == 0 and ours["d"]["runs"][0]["state"] == "released"
     assert ours["e"]["parents"] == ["d"] and ours["c"]["parents"] == ["a"]
+    assert ours["d"]["params"] == {"T": 600, "phase": "fcc"} and ours["e"]["params"] == {}
+    assert target.get(f"{API}/campaigns/{cid}").json()["params"] == ["T", "phase"]
     assert ours["b"]["error"] == theirs["b"]["error"]
     mine, src = ours["a"]["runs"][0], theirs["a"]["runs"][0]
     assert mine["archive"] == src["archive"] and mine["agent_id"] is None
@@ -304,15 +306,16 @@ def test_a_different_spec_is_reported_and_left_untouched(
         cid,
         {"key": "a", "command": "run a --other", "tags": ["t"], "dataset": "ds"},
         {"key": "b", "command": "run b", "run_args": {"max_attempts": 2}, "tags": ["x"]},
+        {"key": "d", "command": "run d", "params": {"T": 601, "phase": "fcc"}},
     )
     before = by_key(target, cid)
     answer = import_(target, bundle)
     conflicts = {c["key"]: c["differs"] for c in answer["conflicts"]}
-    assert conflicts == {"a": ["command"], "b": ["run_args", "tags"]}
+    assert conflicts == {"a": ["command"], "b": ["run_args", "tags"], "d": ["params"]}
     after = by_key(target, cid)
-    for key in "ab":  # c, new here, names our a as its parent: only `children` changed
-        assert {**after[key], "children": []} == before[key]
-    assert answer["created"] == 4  # c (child of our a), d, e, f
+    for key in "abd":  # c, new here, names our a as its parent: only `children` changed
+        assert {**after[key], "children": []} == {**before[key], "children": []}
+    assert answer["created"] == 3  # c (child of our a), e (child of our d), f
     assert after["c"]["state"] == "waiting"  # our a is not done
 
 

@@ -247,7 +247,14 @@ def test_record_page_shows_spec_run_args_and_every_attempt(api: TestClient) -> N
         f"{API}/records",
         json={
             "campaign_id": c,
-            "records": [{"key": "r1", "command": "python calc.py", "run_args": {"cores": 4}}],
+            "records": [
+                {
+                    "key": "r1",
+                    "command": "python calc.py",
+                    "run_args": {"cores": 4},
+                    "params": {"T": 600, "phase": "<fcc>"},
+                }
+            ],
         },
     )
     assert r.status_code == 201
@@ -259,6 +266,8 @@ def test_record_page_shows_spec_run_args_and_every_attempt(api: TestClient) -> N
     assert api.post(f"{API}/runs/{lease['run_id']}/complete", json=done).status_code == 200
     html = browser(api).get(f"/records/{lease['record_id']}").text
     assert "python calc.py" in html
+    params = re.search(r'<dd id="params">(.*?)</dd>', html, re.S)
+    assert params and params.group(1) == "<code>phase=&lt;fcc&gt;</code> <code>T=600</code>"
     derived = re.search(r'<pre id="derived-run-args">(.*?)</pre>', html, re.S)
     assert derived and all(s in derived.group(1) for s in ("cores", "image", "max_attempts"))
     assert "&#34;energy&#34;: -1.5" in html  # the result, escaped
