@@ -9,7 +9,10 @@ for reference, the `run.ended_at` scan a database-side throughput would need (un
 the pages use sampled counts instead). Numbers are printed, never asserted.
 
 Records carry one of 20 datasets and one of 10 tags (plus a tag on one record in 100,000),
-so the campaign page's dataset and tag filters are timed as well.
+so the campaign page's dataset and tag filters are timed as well; and params `T` (ten
+values) and `a` (seven, plus a rare one on one record in 100,000), with a result document on
+every done record, for the `where` filters, the results table (streamed whole, with the
+server's peak memory before and after) and the "what ended since" poll of the Python API.
 """
 
 from __future__ import annotations
@@ -50,6 +53,11 @@ STATE = (
     "WHEN i % 200 < 189 THEN 'claimed' WHEN i % 200 < 190 THEN 'cancelled' ELSE 'waiting' END"
 )
 
+PARAM_NAMES = '["T", "a"]'
+PARAMS = (
+    """('{"T": ' || ((i % 10) * 100) || ', "a": ' || """
+    """(CASE WHEN i % 100000 = 7 THEN 9.5 ELSE 4.0 + (i % 7) * 0.05 END) || '}')"""
+)
 TAGS = """(CASE WHEN i % 100000 = 7 THEN '["rare"]' ELSE '["t' || (i % 10) || '"]' END)"""
 
 
@@ -78,8 +86,8 @@ def fill(db: Database, n: int) -> float:
         def later(seconds: int) -> str:
             return f"({now} + make_interval(secs => {seconds}))"
 
-    def json_of(expression: str) -> str:
-        return expression if sqlite else f"CAST({expression} AS JSON)"
+    def json_of(expression: str, kind: str = "JSON") -> str:
+        return expression if sqlite else f"CAST({expression} AS {kind})"
 
     small = n // 100
     big = n - (CAMPAIGNS - 1) * small
@@ -88,8 +96,9 @@ def fill(db: Database, n: int) -> float:
         for k in range(CAMPAIGNS):
             conn.execute(
                 text(
-                    "INSERT INTO campaign (name, version, defaults, created_at, started_at) "
-                    f"VALUES (:name, 1, '{{}}', {now}, {ago('3600')})"
+                    "INSERT INTO campaign (name, version, defaults, created_at, started_at, "
+                    f"params) VALUES (:name, 1, '{{}}', {now}, {ago('3600')}, "
+                    f"{json_of(repr(PARAM_NAMES), 'JSONB')})"
                 ),
                 {"name": f"campaign-{k}"},
             )
@@ -116,7 +125,7 @@ def fill(db: Database, n: int) -> float:
             text(
                 "INSERT INTO record (campaign_id, key, command, priority, run_args, state, "
                 "attempts, max_attempts, agent_id, lease_expires_at, created_at, updated_at, "
-                "dataset, tags, runner, gpus) "
+                "dataset, tags, runner, gpus, params) "
                 f"SELECT CASE WHEN i <= {big} THEN 1 ELSE 2 + (i - {big} - 1) / {small} END, "
                 f"'key-' || i, 'python calc.py ' || i, 0, '{{}}', {STATE}, "
                 f"CASE WHEN i % 200 < 110 OR {leased} THEN 1 ELSE 0 END, 3, "
@@ -125,7 +134,8 @@ def fill(db: Database, n: int) -> float:
                 "'ds-' || (i % 20), "
                 f"{json_of(TAGS)}, "
                 "CASE WHEN i % 1000 = 117 THEN 'lammps' ELSE 'subprocess' END, "
-                "CASE WHEN i % 997 = 150 THEN 4 END "
+                "CASE WHEN i % 997 = 150 THEN 4 END, "
+                f"{json_of(PARAMS, 'JSONB')} "
                 f"FROM ({series}) AS g"
             ),
             {"n": n},
@@ -146,6 +156,14 @@ def fill(db: Database, n: int) -> float:
                 '  File "calc.py", line 12, in <module>\n'
                 "ValueError: negative volume in structure ' || id || '\n' END "
                 "FROM record WHERE state IN ('done', 'failed', 'running')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO record_result (record_id, run_id, document) "
+                "SELECT record.id, run.id, "
+                + json_of("""'{"energy": {"total": -' || record.id || '.5}, "steps": 40}'""")
+                + " FROM record JOIN run ON run.record_id = record.id WHERE record.state = 'done'"
             )
         )
     return time.perf_counter() - began
@@ -244,10 +262,66 @@ def over_http(url: str, data_dir: Path, repeat: int) -> dict[str, tuple[float, f
                 "record page": get("/records/100"),
                 "/metrics": get("/metrics"),
             }
-            return {name: timed(call, repeat) for name, call in pages.items()}
+            api = {"Authorization": f"Bearer {TOKEN}"}
+            listed = "/api/v1/records?campaign_id=1&limit=1000&where="
+            pages |= {
+                "records where T>=600 (1000)": get(listed + "T>=600", **api),
+                "records where a=9.5 (rare)": get(listed + "a=9.5", **api),
+                "records where a=9.5, deep": get(listed + "a=9.5&after=500000", **api),
+            }
+            rows = {name: timed(call, repeat) for name, call in pages.items()}
+            rows |= whole_tables(http, server.pid)
+            return rows
     finally:
         server.terminate()
         server.wait()
+
+
+def peak_mib(pid: int) -> float:
+    """A process's peak resident memory (VmHWM) in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def whole_tables(http: httpx.Client, pid: int) -> dict[str, tuple[float, float]]:
+    """Once each: the big campaign's results table streamed whole (CSV, JSON lines), and the
+    Python API's "what ended since" poll — its first (stamping every ended record) and then
+    a poll with nothing new. Prints rows, bytes and the server's peak memory."""
+    api = {"Authorization": f"Bearer {TOKEN}"}
+    rows: dict[str, tuple[float, float]] = {}
+    for form in ("csv", "jsonl"):
+        before = peak_mib(pid)
+        began = time.perf_counter()
+        size = lines = 0
+        with http.stream(
+            "GET", f"/api/v1/campaigns/1/results?format={form}", headers=api, timeout=None
+        ) as r:
+            r.raise_for_status()
+            for chunk in r.iter_bytes():
+                size += len(chunk)
+                lines += chunk.count(b"\n")
+        took = (time.perf_counter() - began) * 1000
+        print(
+            f"  results ({form}): {lines:,} lines, {size / 2**20:.0f} MiB in {took / 1000:.1f} s; "
+            f"server peak memory {before:.0f} -> {peak_mib(pid):.0f} MiB"
+        )
+        rows[f"results table ({form}), whole"] = (took, took)
+    began = time.perf_counter()
+    first = http.get("/api/v1/campaigns/1/ended?limit=1000", headers=api, timeout=None).json()
+    rows["ended: first poll (stamps all)"] = ((time.perf_counter() - began) * 1000,) * 2
+    cursor = first["cursor"]
+    while first["more"]:  # read to the end, as as_completed would
+        first = http.get(f"/api/v1/campaigns/1/ended?limit=1000&cursor={cursor}", headers=api)
+        first = first.json()
+        cursor = first["cursor"]
+
+    def poll() -> object:
+        return http.get(f"/api/v1/campaigns/1/ended?cursor={cursor}", headers=api).json()
+
+    rows["ended: poll, nothing new"] = timed(poll, 20)
+    return rows
 
 
 def measure(backend: str, url: str, n: int, repeat: int, data_dir: Path) -> None:

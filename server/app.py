@@ -31,6 +31,7 @@ from farmhand.server.routes import campaigns as campaign_routes
 from farmhand.server.routes import leases as lease_routes
 from farmhand.server.routes import openapi
 from farmhand.server.routes import records as record_routes
+from farmhand.server.routes import results as result_routes
 from farmhand.server.routes import runs as run_routes
 from farmhand.server.routes import snapshots as snapshot_routes
 from farmhand.server.serving import metrics
@@ -87,6 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
         campaign_routes.router,
         campaign_routes.tokens,
         record_routes.router,
+        result_routes.router,
         agent_routes.router,
         lease_routes.router,
         run_routes.router,

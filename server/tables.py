@@ -318,7 +318,7 @@ Index(
 # "What ended since generation G" (`catalog/ended.py`): the stamped records of a campaign in
 # generation order, and the ended ones still to stamp (few, so a partial index).
 Index("ix_record_campaign_end", Record.__table__.c.campaign_id, Record.__table__.c.end_seq)
-ENDED = "state IN ('done', 'failed', 'cancelled', 'orphaned')"
+ENDED = "state IN ('cancelled', 'done', 'failed', 'orphaned')"  # as literal_in writes it
 Index(
     "ix_record_unstamped",
     Record.__table__.c.campaign_id,

@@ -20,7 +20,17 @@ from farmhand.cli.base import (
     non_negative_int,
 )
 
-__all__ = ["LS_COLUMNS", "add_parsers", "cmd_cancel", "cmd_ls", "cmd_retry", "cmd_show"]
+__all__ = [
+    "LS_COLUMNS",
+    "add_parsers",
+    "add_where",
+    "cmd_cancel",
+    "cmd_ls",
+    "cmd_retry",
+    "cmd_show",
+    "record_state",
+    "where_filters",
+]
 
 LS_COLUMNS = {
     "campaigns": [
@@ -40,7 +50,7 @@ LS_COLUMNS = {
 }
 
 
-def _record_state(text: str | None) -> wire.RecordState | None:
+def record_state(text: str | None) -> wire.RecordState | None:
     if text is None:
         return None
     try:
@@ -65,7 +75,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     elif args.what == "records":
         filters = {
             "campaign_id": refs.find_campaign(client, args.campaign).id if args.campaign else None,
-            "state": _record_state(args.state),
+            "state": record_state(args.state),
             "dataset": args.dataset,
             "where": where_filters(args.where),
         }
@@ -87,6 +97,16 @@ def cmd_ls(args: argparse.Namespace) -> int:
         columns = [c for c in columns if c != "params"]  # a column only where there are params
     print(output.table(rows, columns))
     return 0
+
+
+def add_where(parser: argparse.ArgumentParser, scope: str = "") -> None:
+    """The repeatable `--where FILTER` option."""
+    parser.add_argument(
+        "--where",
+        action="append",
+        metavar="FILTER",
+        help=f"{scope}only records whose params match, e.g. 'T>=600' (repeat: all must hold)",
+    )
 
 
 def where_filters(texts: list[str] | None) -> list[str] | None:
@@ -231,12 +251,7 @@ def add_parsers(
     p.add_argument("--campaign", help="records: only this campaign (NAME, NAME:VERSION, id)")
     p.add_argument("--state", help="records/runs: only this state")
     p.add_argument("--dataset", help="records: only this dataset")
-    p.add_argument(
-        "--where",
-        action="append",
-        metavar="FILTER",
-        help="records: only those whose params match, e.g. 'T>=600' (repeat: all must hold)",
-    )
+    add_where(p, "records: ")
     p.add_argument(
         "--limit", type=non_negative_int, default=1000, help="at most this many (0: all)"
     )

@@ -46,7 +46,7 @@ def cmd_campaign_new(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    """Submit a tasklist or TOML campaign file."""
+    """Submit a tasklist or TOML campaign file (with --dry-run: only show what it holds)."""
     check_force(args)
     try:
         parsed = campaign_file.read(Path(args.file))
@@ -58,6 +58,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     files = _inputs(parsed, args.input or [])
     digests = _hash(files)
     records = _with_inputs(parsed.records, files, digests)
+    if args.dry_run:
+        _show_dry_run(ref, records, digests, as_json=args.json)
+        return 0
     client = connect(args)
     uploaded = _upload(client, digests)
     if uploaded:
@@ -75,6 +78,37 @@ def cmd_submit(args: argparse.Namespace) -> int:
     else:
         print(describe_submission(campaign, answer, force=args.force))
     return 0
+
+
+#: How many records `submit --dry-run` shows.
+SHOWN = 5
+
+
+def _show_dry_run(
+    ref: str, records: list[wire.RecordSpec], digests: dict[Path, str], *, as_json: bool
+) -> None:
+    """Print what `submit` would send, without a server: the campaign, the count and the
+    first SHOWN keys with their commands (with --json: every record)."""
+    if as_json:
+        body = {
+            "dry_run": True,
+            "campaign": ref,
+            "count": len(records),
+            "input_files": len(set(digests.values())),
+            "records": [spec.model_dump(mode="json") for spec in records],
+        }
+        print(json.dumps(body, indent=2))
+        return
+    files = len(set(digests.values()))
+    line = f"dry run: would submit {len(records)} records to campaign {ref}"
+    print(line + (f" with {files} distinct input file(s)" if files else "") + "; nothing sent")
+    shown = records[:SHOWN]
+    width = max(len(spec.key) for spec in shown)
+    for spec in shown:
+        first, *more = spec.command.strip().splitlines()
+        print(f"  {spec.key:<{width}}  {first}" + (" …" if more else ""))
+    if len(records) > SHOWN:
+        print(f"  … and {len(records) - SHOWN} more")
 
 
 def _inputs(parsed: campaign_file.CampaignFile, flags: list[str]) -> dict[str, dict[str, Path]]:
@@ -235,6 +269,11 @@ def add_parsers(
         action="append",
         metavar="FILE",
         help="a file staged into every record's run directory under its name; repeatable",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read and expand the file, print what would be submitted; send nothing",
     )
     add_force_flags(p, force="existing keys not done yet get the new spec and are queued again")
     p.set_defaults(func=cmd_submit)

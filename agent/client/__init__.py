@@ -4,8 +4,9 @@ the CLI and the agent runtime use to talk to a server.
     from farmhand.client import FarmhandClient   # also farmhand.Client
 
 Exceptions, all under `FarmhandError` (the tree is in `farmhand.client.errors`):
-`ServerUnavailable` (unreachable or timed out: retry later) and `ApiError` (the server
-refused), with its kinds `BadRequest`, `Unauthorized`, `Forbidden`, `NotFound`, `Conflict`.
+`UsageError` (the call is wrong; nothing was sent), `ServerUnavailable` (unreachable or
+timed out: retry later) and `ApiError` (the server refused), with its kinds `BadRequest`,
+`Unauthorized`, `Forbidden`, `NotFound`, `Conflict`.
 """
 
 from farmhand.client.api import FarmhandClient
@@ -18,6 +19,7 @@ from farmhand.client.errors import (
     NotFound,
     ServerUnavailable,
     Unauthorized,
+    UsageError,
 )
 
 Client = FarmhandClient
@@ -33,4 +35,5 @@ __all__ = [
     "NotFound",
     "ServerUnavailable",
     "Unauthorized",
+    "UsageError",
 ]

@@ -29,6 +29,7 @@ from farmhand.client.errors import (
     raise_for,
 )
 from farmhand.client.graph import parents_first
+from farmhand.client.results import ResultCalls
 from farmhand.client.transfer import SnapshotCalls
 
 __all__ = [
@@ -55,7 +56,7 @@ def _page(after: int | None, limit: int, filters: dict[str, Any]) -> dict[str, A
     return params
 
 
-class FarmhandClient(SnapshotCalls, BundleCalls):
+class FarmhandClient(SnapshotCalls, BundleCalls, ResultCalls):
     """Typed access to `/api/v1`. Thread-safe: one client may serve many threads."""
 
     def __init__(
@@ -216,7 +217,8 @@ class FarmhandClient(SnapshotCalls, BundleCalls):
     def records_page(
         self, *, after: int | None = None, limit: int = 500, **filters: Any
     ) -> wire.Page[wire.Record]:
-        """One page of records; filters: campaign_id, state, key, dataset."""
+        """One page of records; filters: campaign_id, state, key, dataset, where (filters on
+        params, a string or a list), count (True: the page says how many match in all)."""
         return self._model(
             wire.Page[wire.Record], "GET", "/records", params=_page(after, limit, filters)
         )

@@ -3,6 +3,8 @@
 ::
 
     FarmhandError            anything the client raises
+    ├── UsageError           the call itself is wrong (a filter that does not parse, a sweep
+    │                        placeholder that is no param); nothing was sent. Also a ValueError
     ├── ServerUnavailable    the server could not be reached or timed out (retry later)
     └── ApiError             the server answered 4xx/5xx; `.status` and `.detail` say why
         ├── BadRequest       400, 413, 422: the request was malformed; nothing changed
@@ -27,12 +29,18 @@ __all__ = [
     "NotFound",
     "ServerUnavailable",
     "Unauthorized",
+    "UsageError",
     "raise_for",
 ]
 
 
 class FarmhandError(Exception):
     """Base of every error this client raises."""
+
+
+class UsageError(FarmhandError, ValueError):
+    """The call is wrong before anything is sent: a filter that does not parse, a sweep whose
+    placeholder is no param, a file that cannot be read."""
 
 
 class ServerUnavailable(FarmhandError):

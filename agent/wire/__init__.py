@@ -111,6 +111,7 @@ from farmhand.wire.params import (
 from farmhand.wire.records import (
     Campaign,
     CampaignCreate,
+    Ended,
     Record,
     RecordIds,
     RecordsChanged,
@@ -172,6 +173,7 @@ __all__ = [
     "ClaimRequest",
     "Condition",
     "Document",
+    "Ended",
     "ErrorBody",
     "ErrorCode",
     "FarmStatus",

@@ -54,6 +54,9 @@ class RecordState(str, Enum):
     cancelled = "cancelled"
     orphaned = "orphaned"
 
+    def __str__(self) -> str:  # print(record.state) shows `done`
+        return self.value
+
 
 #: States in which a record is held by a lease.
 LEASED_STATES = (RecordState.claimed, RecordState.running)
@@ -70,6 +73,9 @@ class RunState(str, Enum):
     released = "released"
     cancelled = "cancelled"
     orphaned = "orphaned"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 LIVE_RUN_STATES = (RunState.leased, RunState.running)

@@ -243,3 +243,18 @@ class RecordsChanged(Loose):
     reopened: int = Field(
         default=0, description="descendants that had failed upstream, waiting again"
     )
+
+
+class Ended(Loose):
+    """Records of a campaign that ended (done, failed, cancelled, orphaned) since a cursor
+    (`GET /campaigns/{id}/ended`), in the order they were first seen ended."""
+
+    items: list[Record]
+    cursor: str = Field(description="pass it back as `cursor` to read what ends next")
+    more: bool = Field(description="more have ended already: ask again at once")
+    finished: bool | None = Field(
+        default=None,
+        description="no record of the campaign is waiting, ready, claimed or running: "
+        "nothing more will end unless records are added or retried (given when `more` is "
+        "false)",
+    )

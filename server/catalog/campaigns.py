@@ -55,11 +55,17 @@ def counts(session: Session, campaign_ids: list[int] | None = None) -> dict[int,
     return by_campaign
 
 
-def get(session: Session, campaign_id: int) -> wire.Campaign:
-    """One campaign with counts, or 404."""
+def check_exists(session: Session, campaign_id: int) -> Campaign:
+    """The campaign's row (no counts: one lookup by id), or 404."""
     row = session.get(Campaign, campaign_id)
     if row is None:
         raise NotFound(f"campaign {campaign_id} does not exist")
+    return row
+
+
+def get(session: Session, campaign_id: int) -> wire.Campaign:
+    """One campaign with counts, or 404."""
+    row = check_exists(session, campaign_id)
     return _out(row, counts(session, [campaign_id]).get(campaign_id, {}), _labels(session, [row]))
 
 

@@ -63,16 +63,31 @@ def list_(
         stmt = stmt.where(Record.id > after)
     rows = session.execute(stmt).all()
     more = len(rows) > limit
-    rows = rows[:limit]
-    defaults = _defaults(session, {row.Record.campaign_id for row in rows})
-    ids = [row.Record.id for row in rows]
-    parents = dependencies.parents_of(session, ids)
-    staged = inputs.of_records(session, ids)
-    items = [_out(row.Record, row.document, defaults, parents, staged) for row in rows]
+    items = _items(session, rows[:limit])
     total = None
     if count:
         total = session.execute(select(func.count()).select_from(REC).where(*conditions)).scalar()
     return wire.Page[wire.Record](items=items, next=items[-1].id if more else None, total=total)
+
+
+def by_ids(session: Session, ids: list[int]) -> list[wire.Record]:
+    """These records (as listed: no runs), in the order given."""
+    rows = session.execute(
+        select(Record, RecordResult.document)
+        .outerjoin(RecordResult, RecordResult.record_id == Record.id)
+        .where(Record.id.in_(ids))
+    ).all()
+    found = {item.id: item for item in _items(session, rows)}
+    return [found[i] for i in ids if i in found]
+
+
+def _items(session: Session, rows: Sequence[Any]) -> list[wire.Record]:
+    """Rows of (Record, result document) as the API shows them."""
+    defaults = _defaults(session, {row.Record.campaign_id for row in rows})
+    ids = [row.Record.id for row in rows]
+    parents = dependencies.parents_of(session, ids)
+    staged = inputs.of_records(session, ids)
+    return [_out(row.Record, row.document, defaults, parents, staged) for row in rows]
 
 
 def get(session: Session, record_id: int) -> wire.Record:
@@ -182,6 +197,7 @@ def retry(session: Session, *, body: wire.RecordsRetry, now: datetime) -> wire.R
     )
     for record in changed:
         record.state = S.ready.value
+        record.end_seq = None  # it will end again (ended.py)
         record.attempts = 0
         record.error = None
         record.agent_id = None

@@ -344,6 +344,7 @@ def _replace(session: Session, olds: list[_Existing], rows: dict[str, dict], now
                 agent_id=None,
                 run_id=None,
                 lease_expires_at=None,
+                end_seq=None,
             )
         )
 

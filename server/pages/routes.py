@@ -19,6 +19,7 @@ from farmhand.server.pages.render import render
 from farmhand.server.queue import states
 from farmhand.server.queue.states import Event
 from farmhand.server.routes.deps import DbDep, SettingsDep
+from farmhand.server.routes.results import results_table, stream
 from farmhand.server.tables import Agent, Campaign, utcnow
 from farmhand.server.views import browse, status, stuck
 
@@ -121,6 +122,18 @@ def record(request: Request, record_id: int, who: ViewerDep, db: DbDep, did: str
         "can_retry": who.can_act and item.state in states.sources(Event.retry),
     }
     return render(request, "record.html", context, viewer=who)
+
+
+@router.get("/campaigns/{campaign_id}/results.csv")
+def results_csv(campaign_id: int, who: ViewerDep, db: DbDep, state: str = "") -> Response:
+    """The campaign's results table as CSV (the rows of `farmhand results`), streamed."""
+    try:
+        wanted = wire.RecordState(state) if state else None
+    except ValueError:
+        raise Refused(f"unknown state {state!r}", 422) from None
+    with page_errors():
+        row, table = results_table(db, campaign_id, wanted, [])
+    return stream(row, table, "csv")
 
 
 @router.get("/records/{record_id}/runs/{run_id}/{kind}")

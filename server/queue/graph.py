@@ -171,7 +171,13 @@ def reopen(
                 REC.c.state == RecordState.failed.value,
                 REC.c.error.in_(errors[start : start + _CHUNK]),
             )
-            .values(state=RecordState.waiting.value, error=None, attempts=0, updated_at=now)
+            .values(
+                state=RecordState.waiting.value,
+                error=None,
+                attempts=0,
+                updated_at=now,
+                end_seq=None,  # it ended; it will end again (catalog/ended.py)
+            )
         ).rowcount
     # Every reopened record has the re-queued record (not done) above it: it waits.
     return reopened
@@ -191,7 +197,7 @@ def settle(session: Session | Connection, record_ids: list[int], *, now: datetim
         session.execute(
             update(REC)
             .where(REC.c.id.in_(waiting))
-            .values(state=RecordState.waiting.value, updated_at=now)
+            .values(state=RecordState.waiting.value, updated_at=now, end_seq=None)
         )
     dead = (RecordState.failed.value, RecordState.cancelled.value)
     fail_downstream(

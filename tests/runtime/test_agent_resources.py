@@ -3,8 +3,11 @@ what could never fit; what it tells the server at registration and with every cl
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import pytest
 
 from farmhand import wire
 from farmhand.client import FarmhandClient
@@ -37,8 +40,9 @@ class RecordingClient(FarmhandClient):
 
 
 def test_gpu_records_get_disjoint_devices_and_wait_for_them(
-    live_server: LiveServer, tmp_path: Path, probe: Probe
+    live_server: LiveServer, tmp_path: Path, probe: Probe, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="farmhand")  # the agent's log, if it fails
     gate = tmp_path / "gate"
     seen = tmp_path / "seen"
     seen.mkdir()
@@ -68,7 +72,15 @@ def test_gpu_records_get_disjoint_devices_and_wait_for_them(
         # Two 2-GPU records run at once; the third waits for GPUs; "cpu" needs none and
         # runs beside them; "huge" could never fit, so claims never hand it over. Which two
         # GPU records go first depends on which finishes staging first (threads).
-        probe.wait_until(lambda: len(list(seen.iterdir())) >= 3, what="three to start")
+        try:
+            probe.wait_until(lambda: len(list(seen.iterdir())) >= 3, what="three to start")
+        except pytest.fail.Exception:  # say where each attempt stands (a CI-only flake)
+            phases = {a.lease.key: a.phase for a in list(agent._attempts.values())}
+            raise AssertionError(
+                f"started: {sorted(p.name for p in seen.iterdir())}; attempts: {phases}; "
+                f"waiting for a share: {agent.allocator.waiting}; free: {agent.allocator.free()}; "
+                f"claims: {client.claims}; counts: {dict(agent.counts)}"
+            ) from None
         first = {p.name: p.read_text().split() for p in seen.iterdir()}
         gpu_runs = sorted(set(first) - {"cpu"})
         assert len(first) == 3 and "cpu" in first and len(gpu_runs) == 2, first

@@ -2,10 +2,15 @@
 campaign file.
 
 A TOML file has an optional `[campaign]` table (`name`, `software`, `based_on`, `inputs`,
-`[campaign.defaults]`) and `[[records]]` with `key`, `command` and optionally `priority`,
-`parents`, `dataset`, `tags`, `inputs` and `[records.run_args]`. Problems are reported with
-the file and the record named; a cycle among the file's own records is caught here, before
-anything is sent (parents that live only on the server are checked there).
+`[campaign.defaults]`), `[[records]]` with `key`, `command` and optionally `params`,
+`priority`, `parents`, `dataset`, `tags`, `inputs` and `[records.run_args]`, and `[[sweep]]`
+tables: the same fields with `params` a table of lists, an optional `key` template and
+`zip`, each expanded into one record per combination (`farmhand.client.sweeps`). A record's
+command and key are templates (`{name}`) only when it has params, so a file without params
+means what it always meant. The records come first, then the sweeps' in file order. Problems
+are reported with the file and the record or sweep named; duplicate keys and a cycle among
+the file's own records are caught here, before anything is sent (parents that live only on
+the server are checked there).
 
 `inputs = ["relax.py", "pot/Al.eam"]` names files relative to the TOML file; each is staged
 at that same relative path in the run directory (the campaign's `inputs` go to every
@@ -24,7 +29,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from farmhand import wire
-from farmhand.client import graph
+from farmhand.client import graph, sweeps
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -34,6 +39,10 @@ else:  # pragma: no cover
 
 class CampaignFileError(ValueError):
     """The file cannot be submitted; the message names the file and the problem."""
+
+
+#: What a `[[sweep]]` table may hold: a record's fields, and `zip`.
+SWEEP_KEYS = frozenset(wire.RecordSpec.model_fields) | {"zip"}
 
 
 @dataclass
@@ -152,7 +161,7 @@ def _toml(path: Path, text: str) -> CampaignFile:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise CampaignFileError(f"{path} is not valid TOML: {exc}") from exc
-    unknown = set(data) - {"campaign", "records"}
+    unknown = set(data) - {"campaign", "records", "sweep"}
     if unknown:
         raise CampaignFileError(f"{path}: unknown table(s): {', '.join(sorted(unknown))}")
     campaign = data.get("campaign", {})
@@ -164,26 +173,11 @@ def _toml(path: Path, text: str) -> CampaignFile:
     raw_records = data.get("records", [])
     if not isinstance(raw_records, list):
         raise CampaignFileError(f"{path}: records must be an array of tables ([[records]])")
-    records = []
-    seen: dict[str, int] = {}
+    raw_sweeps = data.get("sweep", [])
+    if not isinstance(raw_sweeps, list):
+        raise CampaignFileError(f"{path}: sweep must be an array of tables ([[sweep]])")
     shared = input_files(path.parent, campaign.get("inputs", []), f"{path}: [campaign]")
-    inputs: dict[str, dict[str, Path]] = {}
-    for index, item in enumerate(raw_records):
-        where = f"records[{index}]"
-        if not isinstance(item, dict):
-            raise CampaignFileError(f"{path}: {where} must be a table")
-        where += f" ('{item['key']}')" if "key" in item else ""
-        item = dict(item)
-        own = input_files(path.parent, item.pop("inputs", []), f"{path}: {where}")
-        spec = _spec(path, where, item)
-        if spec.key in seen:
-            raise CampaignFileError(
-                f"{path}: key '{spec.key}' appears twice (records[{seen[spec.key]}] and {where})"
-            )
-        seen[spec.key] = index
-        records.append(spec)
-        if shared or own:
-            inputs[spec.key] = merge_inputs(shared, own, f"{path}: {where}")
+    records, inputs = _gather(path, raw_records, raw_sweeps, shared)
     _check_parents(path, records)
     defaults = campaign.get("defaults", {})
     if not isinstance(defaults, dict):
@@ -199,6 +193,106 @@ def _toml(path: Path, text: str) -> CampaignFile:
         defaults=defaults,
         inputs=inputs,
     )
+
+
+def _gather(
+    path: Path, raw_records: list[Any], raw_sweeps: list[Any], shared: dict[str, Path]
+) -> tuple[list[wire.RecordSpec], dict[str, dict[str, Path]]]:
+    """The records of the `[[records]]` and then the `[[sweep]]` tables, and each one's input
+    files (the campaign's `shared` ones and its own); a key may appear only once in all."""
+    records: list[wire.RecordSpec] = []
+    inputs: dict[str, dict[str, Path]] = {}
+    seen: dict[str, str] = {}
+
+    def add(specs: list[wire.RecordSpec], own: dict[str, Path], where: str, short: str) -> None:
+        files = merge_inputs(shared, own, f"{path}: {where}") if shared or own else {}
+        for spec in specs:
+            if spec.key in seen:
+                raise CampaignFileError(
+                    f"{path}: key '{spec.key}' appears twice ({seen[spec.key]} and {where})"
+                )
+            seen[spec.key] = short
+            records.append(spec)
+            if files:
+                inputs[spec.key] = files
+
+    for index, item in enumerate(raw_records):
+        short = f"records[{index}]"
+        if not isinstance(item, dict):
+            raise CampaignFileError(f"{path}: {short} must be a table")
+        where = short + (f" ('{item['key']}')" if "key" in item else "")
+        item = dict(item)
+        own = input_files(path.parent, item.pop("inputs", []), f"{path}: {where}")
+        add([_spec(path, where, _templated(path, where, item))], own, where, short)
+    for number, item in enumerate(raw_sweeps, start=1):
+        where = _sweep_name(number, item)
+        if not isinstance(item, dict):
+            raise CampaignFileError(f"{path}: {where} must be a table")
+        item = dict(item)
+        own = input_files(path.parent, item.pop("inputs", []), f"{path}: {where}")
+        add(_sweep(path, where, item), own, where, where)
+    return records, inputs
+
+
+def _templated(path: Path, where: str, item: dict[str, Any]) -> dict[str, Any]:
+    """A `[[records]]` entry with its command and key rendered over its params (when it has
+    any: without params nothing is a template)."""
+    params = item.get("params")
+    if not isinstance(params, dict) or not params:
+        return item  # absent or empty: not templated; not a table: the spec says so
+    for name, value in params.items():
+        if isinstance(value, list):
+            raise CampaignFileError(
+                f"{path}: {where}: params: {name} is a list; a record takes one value per "
+                "param ([[sweep]] takes lists)"
+            )
+    try:
+        wire.check_params(params)
+        rendered = {
+            field: sweeps.render(item[field], params)
+            for field in ("key", "command")
+            if isinstance(item.get(field), str)
+        }
+    except ValueError as exc:
+        raise CampaignFileError(f"{path}: {where}: {exc}") from exc
+    return {**item, **rendered}
+
+
+def _sweep_name(number: int, item: Any) -> str:
+    """`sweep 2 (command 'lmp -var T {T} …')`: a sweep as errors name it."""
+    command = item.get("command") if isinstance(item, dict) else None
+    if not isinstance(command, str):
+        return f"sweep {number}"
+    shown = command if len(command) <= 40 else command[:40] + "…"
+    return f"sweep {number} (command '{shown}')"
+
+
+def _sweep(path: Path, where: str, item: dict[str, Any]) -> list[wire.RecordSpec]:
+    """The records of one `[[sweep]]` table (its `inputs` already taken out)."""
+    unknown = set(item) - SWEEP_KEYS
+    if unknown:
+        raise CampaignFileError(f"{path}: {where}: unknown key(s): {', '.join(sorted(unknown))}")
+    command = item.pop("command", None)
+    if not isinstance(command, str):
+        raise CampaignFileError(f"{path}: {where}: command: a sweep needs a command (a string)")
+    lists = item.pop("params", None)
+    if not isinstance(lists, dict) or not lists:
+        raise CampaignFileError(
+            f"{path}: {where}: params: a sweep needs a table of lists, "
+            "e.g. params = { T = [300, 600] }"
+        )
+    zip_lists = item.pop("zip", False)
+    if not isinstance(zip_lists, bool):
+        raise CampaignFileError(f"{path}: {where}: zip must be true or false")
+    key = item.pop("key", None)
+    if key is not None and not isinstance(key, str):
+        raise CampaignFileError(f"{path}: {where}: key must be a string (a template)")
+    try:
+        return sweeps.sweep_specs(command, lists, key=key, zip_lists=zip_lists, **item)
+    except ValidationError as exc:
+        raise CampaignFileError(f"{path}: {where}: {_describe(exc.errors()[0])}") from exc
+    except ValueError as exc:
+        raise CampaignFileError(f"{path}: {where}: {exc}") from exc
 
 
 def _check_parents(path: Path, records: list[wire.RecordSpec]) -> None:

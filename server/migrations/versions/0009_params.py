@@ -27,7 +27,7 @@ down_revision = "0008"
 branch_labels = None
 depends_on = None
 
-ENDED = "end_seq IS NULL AND state IN ('done', 'failed', 'cancelled', 'orphaned')"
+ENDED = "end_seq IS NULL AND state IN ('cancelled', 'done', 'failed', 'orphaned')"
 
 
 def _json() -> sa.types.TypeEngine:

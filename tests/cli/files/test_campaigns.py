@@ -136,3 +136,133 @@ command = "true"
     assert child.parents == ["root", 17]
     assert (child.dataset, child.tags, child.priority) == ("bulk", ["al", "fcc"], 5)
     assert (root.parents, root.dataset, root.tags) == ([], None, [])
+
+
+def test_sweep_tables_expand_after_the_records(tmp_path: Path) -> None:
+    (tmp_path / "in.lmp").write_text("units metal\n")
+    (tmp_path / "Al.eam").write_text("Al\n")
+    path = write(
+        tmp_path,
+        "md.toml",
+        """
+[campaign]
+name = "md"
+inputs = ["Al.eam"]
+[[records]]
+key = "relax-{a}"
+command = "python relax.py --a {a}"
+params = { a = 4.05 }
+[[sweep]]
+key = "a{a}-T{T}"
+command = "lmp -var T {T} -var a {a} -in in.lmp"
+params = { a = [4.0, 4.05], T = [300, 600] }
+inputs = ["in.lmp"]
+priority = 2
+dataset = "md"
+tags = ["al"]
+parents = ["relax-4.05"]
+[sweep.run_args]
+walltime = 600
+[[sweep]]
+command = "echo {x} {y}"
+params = { x = [1, 2], y = ["p", "q"] }
+zip = true
+""",
+    )
+    parsed = campaign_file.read(path)
+    assert [(r.key, r.command, r.params) for r in parsed.records] == [
+        ("relax-4.05", "python relax.py --a 4.05", {"a": 4.05}),
+        ("a4.0-T300", "lmp -var T 300 -var a 4.0 -in in.lmp", {"T": 300, "a": 4.0}),
+        ("a4.0-T600", "lmp -var T 600 -var a 4.0 -in in.lmp", {"T": 600, "a": 4.0}),
+        ("a4.05-T300", "lmp -var T 300 -var a 4.05 -in in.lmp", {"T": 300, "a": 4.05}),
+        ("a4.05-T600", "lmp -var T 600 -var a 4.05 -in in.lmp", {"T": 600, "a": 4.05}),
+        ("x=1,y=p", "echo 1 p", {"x": 1, "y": "p"}),
+        ("x=2,y=q", "echo 2 q", {"x": 2, "y": "q"}),
+    ]
+    swept = parsed.records[1]
+    assert (swept.priority, swept.dataset, swept.tags) == (2, "md", ["al"])
+    assert (swept.run_args, swept.parents) == ({"walltime": 600}, ["relax-4.05"])
+    assert parsed.records[-1].priority == 0
+    assert set(parsed.inputs["a4.0-T300"]) == {"Al.eam", "in.lmp"}
+    assert set(parsed.inputs["relax-4.05"]) == {"Al.eam"}
+    assert set(parsed.inputs["x=1,y=p"]) == {"Al.eam"}
+
+
+def test_braces_without_params_are_not_templates(tmp_path: Path) -> None:
+    commands = [
+        "awk '{print $1}' out.txt",
+        """echo '{"a": {"b": 1}}' > in.json""",
+        r"find . -exec gzip {} \;",
+        "echo {T} {{T}} ${HOME}",
+    ]
+    body = "".join(
+        f"[[records]]\nkey = 'r{n}-{{x}}'\ncommand = '''{command}'''\n"
+        for n, command in enumerate(commands)
+    )
+    parsed = campaign_file.read(write(tmp_path, "c.toml", body))
+    assert [(r.key, r.command) for r in parsed.records] == [
+        (f"r{n}-{{x}}", command) for n, command in enumerate(commands)
+    ]
+    tasks = campaign_file.read(write(tmp_path, "tasks.txt", "\n".join(commands) + "\n"))
+    assert [r.command for r in tasks.records] == commands
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (
+            "[[sweep]]\ncommand='lmp -var T {T} -var a {b}'\nparams={T=[1, 2]}\n",
+            "sweep 1 (command 'lmp -var T {T} -var a {b}'): placeholder {b} is not a param "
+            "(params: T)",
+        ),
+        (
+            "[[sweep]]\ncommand='echo {T}'\nparams={T=[1]}\nkey='k{x}'\n",
+            "sweep 1 (command 'echo {T}'): placeholder {x}",
+        ),
+        (
+            "[[sweep]]\ncommand='echo {a} {T}'\nparams={a=[1, 2, 3], T=[1, 2]}\nzip=true\n",
+            "sweep 1 (command 'echo {a} {T}'): zip needs lists of one length, not a: 3, T: 2",
+        ),
+        ("[[sweep]]\ncommand='echo {T}'\nparams={T=[]}\n", "sweep 1 (command 'echo {T}'): param"),
+        ("[[sweep]]\ncommand='echo {T}'\nparams={T=[[1]]}\n", "must be a string, number or"),
+        ("[[sweep]]\ncommand='echo {T}'\nparams={T=[{x=1}]}\n", "must be a string, number or"),
+        ("[[sweep]]\ncommand='echo'\nparams={}\n", "sweep 1 (command 'echo'): params: a sweep"),
+        ("[[sweep]]\ncommand='echo {T}'\n", "params: a sweep needs a table of lists"),
+        ("[[sweep]]\nparams={T=[1]}\n", "sweep 1: command: a sweep needs a command"),
+        ("[[sweep]]\ncommand='echo {T}'\nparams={T=[1]}\nzip='yes'\n", "zip must be true or"),
+        ("[[sweep]]\ncommand='echo {T}'\nparams={T=[1]}\ncolour=1\n", "unknown key(s): colour"),
+        ("[[sweep]]\ncommand='echo {T}'\nparams={T=[1]}\npriority='x'\n", "): priority:"),
+        ("sweep = 3\n", "sweep must be an array of tables"),
+        (
+            "[[sweep]]\ncommand='echo {a} {T}'\nparams={a=[1, 2], T=[1]}\nkey='T{T}'\n",
+            "sweep 1 (command 'echo {a} {T}'): key 'T1' comes from both T=1,a=1 and T=1,a=2",
+        ),
+        (
+            "[[records]]\nkey='T=1'\ncommand='x'\n[[sweep]]\ncommand='echo {T}'\nparams={T=[1]}\n",
+            "key 'T=1' appears twice (records[0] and sweep 1 (command 'echo {T}'))",
+        ),
+        (
+            "[[sweep]]\ncommand='a {T}'\nparams={T=[1, 2]}\n"
+            "[[sweep]]\ncommand='b {T}'\nparams={T=[2, 3]}\n",
+            "key 'T=2' appears twice (sweep 1 (command 'a {T}') and sweep 2 (command 'b {T}'))",
+        ),
+        (
+            "[[sweep]]\ncommand='" + "x" * 50 + " {T}'\nparams={T=[1]}\ncolour=1\n",
+            "sweep 1 (command '" + "x" * 40 + "…')",
+        ),
+        (
+            "[[records]]\nkey='a-{T}'\ncommand='echo {T} {a}'\nparams={T=1}\n",
+            "records[0] ('a-{T}'): placeholder {a} is not a param (params: T)",
+        ),
+        (
+            "[[records]]\nkey='a'\ncommand='echo {T}'\nparams={T=[1, 2]}\n",
+            "records[0] ('a'): params: T is a list; a record takes one value per param",
+        ),
+    ],
+)
+def test_bad_sweep_names_the_sweep_and_the_problem(tmp_path: Path, text: str, needle: str) -> None:
+    with pytest.raises(CampaignFileError) as info:
+        campaign_file.read(write(tmp_path, "c.toml", text))
+    assert needle in str(info.value)
+    assert str(info.value).startswith(f"{tmp_path / 'c.toml'}: ")
+    assert "\n" not in str(info.value)

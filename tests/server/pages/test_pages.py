@@ -358,3 +358,26 @@ def test_docs_and_redoc_load_their_assets_from_this_server(api: TestClient) -> N
         assert script.status_code == 200 and len(script.content) > 500_000
     redoc = api.get("/static/vendor/redoc/redoc.standalone.js").text
     assert "cdn.redoc.ly" not in redoc
+
+
+def test_campaign_page_links_its_results_as_csv(api: TestClient) -> None:
+    campaign(api, "other")  # ids differ between tables
+    c = campaign(api, "eos")
+    specs = [{"key": f"T{T}", "command": "x", "params": {"T": T}} for T in (300, 600)]
+    assert api.post(f"{API}/records", json={"campaign_id": c, "records": specs}).status_code == 201
+    (lease,) = claim(api, agent(api))
+    done = {"token": lease["token"], "result": {"e": -2}}
+    assert api.post(f"{API}/runs/{lease['run_id']}/complete", json=done).status_code == 200
+    page = browser(api).get(f"/campaigns/{c}?state=done").text
+    link = re.search(r'<a id="results-csv" href="([^"]+)"', page)
+    assert link and link.group(1) == f"/campaigns/{c}/results.csv?state=done"
+    got = browser(api).get(link.group(1))
+    assert got.status_code == 200 and got.headers["content-type"].startswith("text/csv")
+    assert got.text.splitlines() == [
+        "key,state,T,e,attempts,runtime_s,error",
+        "T300,done,300,-2,1,,",
+    ]
+    assert browser(api).get(f"/campaigns/{c}/results.csv").text.count("\n") == 3
+    assert browser(api).get("/campaigns/99999/results.csv").status_code == 404
+    stranger = browser(api, None).get(f"/campaigns/{c}/results.csv")
+    assert stranger.status_code == 303 and stranger.headers["location"].startswith("/login")

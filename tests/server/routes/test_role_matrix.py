@@ -92,6 +92,8 @@ API_MATRIX: dict[tuple[str, str], dict[str, str]] = {
     ("GET", "/api/v1/snapshots/{sha256}/info"): LEASE_READ,
     ("GET", "/api/v1/snapshots"): PEOPLE,
     ("GET", "/api/v1/bundles/{campaign_id}"): PEOPLE,
+    ("GET", "/api/v1/campaigns/{campaign_id}/results"): PEOPLE,
+    ("GET", "/api/v1/campaigns/{campaign_id}/ended"): PEOPLE,
     ("POST", "/api/v1/bundles"): PEOPLE,
     ("GET", "/api/v1/backup"): ADMIN,
 }
@@ -102,6 +104,7 @@ PAGES.update(submitter=OK, admin=OK)
 PAGE_MATRIX: dict[str, dict[str, str]] = {
     "/": PAGES,
     "/campaigns/{campaign_id}": PAGES,
+    "/campaigns/{campaign_id}/results.csv": PAGES,
     "/records/{record_id}": PAGES,
     "/records/{record_id}/runs/{run_id}/{kind}": PAGES,
     "/login": PUBLIC,

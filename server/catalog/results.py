@@ -1,0 +1,179 @@
+"""A campaign's results as a table: one row per record — key, state, each param, each field
+of the result document (nested fields flattened with dots), attempts, runtime, error.
+
+Rows are read page by page in record id order, each page in its own short read transaction,
+so a million records stream in bounded memory and never hold a transaction open while the
+client reads. CSV needs its columns first: a first pass reads only the result documents to
+collect their field names (the params' names are on the campaign); JSON lines need none.
+Names that collide are told apart: the fixed columns win, then params, and a result field
+of the same name becomes `result.<name>`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from farmhand import wire
+from farmhand.server.catalog import params
+from farmhand.server.errors import Invalid
+from farmhand.server.tables import REC, RESULT, RUN
+
+__all__ = ["FORMATS", "MAX_COLUMNS", "PAGE", "Table", "flatten"]
+
+FORMATS = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
+#: Records read per transaction.
+PAGE = 1000
+#: Distinct result fields a CSV may have (a results.json with a field per record is not a
+#: table; JSON lines has no such limit).
+MAX_COLUMNS = 10_000
+FIRST = ("key", "state")
+LAST = ("attempts", "runtime_s", "error")
+
+Reader = Callable[[], AbstractContextManager[Session]]
+
+
+def flatten(document: Any, prefix: str = "") -> dict[str, Any]:
+    """`{"a": {"b": 1}, "c": [1, 2]}` → `{"a.b": 1, "c": [1, 2]}`: objects flattened with
+    dots, anything else (lists, scalars) kept as a value. A document that is not an object
+    is one column, `result`."""
+    if not isinstance(document, dict):
+        return {} if document is None else {prefix.rstrip(".") or "result": document}
+    out: dict[str, Any] = {}
+    for name, value in document.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = value
+    return out
+
+
+class Table:
+    """The rows of one campaign's results, filtered by `state` and params conditions."""
+
+    def __init__(
+        self,
+        reader: Reader,
+        campaign_id: int,
+        param_names: Sequence[str],
+        *,
+        state: wire.RecordState | None = None,
+        where: Sequence[wire.Condition] = (),
+    ):
+        self.reader = reader
+        self.campaign_id = campaign_id
+        self.params = [n for n in param_names if n not in FIRST + LAST]
+        self.state = state
+        self.where = list(where)
+
+    def check(self) -> None:
+        """Refuse a filter naming a param the campaign's records do not use (422)."""
+        with self.reader() as session:
+            params.check_names(session, self.where, self.campaign_id)
+
+    def _pages(self, columns: Sequence[Any], *, runs: bool) -> Iterator[list[Any]]:
+        after = 0
+        while True:
+            with self.reader() as session:
+                dialect = session.get_bind().dialect.name
+                stmt = (
+                    select(REC.c.id, *columns)
+                    .where(REC.c.campaign_id == self.campaign_id, REC.c.id > after)
+                    .order_by(REC.c.id)
+                    .limit(PAGE)
+                )
+                if self.state is not None:
+                    stmt = stmt.where(REC.c.state == self.state.value)
+                for condition in self.where:
+                    stmt = stmt.where(params.where_clause(dialect, condition))
+                stmt = stmt.outerjoin(RESULT, RESULT.c.record_id == REC.c.id)
+                if runs:
+                    stmt = stmt.outerjoin(RUN, RUN.c.id == REC.c.run_id)
+                rows = session.execute(stmt).all()
+            if not rows:
+                return
+            yield rows
+            after = rows[-1].id
+
+    def result_names(self) -> list[str]:
+        """Every result field name (flattened) in the rows, sorted: the first pass of a CSV."""
+        names: set[str] = set()
+        for rows in self._pages([RESULT.c.document], runs=False):
+            for row in rows:
+                names.update(flatten(row.document))
+            if len(names) > MAX_COLUMNS:
+                raise Invalid(
+                    f"the results have more than {MAX_COLUMNS} distinct fields; "
+                    "ask for format=jsonl instead of csv"
+                )
+        return sorted(names)
+
+    def _result_column(self, name: str) -> str:
+        return f"result.{name}" if name in FIRST or name in LAST or name in self.params else name
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        """Each record's row: fixed columns, its params, its result fields."""
+        columns = [
+            REC.c.key,
+            REC.c.state,
+            REC.c.params,
+            REC.c.attempts,
+            REC.c.error,
+            RESULT.c.document,
+            RUN.c.started_at,
+            RUN.c.ended_at,
+        ]
+        for rows in self._pages(columns, runs=True):
+            for row in rows:
+                runtime = None
+                if row.started_at is not None and row.ended_at is not None:
+                    runtime = round((row.ended_at - row.started_at).total_seconds(), 3)
+                out: dict[str, Any] = {"key": row.key, "state": row.state}
+                out.update({name: row.params.get(name) for name in self.params})
+                for name, value in flatten(row.document).items():
+                    out[self._result_column(name)] = value
+                out.update(attempts=row.attempts, runtime_s=runtime, error=row.error)
+                yield out
+
+    def jsonl(self) -> Iterator[str]:
+        """The rows as JSON lines, a page of lines per chunk."""
+        lines: list[str] = []
+        for row in self.rows():
+            lines.append(json.dumps(row, separators=(",", ":")))
+            if len(lines) >= PAGE:
+                yield "\n".join(lines) + "\n"
+                lines = []
+        if lines:
+            yield "\n".join(lines) + "\n"
+
+    def csv(self) -> Iterator[str]:
+        """The rows as CSV with a header; lists and objects as JSON text, None as empty."""
+        fields = [self._result_column(name) for name in self.result_names()]
+        header = [*FIRST, *self.params, *fields, *LAST]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(header)
+        for count, row in enumerate(self.rows(), start=1):
+            writer.writerow([_cell(row.get(name)) for name in header])
+            if count % PAGE == 0:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    return value
