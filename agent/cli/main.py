@@ -21,6 +21,7 @@ from farmhand.cli import output, refs
 from farmhand.cli import records as cli_records
 from farmhand.cli import results as cli_results
 from farmhand.cli import snapshots as cli_snapshots
+from farmhand.cli import steering as cli_steering
 from farmhand.cli import submit as cli_submit
 from farmhand.cli.base import CliError, connect, positive_int
 from farmhand.client import ApiError, FarmhandError, NotFound
@@ -155,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     cli_records.add_parsers(sub, client_opts, json_opt)
+    cli_steering.add_parsers(sub, client_opts, json_opt)
     cli_results.add_parser(sub, client_opts)
     cli_snapshots.add_parsers(sub, client_opts, json_opt)
     cli_bundles.add_parsers(sub, client_opts, json_opt)

@@ -1,4 +1,4 @@
-"""`farmhand ls`, `show`, `cancel` and `retry`: looking at work and steering it."""
+"""`farmhand ls` and `show`: looking at work (`steering.py` cancels and retries it)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,6 @@ from farmhand.cli import output, refs
 from farmhand.cli import snapshots as cli_snapshots
 from farmhand.cli.base import (
     CliError,
-    add_assignments,
-    add_force_flags,
-    assignments,
-    check_force,
     connect,
     non_negative_int,
 )
@@ -24,9 +20,7 @@ __all__ = [
     "LS_COLUMNS",
     "add_parsers",
     "add_where",
-    "cmd_cancel",
     "cmd_ls",
-    "cmd_retry",
     "cmd_show",
     "record_state",
     "where_filters",
@@ -202,50 +196,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_cancel(args: argparse.Namespace) -> int:
-    """Cancel records."""
-    client = connect(args)
-    changed = client.cancel(refs.find_record_ids(client, args.records, args.campaign)).changed
-    print(f"cancelled {len(changed)} records")
-    return 0
-
-
-def cmd_retry(args: argparse.Namespace) -> int:
-    """Re-queue records (or every orphan), optionally with temporary run_args."""
-    if not args.records and not args.orphans:
-        raise CliError("name the records to retry, or pass --orphans (with --campaign C)")
-    check_force(args)
-    run_args = assignments(args.run_arg) or None
-    client = connect(args)
-    ids = refs.find_record_ids(client, args.records, args.campaign) if args.records else []
-    orphans_of = None  # --campaign limits --orphans (and names the keys' campaign)
-    if args.orphans and args.campaign:
-        orphans_of = refs.find_campaign(client, args.campaign).id
-    answer = client.retry(
-        ids,
-        orphans=args.orphans,
-        campaign_id=orphans_of,
-        force=args.force,
-        force_ignores_success=args.force_ignores_success,
-        run_args=run_args,
-    )
-    if args.json:
-        output.dump(answer)
-        return 0
-    print(f"re-queued {len(answer.changed)} records")
-    if answer.reopened:
-        print(f"reopened {answer.reopened} descendants that had failed upstream")
-    for skipped in answer.skipped:
-        print(f"skipped {skipped.key} (id {skipped.id}): {skipped.reason}")
-    return 0
-
-
 def add_parsers(
     sub: argparse._SubParsersAction,
     client_opts: argparse.ArgumentParser,
     json_opt: argparse.ArgumentParser,
 ) -> None:
-    """Add `ls`, `show`, `cancel` and `retry` to the `farmhand` parser."""
+    """Add `ls` and `show` to the `farmhand` parser."""
     p = sub.add_parser("ls", parents=[client_opts, json_opt], help="list things")
     p.add_argument("what", choices=sorted(LS_COLUMNS))
     p.add_argument("--campaign", help="records: only this campaign (NAME, NAME:VERSION, id)")
@@ -261,24 +217,3 @@ def add_parsers(
     p.add_argument("record", help="record id or key")
     p.add_argument("--campaign", help="campaign the key is in")
     p.set_defaults(func=cmd_show)
-
-    p = sub.add_parser("cancel", parents=[client_opts], help="cancel records")
-    p.add_argument("records", nargs="+", help="record ids or keys")
-    p.add_argument("--campaign", help="campaign the keys are in")
-    p.set_defaults(func=cmd_cancel)
-
-    p = sub.add_parser(
-        "retry",
-        parents=[client_opts, json_opt],
-        help="re-queue records",
-        description=(
-            "Re-queue failed, cancelled or orphaned records with fresh attempts; records in "
-            "other states are skipped with the reason unless --force."
-        ),
-    )
-    p.add_argument("records", nargs="*", help="record ids or keys")
-    p.add_argument("--campaign", help="campaign the keys (or --orphans) are in")
-    p.add_argument("--orphans", action="store_true", help="every orphaned record (of --campaign)")
-    add_force_flags(p, force="also re-queue waiting, ready and running records")
-    add_assignments(p, "--run-arg", help="a run_arg for the next runs only")
-    p.set_defaults(func=cmd_retry)

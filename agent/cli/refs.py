@@ -41,10 +41,14 @@ def find_campaign_ids(client: FarmhandClient, refs: list[str]) -> list[int]:
 
 
 def find_record_ids(client: FarmhandClient, refs: list[str], campaign: str | None) -> list[int]:
-    """Resolve record references: numeric ids, or keys (within --campaign when given)."""
+    """Resolve record references: `#17` is an id; a key within --campaign when given; a bare
+    number without --campaign is an id too."""
     campaign_id = find_campaign(client, campaign).id if campaign else None
     ids = []
     for ref in refs:
+        if ref.startswith("#") and ref[1:].isdigit():
+            ids.append(int(ref[1:]))
+            continue
         if ref.isdigit() and campaign_id is None:
             ids.append(int(ref))
             continue

@@ -8,7 +8,6 @@ injectable (`httpx.MockTransport` in unit tests).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import httpx
@@ -29,6 +28,7 @@ from farmhand.client.errors import (
     raise_for,
 )
 from farmhand.client.graph import parents_first
+from farmhand.client.records import RecordCalls, page_params
 from farmhand.client.results import ResultCalls
 from farmhand.client.transfer import SnapshotCalls
 
@@ -47,16 +47,7 @@ __all__ = [
 M = TypeVar("M", bound=BaseModel)
 
 
-def _page(after: int | None, limit: int, filters: dict[str, Any]) -> dict[str, Any]:
-    """Query parameters of a listing: the filters given (enums by value), limit, after."""
-    params = {k: getattr(v, "value", v) for k, v in filters.items() if v is not None}
-    params["limit"] = limit
-    if after is not None:
-        params["after"] = after
-    return params
-
-
-class FarmhandClient(SnapshotCalls, BundleCalls, ResultCalls):
+class FarmhandClient(RecordCalls, SnapshotCalls, BundleCalls, ResultCalls):
     """Typed access to `/api/v1`. Thread-safe: one client may serve many threads."""
 
     def __init__(
@@ -214,65 +205,13 @@ class FarmhandClient(SnapshotCalls, BundleCalls, ResultCalls):
             total.skipped_keys = [*total.skipped_keys, *answer.skipped_keys][:100]
         return total
 
-    def records_page(
-        self, *, after: int | None = None, limit: int = 500, **filters: Any
-    ) -> wire.Page[wire.Record]:
-        """One page of records; filters: campaign_id, state, key, dataset, where (filters on
-        params, a string or a list), count (True: the page says how many match in all)."""
-        return self._model(
-            wire.Page[wire.Record], "GET", "/records", params=_page(after, limit, filters)
-        )
-
-    def records(self, **filters: Any) -> Iterator[wire.Record]:
-        """Every record matching the filters, page after page."""
-        after = None
-        while True:
-            page = self.records_page(after=after, **filters)
-            yield from page.items
-            if page.next is None:
-                return
-            after = page.next
-
-    def record(self, record_id: int) -> wire.Record:
-        """One record with its runs and derived run_args."""
-        return self._model(wire.Record, "GET", f"/records/{record_id}")
-
-    def cancel(self, ids: list[int]) -> wire.RecordsChanged:
-        """Cancel records (running ones are stopped at their agent's next heartbeat)."""
-        body = wire.RecordIds(ids=ids)
-        return self._model(wire.RecordsChanged, "POST", "/records/cancel", json=self._body(body))
-
-    def retry(
-        self,
-        ids: list[int] | None = None,
-        *,
-        orphans: bool = False,
-        campaign_id: int | None = None,
-        force: bool = False,
-        force_ignores_success: bool = False,
-        run_args: dict[str, Any] | None = None,
-    ) -> wire.RecordsChanged:
-        """Re-queue records with a fresh set of attempts (see `wire.RecordsRetry`).
-
-        Failed, cancelled and orphaned records are retried, others are skipped with the
-        reason unless `force` (and, for done ones, `force_ignores_success`); `orphans` adds
-        every orphaned record (of `campaign_id`); `run_args` apply to the next runs only.
-        """
-        body = wire.RecordsRetry(
-            ids=ids or [],
-            orphans=orphans,
-            campaign_id=campaign_id,
-            force=force,
-            force_ignores_success=force_ignores_success,
-            run_args=run_args,
-        )
-        return self._model(wire.RecordsChanged, "POST", "/records/retry", json=self._body(body))
-
     def runs_page(
         self, *, after: int | None = None, limit: int = 500, **filters: Any
     ) -> wire.Page[wire.Run]:
         """One page of runs; filters: record_id, agent_id, state."""
-        return self._model(wire.Page[wire.Run], "GET", "/runs", params=_page(after, limit, filters))
+        return self._model(
+            wire.Page[wire.Run], "GET", "/runs", params=page_params(after, limit, filters)
+        )
 
     # --- agents, leases, runs ------------------------------------------------------------
 

@@ -32,8 +32,6 @@ __all__ = ["Campaign", "Connection", "Results", "connect"]
 
 #: Seconds between polls of `as_completed` and `wait` while nothing changes.
 POLL = 1.0
-#: States a record is cancelled from (`cancel` leaves done and failed records alone).
-CANCELLABLE = ("waiting", "ready", "claimed", "running", "orphaned")
 #: `sweep` keyword arguments that are record fields, not lists of param values.
 RECORD_FIELDS = ("run_args", "priority", "dataset", "tags", "parents")
 
@@ -257,26 +255,22 @@ class Campaign:
     ) -> wire.RecordsChanged:
         """Re-queue the records in `state` (failed by default) matching `where`, with fresh
         attempts; `flags`: force, force_ignores_success, run_args (as `FarmhandClient.retry`)."""
-        ids = [r.id for r in self.records(state=state, where=where)]
-        return self._in_chunks(ids, lambda chunk: self.client.retry(chunk, **flags))
+        chosen = self._filter(state, where)
+        return self.client.act_by_filter(self.client.retry, chosen, **flags)
 
     def cancel(
         self, *, state: str | None = None, where: str | Sequence[str] | None = None
     ) -> wire.RecordsChanged:
         """Cancel the records matching `state` and `where` that have not ended (done and
-        failed ones are left as they are)."""
-        ids = [r.id for r in self.records(state=state, where=where) if r.state.value in CANCELLABLE]
-        return self._in_chunks(ids, self.client.cancel)
+        failed ones are skipped, with the reason)."""
+        return self.client.act_by_filter(self.client.cancel, self._filter(state, where))
 
-    @staticmethod
-    def _in_chunks(ids: list[int], call: Any) -> wire.RecordsChanged:
-        answer = wire.RecordsChanged(changed=[])
-        for start in range(0, len(ids), wire.MAX_RECORDS_PER_REQUEST):
-            part = call(ids[start : start + wire.MAX_RECORDS_PER_REQUEST])
-            answer.changed += part.changed
-            answer.skipped += part.skipped
-            answer.reopened += part.reopened
-        return answer
+    def _filter(self, state: str | None, where: str | Sequence[str] | None) -> wire.RecordFilter:
+        return wire.RecordFilter(
+            campaign_id=self.id,
+            state=None if state is None else wire.RecordState(state),
+            where=check_where(where),
+        )
 
 
 def _pause(deadline: float | None, poll: float, why: str) -> None:

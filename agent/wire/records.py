@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from farmhand.wire.base import (
     MAX_COMMAND_LENGTH,
@@ -27,7 +27,7 @@ from farmhand.wire.base import (
     check_inputs,
     check_tags,
 )
-from farmhand.wire.params import Params
+from farmhand.wire.params import MAX_PARAMS, Params, parse_where
 
 # --- campaigns ---------------------------------------------------------------------------
 
@@ -204,14 +204,42 @@ class Record(Loose):
     runs: list[Run] | None = Field(default=None, description="only on GET /records/{id}")
 
 
-class RecordIds(Strict):
-    """Records to cancel or retry."""
+class RecordFilter(Strict):
+    """The records of one campaign a bulk cancel or retry acts on: those matching every
+    filter given, in id order after `after`, at most `MAX_RECORDS_PER_REQUEST` a request (the
+    answer's `next` continues)."""
 
-    ids: list[Id] = Field(min_length=1, max_length=MAX_RECORDS_PER_REQUEST)
+    campaign_id: Id
+    state: RecordState | None = None
+    dataset: str | None = Field(default=None, max_length=200, pattern=NAME_PATTERN)
+    where: list[str] = Field(
+        default_factory=list, max_length=MAX_PARAMS, description="filters on params: `T>=600`"
+    )
+    after: Id | None = Field(default=None, description="the previous answer's `next`")
+
+    @field_validator("where")
+    @classmethod
+    def _filters_parse(cls, value: list[str]) -> list[str]:
+        for text in value:
+            parse_where(text)
+        return value
+
+
+class RecordIds(Strict):
+    """Records to cancel: by id, or every record a filter matches (one of the two)."""
+
+    ids: list[Id] = Field(default_factory=list, max_length=MAX_RECORDS_PER_REQUEST)
+    filter: RecordFilter | None = None
+
+    @model_validator(mode="after")
+    def _ids_or_filter(self) -> RecordIds:
+        if bool(self.ids) == (self.filter is not None):
+            raise ValueError("give either ids or a filter")
+        return self
 
 
 class RecordsRetry(Strict):
-    """Re-queue records: by id, or every orphan (of one campaign).
+    """Re-queue records: by id, by a filter, or every orphan (of one campaign).
 
     Failed, cancelled and orphaned records are retried; others are skipped with the reason,
     unless `force` (re-queue records that are waiting, ready or leased: a live run is
@@ -220,6 +248,9 @@ class RecordsRetry(Strict):
     """
 
     ids: list[Id] = Field(default_factory=list, max_length=MAX_RECORDS_PER_REQUEST)
+    filter: RecordFilter | None = Field(
+        default=None, description="instead of ids: the records this filter matches"
+    )
     orphans: bool = Field(default=False, description="also every orphaned record")
     campaign_id: Id | None = Field(default=None, description="limits `orphans`")
     force: bool = False
@@ -240,6 +271,11 @@ class RecordsChanged(Loose):
 
     changed: list[int]
     skipped: list[Skipped] = Field(default_factory=list)
+    next: int | None = Field(
+        default=None,
+        description="with a filter: more records may match after this id; send it as "
+        "`filter.after`",
+    )
     reopened: int = Field(
         default=0, description="descendants that had failed upstream, waiting again"
     )

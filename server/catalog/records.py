@@ -22,6 +22,15 @@ from farmhand.server.tables import REC, RESULT, RUN, Campaign, Checkpoint, Recor
 
 S = wire.RecordState
 MAX_PAGE = 1000
+#: Records one bulk cancel or retry by filter acts on; its answer's `next` continues.
+BULK_PAGE = wire.MAX_RECORDS_PER_REQUEST
+#: Ids a page filtered by params looks at past its cursor (`list_`).
+WHERE_WINDOW = 20_000
+
+
+def scope_of(campaign_id: int | None) -> list[Any]:
+    """The condition for one campaign's records (or none for every campaign)."""
+    return [] if campaign_id is None else [REC.c.campaign_id == campaign_id]
 
 
 def list_(
@@ -40,8 +49,17 @@ def list_(
     conditions on params, all of which must hold (`params.py`); `count`: also how many
     match in all pages."""
     limit = max(1, min(limit, MAX_PAGE))
-    conditions = []
-    if campaign_id is not None:
+    conditions, walk = [], []
+    if campaign_id is not None and state is None and key is None and dataset is None:
+        # No index orders a campaign by id: walk the primary key from the campaign's first
+        # id (`campaign_id + 0` hides the column from the indexes, as browse.py does).
+        walk.append(Record.campaign_id + 0 == campaign_id)
+        if after is None:
+            first = session.execute(
+                select(func.min(REC.c.id)).where(REC.c.campaign_id == campaign_id)
+            ).scalar()
+            after = None if first is None else first - 1
+    elif campaign_id is not None:
         conditions.append(Record.campaign_id == campaign_id)
     if state is not None:
         conditions.append(Record.state == state.value)
@@ -52,42 +70,51 @@ def list_(
     params.check_names(session, where, campaign_id)
     dialect = session.get_bind().dialect.name
     conditions += [params.where_clause(dialect, condition) for condition in where]
-    stmt = (
-        select(Record, RecordResult.document)
-        .outerjoin(RecordResult, RecordResult.record_id == Record.id)
-        .where(*conditions)
-        .order_by(Record.id)
-        .limit(limit + 1)
-    )
+    stmt = select(REC.c.id).where(*walk, *conditions).order_by(REC.c.id).limit(limit + 1)
     if after is not None:
-        stmt = stmt.where(Record.id > after)
-    rows = session.execute(stmt).all()
-    more = len(rows) > limit
-    items = _items(session, rows[:limit])
+        stmt = stmt.where(REC.c.id > after)
+    window_end = None
+    if where:
+        if after is None:
+            first = session.execute(select(func.min(REC.c.id)).where(*scope_of(campaign_id)))
+            after = (first.scalar() or 1) - 1
+        # No index holds params: a filtered page looks at most WHERE_WINDOW ids past the
+        # cursor, so a rare match costs a few pages (each bounded), never one long scan.
+        window_end = after + WHERE_WINDOW
+        stmt = stmt.where(REC.c.id > after, REC.c.id <= window_end)
+    ids = list(session.execute(stmt).scalars())
+    more = len(ids) > limit
+    items = by_ids(session, ids[:limit])
+    next_after = items[-1].id if more else None
+    if not more and window_end is not None:
+        last = session.execute(select(func.max(REC.c.id)).where(*scope_of(campaign_id))).scalar()
+        if last is not None and window_end < last:
+            next_after = window_end  # nothing more in this window: go on from its end
     total = None
-    if count:
-        total = session.execute(select(func.count()).select_from(REC).where(*conditions)).scalar()
-    return wire.Page[wire.Record](items=items, next=items[-1].id if more else None, total=total)
+    if count:  # by the campaign's index, not the walk
+        scope = scope_of(campaign_id) if walk else []
+        counted = select(func.count()).select_from(REC).where(*scope, *conditions)
+        total = session.execute(counted).scalar()
+    return wire.Page[wire.Record](items=items, next=next_after, total=total)
 
 
 def by_ids(session: Session, ids: list[int]) -> list[wire.Record]:
-    """These records (as listed: no runs), in the order given."""
-    rows = session.execute(
-        select(Record, RecordResult.document)
-        .outerjoin(RecordResult, RecordResult.record_id == Record.id)
-        .where(Record.id.in_(ids))
-    ).all()
-    found = {item.id: item for item in _items(session, rows)}
-    return [found[i] for i in ids if i in found]
-
-
-def _items(session: Session, rows: Sequence[Any]) -> list[wire.Record]:
-    """Rows of (Record, result document) as the API shows them."""
-    defaults = _defaults(session, {row.Record.campaign_id for row in rows})
-    ids = [row.Record.id for row in rows]
+    """These records (as listed: no runs), in the order given. Read table by table by
+    primary key: plans that stay right without statistics (a join could become a hash join
+    over every result document)."""
+    if not ids:
+        return []
+    found = {r.id: r for r in session.execute(select(Record).where(Record.id.in_(ids))).scalars()}
+    documents = dict(
+        session.execute(
+            select(RESULT.c.record_id, RESULT.c.document).where(RESULT.c.record_id.in_(ids))
+        ).all()
+    )
+    rows = [found[i] for i in ids if i in found]
+    defaults = _defaults(session, {row.campaign_id for row in rows})
     parents = dependencies.parents_of(session, ids)
     staged = inputs.of_records(session, ids)
-    return [_out(row.Record, row.document, defaults, parents, staged) for row in rows]
+    return [_out(row, documents.get(row.id), defaults, parents, staged) for row in rows]
 
 
 def get(session: Session, record_id: int) -> wire.Record:
@@ -128,6 +155,60 @@ def _load(session: Session, ids: list[int]) -> list[Record]:
     if missing:
         raise NotFound(f"records do not exist: {', '.join(map(str, missing[:20]))}")
     return [rows[i] for i in dict.fromkeys(ids)]
+
+
+def matching(
+    session: Session, chosen: wire.RecordFilter
+) -> tuple[list[tuple[int, str, str]], int | None]:
+    """The (id, key, state) of the next `BULK_PAGE` records the filter matches, in id order,
+    and the `next` to continue from (None: no more)."""
+    limit = BULK_PAGE
+    where = params.parse(chosen.where)
+    params.check_names(session, where, chosen.campaign_id)
+    dialect = session.get_bind().dialect.name
+    conditions = [params.where_clause(dialect, condition) for condition in where]
+    after = chosen.after
+    if chosen.state is None and chosen.dataset is None:
+        # Walk the primary key from the campaign's first id (no index orders it by id).
+        conditions.append(REC.c.campaign_id + 0 == chosen.campaign_id)
+        if after is None:
+            first = session.execute(
+                select(func.min(REC.c.id)).where(REC.c.campaign_id == chosen.campaign_id)
+            ).scalar()
+            after = None if first is None else first - 1
+    else:
+        conditions.append(REC.c.campaign_id == chosen.campaign_id)
+        if chosen.state is not None:
+            conditions.append(REC.c.state == chosen.state.value)
+        if chosen.dataset is not None:
+            conditions.append(REC.c.dataset == chosen.dataset)
+    if after is not None:
+        conditions.append(REC.c.id > after)
+    rows = session.execute(
+        select(REC.c.id, REC.c.key, REC.c.state)
+        .where(*conditions)
+        .order_by(REC.c.id)
+        .limit(limit + 1)
+    ).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return [tuple(row) for row in rows], rows[-1].id if more else None
+
+
+def cancel_matching(
+    session: Session, *, chosen: wire.RecordFilter, now: datetime
+) -> wire.RecordsChanged:
+    """Cancel what the filter matches that has not ended; the rest is skipped with why."""
+    rows, following = matching(session, chosen)
+    open_states = {s.value for s in states.sources(Event.cancel)}
+    ids = [rid for rid, _, state in rows if state in open_states]
+    skipped = [
+        wire.Skipped(id=rid, key=key, reason=f"is {state}: nothing to cancel")
+        for rid, key, state in rows
+        if state not in open_states
+    ]
+    changed = cancel(session, ids=ids, now=now) if ids else []
+    return wire.RecordsChanged(changed=changed, skipped=skipped, next=following)
 
 
 def cancel(session: Session, *, ids: list[int], now: datetime) -> list[int]:
@@ -171,14 +252,19 @@ def retry(session: Session, *, body: wire.RecordsRetry, now: datetime) -> wire.R
     failed upstream because of them wait again."""
     if body.force_ignores_success and not body.force:
         raise Invalid("force_ignores_success needs force as well")
-    ids = list(body.ids)
+    ids, following = list(body.ids), None
+    if body.filter is not None:
+        if ids or body.orphans:
+            raise Invalid("give ids, a filter or orphans, not several")
+        rows, following = matching(session, body.filter)
+        ids = [rid for rid, _, _ in rows]
     if body.orphans:
         orphans = select(REC.c.id).where(REC.c.state == S.orphaned.value).order_by(REC.c.id)
         if body.campaign_id is not None:
             orphans = orphans.where(REC.c.campaign_id == body.campaign_id)
         ids += [i for i in session.execute(orphans).scalars() if i not in set(ids)]
     if not ids:
-        return wire.RecordsChanged(changed=[])
+        return wire.RecordsChanged(changed=[], next=following)
     records = _load(session, ids)
     changed, skipped = [], []
     for record in records:
@@ -212,7 +298,7 @@ def retry(session: Session, *, body: wire.RecordsRetry, now: datetime) -> wire.R
     dependencies.settle(session, ids, now=now)
     reopened = dependencies.reopen(session, ids, {r.id: r.key for r in changed}, now=now)
     lifecycle.reopen_campaigns(session, [r.campaign_id for r in changed])
-    return wire.RecordsChanged(changed=ids, skipped=skipped, reopened=reopened)
+    return wire.RecordsChanged(changed=ids, skipped=skipped, reopened=reopened, next=following)
 
 
 def stop_live_runs(session: Session, *, record_ids: list[int], now: datetime, reason: str) -> int:

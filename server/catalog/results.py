@@ -16,9 +16,10 @@ import io
 import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlmodel import Session
 
 from farmhand import wire
@@ -38,6 +39,15 @@ FIRST = ("key", "state")
 LAST = ("attempts", "runtime_s", "error")
 
 Reader = Callable[[], AbstractContextManager[Session]]
+
+
+class Row(NamedTuple):
+    """One record's row from `record`, its result document and its last run's times."""
+
+    record: Any
+    document: Any
+    started_at: datetime | None
+    ended_at: datetime | None
 
 
 def flatten(document: Any, prefix: str = "") -> dict[str, Any]:
@@ -79,33 +89,69 @@ class Table:
             params.check_names(session, self.where, self.campaign_id)
 
     def _pages(self, columns: Sequence[Any], *, runs: bool) -> Iterator[list[Any]]:
-        after = 0
+        with self.reader() as session:
+            first = session.execute(
+                select(func.min(REC.c.id)).where(REC.c.campaign_id == self.campaign_id)
+            ).scalar()
+        if first is None:
+            return
+        after = first - 1
         while True:
             with self.reader() as session:
-                dialect = session.get_bind().dialect.name
-                stmt = (
-                    select(REC.c.id, *columns)
-                    .where(REC.c.campaign_id == self.campaign_id, REC.c.id > after)
-                    .order_by(REC.c.id)
-                    .limit(PAGE)
+                ids = self._page_ids(session, after)
+                if not ids:
+                    return
+                # The page's rows by primary key, table by table: plans no statistics can
+                # turn into a join of whole tables.
+                rows = session.execute(
+                    select(REC.c.id, REC.c.run_id, *columns).where(REC.c.id.in_(ids))
+                ).all()
+                documents = dict(
+                    session.execute(
+                        select(RESULT.c.record_id, RESULT.c.document).where(
+                            RESULT.c.record_id.in_(ids)
+                        )
+                    ).all()
                 )
-                if self.state is not None:
-                    stmt = stmt.where(REC.c.state == self.state.value)
-                for condition in self.where:
-                    stmt = stmt.where(params.where_clause(dialect, condition))
-                stmt = stmt.outerjoin(RESULT, RESULT.c.record_id == REC.c.id)
+                times = {}
                 if runs:
-                    stmt = stmt.outerjoin(RUN, RUN.c.id == REC.c.run_id)
-                rows = session.execute(stmt).all()
-            if not rows:
-                return
-            yield rows
-            after = rows[-1].id
+                    run_ids = [row.run_id for row in rows if row.run_id is not None]
+                    times = {
+                        rid: (started, ended)
+                        for rid, started, ended in session.execute(
+                            select(RUN.c.id, RUN.c.started_at, RUN.c.ended_at).where(
+                                RUN.c.id.in_(run_ids)
+                            )
+                        )
+                    }
+            yield [
+                Row(row, documents.get(row.id), *times.get(row.run_id, (None, None)))
+                for row in sorted(rows, key=lambda r: r.id)
+            ]
+            after = ids[-1]
+
+    def _page_ids(self, session: Session, after: int) -> list[int]:
+        """The next page's record ids after `after`, filtered. `campaign_id + 0` hides the
+        column from the indexes, none of which orders a campaign by id: the page walks the
+        primary key from the cursor (about a page of rows while the campaign's ids are
+        contiguous, as bulk submissions make them) instead of sorting the whole campaign."""
+        dialect = session.get_bind().dialect.name
+        stmt = (
+            select(REC.c.id)
+            .where(REC.c.campaign_id + 0 == self.campaign_id, REC.c.id > after)
+            .order_by(REC.c.id)
+            .limit(PAGE)
+        )
+        if self.state is not None:
+            stmt = stmt.where(REC.c.state == self.state.value)
+        for condition in self.where:
+            stmt = stmt.where(params.where_clause(dialect, condition))
+        return list(session.execute(stmt).scalars())
 
     def result_names(self) -> list[str]:
         """Every result field name (flattened) in the rows, sorted: the first pass of a CSV."""
         names: set[str] = set()
-        for rows in self._pages([RESULT.c.document], runs=False):
+        for rows in self._pages([], runs=False):
             for row in rows:
                 names.update(flatten(row.document))
             if len(names) > MAX_COLUMNS:
@@ -120,26 +166,18 @@ class Table:
 
     def rows(self) -> Iterator[dict[str, Any]]:
         """Each record's row: fixed columns, its params, its result fields."""
-        columns = [
-            REC.c.key,
-            REC.c.state,
-            REC.c.params,
-            REC.c.attempts,
-            REC.c.error,
-            RESULT.c.document,
-            RUN.c.started_at,
-            RUN.c.ended_at,
-        ]
+        columns = [REC.c.key, REC.c.state, REC.c.params, REC.c.attempts, REC.c.error]
         for rows in self._pages(columns, runs=True):
             for row in rows:
                 runtime = None
                 if row.started_at is not None and row.ended_at is not None:
                     runtime = round((row.ended_at - row.started_at).total_seconds(), 3)
-                out: dict[str, Any] = {"key": row.key, "state": row.state}
-                out.update({name: row.params.get(name) for name in self.params})
+                record = row.record
+                out: dict[str, Any] = {"key": record.key, "state": record.state}
+                out.update({name: record.params.get(name) for name in self.params})
                 for name, value in flatten(row.document).items():
                     out[self._result_column(name)] = value
-                out.update(attempts=row.attempts, runtime_s=runtime, error=row.error)
+                out.update(attempts=record.attempts, runtime_s=runtime, error=record.error)
                 yield out
 
     def jsonl(self) -> Iterator[str]:

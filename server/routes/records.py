@@ -112,10 +112,14 @@ def get_record(record_id: wire.Id, db: DbDep, _: SubmitterDep) -> wire.Record:
 def cancel_records(body: wire.RecordIds, db: DbDep, now: NowDep, _: SubmitterDep) -> Response:
     """Cancel records; running ones are stopped by their agent at its next heartbeat.
 
-    All or nothing: if any record cannot be cancelled, none is (409 naming it). Waiting
-    descendants of a cancelled record fail with "upstream failed: <key>".
+    By ids, all or nothing: if any record cannot be cancelled, none is (409 naming it). By a
+    `filter` (campaign, state, dataset, params), the matching records that have not ended
+    are cancelled and the others skipped with the reason, at most 10,000 a request (`next`
+    continues). Waiting descendants of a cancelled record fail with "upstream failed: <key>".
     """
     with db.write() as session:
+        if body.filter is not None:
+            return json_response(records.cancel_matching(session, chosen=body.filter, now=now))
         changed = records.cancel(session, ids=body.ids, now=now)
         return json_response(wire.RecordsChanged(changed=changed))
 

@@ -90,6 +90,9 @@ def campaign_ended(
     position = ended.parse_cursor(cursor)
     with db.read() as session:
         campaigns.check_exists(session, campaign_id)
+        # Looked at first: when nothing was going then, everything had ended and is stamped
+        # and read below. (Looked at last, a record ending meanwhile would be missed.)
+        finished = ended.finished(session, campaign_id)
         due = ended.unstamped(session, campaign_id)
     if due:
         with db.write() as session:
@@ -100,5 +103,5 @@ def campaign_ended(
             items=records.by_ids(session, ids),
             cursor=f"{generation}:{last}",
             more=more,
-            finished=None if more else ended.finished(session, campaign_id),
+            finished=None if more else finished,
         )

@@ -148,10 +148,8 @@ def test_retry_flags_temporary_run_args_and_orphans(
     r = farmhand("retry", "1", "2", "--campaign", "c", env=env)
     assert r.stdout.splitlines() == [
         "re-queued 0 records",
-        f"skipped 1 (id {_id(client, campaign_id, '1')}): is ready; re-queue it anyway with "
-        "--force",
-        f"skipped 2 (id {_id(client, campaign_id, '2')}): is ready; re-queue it anyway with "
-        "--force",
+        f"skipped 1 (#{_id(client, campaign_id, '1')}): is ready; re-queue it anyway with --force",
+        f"skipped 2 (#{_id(client, campaign_id, '2')}): is ready; re-queue it anyway with --force",
     ]
     r = farmhand(
         "retry",
@@ -175,7 +173,7 @@ def test_retry_flags_temporary_run_args_and_orphans(
     r = farmhand("retry", env=env)
     assert r.returncode == 1 and "or pass --orphans" in r.stderr
     r = farmhand("retry", "--orphans", "--campaign", "c", "--json", env=env)
-    assert json.loads(r.stdout) == {"changed": [], "skipped": [], "reopened": 0}
+    assert json.loads(r.stdout) == {"changed": [], "skipped": [], "reopened": 0, "next": None}
 
 
 def test_ls_records_filters_by_campaign_state_and_dataset(

@@ -5,9 +5,10 @@
 - `campaign.params`: the sorted names its records' params use (the results table's columns,
   and the names a filter may use).
 - `record.end_seq` / `campaign.end_seq`: a reader of "what ended since generation G"
-  stamps the records that ended unstamped with the campaign's next generation, under the
-  campaign row's lock, and reads by `(campaign_id, end_seq)`: each poll reads only what
-  changed. Records that ended before this revision are stamped by the first reader.
+  stamps the records that ended unstamped (partial index `ix_record_unstamped`) with the
+  campaign's next generation, and reads by `(campaign_id, end_seq, id)` (a partial index of
+  the stamped records): each poll reads only what changed. Records that ended before this
+  revision are stamped by the first reader.
 
 Columns are added with ALTER TABLE (no batch rebuild), so SQLite keeps its DESC indexes.
 
@@ -46,7 +47,14 @@ def upgrade() -> None:
         "campaign",
         sa.Column("end_seq", sa.BigInteger(), nullable=False, server_default=sa.text("0")),
     )
-    op.create_index("ix_record_campaign_end", "record", ["campaign_id", "end_seq"])
+    stamped = sa.text("end_seq IS NOT NULL")
+    op.create_index(
+        "ix_record_campaign_end",
+        "record",
+        ["campaign_id", "end_seq", "id"],
+        sqlite_where=stamped,
+        postgresql_where=stamped,
+    )
     op.create_index(
         "ix_record_unstamped",
         "record",

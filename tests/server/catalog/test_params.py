@@ -143,3 +143,27 @@ def test_a_forced_submission_replaces_params(api: TestClient, grid: int) -> None
         "phase",
         "relaxed",
     ]
+
+
+def test_a_filtered_listing_looks_at_a_bounded_window_per_page(
+    api: TestClient, grid: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Params have no index: each page reads at most WHERE_WINDOW ids past its cursor and may
+    come back short (even empty) with a `next`; following `next` finds every match once."""
+    from farmhand.server.catalog import records
+
+    monkeypatch.setattr(records, "WHERE_WINDOW", 4)
+    found, pages, after = [], 0, None
+    while True:
+        query: dict[str, Any] = {"campaign_id": grid, "where": "T>=600", "limit": 2}
+        if after is not None:
+            query["after"] = after
+        page = api.get(f"{API}/records", params=query).json()
+        found += [item["key"] for item in page["items"]]
+        pages += 1
+        assert len(page["items"]) <= 2
+        if page["next"] is None:
+            break
+        after = page["next"]
+    assert sorted(found) == sorted(f"a{a}-T{T}" for a in (4.0, 4.05, 4.1) for T in (600, 900))
+    assert len(found) == len(set(found)) and pages >= 12 // 4

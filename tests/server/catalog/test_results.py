@@ -178,3 +178,34 @@ def test_each_ending_is_read_once_and_a_retried_record_again(api: TestClient, eo
 def test_a_malformed_cursor_is_a_422(api: TestClient, eos: int, cursor: str) -> None:
     r = api.get(f"{API}/campaigns/{eos}/ended", params={"cursor": cursor})
     assert r.status_code == 422 and "GENERATION:ID" in r.text
+
+
+def test_a_record_ending_during_a_poll_is_never_lost(
+    api: TestClient, eos: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Caught race (docs/python.md's example missed a record on PostgreSQL): a record that
+    ends while a poll runs must not be answered `finished` before it was read."""
+    from sqlalchemy import update
+
+    from farmhand.server.catalog import ended as ended_module
+    from farmhand.server.tables import REC
+
+    finish(api, 5)
+    cursor = ended(api, eos, None)["cursor"]
+    last = ids_by_key(api, eos)["a4.1-T900"]  # the one record `finish` left ready
+    real = ended_module.unstamped
+
+    def ends_meanwhile(session: Any, campaign_id: int) -> bool:
+        with api.app.state.db.write() as writer:  # the last record ends now, mid-poll
+            writer.execute(update(REC).where(REC.c.id == last).values(state="done"))
+        return real(session, campaign_id)
+
+    monkeypatch.setattr(ended_module, "unstamped", ends_meanwhile)
+    page = ended(api, eos, cursor)
+    monkeypatch.setattr(ended_module, "unstamped", real)
+    seen = [i["id"] for i in page["items"]]
+    if not page["finished"]:
+        later = ended(api, eos, page["cursor"])
+        seen += [i["id"] for i in later["items"]]
+        assert later["finished"] is True
+    assert seen == [last]  # read once, and before the answer said finished
