@@ -117,6 +117,9 @@ class Record(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("campaign_id", "key", name="uq_record_campaign_key"),
         Index("ix_record_campaign_state", "campaign_id", "state"),
+        # A campaign's records in id order: listings, results tables and bulk actions walk
+        # it page by page (on SQLite the rowid would follow campaign_id anyway).
+        Index("ix_record_campaign_id", "campaign_id", "id"),
         Index(
             "ix_record_live_lease",
             "lease_expires_at",

@@ -20,6 +20,7 @@ from farmhand import wire
 from farmhand.cli import offer, refs
 from farmhand.cli.base import token_of
 from farmhand.client import FarmhandClient, credentials
+from farmhand.client.retry import retry_unavailable
 from farmhand.runtime.files.extract import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES
 
 __all__ = ["add_parser", "cmd_agent"]
@@ -73,6 +74,14 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> argparse.Arg
         default=10.0,
         metavar="SECONDS",
         help=f"longest long poll and idle interval (default 10, at most {wire.MAX_WAIT_SECONDS:g})",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=_seconds,
+        default=300.0,
+        metavar="DURATION",
+        help="how long to keep trying a server that cannot be reached at start, with backoff "
+        "(default 300s: a batch job's agent outlasts a server restart)",
     )
     p.add_argument(
         "--walltime",
@@ -219,7 +228,11 @@ def cmd_agent(args: argparse.Namespace) -> int:
     campaign_ids = None
     if args.campaign:  # resolved once: a bare NAME means its latest version at start
         with FarmhandClient(server, token) as client:
-            campaign_ids = refs.find_campaign_ids(client, args.campaign)
+            campaign_ids = retry_unavailable(
+                lambda: refs.find_campaign_ids(client, args.campaign),
+                what=f"looking up --campaign at {server} (for up to {args.connect_timeout:g}s)",
+                deadline=args.connect_timeout,
+            )
     config = AgentConfig(
         server=server,
         token=token,
@@ -233,6 +246,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         runners=runners,
         resources=resources,
         poll_wait=args.poll,
+        connect_timeout=args.connect_timeout,
         walltime=args.walltime,
         walltime_margin=args.walltime_margin,
         checkpoint_signal=args.checkpoint_signal,

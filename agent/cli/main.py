@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
@@ -45,7 +46,8 @@ EXTERNAL = {"server": "run the server (see `farmhand server --help`)"}
 def cmd_status(args: argparse.Namespace) -> int:
     """Counts by state for every campaign, and the agents."""
     client = connect(args)
-    campaigns = client.campaigns()
+    one = args.campaign and refs.find_campaign(client, args.campaign)
+    campaigns = [one] if one else client.campaigns()
     agents = client.agents()
     try:
         farm = client.farm_status()
@@ -130,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="farmhand", description=__doc__.splitlines()[0], epilog=EPILOG
     )
+    parser.add_argument("--version", action="version", version=f"farmhand {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     client_opts = argparse.ArgumentParser(add_help=False)
     client_opts.add_argument("--server", help="server URL (default: $FARMHAND_SERVER)")
@@ -153,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_submit.add_parsers(sub, client_opts, json_opt)
 
     p = sub.add_parser("status", parents=[client_opts, json_opt], help="counts by state")
+    p.add_argument("--campaign", help="only this campaign (NAME, NAME:VERSION, id)")
     p.set_defaults(func=cmd_status)
 
     cli_records.add_parsers(sub, client_opts, json_opt)
@@ -179,6 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true", help="keep the demo's data directory")
     p.set_defaults(func=cmd_demo)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("farmhand")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _external(name: str, argv: list[str]) -> int:
@@ -209,6 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `farmhand ls records | head`: the reader had enough
+        # Point stdout at /dev/null, so the interpreter's last flush at exit fails no more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -56,8 +56,10 @@ def record_state(text: str | None) -> wire.RecordState | None:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     """List campaigns, records, runs, agents or snapshots."""
-    if args.what != "records" and (args.campaign or args.dataset or args.where):
-        raise CliError(f"--campaign, --dataset and --where filter records, not {args.what}")
+    if args.what not in ("records", "runs") and args.campaign:
+        raise CliError(f"--campaign filters records and runs, not {args.what}")
+    if args.what != "records" and (args.dataset or args.where):
+        raise CliError(f"--dataset and --where filter records, not {args.what}")
     client = connect(args)
     items: list[Any]
     if args.what == "campaigns":
@@ -75,7 +77,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
         }
         items = _first(client.records_page, filters, args.limit, "records")
     else:
-        items = _first(client.runs_page, {"state": args.state}, args.limit, "runs")
+        campaign_id = refs.find_campaign(client, args.campaign).id if args.campaign else None
+        filters = {"state": args.state, "campaign_id": campaign_id}
+        items = _first(client.runs_page, filters, args.limit, "runs")
     if args.json:
         output.dump(items)
         return 0
@@ -204,7 +208,9 @@ def add_parsers(
     """Add `ls` and `show` to the `farmhand` parser."""
     p = sub.add_parser("ls", parents=[client_opts, json_opt], help="list things")
     p.add_argument("what", choices=sorted(LS_COLUMNS))
-    p.add_argument("--campaign", help="records: only this campaign (NAME, NAME:VERSION, id)")
+    p.add_argument(
+        "--campaign", help="records and runs: only this campaign (NAME, NAME:VERSION, id)"
+    )
     p.add_argument("--state", help="records/runs: only this state")
     p.add_argument("--dataset", help="records: only this dataset")
     add_where(p, "records: ")

@@ -25,6 +25,7 @@ from farmhand.client.errors import (
     NotFound,
     ServerUnavailable,
     Unauthorized,
+    UsageError,
     raise_for,
 )
 from farmhand.client.graph import parents_first
@@ -68,6 +69,9 @@ class FarmhandClient(RecordCalls, SnapshotCalls, BundleCalls, ResultCalls):
                 raise FarmhandError(str(exc)) from None
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.server = server.rstrip("/")
+        if self.server.endswith(wire.API_PREFIX):
+            root = self.server[: -len(wire.API_PREFIX)]
+            raise UsageError(f"the server URL is the root, without {wire.API_PREFIX}: {root}")
         self._http = httpx.Client(
             base_url=self.server + wire.API_PREFIX,
             headers=headers,

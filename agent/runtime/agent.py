@@ -24,6 +24,7 @@ from pathlib import Path
 
 from farmhand import wire
 from farmhand.client import FarmhandClient, FarmhandError
+from farmhand.client.retry import retry_unavailable
 from farmhand.runtime.attempt import CHECK_EVERY, Attempt, Context, describe_exit
 from farmhand.runtime.config import AgentConfig
 from farmhand.runtime.context import StopState
@@ -204,15 +205,21 @@ class Agent(Intake):
             walltime=cfg.walltime, margin=cfg.walltime_margin, environ=os.environ
         )
         self.paused = self.disk.check()  # before the first claim, not a watch later
-        answer = self.client.register(
-            wire.AgentRegister(
-                name=self.name,
-                host=socket.gethostname(),
-                pid=os.getpid(),
-                slots=cfg.slots,
-                runners=self.runners.offered(),
-                resources=self.allocator.total.to_wire(),
-            )
+        body = wire.AgentRegister(
+            name=self.name,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            slots=cfg.slots,
+            runners=self.runners.offered(),
+            resources=self.allocator.total.to_wire(),
+        )
+        # A server restarting, or a login node's network blip, must not end a batch job's
+        # agent at once: registration is retried (with backoff, saying so) for a while.
+        answer = retry_unavailable(
+            lambda: self.client.register(body),
+            what=f"registering with {self.client.server} (for up to {cfg.connect_timeout:g}s)",
+            deadline=cfg.connect_timeout,
+            interrupted=self._stop.began,
         )
         self.agent_id, self.lease_ttl = answer.agent.id, answer.lease_ttl
         slots = f"{cfg.slots} slot(s)" + (f" + {cfg.prefetch} prefetched" if cfg.prefetch else "")

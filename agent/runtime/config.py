@@ -29,6 +29,7 @@ class AgentConfig:
     poll_wait: float = 10.0  # longest long poll and idle interval (--poll; ≤ wire.MAX_WAIT)
     term_grace: float = 5.0  # SIGTERM→SIGKILL grace when terminating a run
     report_deadline: float = 600.0  # how long a stopping agent waits for its outbox
+    connect_timeout: float = 300.0  # how long registration retries an unreachable server
     prefetch: int = 0  # leases claimed and staged beyond the slots, waiting for one
     walltime: float | None = None  # seconds from start (a Slurm job's end is found anyway)
     walltime_margin: float = 120.0  # the walltime drain begins this long before the end

@@ -28,9 +28,49 @@ BULK_PAGE = wire.MAX_RECORDS_PER_REQUEST
 WHERE_WINDOW = 20_000
 
 
+#: Ids one statement of `walk_ids` looks at.
+WALK_WINDOW = 5_000
+
+
 def scope_of(campaign_id: int | None) -> list[Any]:
     """The condition for one campaign's records (or none for every campaign)."""
     return [] if campaign_id is None else [REC.c.campaign_id == campaign_id]
+
+
+def bounds(session: Session, scope: list[Any]) -> tuple[int, int] | None:
+    """The lowest and highest record id in `scope` (None: no records)."""
+    low, high = session.execute(select(func.min(REC.c.id), func.max(REC.c.id)).where(*scope)).one()
+    return None if low is None else (low, high)
+
+
+def walk_ids(
+    session: Session,
+    conditions: list[Any],
+    span: tuple[int, int] | None,
+    *,
+    after: int | None,
+    limit: int,
+    budget: int | None = None,
+) -> tuple[list[int], int]:
+    """Up to `limit + 1` ids matching `conditions` after `after`, in id order, read
+    WALK_WINDOW ids of `span` at a time; and the id the walk reached. Every statement reads a
+    bounded id range, whatever plan the database picks (PostgreSQL without statistics would
+    otherwise sort a whole campaign for each page); `budget` caps the ids looked at."""
+    if span is None:
+        return [], after or 0
+    position = max(after if after is not None else span[0] - 1, span[0] - 1)
+    stop = span[1] if budget is None else min(span[1], position + budget)
+    ids: list[int] = []
+    while position < stop and len(ids) <= limit:
+        end = min(position + WALK_WINDOW, stop)
+        ids += session.execute(
+            select(REC.c.id)
+            .where(*conditions, REC.c.id > position, REC.c.id <= end)
+            .order_by(REC.c.id)
+            .limit(limit + 1 - len(ids))
+        ).scalars()
+        position = end
+    return ids, position
 
 
 def list_(
@@ -49,18 +89,7 @@ def list_(
     conditions on params, all of which must hold (`params.py`); `count`: also how many
     match in all pages."""
     limit = max(1, min(limit, MAX_PAGE))
-    conditions, walk = [], []
-    if campaign_id is not None and state is None and key is None and dataset is None:
-        # No index orders a campaign by id: walk the primary key from the campaign's first
-        # id (`campaign_id + 0` hides the column from the indexes, as browse.py does).
-        walk.append(Record.campaign_id + 0 == campaign_id)
-        if after is None:
-            first = session.execute(
-                select(func.min(REC.c.id)).where(REC.c.campaign_id == campaign_id)
-            ).scalar()
-            after = None if first is None else first - 1
-    elif campaign_id is not None:
-        conditions.append(Record.campaign_id == campaign_id)
+    conditions = scope_of(campaign_id)  # ix_record_campaign_id: the campaign in id order
     if state is not None:
         conditions.append(Record.state == state.value)
     if key is not None:
@@ -70,30 +99,26 @@ def list_(
     params.check_names(session, where, campaign_id)
     dialect = session.get_bind().dialect.name
     conditions += [params.where_clause(dialect, condition) for condition in where]
-    stmt = select(REC.c.id).where(*walk, *conditions).order_by(REC.c.id).limit(limit + 1)
-    if after is not None:
-        stmt = stmt.where(REC.c.id > after)
-    window_end = None
-    if where:
-        if after is None:
-            first = session.execute(select(func.min(REC.c.id)).where(*scope_of(campaign_id)))
-            after = (first.scalar() or 1) - 1
-        # No index holds params: a filtered page looks at most WHERE_WINDOW ids past the
-        # cursor, so a rare match costs a few pages (each bounded), never one long scan.
-        window_end = after + WHERE_WINDOW
-        stmt = stmt.where(REC.c.id > after, REC.c.id <= window_end)
-    ids = list(session.execute(stmt).scalars())
+    if state is None and key is None and dataset is None:
+        # A campaign (or everything) in id order, perhaps filtered by params: walked in
+        # bounded id ranges. No index holds params: a filtered page looks at most
+        # WHERE_WINDOW ids past its cursor, so a rare match costs a few bounded pages.
+        span = bounds(session, scope_of(campaign_id))
+        budget = WHERE_WINDOW if where else None
+        ids, reached = walk_ids(session, conditions, span, after=after, limit=limit, budget=budget)
+    else:  # an indexed filter (state, key, dataset) narrows it first
+        stmt = select(REC.c.id).where(*conditions).order_by(REC.c.id).limit(limit + 1)
+        if after is not None:
+            stmt = stmt.where(REC.c.id > after)
+        ids, span, reached = list(session.execute(stmt).scalars()), None, 0
     more = len(ids) > limit
     items = by_ids(session, ids[:limit])
     next_after = items[-1].id if more else None
-    if not more and window_end is not None:
-        last = session.execute(select(func.max(REC.c.id)).where(*scope_of(campaign_id))).scalar()
-        if last is not None and window_end < last:
-            next_after = window_end  # nothing more in this window: go on from its end
+    if not more and span is not None and reached < span[1]:
+        next_after = reached  # nothing more within the budget: go on from where it stopped
     total = None
-    if count:  # by the campaign's index, not the walk
-        scope = scope_of(campaign_id) if walk else []
-        counted = select(func.count()).select_from(REC).where(*scope, *conditions)
+    if count:
+        counted = select(func.count()).select_from(REC).where(*conditions)
         total = session.execute(counted).scalar()
     return wire.Page[wire.Record](items=items, next=next_after, total=total)
 
@@ -167,32 +192,18 @@ def matching(
     params.check_names(session, where, chosen.campaign_id)
     dialect = session.get_bind().dialect.name
     conditions = [params.where_clause(dialect, condition) for condition in where]
-    after = chosen.after
-    if chosen.state is None and chosen.dataset is None:
-        # Walk the primary key from the campaign's first id (no index orders it by id).
-        conditions.append(REC.c.campaign_id + 0 == chosen.campaign_id)
-        if after is None:
-            first = session.execute(
-                select(func.min(REC.c.id)).where(REC.c.campaign_id == chosen.campaign_id)
-            ).scalar()
-            after = None if first is None else first - 1
-    else:
-        conditions.append(REC.c.campaign_id == chosen.campaign_id)
-        if chosen.state is not None:
-            conditions.append(REC.c.state == chosen.state.value)
-        if chosen.dataset is not None:
-            conditions.append(REC.c.dataset == chosen.dataset)
-    if after is not None:
-        conditions.append(REC.c.id > after)
+    conditions.append(REC.c.campaign_id == chosen.campaign_id)
+    if chosen.state is not None:
+        conditions.append(REC.c.state == chosen.state.value)
+    if chosen.dataset is not None:
+        conditions.append(REC.c.dataset == chosen.dataset)
+    span = bounds(session, [REC.c.campaign_id == chosen.campaign_id])
+    ids, _ = walk_ids(session, conditions, span, after=chosen.after, limit=limit)
     rows = session.execute(
-        select(REC.c.id, REC.c.key, REC.c.state)
-        .where(*conditions)
-        .order_by(REC.c.id)
-        .limit(limit + 1)
+        select(REC.c.id, REC.c.key, REC.c.state).where(REC.c.id.in_(ids[:limit])).order_by(REC.c.id)
     ).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return [tuple(row) for row in rows], rows[-1].id if more else None
+    more = len(ids) > limit
+    return [tuple(row) for row in rows], ids[limit - 1] if more else None
 
 
 def cancel_matching(
@@ -351,10 +362,15 @@ def list_runs(
     limit: int,
     record_id: int | None = None,
     agent_id: int | None = None,
+    campaign_id: int | None = None,
     state: wire.RunState | None = None,
 ) -> wire.Page[wire.Run]:
     """A page of runs in id order; `next` is the `after` of the following page."""
     stmt = select(Run).order_by(Run.id).limit(limit + 1)
+    if campaign_id is not None:
+        stmt = stmt.where(
+            Run.record_id.in_(select(REC.c.id).where(REC.c.campaign_id == campaign_id))
+        )
     for column, value in (
         (Run.record_id, record_id),
         (Run.agent_id, agent_id),

@@ -19,11 +19,11 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlmodel import Session
 
 from farmhand import wire
-from farmhand.server.catalog import params
+from farmhand.server.catalog import params, records
 from farmhand.server.errors import Invalid
 from farmhand.server.tables import REC, RESULT, RUN
 
@@ -90,15 +90,13 @@ class Table:
 
     def _pages(self, columns: Sequence[Any], *, runs: bool) -> Iterator[list[Any]]:
         with self.reader() as session:
-            first = session.execute(
-                select(func.min(REC.c.id)).where(REC.c.campaign_id == self.campaign_id)
-            ).scalar()
-        if first is None:
+            span = records.bounds(session, records.scope_of(self.campaign_id))
+        if span is None:
             return
-        after = first - 1
+        after = span[0] - 1
         while True:
             with self.reader() as session:
-                ids = self._page_ids(session, after)
+                ids, reached = self._page_ids(session, after, span)
                 if not ids:
                     return
                 # The page's rows by primary key, table by table: plans no statistics can
@@ -128,25 +126,20 @@ class Table:
                 Row(row, documents.get(row.id), *times.get(row.run_id, (None, None)))
                 for row in sorted(rows, key=lambda r: r.id)
             ]
-            after = ids[-1]
+            after = ids[-1] if len(ids) == PAGE else reached
 
-    def _page_ids(self, session: Session, after: int) -> list[int]:
-        """The next page's record ids after `after`, filtered. `campaign_id + 0` hides the
-        column from the indexes, none of which orders a campaign by id: the page walks the
-        primary key from the cursor (about a page of rows while the campaign's ids are
-        contiguous, as bulk submissions make them) instead of sorting the whole campaign."""
+    def _page_ids(
+        self, session: Session, after: int, span: tuple[int, int]
+    ) -> tuple[list[int], int]:
+        """The next page's record ids after `after`, filtered, and the id the walk reached
+        (`records.walk_ids`: bounded id ranges of `ix_record_campaign_id`)."""
         dialect = session.get_bind().dialect.name
-        stmt = (
-            select(REC.c.id)
-            .where(REC.c.campaign_id + 0 == self.campaign_id, REC.c.id > after)
-            .order_by(REC.c.id)
-            .limit(PAGE)
-        )
+        conditions = [REC.c.campaign_id == self.campaign_id]
         if self.state is not None:
-            stmt = stmt.where(REC.c.state == self.state.value)
-        for condition in self.where:
-            stmt = stmt.where(params.where_clause(dialect, condition))
-        return list(session.execute(stmt).scalars())
+            conditions.append(REC.c.state == self.state.value)
+        conditions += [params.where_clause(dialect, condition) for condition in self.where]
+        ids, reached = records.walk_ids(session, conditions, span, after=after, limit=PAGE)
+        return ids[:PAGE], reached
 
     def result_names(self) -> list[str]:
         """Every result field name (flattened) in the rows, sorted: the first pass of a CSV."""

@@ -40,6 +40,7 @@ def list_runs(
     _: SubmitterDep,
     record_id: wire.Id | None = None,
     agent_id: wire.Id | None = None,
+    campaign_id: wire.Id | None = None,
     state: wire.RunState | None = None,
     after: wire.Id | None = None,
     limit: int = Query(100, ge=1, le=1000),
@@ -47,7 +48,13 @@ def list_runs(
     """Runs in id order, filtered; follow `next` for the following page."""
     with db.read() as session:
         return records.list_runs(
-            session, after=after, limit=limit, record_id=record_id, agent_id=agent_id, state=state
+            session,
+            after=after,
+            limit=limit,
+            record_id=record_id,
+            agent_id=agent_id,
+            campaign_id=campaign_id,
+            state=state,
         )
 
 

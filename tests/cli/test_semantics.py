@@ -208,7 +208,7 @@ def test_ls_records_filters_by_campaign_state_and_dataset(
     r = farmhand("ls", "records", "--state", "finished", env=env)
     assert r.returncode == 1 and "no record state 'finished'; use one of waiting" in r.stderr
     r = farmhand("ls", "agents", "--dataset", "x", env=env)
-    assert r.returncode == 1 and "--campaign, --dataset and --where filter records" in r.stderr
+    assert r.returncode == 1 and "--dataset and --where filter records, not agents" in r.stderr
 
 
 def _id(client: FarmhandClient, campaign_id: int, key: str) -> int:
@@ -245,3 +245,20 @@ def test_ls_records_where_params_and_a_limit_that_says_so(live_server: LiveServe
     assert "T=300 a=4.05" in r.stdout
     r = farmhand("show", "T600", "--campaign", "eos", env=env)
     assert "params:       T=600 a=4.05" in r.stdout, r.stdout
+
+
+def test_status_and_ls_runs_for_one_campaign(live_server: LiveServer) -> None:
+    env = live_server.client_env()
+    client = live_server.client()
+    first, second = client.create_campaign("a"), client.create_campaign("b")
+    client.submit(first.id, [wire.RecordSpec(key="x", command="true")])
+    client.submit(second.id, [wire.RecordSpec(key="y", command="true")])
+    finish(client, second.id)
+    r = farmhand("status", "--campaign", "b", env=env)
+    assert r.returncode == 0 and "b:1" in r.stdout and "a:1" not in r.stdout, r.stdout
+    r = farmhand("ls", "runs", "--campaign", "b", "--json", env=env)
+    runs = json.loads(r.stdout)
+    assert [run["record_id"] for run in runs] == [_id(client, second.id, "y")]
+    assert json.loads(farmhand("ls", "runs", "--campaign", "a", "--json", env=env).stdout) == []
+    r = farmhand("ls", "agents", "--campaign", "a", env=env)
+    assert r.returncode == 1 and "--campaign filters records and runs, not agents" in r.stderr

@@ -10,6 +10,9 @@
   the stamped records): each poll reads only what changed. Records that ended before this
   revision are stamped by the first reader.
 
+- `ix_record_campaign_id (campaign_id, id)`: a campaign's records in id order, for listings,
+  results tables and bulk actions that walk it page by page.
+
 Columns are added with ALTER TABLE (no batch rebuild), so SQLite keeps its DESC indexes.
 
 Revision ID: 0009
@@ -47,6 +50,7 @@ def upgrade() -> None:
         "campaign",
         sa.Column("end_seq", sa.BigInteger(), nullable=False, server_default=sa.text("0")),
     )
+    op.create_index("ix_record_campaign_id", "record", ["campaign_id", "id"])
     stamped = sa.text("end_seq IS NOT NULL")
     op.create_index(
         "ix_record_campaign_end",
@@ -65,6 +69,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_record_campaign_id", table_name="record")
     op.drop_index("ix_record_unstamped", table_name="record")
     op.drop_index("ix_record_campaign_end", table_name="record")
     for table, column in (
