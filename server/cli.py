@@ -26,8 +26,13 @@ from farmhand.server.storage.blobs import open_store
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of `farmhand server`."""
     p = argparse.ArgumentParser(prog="farmhand server", description="Run the farmhand server.")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 or the "
+        "cluster-facing address for agents on compute nodes)",
+    )
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     p.add_argument(
         "--data-dir", help="database and tokens (default: $FARMHAND_DATA_DIR or ./farmhand-data)"
     )
@@ -63,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="bring the database schema to this version's head, then exit",
     )
     p.add_argument(
-        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="the least severe messages logged (default info)",
     )
     p.add_argument(
         "--log-format",

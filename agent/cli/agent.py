@@ -181,7 +181,12 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> argparse.Arg
     )
     p.add_argument(credentials.SECRETS_FD_OPTION, type=int, help=argparse.SUPPRESS)
     offer.add_arguments(p)
-    p.add_argument("--log-level", default="info", choices=["error", "warning", "info", "debug"])
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["error", "warning", "info", "debug"],
+        help="the least severe messages logged (default info)",
+    )
     p.set_defaults(func=cmd_agent)
     return p
 

@@ -168,8 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("token", help="manage tokens")
     tsub = p.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     t = tsub.add_parser("create", parents=[client_opts, json_opt], help="create a token")
-    t.add_argument("--role", required=True, choices=[r.value for r in wire.Role])
-    t.add_argument("--name", default="")
+    t.add_argument(
+        "--role",
+        required=True,
+        choices=[r.value for r in wire.Role],
+        help="agent: claims and reports; submitter: submits and steers; admin: everything",
+    )
+    t.add_argument("--name", default="", help="a label shown by `token list`")
     t.set_defaults(func=cmd_token)
     t = tsub.add_parser("list", parents=[client_opts, json_opt], help="list tokens (no secrets)")
     t.set_defaults(func=cmd_token_list)
@@ -178,8 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_token_revoke)
 
     p = sub.add_parser("demo", help="run a sample campaign on a throwaway server")
-    p.add_argument("--records", type=positive_int, default=60)
-    p.add_argument("--agents", type=positive_int, default=2)
+    p.add_argument(
+        "--records", type=positive_int, default=60, help="records in the sample (default 60)"
+    )
+    p.add_argument("--agents", type=positive_int, default=2, help="agent processes (default 2)")
     p.add_argument("--keep", action="store_true", help="keep the demo's data directory")
     p.set_defaults(func=cmd_demo)
     return parser

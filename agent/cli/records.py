@@ -207,7 +207,7 @@ def add_parsers(
 ) -> None:
     """Add `ls` and `show` to the `farmhand` parser."""
     p = sub.add_parser("ls", parents=[client_opts, json_opt], help="list things")
-    p.add_argument("what", choices=sorted(LS_COLUMNS))
+    p.add_argument("what", choices=sorted(LS_COLUMNS), help="what to list")
     p.add_argument(
         "--campaign", help="records and runs: only this campaign (NAME, NAME:VERSION, id)"
     )

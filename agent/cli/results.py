@@ -52,7 +52,9 @@ def add_parser(sub: argparse._SubParsersAction, client_opts: argparse.ArgumentPa
         "document (nested fields joined with dots), attempts, runtime_s, error.",
     )
     p.add_argument("--campaign", required=True, help="NAME (newest version), NAME:VERSION or id")
-    p.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    p.add_argument(
+        "--format", choices=["csv", "jsonl"], default="csv", help="csv (default) or JSON lines"
+    )
     p.add_argument("--state", help="only records in this state")
     add_where(p)
     p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")

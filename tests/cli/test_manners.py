@@ -39,3 +39,22 @@ def test_a_closed_pipe_ends_quietly(live_server: LiveServer) -> None:
     reader.stdout.close()
     assert reader.wait(timeout=60) == 0
     assert b"ID" in first and reader.stderr.read() == b""
+
+
+def test_every_option_has_help_text() -> None:
+    import argparse
+
+    from farmhand.cli.main import build_parser
+
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, path: list[str]) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, [*path, name])
+            elif action.help is None and action.dest != "help":
+                missing.append(f"farmhand {' '.join(path)} {action.option_strings or action.dest}")
+
+    walk(build_parser(), [])
+    assert missing == []
