@@ -228,6 +228,11 @@ def describe_submission(
             if force
             else " (--force replaces those not done yet)"
         )
+    if answer.differing:
+        shown = ", ".join(f"{d.key} ({', '.join(d.fields)})" for d in answer.differs[:10])
+        more = answer.differing - min(10, len(answer.differs))
+        tail = f" and {more} more" if more > 0 else ""
+        line += f"\n{answer.differing} of the skipped differ from what is stored: {shown}{tail}"
     return line
 
 

@@ -207,6 +207,8 @@ class FarmhandClient(RecordCalls, SnapshotCalls, BundleCalls, ResultCalls):
             total.skipped += answer.skipped
             total.replaced += answer.replaced
             total.skipped_keys = [*total.skipped_keys, *answer.skipped_keys][:100]
+            total.differing += answer.differing
+            total.differs = [*total.differs, *answer.differs][:100]
         return total
 
     def runs_page(

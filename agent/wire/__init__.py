@@ -122,6 +122,7 @@ from farmhand.wire.records import (
     RecordsRetry,
     Run,
     Skipped,
+    SpecDiffers,
 )
 from farmhand.wire.snapshots import (
     Snapshot,
@@ -221,6 +222,7 @@ __all__ = [
     "Snapshot",
     "SnapshotPage",
     "SnapshotStored",
+    "SpecDiffers",
     "Strict",
     "StuckRecords",
     "Text",

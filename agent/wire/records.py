@@ -128,6 +128,13 @@ class RecordsCreate(Strict):
     force_ignores_success: bool = False
 
 
+class SpecDiffers(Loose):
+    """A record a submission skipped although its spec differs from the stored one."""
+
+    key: str
+    fields: list[str] = Field(description="command, params, run_args, priority, dataset, …")
+
+
 class RecordsCreated(Loose):
     """What a bulk submission did."""
 
@@ -135,6 +142,12 @@ class RecordsCreated(Loose):
     skipped: int
     replaced: int = Field(default=0, description="existing records given the new spec (force)")
     skipped_keys: list[str] = Field(default_factory=list, description="at most the first 100")
+    differing: int = Field(
+        default=0, description="skipped records whose submitted spec differs from the stored one"
+    )
+    differs: list[SpecDiffers] = Field(
+        default_factory=list, description="the first 100 of them, with the fields that differ"
+    )
 
 
 class RunFields(BaseModel):

@@ -32,7 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from farmhand import wire
-from farmhand.server.catalog import inputs, params, records
+from farmhand.server.catalog import differs, inputs, params, records
 from farmhand.server.db import connection_of, execute_rows, unnest
 from farmhand.server.errors import Invalid, NotFound
 from farmhand.server.queue import graph as dependencies
@@ -122,8 +122,17 @@ def create(
         dependencies.reopen(session, reopened_from, keys, now=now)
     if new or replace:
         lifecycle.reopen_campaigns(session, [campaign.id])
-    return wire.RecordsCreated(
-        created=len(new), replaced=len(replace), skipped=len(skipped), skipped_keys=skipped[:100]
+    by_key = {spec.key: spec for spec in body.records}
+    return _with_differs(
+        session,
+        campaign.id,
+        [by_key[key] for key in skipped],
+        wire.RecordsCreated(
+            created=len(new),
+            replaced=len(replace),
+            skipped=len(skipped),
+            skipped_keys=skipped[:100],
+        ),
     )
 
 
@@ -155,9 +164,16 @@ def _insert_new(
     created = set(inserted.scalars())
     if created:
         lifecycle.reopen_campaigns(session, [campaign.id])
-    skipped = [spec.key for spec in specs if spec.key not in created]
-    answer = wire.RecordsCreated(
-        created=len(created), skipped=len(skipped), skipped_keys=skipped[:100]
+    skipped = [spec for spec in specs if spec.key not in created]
+    answer = _with_differs(
+        session,
+        campaign.id,
+        skipped,
+        wire.RecordsCreated(
+            created=len(created),
+            skipped=len(skipped),
+            skipped_keys=[spec.key for spec in skipped[:100]],
+        ),
     )
     return answer, created
 
@@ -218,6 +234,19 @@ _INSERT_POSTGRESQL = (
     .on_conflict_do_nothing(index_elements=[REC.c.campaign_id, REC.c.key])
     .returning(REC.c.key)
 )
+
+
+def _with_differs(
+    session: Session,
+    campaign_id: int,
+    skipped: list[wire.RecordSpec],
+    answer: wire.RecordsCreated,
+) -> wire.RecordsCreated:
+    """`answer` with the skipped records whose spec differs from the stored one."""
+    found = differs.differing(session, campaign_id, skipped)
+    answer.differing = len(found)
+    answer.differs = found[: differs.MAX_LISTED]
+    return answer
 
 
 def _flags(body: wire.RecordsCreate) -> dict[str, bool]:

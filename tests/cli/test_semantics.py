@@ -120,6 +120,7 @@ def test_submit_skips_replaces_and_reruns_with_the_flags(
     assert r.stdout == (
         "submitted 0 records to c:1; skipped 2 whose keys already exist "
         "(--force replaces those not done yet)\n"
+        "2 of the skipped differ from what is stored: 1 (command), 2 (command)\n"
     )
     r = farmhand("submit", str(tasks), "--campaign", "c", "--force-ignores-success", env=env)
     assert r.returncode == 1 and "pass --force --force-ignores-success" in r.stderr
@@ -129,6 +130,7 @@ def test_submit_skips_replaces_and_reruns_with_the_flags(
     assert r.stdout == (
         "submitted 0 records to c:1; skipped 2 whose keys already exist "
         "(done: --force --force-ignores-success reruns them)\n"
+        "2 of the skipped differ from what is stored: 1 (command), 2 (command)\n"
     )
     r = farmhand(
         "submit", str(tasks), "--campaign", "c", "--force", "--force-ignores-success", env=env

@@ -178,3 +178,20 @@ def test_braces_in_a_file_without_params_submit_unchanged(
     ]
     listed = list(client.records(campaign_id=by_name["tasks"].id))
     assert [rec.command for rec in listed] == commands
+
+
+def test_a_resubmission_says_which_skipped_records_differ(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    env = live_server.client_env()
+    tasks = tmp_path / "tasks.txt"
+    tasks.write_text("echo one\necho two\necho three\n")
+    assert farmhand("submit", str(tasks), "--campaign", "t", env=env).returncode == 0
+    tasks.write_text("echo one\necho TWO\necho three\n")
+    r = farmhand("submit", str(tasks), "--campaign", "t", env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "submitted 0 records to t:1; skipped 3 whose keys already exist "
+        "(--force replaces those not done yet)",
+        "1 of the skipped differ from what is stored: 2 (command)",
+    ]

@@ -307,3 +307,40 @@ def test_one_batch_may_mix_whole_and_fractional_amounts(api: TestClient) -> None
     agent_id = agent(api)
     body = {"agent_id": agent_id, "max_records": 10, "walltime_left": 119, "free": {"cores": 3}}
     assert [x["key"] for x in api.post(f"{API}/leases", json=body).json()["leases"]] == ["c", "d"]
+
+
+def test_a_skipped_key_whose_spec_differs_is_reported_with_the_fields(api: TestClient) -> None:
+    c = campaign(api, "c")
+    parent = {"key": "p", "command": "true"}
+    first = [
+        parent,
+        {"key": "same", "command": "run", "params": {"T": 1}, "tags": ["a", "b"]},
+        {"key": "cmd", "command": "run"},
+        {"key": "par", "command": "run", "params": {"T": 1}},
+        {"key": "args", "command": "run", "run_args": {"cores": 2}, "priority": 1},
+        {"key": "kids", "command": "run", "parents": ["p"]},
+    ]
+    assert post(api, c, *first).status_code == 201
+    again = [
+        parent,
+        {"key": "same", "command": "run", "params": {"T": 1}, "tags": ["b", "a"]},
+        {"key": "cmd", "command": "run --fast"},
+        {"key": "par", "command": "run", "params": {"T": 2}},
+        {"key": "args", "command": "run", "run_args": {"cores": 4}, "priority": 2},
+        {"key": "kids", "command": "run"},
+        {"key": "new", "command": "run"},
+    ]
+    for flags in ({}, {"force": True}):  # the bulk path, then the general one
+        r = post(api, c, *again, **flags)
+        assert r.status_code == 201, r.text
+        answer = r.json()
+        if flags:  # force replaced the not-done ones: nothing differs that was skipped
+            assert answer["replaced"] == 7 and answer["differing"] == 0
+            continue
+        assert (answer["created"], answer["skipped"], answer["differing"]) == (1, 6, 4)
+        assert {d["key"]: d["fields"] for d in answer["differs"]} == {
+            "args": ["run_args", "priority"],
+            "cmd": ["command"],
+            "kids": ["parents"],
+            "par": ["params"],
+        }

@@ -174,7 +174,14 @@ def test_skipped_keys_are_reported(api: TestClient) -> None:
             "records": [{"key": "b", "command": "x"}, {"key": "c", "command": "y"}],
         },
     )
-    assert r.json() == {"created": 1, "skipped": 1, "replaced": 0, "skipped_keys": ["b"]}
+    assert r.json() == {
+        "created": 1,
+        "skipped": 1,
+        "replaced": 0,
+        "skipped_keys": ["b"],
+        "differing": 1,  # `submit` made "b" with the command "echo b"
+        "differs": [{"key": "b", "fields": ["command"]}],
+    }
 
 
 def test_a_draining_agent_renews_but_gets_no_new_leases(api: TestClient) -> None:
