@@ -33,7 +33,7 @@ from sqlmodel import Session
 from farmhand import wire
 from farmhand.server.bundles import rows as bundle_rows
 from farmhand.server.bundles.export import parents_by_record
-from farmhand.server.catalog import campaigns, params
+from farmhand.server.catalog import campaigns, params, records
 from farmhand.server.db import connection_of
 from farmhand.server.errors import Invalid
 from farmhand.server.queue import graph as dependencies
@@ -282,7 +282,7 @@ def _parents(
     in_chunk = {r.key for r in new}
     wanted = {p for r in new for p in r.parents if p not in in_chunk and p not in ours}
     here = {key: found.id for key, found in ours.items()}
-    here.update(_ids_by_key(session, campaign_id, sorted(wanted)))
+    here.update(records.ids_by_key(session, campaign_id, sorted(wanted)))
     outside = _outside(session, {(p.campaign, p.key) for r in new for p in r.outside_parents})
     problems, edges = [], {}
     for record in new:
@@ -317,19 +317,6 @@ def _link(session: Session, edges: dict[str, list[Any]], ids: dict[str, int]) ->
     }
     dependencies.check_acyclic(linked, {rid: key for key, rid in ids.items()}, session, set())
     dependencies.link(session, [(child, p) for child, ps in linked.items() for p in ps])
-
-
-def _ids_by_key(session: Session, campaign_id: int, keys: list[str]) -> dict[str, int]:
-    found: dict[str, int] = {}
-    for start in range(0, len(keys), _CHUNK):
-        found.update(
-            session.execute(
-                select(REC.c.key, REC.c.id).where(
-                    REC.c.campaign_id == campaign_id, REC.c.key.in_(keys[start : start + _CHUNK])
-                )
-            ).all()
-        )
-    return found
 
 
 def _outside(session: Session, refs: set[tuple[str, str]]) -> dict[tuple[str, str], int]:

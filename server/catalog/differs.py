@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from farmhand import wire
-from farmhand.server.catalog import inputs
+from farmhand.server.catalog import inputs, records
 from farmhand.server.queue import graph
 from farmhand.server.tables import REC
 
@@ -46,7 +46,7 @@ def differing(
     staged = inputs.of_records(session, ids)
     parents = graph.parents_of(session, ids)
     parent_keys = {p for spec in specs for p in spec.parents if isinstance(p, str)}
-    key_ids = _ids_of(session, campaign_id, sorted(parent_keys))
+    key_ids = records.ids_by_key(session, campaign_id, sorted(parent_keys))
     out = []
     for key, row in stored.items():
         spec = by_key[key]
@@ -76,16 +76,3 @@ def differing(
         if fields:
             out.append(wire.SpecDiffers(key=key, fields=fields))
     return sorted(out, key=lambda d: d.key)
-
-
-def _ids_of(session: Session, campaign_id: int, keys: list[str]) -> dict[str, int]:
-    found: dict[str, int] = {}
-    for start in range(0, len(keys), _CHUNK):
-        found.update(
-            session.execute(
-                select(REC.c.key, REC.c.id).where(
-                    REC.c.campaign_id == campaign_id, REC.c.key.in_(keys[start : start + _CHUNK])
-                )
-            ).all()
-        )
-    return found

@@ -28,6 +28,8 @@ BULK_PAGE = wire.MAX_RECORDS_PER_REQUEST
 WHERE_WINDOW = 20_000
 
 
+#: Keys looked up per statement.
+_KEY_CHUNK = 500
 #: Ids one statement of `walk_ids` looks at.
 WALK_WINDOW = 5_000
 
@@ -121,6 +123,21 @@ def list_(
         counted = select(func.count()).select_from(REC).where(*conditions)
         total = session.execute(counted).scalar()
     return wire.Page[wire.Record](items=items, next=next_after, total=total)
+
+
+def ids_by_key(session: Session, campaign_id: int, keys: list[str]) -> dict[str, int]:
+    """`{key: id}` for those of `keys` the campaign has."""
+    found: dict[str, int] = {}
+    for start in range(0, len(keys), _KEY_CHUNK):
+        chunk = keys[start : start + _KEY_CHUNK]
+        found.update(
+            session.execute(
+                select(REC.c.key, REC.c.id).where(
+                    REC.c.campaign_id == campaign_id, REC.c.key.in_(chunk)
+                )
+            ).all()
+        )
+    return found
 
 
 def by_ids(session: Session, ids: list[int]) -> list[wire.Record]:
