@@ -212,14 +212,11 @@ class Campaign:
 
     def wait(self, timeout: float | None = None, *, poll: float = POLL) -> dict[str, int]:
         """Block until no record is waiting, ready, claimed or running; the counts by state
-        then. TimeoutError after `timeout` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            counts = {str(k.value): v for k, v in self.refresh().counts.items() if v}
-            active = sum(counts.get(s, 0) for s in ("waiting", "ready", "claimed", "running"))
-            if not active:
-                return counts
-            _pause(deadline, poll, f"{active} records of {self.name} have not ended")
+        then. TimeoutError after `timeout` seconds. Polls what ended since the last look, as
+        `as_completed` does, never the whole campaign; only the final counts read it."""
+        for _ in self.as_completed(timeout, poll=poll):
+            pass
+        return {str(k.value): v for k, v in self.refresh().counts.items() if v}
 
     # --- out -----------------------------------------------------------------------------
 
