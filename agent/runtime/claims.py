@@ -61,9 +61,10 @@ class ClaimLoop:
         idle = Backoff(min(FIRST_IDLE, self.poll), self.poll)
         failures = Backoff(0.5, 30.0)
         extra = 0  # asked for beyond the free places, to get past records too long for us
-        # Idle means the server said "nothing", not that it could not be asked: after a failed
-        # claim the agent asks once more before it exits as idle.
-        answered = True
+        # Idle means the server said "nothing", not that it could not be asked: the agent
+        # asks at least once (a slow start or a long wait for the server is not idleness),
+        # and after a failed claim once more, before it exits as idle.
+        answered = False
         while True:
             got = self.room()
             if got is None:

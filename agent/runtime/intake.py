@@ -82,6 +82,8 @@ class Intake:
         try:
             # What an earlier process left goes first, while its leases may still be live.
             self.outbox.flush(self.lease_ttl, interrupted=self._stopped)
+            with self._cond:  # the idle clock starts with the first claim, not at __init__
+                self._last_busy = time.monotonic()
             loop.run()
         except Exception:
             log.exception("the claim loop failed; stopping")

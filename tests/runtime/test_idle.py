@@ -125,3 +125,30 @@ def test_an_idle_agent_still_exits(live_server: LiveServer, cutoff: Cutoff, tmp_
     """The other side: with nothing to do and a server that answers, it exits on its own."""
     assert start(live_server, cutoff, tmp_path / "work").finish(timeout=60) == 0
     assert cutoff.refused == 0
+
+
+def test_a_slow_registration_is_not_idleness(
+    live_server: LiveServer, cutoff: Cutoff, tmp_path: Path
+) -> None:
+    """Caught in CI (a timeout test's records all left ready): the idle clock ran from the
+    agent's construction, so an agent whose registration took longer than --exit-when-idle
+    (a loaded node, or --connect-timeout waiting for a restarting server) exited at once
+    without asking for work. It must claim at least once."""
+    client = live_server.client()
+    campaign = client.create_campaign("slow-start")
+    client.submit(campaign.id, [wire.RecordSpec(key="k", command="true")])
+    cutoff.hold("/api/v1/agents")  # registration answers only after restore()
+    agent = Agent(
+        AgentConfig(
+            server=cutoff.url, token=live_server.admin_token, workdir=tmp_path / "w",
+            slots=1, exit_when_idle=IDLE,
+        )
+    )  # fmt: skip
+    running = Running(agent)
+    began = time.monotonic()
+    wait_for(lambda: time.monotonic() - began > 3 * IDLE, what="longer than the idle limit")
+    assert agent.agent_id is None  # still registering
+    cutoff.restore()
+    assert running.finish(timeout=60) == 0
+    record = next(iter(client.records(campaign_id=campaign.id)))
+    assert record.state == wire.RecordState.done
