@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from farmhand import wire
-from farmhand.server.catalog import params, records
+from farmhand.server.catalog import params, walk
 from farmhand.server.errors import Invalid
 from farmhand.server.tables import REC, RESULT, RUN
 
@@ -90,7 +90,7 @@ class Table:
 
     def _pages(self, columns: Sequence[Any], *, runs: bool) -> Iterator[list[Any]]:
         with self.reader() as session:
-            span = records.bounds(session, records.scope_of(self.campaign_id))
+            span = walk.bounds(session, walk.scope_of(self.campaign_id))
         if span is None:
             return
         after = span[0] - 1
@@ -132,13 +132,13 @@ class Table:
         self, session: Session, after: int, span: tuple[int, int]
     ) -> tuple[list[int], int]:
         """The next page's record ids after `after`, filtered, and the id the walk reached
-        (`records.walk_ids`: bounded id ranges of `ix_record_campaign_id`)."""
+        (`walk.walk_ids`: bounded id ranges of `ix_record_campaign_id`)."""
         dialect = session.get_bind().dialect.name
         conditions = [REC.c.campaign_id == self.campaign_id]
         if self.state is not None:
             conditions.append(REC.c.state == self.state.value)
         conditions += [params.where_clause(dialect, condition) for condition in self.where]
-        ids, reached = records.walk_ids(session, conditions, span, after=after, limit=PAGE)
+        ids, reached = walk.walk_ids(session, conditions, span, after=after, limit=PAGE)
         return ids[:PAGE], reached
 
     def result_names(self) -> list[str]:

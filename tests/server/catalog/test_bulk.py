@@ -51,9 +51,9 @@ def act(api: TestClient, verb: str, **chosen: Any) -> dict[str, Any]:
 def test_retry_by_state_and_params_in_pages(
     api: TestClient, eos: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from farmhand.server.catalog import records
+    from farmhand.server.catalog import walk
 
-    monkeypatch.setattr(records, "BULK_PAGE", 2)
+    monkeypatch.setattr(walk, "BULK_PAGE", 2)
     ids = ids_by_key(api, eos)
     got = act(api, "retry", campaign_id=eos, state="failed", where=["T>=600"])
     assert sorted(got["changed"]) == sorted([ids["T600-0"], ids["T600-1"]])
