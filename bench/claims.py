@@ -166,8 +166,8 @@ def _direct_loop(db: Database, agent: int, batch: int, stop: float) -> int:
             raise RuntimeError("the queue ran dry: raise QUEUE_PER_SECOND")
         with db.write() as s:
             if batch == 1:
-                body = wire.RunComplete(token=got[0].token)
-                runs.complete(s, run_id=got[0].run_id, body=body, now=utcnow())
+                item = wire.RunReport(run_id=got[0].run_id, token=got[0].token)
+                runs.report(s, item=item, now=utcnow())
             else:
                 reports = [wire.RunReport(run_id=x.run_id, token=x.token) for x in got]
                 runs.report_many(s, now=utcnow(), reports=reports)

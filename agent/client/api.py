@@ -306,10 +306,15 @@ class FarmhandClient(RecordCalls, SnapshotCalls, BundleCalls, ResultCalls):
         """Report a failed attempt."""
         return self._run_call(run_id, "fail", body)
 
-    def report_many(self, reports: list[wire.RunReport]) -> list[wire.RunReportAnswer]:
-        """Complete or fail many runs in one request; one answer per report, in order."""
+    def report_many(
+        self, reports: list[wire.RunReport], *, timeout: float | None = None
+    ) -> list[wire.RunReportAnswer]:
+        """Complete, fail, release or orphan many runs in one request (each report's `verb`
+        says which); one answer per report, in order."""
         body = wire.RunReports(reports=reports)
-        answers = self._model(wire.RunReportAnswers, "POST", "/runs/reports", json=self._body(body))
+        answers = self._model(
+            wire.RunReportAnswers, "POST", "/runs/reports", json=self._lean(body), timeout=timeout
+        )
         return answers.answers
 
     def release(

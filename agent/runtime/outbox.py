@@ -32,7 +32,7 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from farmhand import wire
-from farmhand.client import ApiError, Conflict, FarmhandClient, FarmhandError
+from farmhand.client import ApiError, FarmhandClient, FarmhandError
 from farmhand.client.retry import Backoff, is_transient
 from farmhand.runtime.files import spool
 from farmhand.runtime.files.rundirs import remove_run_dir
@@ -42,8 +42,6 @@ __all__ = ["Entry", "Outbox"]
 
 log = logging.getLogger("farmhand.agent")
 
-#: Reports the batch endpoint does not take: each goes in its own request, in order.
-ALONE = ("orphan", "release")
 #: Reports sent in one request when a backlog is delivered (the server takes up to 1,024)...
 BATCH = 64
 #: ...and about this many bytes of them, well under the server's body limit (64 MiB).
@@ -241,32 +239,31 @@ class Outbox:
                 size += entry.size
         if not batch:
             return 0
-        if batch[0].verb in ALONE:
-            self._deliver_one(batch[0])
-            settled = 1
-        else:
-            reports = []
-            for entry in batch:
-                if entry.verb in ALONE:
-                    break  # in order: it goes in its own request after these
-                reports.append(entry)
-            settled = self._deliver_reports(reports)
+        settled = self._deliver(batch)
         self.backoff.reset()
         self.last_error = None
         return settled
 
-    def _deliver_reports(self, entries: list[Entry]) -> int:
+    def _deliver(self, entries: list[Entry]) -> int:
+        """One request for `entries`, every verb alike (`POST /runs/reports`); when the
+        request as a whole is refused, each entry goes alone to find the one at fault."""
         for entry in entries:
             self._upload(entry)
         try:
-            items = [wire.RunReport(run_id=e.run_id, **e.body) for e in entries]
-            answers = self.client.report_many(items)
-        except ValidationError:
-            return self._one_by_one(entries)  # find the entry that cannot be read
+            items = [wire.RunReport(run_id=e.run_id, verb=e.verb, **e.body) for e in entries]
+            answers = self.client.report_many(items, timeout=REQUEST_TIMEOUT)
+        except ValidationError as exc:
+            if len(entries) > 1:
+                return self._one_by_one(entries)
+            self._reject(entries[0], f"unreadable report: {exc.errors()[0]['msg']}")
+            return 1
         except ApiError as exc:
             if is_transient(exc) or exc.status in _KEEP_ON:
                 raise
-            return self._one_by_one(entries)  # e.g. one report the server cannot accept
+            if len(entries) > 1:
+                return self._one_by_one(entries)  # e.g. one report the server cannot accept
+            self._reject(entries[0], str(exc))
+            return 1
         for entry, answer in zip(entries, answers, strict=True):
             if answer.ack is not None:
                 self._settle(entry, answer.ack, None)
@@ -281,35 +278,7 @@ class Outbox:
         return len(entries)
 
     def _one_by_one(self, entries: list[Entry]) -> int:
-        for entry in entries:
-            self._deliver_one(entry)
-        return len(entries)
-
-    def _deliver_one(self, entry: Entry) -> None:
-        client, run_id = self.client, entry.run_id
-        try:
-            if entry.verb == "release":
-                body = wire.RunRelease.model_validate(entry.body)
-                ack = client.release(run_id, body.token, body.reason, timeout=REQUEST_TIMEOUT)
-            elif entry.verb == "orphan":
-                orphan = wire.RunOrphan.model_validate(entry.body)
-                ack = client.orphan(run_id, orphan.token, orphan.reason, timeout=REQUEST_TIMEOUT)
-            elif entry.verb == "complete":
-                self._upload(entry)
-                ack = client.complete(run_id, wire.RunComplete.model_validate(entry.body))
-            else:
-                self._upload(entry)
-                ack = client.fail(run_id, wire.RunFail.model_validate(entry.body))
-        except ValidationError as exc:
-            self._reject(entry, f"unreadable report: {exc.errors()[0]['msg']}")
-        except Conflict as exc:
-            self._settle(entry, None, exc.detail)
-        except ApiError as exc:
-            if is_transient(exc) or exc.status in _KEEP_ON:
-                raise
-            self._reject(entry, str(exc))
-        else:
-            self._settle(entry, ack, None)
+        return sum(self._deliver([entry]) for entry in entries)
 
     def _upload(self, entry: Entry) -> None:
         """Put the entry's archive on the server before its report; raises what should be

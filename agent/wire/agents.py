@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from farmhand.wire.base import (
     MAX_CLAIM,
@@ -285,14 +285,60 @@ class RunAck(Loose):
     attempts: int
 
 
+ReportVerb = Literal["complete", "fail", "release", "orphan"]
+
+#: What each verb may carry besides `run_id`, `token` and `verb`, and what it must.
+_REPORT_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "complete": (
+        frozenset({"exit_code", "result", "stdout_tail", "stderr_tail", "archive"}),
+        frozenset(),
+    ),
+    "fail": (
+        frozenset({"error", "exit_code", "stdout_tail", "stderr_tail", "archive"}),
+        frozenset({"error"}),
+    ),
+    "release": (frozenset({"reason"}), frozenset()),
+    "orphan": (frozenset({"reason"}), frozenset({"reason"})),
+}
+_REPORT_BODY = frozenset().union(*(allowed for allowed, _ in _REPORT_FIELDS.values()))
+
+
 class RunReport(RunOutputs):
-    """One item of a batch report: a completion (no `error`) or a failure (with `error`)."""
+    """One final report on a run, for `POST /runs/reports`: its `verb` says which.
+
+    - `complete`: the command exited 0 (`result` is its parsed `results.json`);
+    - `fail`: the attempt failed (`error` says why); retried while attempts remain;
+    - `release`: the agent gives the record back (`reason`); no attempt is spent;
+    - `orphan`: the agent cannot run the record as specified (`reason`); it is kept as
+      `orphaned` for a person, and no attempt is spent.
+
+    Without a verb, a report with `error` is a failure and one without a completion (as
+    before verbs existed). A field its verb does not take is refused (422).
+    """
 
     run_id: Id
     token: str
+    verb: ReportVerb | None = None
     exit_code: Int | None = None
     error: str | None = Field(default=None, min_length=1, max_length=MAX_ERROR_LENGTH)
+    reason: str | None = Field(default=None, min_length=1, max_length=MAX_ERROR_LENGTH)
     result: ResultDocument | None = None
+
+    @property
+    def kind(self) -> str:
+        """The verb, or the one a report without a verb stands for."""
+        return self.verb or ("complete" if self.error is None else "fail")
+
+    @model_validator(mode="after")
+    def _fits_its_verb(self) -> RunReport:
+        allowed, required = _REPORT_FIELDS[self.kind]
+        extra = sorted(n for n in _REPORT_BODY - allowed if getattr(self, n) is not None)
+        if extra:
+            raise ValueError(f"{self.kind!r} reports do not take {', '.join(extra)}")
+        missing = sorted(n for n in required if getattr(self, n) is None)
+        if missing:
+            raise ValueError(f"{self.kind!r} reports need {', '.join(missing)}")
+        return self
 
 
 class RunReports(Strict):

@@ -1,9 +1,11 @@
-"""Run mutations — start, complete, fail, release — each fenced by the run's lease token
-and, for agent tokens, by the token its agent registered with (`agent_token`: 403 otherwise).
+"""Run mutations — start, and the final reports (complete, fail, release, orphan) — each
+fenced by the run's lease token and, for agent tokens, by the token its agent registered
+with (`agent_token`: 403 otherwise).
 
-A stale token gets `StaleLease` (409) and changes nothing. A final report (complete, fail,
-release) is remembered with a digest of its payload, so the same report sent twice gets the
-same answer, while a different report for an ended run is a 409.
+A stale token gets `StaleLease` (409) and changes nothing. What each report's verb does is
+one table, `ENDINGS`. A final report is remembered with a digest of its payload, so the
+same report sent twice gets the same answer, while a different one for an ended run is a
+409.
 
 Reports are applied as a set, one or many alike: one statement locks the records of all the
 reported runs, one the runs (every writer's lock order: records, then runs, each in id
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
@@ -46,14 +49,43 @@ from farmhand.server.storage import snapshots
 DONE, FAILED = wire.RecordState.done.value, wire.RecordState.failed.value
 
 
+@dataclass(frozen=True)
+class Ending:
+    """What a report's verb does: the record's event (`retry_event` while attempts remain),
+    the run's new state, and whether the attempt counts."""
+
+    event: Event
+    retry_event: Event
+    run_state: wire.RunState
+    spends_attempt: bool
+
+
+#: The report path's state table: verb → what it does to the run and its record.
+ENDINGS: dict[str, Ending] = {
+    "complete": Ending(Event.complete, Event.complete, wire.RunState.done, True),
+    "fail": Ending(Event.fail, Event.requeue, wire.RunState.failed, True),
+    "release": Ending(Event.release, Event.release, wire.RunState.released, False),
+    "orphan": Ending(Event.orphan, Event.orphan, wire.RunState.orphaned, False),
+}
+#: The fields of each verb's report that make a repeat recognisable (its digest), beside
+#: the token and, when given, the archive.
+_DIGESTED = {
+    "complete": ("exit_code", "result", "stdout_tail", "stderr_tail"),
+    "fail": ("error", "exit_code", "stdout_tail", "stderr_tail"),
+    "release": ("reason",),
+    "orphan": ("reason",),
+}
+RELEASED = "released by agent"
+
+
 @dataclass
 class _Report:
     """One final report, whichever endpoint brought it."""
 
-    verb: str  # complete, fail, release or orphan
+    verb: str
     run_id: int
     token: str
-    payload: dict[str, Any]  # the body as sent: its digest makes a repeat recognisable
+    payload: dict[str, Any]  # the digested fields: a repeat has the same digest
     result: Any = None
 
     @property
@@ -62,34 +94,22 @@ class _Report:
         return self.verb + ":" + hashlib.sha256(text.encode()).hexdigest()
 
 
-def _completion(run_id: int, body: wire.RunComplete | wire.RunReport) -> _Report:
-    exit_code = body.exit_code if body.exit_code is not None else 0
-    payload = {
-        "token": body.token,
-        "exit_code": exit_code,
-        "result": body.result,
-        "stdout_tail": body.stdout_tail,
-        "stderr_tail": body.stderr_tail,
-        **_archive(body),
-    }
-    return _Report("complete", run_id, body.token, payload, result=body.result)
+def _report(item: wire.RunReport) -> _Report:
+    verb = item.kind
+    payload = {"token": item.token, **{name: getattr(item, name) for name in _DIGESTED[verb]}}
+    if verb == "complete" and item.exit_code is None:
+        payload["exit_code"] = 0
+    if verb == "release" and item.reason is None:
+        payload["reason"] = RELEASED
+    if item.archive:  # only when given, so reports without one keep the digests they had
+        payload["archive"] = item.archive
+    return _Report(verb, item.run_id, item.token, payload, result=item.result)
 
 
-def _archive(body: wire.RunComplete | wire.RunFail | wire.RunReport) -> dict[str, str]:
-    # Only when given, so reports without one keep the digests they always had.
-    return {"archive": body.archive} if body.archive else {}
-
-
-def _failure(run_id: int, body: wire.RunFail | wire.RunReport) -> _Report:
-    payload = {
-        "token": body.token,
-        "error": body.error,
-        "exit_code": body.exit_code,
-        "stdout_tail": body.stdout_tail,
-        "stderr_tail": body.stderr_tail,
-        **_archive(body),
-    }
-    return _Report("fail", run_id, body.token, payload)
+def as_report(run_id: int, verb: str, body: BaseModel) -> wire.RunReport:
+    """A per-run endpoint's body (`RunComplete`, `RunFail`, `RunRelease`, `RunOrphan`, all
+    validated already) as the report item the batch endpoint takes."""
+    return wire.RunReport.model_construct(run_id=run_id, verb=verb, **dict(body))
 
 
 def _lock(conn: Connection, run_ids: list[int]) -> tuple[dict[int, dict], dict[int, dict]]:
@@ -148,27 +168,27 @@ def _replay_or_refuse(run: dict, record: dict, digest: str) -> wire.RunAck:
 
 def _end(run: dict, record: dict, report: _Report) -> wire.RunAck:
     """Check one report against its live run and apply it to the rows in memory."""
-    what = f"record '{record['key']}'"
-    attempts, error = record["attempts"], None
-    if report.verb == "complete":
-        event, run_state = Event.complete, wire.RunState.done
-    elif report.verb == "fail":
-        final = attempts >= record["max_attempts"]
-        event, run_state = (Event.fail if final else Event.requeue), wire.RunState.failed
-        cause = report.payload["error"]
-        error = cause if final else f"attempt {attempts} failed: {cause}"
-    elif report.verb == "orphan":  # kept for a user to look at; the attempt is not spent
-        event, run_state = Event.orphan, wire.RunState.orphaned
-        attempts, error = attempts - 1, f"orphaned: {report.payload['reason']}"
-    else:  # release: the attempt is not spent and the record keeps its last error
-        event, run_state = Event.release, wire.RunState.released
-        attempts, error = attempts - 1, record["error"]
-    record_state = states.transition(event, record["state"], what=what).value
-    record.update(state=record_state, attempts=attempts, error=error)
-    run["state"] = run_state.value
+    ending = ENDINGS[report.verb]
+    attempts = record["attempts"] if ending.spends_attempt else record["attempts"] - 1
+    final = attempts >= record["max_attempts"]
+    event = ending.event if final else ending.retry_event
+    record_state = states.transition(event, record["state"], what=f"record '{record['key']}'")
+    error = _error(report, record, final)
+    record.update(state=record_state.value, attempts=attempts, error=error)
+    run["state"] = ending.run_state.value
     ack = _ack(run, record)
     run["report"] = f'{{"digest":{json.dumps(report.digest)},"ack":{ack.model_dump_json()}}}'
     return ack
+
+
+def _error(report: _Report, record: dict, final: bool) -> str | None:
+    """The record's error after the report: a release keeps the last one."""
+    cause = report.payload.get("error") or report.payload.get("reason")
+    if report.verb == "fail":
+        return cause if final else f"attempt {record['attempts']} failed: {cause}"
+    if report.verb == "orphan":
+        return f"orphaned: {cause}"
+    return record["error"] if report.verb == "release" else None
 
 
 def _apply(
@@ -205,7 +225,7 @@ def _apply(
 def _write(conn: Connection, ended: list[tuple[_Report, dict, dict]], now: datetime) -> None:
     endings: dict[tuple, list[int]] = {}
     for report, _, record in ended:
-        given_back = 1 if report.verb in ("release", "orphan") else 0
+        given_back = 0 if ENDINGS[report.verb].spends_attempt else 1
         endings.setdefault((record["state"], record["error"], given_back), []).append(record["id"])
     for (state, error, given_back), ids in endings.items():
         conn.execute(
@@ -253,15 +273,6 @@ def _write(conn: Connection, ended: list[tuple[_Report, dict, dict]], now: datet
         campaign_ids={r["campaign_id"] for r in records if r["state"] in (DONE, FAILED)},
         temporary=[r["id"] for r in records if r["has_temporary"]],
     )
-
-
-def _one(
-    tx: Session | Connection, report: _Report, now: datetime, agent_token: int | None
-) -> wire.RunAck:
-    (outcome,) = _apply(tx, [report], now, agent_token)
-    if isinstance(outcome, FarmhandError):
-        raise outcome
-    return outcome
 
 
 def start(
@@ -312,55 +323,18 @@ def start_many(
     return answers
 
 
-def complete(
+def report(
     tx: Session | Connection,
     *,
-    run_id: int,
-    body: wire.RunComplete,
+    item: wire.RunReport,
     now: datetime,
     agent_token: int | None = None,
 ) -> wire.RunAck:
-    """The attempt succeeded: the record is done and its result document is stored."""
-    return _one(tx, _completion(run_id, body), now, agent_token)
-
-
-def fail(
-    tx: Session | Connection,
-    *,
-    run_id: int,
-    body: wire.RunFail,
-    now: datetime,
-    agent_token: int | None = None,
-) -> wire.RunAck:
-    """The attempt failed: back to ready while attempts remain, else failed for good."""
-    return _one(tx, _failure(run_id, body), now, agent_token)
-
-
-def release(
-    tx: Session | Connection,
-    *,
-    run_id: int,
-    body: wire.RunRelease,
-    now: datetime,
-    agent_token: int | None = None,
-) -> wire.RunAck:
-    """The agent gave the record back: ready again, and the attempt is not spent."""
-    payload = {"token": body.token, "reason": body.reason}
-    return _one(tx, _Report("release", run_id, body.token, payload), now, agent_token)
-
-
-def orphan(
-    tx: Session | Connection,
-    *,
-    run_id: int,
-    body: wire.RunOrphan,
-    now: datetime,
-    agent_token: int | None = None,
-) -> wire.RunAck:
-    """The agent cannot run the record as specified: it is kept as orphaned with the reason
-    until someone retries it, and the attempt is not spent."""
-    payload = {"token": body.token, "reason": body.reason}
-    return _one(tx, _Report("orphan", run_id, body.token, payload), now, agent_token)
+    """Apply one final report (what the per-run endpoints take); raises its refusal."""
+    (outcome,) = _apply(tx, [_report(item)], now, agent_token)
+    if isinstance(outcome, FarmhandError):
+        raise outcome
+    return outcome
 
 
 def report_many(
@@ -375,12 +349,7 @@ def report_many(
     A stale or unknown one gets its error and changes nothing, while the others are applied.
     A repeat of an applied item gets the same answer.
     """
-    outcomes = _apply(
-        tx,
-        [_completion(r.run_id, r) if r.error is None else _failure(r.run_id, r) for r in reports],
-        now,
-        agent_token,
-    )
+    outcomes = _apply(tx, [_report(item) for item in reports], now, agent_token)
     answers = []
     for item, outcome in zip(reports, outcomes, strict=True):
         if isinstance(outcome, FarmhandError):

@@ -223,10 +223,18 @@ RUN_FAIL = examples(
 RUN_ORPHAN = examples(unknown_runner={"token": TOKEN, "reason": "runner 'lammps' is not defined"})
 RUN_RELEASE = examples(shutting_down={"token": TOKEN, "reason": "agent shutting down"})
 RUN_REPORTS = examples(
-    one_done_one_failed={
+    one_of_each={
         "reports": [
-            {"run_id": 101, "token": TOKEN, "exit_code": 0, "result": {"energy": -3.36}},
-            {"run_id": 102, "token": TOKEN, "exit_code": 1, "error": "exit code 1"},
+            {
+                "run_id": 101,
+                "token": TOKEN,
+                "verb": "complete",
+                "exit_code": 0,
+                "result": {"energy": -3.36},
+            },
+            {"run_id": 102, "token": TOKEN, "verb": "fail", "exit_code": 1, "error": "exit code 1"},
+            {"run_id": 103, "token": TOKEN, "verb": "release", "reason": "agent shutting down"},
+            {"run_id": 104, "token": TOKEN, "verb": "orphan", "reason": "no runner 'podman'"},
         ]
     }
 )

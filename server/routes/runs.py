@@ -6,13 +6,19 @@ runs of the agents it registered (403 otherwise), an admin token on any.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel
 
 from farmhand import wire
 from farmhand.server.catalog import records
+from farmhand.server.db import Database
 from farmhand.server.queue import lifecycle, runs
+from farmhand.server.queue.wakeups import Wakeup
 from farmhand.server.routes.deps import (
     AgentDep,
+    Caller,
     DbDep,
     NowDep,
     SubmitterDep,
@@ -68,8 +74,9 @@ def list_runs(
 def report_runs(
     body: wire.RunReports, db: DbDep, now: NowDep, wakeup: WakeupDep, caller: AgentDep
 ) -> Response:
-    """Complete or fail many runs in one request and one transaction. Each report is fenced
-    by its own token and answered on its own: a stale one gets its error, the rest apply."""
+    """Complete, fail, release or orphan many runs in one request and one transaction (each
+    item's `verb` says which). Each report is fenced by its own token and answered on its
+    own: a stale one gets its error, the rest apply."""
     with db.write_core() as conn:
         answers = runs.report_many(
             conn, reports=body.reports, now=now, agent_token=caller.agent_token
@@ -115,6 +122,27 @@ def start_run(
         )
 
 
+def _report_one(
+    run_id: int,
+    verb: str,
+    body: BaseModel,
+    db: Database,
+    now: datetime,
+    wakeup: Wakeup,
+    caller: Caller,
+) -> Response:
+    """The per-run report endpoints: one item of `POST /runs/reports`, refused as a whole."""
+    item = runs.as_report(run_id, verb, body)
+    with db.write_core() as conn:
+        ack = runs.report(conn, item=item, now=now, agent_token=caller.agent_token)
+        unblocked = lifecycle.made_ready(conn)
+        response = json_response(ack)
+    metrics.runs_ended(ack)
+    if unblocked or ack.record_state == wire.RecordState.ready:
+        wakeup.notify()
+    return response
+
+
 @router.post(
     "/runs/{run_id}/complete",
     response_model=wire.RunAck,
@@ -131,15 +159,9 @@ def complete_run(
     caller: AgentDep,
 ) -> Response:
     """The record becomes done with the run's result (children whose parents are now all done
-    become ready); a repeat gets the same answer."""
-    with db.write_core() as conn:
-        ack = runs.complete(conn, run_id=run_id, body=body, now=now, agent_token=caller.agent_token)
-        unblocked = lifecycle.made_ready(conn)
-        response = json_response(ack)
-    metrics.runs_ended(ack)
-    if unblocked:
-        wakeup.notify()
-    return response
+    become ready); a repeat gets the same answer. The same as a `complete` item of
+    `POST /runs/reports`."""
+    return _report_one(run_id, "complete", body, db, now, wakeup, caller)
 
 
 @router.post(
@@ -152,14 +174,9 @@ def complete_run(
 def fail_run(
     run_id: wire.Id, body: wire.RunFail, db: DbDep, now: NowDep, wakeup: WakeupDep, caller: AgentDep
 ) -> Response:
-    """The attempt failed; the record is re-queued while attempts remain, else failed."""
-    with db.write_core() as conn:
-        ack = runs.fail(conn, run_id=run_id, body=body, now=now, agent_token=caller.agent_token)
-        response = json_response(ack)
-    metrics.runs_ended(ack)
-    if ack.record_state == wire.RecordState.ready:
-        wakeup.notify()
-    return response
+    """The attempt failed; the record is re-queued while attempts remain, else failed. The
+    same as a `fail` item of `POST /runs/reports`."""
+    return _report_one(run_id, "fail", body, db, now, wakeup, caller)
 
 
 @router.post(
@@ -170,16 +187,18 @@ def fail_run(
     openapi_extra=RUN_ORPHAN,
 )
 def orphan_run(
-    run_id: wire.Id, body: wire.RunOrphan, db: DbDep, now: NowDep, caller: AgentDep
+    run_id: wire.Id,
+    body: wire.RunOrphan,
+    db: DbDep,
+    now: NowDep,
+    wakeup: WakeupDep,
+    caller: AgentDep,
 ) -> Response:
     """The agent cannot run the record as specified (unknown runner, missing input, the run
     directory cannot be staged): it becomes orphaned with the reason, no attempt spent, until
-    a user retries it (`farmhand retry --orphans`)."""
-    with db.write_core() as conn:
-        ack = runs.orphan(conn, run_id=run_id, body=body, now=now, agent_token=caller.agent_token)
-        response = json_response(ack)
-    metrics.runs_ended(ack)
-    return response
+    a user retries it (`farmhand retry --orphans`). The same as an `orphan` item of
+    `POST /runs/reports`."""
+    return _report_one(run_id, "orphan", body, db, now, wakeup, caller)
 
 
 @router.post(
@@ -197,10 +216,6 @@ def release_run(
     wakeup: WakeupDep,
     caller: AgentDep,
 ) -> Response:
-    """The record is ready again at once, without spending an attempt."""
-    with db.write_core() as conn:
-        ack = runs.release(conn, run_id=run_id, body=body, now=now, agent_token=caller.agent_token)
-        response = json_response(ack)
-    metrics.runs_ended(ack)
-    wakeup.notify()
-    return response
+    """The record is ready again at once, without spending an attempt. The same as a
+    `release` item of `POST /runs/reports`."""
+    return _report_one(run_id, "release", body, db, now, wakeup, caller)

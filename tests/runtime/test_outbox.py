@@ -92,31 +92,30 @@ def test_reports_are_spooled_then_delivered_in_order(
     assert (released.state, released.attempts) == ("ready", 0)
 
 
-def test_an_orphan_report_goes_alone_between_batched_reports(
-    live_server: LiveServer, tmp_path: Path
-) -> None:
+def test_every_verb_travels_in_one_batch(live_server: LiveServer, tmp_path: Path) -> None:
+    """Orphans and releases go through `POST /runs/reports` with the rest (issue 16): one
+    request settles all four, in order."""
     client = live_server.client()
-    leases = running_leases(client, 3)
+    leases = running_leases(client, 4)
     outcomes = Outcomes()
     outbox = Outbox(tmp_path / "outbox", client, outcomes)
     outbox.open()
     outbox.put(leases[0].run_id, "complete", complete(leases[0], 0), "k0")
     orphan = wire.RunOrphan(token=leases[1].token, reason="cannot stage the run directory")
     outbox.put(leases[1].run_id, "orphan", orphan, "k1")
-    outbox.put(leases[2].run_id, "complete", complete(leases[2], 2), "k2")
-    outbox.start()
-    try:
-        assert outbox.flush(30)
-    finally:
-        outbox.stop()
+    outbox.put(leases[2].run_id, "release", wire.RunRelease(token=leases[2].token), "k2")
+    outbox.put(leases[3].run_id, "fail", wire.RunFail(token=leases[3].token, error="x"), "k3")
+    assert outbox.deliver_some() == 4
     assert outcomes.seen == [
         (leases[0].run_id, "complete", "done", None),
         (leases[1].run_id, "orphan", "orphaned", None),
-        (leases[2].run_id, "complete", "done", None),
+        (leases[2].run_id, "release", "ready", None),
+        (leases[3].run_id, "fail", "ready", None),
     ]
     orphaned = client.record(leases[1].record_id)
     assert (orphaned.state, orphaned.attempts) == ("orphaned", 0)
     assert orphaned.error is not None and "cannot stage the run directory" in orphaned.error
+    assert client.record(leases[2].record_id).attempts == 0
 
 
 def test_reports_wait_for_a_server_that_is_down(

@@ -87,12 +87,8 @@ def test_a_late_report_waits_for_the_expiry_and_is_refused(db: Database) -> None
     def late_report() -> None:
         try:
             with db.write() as s:
-                body = wire.RunComplete(token=lease.token)
-                outcome.append(
-                    runs.complete(
-                        s, run_id=lease.run_id, body=body, now=T0 + timedelta(seconds=TTL + 2)
-                    )
-                )
+                item = wire.RunReport(run_id=lease.run_id, token=lease.token)
+                outcome.append(runs.report(s, item=item, now=T0 + timedelta(seconds=TTL + 2)))
         except StaleLease as exc:
             outcome.append(exc)
 
@@ -133,9 +129,8 @@ def test_a_cancel_racing_a_report_ends_with_one_winner(db: Database) -> None:
     def report() -> None:
         try:
             with db.write() as s:
-                runs.complete(
-                    s, run_id=lease.run_id, body=wire.RunComplete(token=lease.token), now=at(1)
-                )
+                item = wire.RunReport(run_id=lease.run_id, token=lease.token)
+                runs.report(s, item=item, now=at(1))
         except BaseException as exc:
             errors.append(exc)
 

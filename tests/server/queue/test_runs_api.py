@@ -267,3 +267,63 @@ def test_batch_starts_are_fenced_and_answered_one_by_one(api: TestClient) -> Non
     assert record(api, ended["record_id"])["state"] == "done"
     empty = api.post(f"{API}/runs/starts", json={"starts": []})
     assert empty.status_code == 422
+
+
+def test_every_verb_goes_through_the_batch_as_through_its_own_endpoint(api: TestClient) -> None:
+    """One report shape (issue 16): complete, fail, release and orphan in one batch do what
+    their per-run endpoints do, and a repeat through either way gets the same answer."""
+    c = campaign(api, max_attempts=2)
+    submit(api, c, "done", "retried", "given-back", "orphan")
+    done, retried, given_back, orphan = claim(api, agent(api), 4)
+    reports = [
+        {"run_id": done["run_id"], "token": done["token"], "verb": "complete", "result": {"v": 2}},
+        {"run_id": retried["run_id"], "token": retried["token"], "verb": "fail", "error": "x"},
+        {"run_id": given_back["run_id"], "token": given_back["token"], "verb": "release"},
+        {
+            "run_id": orphan["run_id"],
+            "token": orphan["token"],
+            "verb": "orphan",
+            "reason": "no runner 'podman'",
+        },
+    ]
+    r = api.post(f"{API}/runs/reports", json={"reports": reports})
+    assert r.status_code == 200, r.text
+    acks = [a["ack"] for a in r.json()["answers"]]
+    assert [(a["run_state"], a["record_state"], a["attempts"]) for a in acks] == [
+        ("done", "done", 1),
+        ("failed", "ready", 1),
+        ("released", "ready", 0),
+        ("orphaned", "orphaned", 0),
+    ]
+    assert record(api, done["record_id"])["result"] == {"v": 2}
+    assert record(api, retried["record_id"])["error"] == "attempt 1 failed: x"
+    assert record(api, orphan["record_id"])["error"] == "orphaned: no runner 'podman'"
+    # The per-run endpoints are aliases: the same report through them is a replay.
+    again = api.post(
+        f"{API}/runs/{given_back['run_id']}/release", json={"token": given_back["token"]}
+    )
+    assert again.status_code == 200 and again.json() == acks[2]
+    body = {"token": orphan["token"], "reason": "no runner 'podman'"}
+    again = api.post(f"{API}/runs/{orphan['run_id']}/orphan", json=body)
+    assert again.status_code == 200 and again.json() == acks[3]
+    other = api.post(f"{API}/runs/{orphan['run_id']}/orphan", json={**body, "reason": "other"})
+    assert other.status_code == 409
+
+
+def test_a_report_with_fields_its_verb_does_not_take_is_refused(api: TestClient) -> None:
+    c = campaign(api)
+    submit(api, c, "k")
+    (lease,) = claim(api, agent(api))
+    before = record(api, lease["record_id"])
+    item = {"run_id": lease["run_id"], "token": lease["token"]}
+    for bad, words in (
+        ({"verb": "release", "result": {"v": 1}}, "'release' reports do not take result"),
+        ({"verb": "orphan"}, "'orphan' reports need reason"),
+        ({"verb": "complete", "error": "x"}, "'complete' reports do not take error"),
+        ({"verb": "fail"}, "'fail' reports need error"),
+        ({"verb": "finish"}, "verb"),
+    ):
+        r = api.post(f"{API}/runs/reports", json={"reports": [{**item, **bad}]})
+        assert r.status_code == 422, bad
+        assert words in r.text, r.text
+    assert record(api, lease["record_id"]) == before
