@@ -2,8 +2,9 @@
 written to a durable spool first, then delivered in order by a background thread that
 retries with jittered exponential backoff while the server cannot be reached.
 
-Each report is one file (`spool.py`: written to a temporary file, fsynced and renamed into
-place, so a crash leaves the whole entry or none). An entry is deleted only once
+Reports are files (`spool.py`: written to a temporary file, fsynced and renamed into place,
+so a crash leaves the whole file or none); reports put at the same time by several attempt
+threads share one file and one fsync (group commit). An entry is deleted only once
 the server applied it (2xx, or the same report replayed) or refused it for good: a 409 means
 the lease was lost meanwhile and the server has already re-queued the record, so the report
 is logged and dropped; any other refusal moves the entry to `rejected/` for inspection.
@@ -78,6 +79,10 @@ class Outbox:
         self._stopped = threading.Event()
         self._entries: list[Entry] = []
         self._seq = 0
+        self._files: dict[Path, int] = {}  # spool file -> its entries not yet settled
+        self._writes = threading.Condition()  # group commit: who writes, who waits
+        self._unwritten: list[Entry] = []  # put, waiting for the next write
+        self._writing: list[Entry] = []  # in the write in progress
         self.inherited = 0  #: entries an earlier process left
         self._thread = threading.Thread(target=self._run, name="farmhand-outbox", daemon=True)
 
@@ -97,6 +102,9 @@ class Outbox:
         spool.remove_stray_archives(self.archives, {e.archive_file for e in entries})
         with self._cond:
             self._entries = sorted([*entries, *self._entries])
+            for entry in entries:
+                if entry.path is not None:
+                    self._files[entry.path] = self._files.get(entry.path, 0) + 1
         self.inherited = len(entries)
 
     # --- the queue -----------------------------------------------------------------------
@@ -113,6 +121,8 @@ class Outbox:
     ) -> Entry:
         """Spool a report durably (fsynced before this returns) and wake the delivery thread.
 
+        Reports put by several threads at once are written together with one fsync (group
+        commit): the first writes, the others wait and go in the next write, all of them.
         `archive_file` (in `archives`, its sha256 in the body's `archive`) is uploaded before
         the report; `remove_after` is removed once the report is applied with an archive.
         When the spool cannot be written (disk full, read-only), the report is kept in
@@ -124,25 +134,57 @@ class Outbox:
             self._seq += 1
             entry = Entry(self._seq, run_id, verb, body.model_dump(mode="json"), label)
         entry.archive_file, entry.remove_after = archive_file, remove_after
-        path = self.directory / spool.entry_name(entry)
-        text = spool.document(entry)
-        entry.size = len(text)
-        try:
-            if archive_file is not None:
-                spool.fsync_file(archive_file)  # on disk before the entry that names it
-            spool.write_durably(path, text)
-            entry.path = path
-        except OSError as exc:
-            log.error(
-                "cannot write %s (%s): the report of %s is kept in memory only",
-                path,
-                exc.strerror or exc,
-                label,
-            )
+        entry.size = len(spool.document(entry))
+        self._make_durable(entry)
         with self._cond:
             bisect.insort(self._entries, entry)
         self._wake.set()
         return entry
+
+    def _make_durable(self, entry: Entry) -> None:
+        """Return once `entry` is on disk (or could not be written): a thread that finds no
+        write in progress writes every entry waiting, its own included; the others wait for
+        the write that takes theirs to end."""
+        with self._writes:
+            self._unwritten.append(entry)
+            while True:
+                if entry not in self._unwritten and entry not in self._writing:
+                    return  # written by another thread's write
+                if not self._writing:  # no write in progress: this thread writes
+                    group, self._unwritten = sorted(self._unwritten), []
+                    self._writing = group
+                    break
+                self._writes.wait()
+        try:
+            self._write(group)
+        finally:
+            with self._writes:
+                self._writing = []
+                self._writes.notify_all()
+
+    def _write(self, group: list[Entry]) -> None:
+        """One file and one fsync (plus one per archive) for the whole group."""
+        alone = len(group) == 1
+        path = self.directory / (spool.entry_name(group[0]) if alone else spool.group_name(group))
+        text = spool.document(group[0]) if alone else spool.group_document(group)
+        try:
+            for entry in group:
+                if entry.archive_file is not None:
+                    spool.fsync_file(entry.archive_file)  # on disk before the entry naming it
+            spool.write_durably(path, text)
+        except OSError as exc:
+            for entry in group:
+                log.error(
+                    "cannot write %s (%s): the report of %s is kept in memory only",
+                    path,
+                    exc.strerror or exc,
+                    entry.label,
+                )
+            return
+        with self._cond:
+            self._files[path] = len(group)
+        for entry in group:
+            entry.path = path
 
     def __len__(self) -> int:
         with self._cond:
@@ -321,15 +363,40 @@ class Outbox:
                 entry.label,
                 problem,
             )
-        if entry.path is not None:
+        if self._last_of_its_file(entry):
             # Missing: another agent on this directory delivered it too (harmless).
             entry.path.unlink(missing_ok=True)
         self._forget(entry, ack, problem)
 
     def _reject(self, entry: Entry, reason: str) -> None:
-        """The server refused the entry as wrong: keep the file aside for a person to read."""
-        self._set_aside(entry.path, f"the server refused the report of {entry.label}: {reason}")
+        """The server refused the entry as wrong: keep it aside for a person to read (from
+        a group file, a file of its own: the others in it are not wrong)."""
+        path, last = entry.path, self._last_of_its_file(entry)
+        if path is not None and path.name != spool.entry_name(entry):
+            alone = self.directory / spool.entry_name(entry)
+            try:
+                alone.write_text(spool.document(entry))
+            except OSError as exc:
+                log.warning("cannot write %s: %s", alone, exc.strerror or exc)
+            if last:
+                path.unlink(missing_ok=True)
+            path = alone if alone.exists() else None
+        self._set_aside(path, f"the server refused the report of {entry.label}: {reason}")
         self._forget(entry, None, reason)
+
+    def _last_of_its_file(self, entry: Entry) -> bool:
+        """Settle `entry` in its spool file; True when it was the file's last one (remove
+        the file). A crash before that leaves the file, and the reports already settled in
+        it are sent again: the server answers a repeat as before."""
+        if entry.path is None:
+            return False
+        with self._cond:
+            left = self._files.get(entry.path, 1) - 1
+            if left > 0:
+                self._files[entry.path] = left
+                return False
+            self._files.pop(entry.path, None)
+            return True
 
     def _set_aside(self, path: Path | None, why: str) -> None:
         kept = "it was kept in memory only"

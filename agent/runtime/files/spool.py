@@ -1,9 +1,11 @@
-"""The outbox's files: one JSON document per report, written so that a crash leaves the
-whole entry or none, and read back by the next agent on the same directory.
+"""The outbox's files: reports as JSON documents, written so that a crash leaves the whole
+file or none, and read back by the next agent on the same directory.
 
-Layout: `<outbox>/<seq:012d>-<run_id>.json` (written to `.tmp-<name>`, fsynced, renamed, the
-directory fsynced) and `<outbox>/archives/<run_id>.tar.gz` (an output archive its entry
-names, fsynced before the entry is written).
+Layout: `<outbox>/<seq:012d>-<run_id>.json` (one report), `<outbox>/<first:012d>-<last:012d>
+.group.json` (reports that arrived together, made durable with one fsync: group commit),
+each written to `.tmp-<name>`, fsynced, renamed, the directory fsynced; and
+`<outbox>/archives/<run_id>.tar.gz` (an output archive its entry names, fsynced before the
+entry is written).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ __all__ = [
     "document",
     "entry_name",
     "fsync_file",
+    "group_document",
+    "group_name",
     "load",
     "remove_stray_archives",
     "write_durably",
@@ -33,7 +37,8 @@ VERBS = ("complete", "fail", "orphan", "release")
 ARCHIVES = "archives"
 #: Archives no entry names are removed when older than this (a crash before the entry).
 STRAY_AGE = 3600.0
-_NAME = re.compile(r"^(\d{1,20})-(\d{1,20})\.json$")
+_NAME = re.compile(r"^(\d{1,20})-(\d{1,20})\.json$")  # seq-run_id.json: one entry
+_GROUP_NAME = re.compile(r"^(\d{1,20})-(\d{1,20})\.group\.json$")  # first-last seq
 
 
 @dataclass(order=True)
@@ -54,23 +59,36 @@ class Entry:
 
 
 def entry_name(entry: Entry) -> str:
-    """The entry's file name: its sequence number, then its run."""
+    """The file name of an entry written alone: its sequence number, then its run."""
     return f"{entry.seq:012d}-{entry.run_id}.json"
 
 
+def group_name(entries: list[Entry]) -> str:
+    """The file name of entries written together: their first and last sequence numbers."""
+    return f"{entries[0].seq:012d}-{entries[-1].seq:012d}.group.json"
+
+
+def _fields(entry: Entry) -> dict[str, Any]:
+    return {
+        "seq": entry.seq,
+        "run_id": entry.run_id,
+        "verb": entry.verb,
+        "body": entry.body,
+        "label": entry.label,
+        "queued_at": datetime.now(timezone.utc).isoformat(),
+        "archive_file": None if entry.archive_file is None else str(entry.archive_file),
+        "remove_after": None if entry.remove_after is None else str(entry.remove_after),
+    }
+
+
 def document(entry: Entry) -> str:
-    """The entry as the JSON text of its file."""
-    return json.dumps(
-        {
-            "run_id": entry.run_id,
-            "verb": entry.verb,
-            "body": entry.body,
-            "label": entry.label,
-            "queued_at": datetime.now(timezone.utc).isoformat(),
-            "archive_file": None if entry.archive_file is None else str(entry.archive_file),
-            "remove_after": None if entry.remove_after is None else str(entry.remove_after),
-        }
-    )
+    """The entry as the JSON text of its own file."""
+    return json.dumps(_fields(entry))
+
+
+def group_document(entries: list[Entry]) -> str:
+    """Entries written together (one fsync for all) as the JSON text of their file."""
+    return json.dumps({"entries": [_fields(entry) for entry in entries]})
 
 
 def load(directory: Path) -> tuple[list[Entry], list[tuple[Path, str]], int]:
@@ -83,26 +101,34 @@ def load(directory: Path) -> tuple[list[Entry], list[tuple[Path, str]], int]:
         if path.name.startswith(".tmp-"):
             path.unlink(missing_ok=True)  # a write that crashed before its rename
             continue
-        match = _NAME.match(path.name)
+        match = _NAME.match(path.name) or _GROUP_NAME.match(path.name)
         if match is None or not path.is_file():
             continue
-        seq, run_id = int(match[1]), int(match[2])
-        last_seq = max(last_seq, seq)
+        grouped = match.re is _GROUP_NAME
+        last_seq = max(last_seq, int(match[2] if grouped else match[1]))
         try:
-            text = path.read_text()
-            found = json.loads(text)
-            verb, body = found["verb"], found["body"]
-            if verb not in VERBS or not isinstance(body, dict):
-                raise ValueError(f"not a report: verb {verb!r}")
+            found = json.loads(path.read_text())
+            if grouped:
+                found = found["entries"]
+            else:  # its name says which: files older than group commit have no "seq"
+                found = [{**found, "seq": int(match[1]), "run_id": int(match[2])}]
+            entries.extend([_entry(item, path) for item in found])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             unreadable.append((path, str(exc)))
             continue
-        label = str(found.get("label") or f"run {run_id}")
-        entry = Entry(seq, run_id, verb, body, label, path, True, len(text))
-        entry.archive_file = _optional_path(found.get("archive_file"))
-        entry.remove_after = _optional_path(found.get("remove_after"))
-        entries.append(entry)
     return sorted(entries), unreadable, last_seq
+
+
+def _entry(found: dict[str, Any], path: Path) -> Entry:
+    verb, body = found["verb"], found["body"]
+    if verb not in VERBS or not isinstance(body, dict):
+        raise ValueError(f"not a report: verb {verb!r}")
+    seq, run_id = int(found["seq"]), int(found["run_id"])
+    label = str(found.get("label") or f"run {run_id}")
+    entry = Entry(seq, run_id, verb, body, label, path, True, len(json.dumps(found)))
+    entry.archive_file = _optional_path(found.get("archive_file"))
+    entry.remove_after = _optional_path(found.get("remove_after"))
+    return entry
 
 
 def remove_stray_archives(directory: Path, named: set[Path | None]) -> None:
