@@ -19,6 +19,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -88,6 +89,7 @@ class Attempt(Outcomes):
         self.checkpointer: Checkpointer | None = None
         self.timeout: float | None = None  # run_args.timeout, seconds from the command's start
         self.start_ticket: Ticket | None = None  # the server's answer to the run's start
+        self.started_at: datetime | None = None  # a start the report carries (not sent)
         self.began = time.monotonic()
         self._lock = threading.Lock()
         self.thread = threading.Thread(
@@ -202,6 +204,9 @@ class Attempt(Outcomes):
         is dropped, as a refused start used to stop the command before it ran."""
         ticket = self.start_ticket
         if ticket is None:
+            return True
+        if self.context.starts.withdraw(ticket):  # not sent yet: it goes with the report
+            self.started_at = ticket.started_at
             return True
         ticket.wait()
         if ticket.refused is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 from farmhand import wire
@@ -31,6 +32,7 @@ class Outcomes:
     context: Context
     phase: str
     began: float
+    started_at: datetime | None
     handle: RunningProcess | None
     run_dir: Path | None
     prepared: Prepared | None
@@ -55,6 +57,7 @@ class Outcomes:
         """Hand the final report to the outbox, which delivers it (now, or once the server
         is back); the agent counts and logs it when the server has taken it. After a command
         `ran`, its run directory goes with it as an archive, and is removed once delivered."""
+        body.started_at = self.started_at
         took = f"{time.monotonic() - self.began:.1f}s"
         details = ("exit 0", took) if isinstance(body, wire.RunComplete) else (body.error, took)
         pending = remove = None

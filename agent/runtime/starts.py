@@ -1,24 +1,33 @@
 """Run starts, off the critical path: an attempt hands its start over and launches its command
-at once; one thread sends what gathered meanwhile in one request (`POST /runs/starts`).
+at once; one thread sends what gathered meanwhile in one request (`POST /runs/starts`),
+`LINGER` seconds after the oldest of them was handed over.
 
-The server sees the run go claimed → running a request later than the command began, never
-after its result: an attempt waits for its start's answer before it reports (`Ticket`). A
-start the server refuses (the lease is gone: cancelled, expired) drops the attempt's result,
-as a refused start used to stop the command before it ran. A start that cannot reach the
-server is not retried: its result must reach the durable outbox now, not after the server is
-back (invariant 3), and a report is accepted from `claimed` too; that run shows no start.
+A command that ends within that time takes its start back (`withdraw`): the start then
+travels with the run's report (its `started_at`), and a short command costs no start request
+at all. Otherwise the server sees the run go claimed → running a request later than the
+command began, never after its result: an attempt waits for its start's answer before it
+reports (`Ticket`). A start the server refuses (the lease is gone: cancelled, expired) drops
+the attempt's result, as a refused start used to stop the command before it ran. A start
+that cannot reach the server is not retried: its result must reach the durable outbox now,
+not after the server is back (invariant 3), and a report is accepted from `claimed` too;
+that run shows no start.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from datetime import datetime, timezone
 
 from farmhand import wire
 from farmhand.client import ApiError, FarmhandClient, ServerUnavailable
 from farmhand.client.retry import is_transient
 
-__all__ = ["Starts", "Ticket"]
+__all__ = ["LINGER", "Starts", "Ticket"]
+
+#: Seconds a start waits before it is sent, for more to join it or for its command to end.
+LINGER = 0.2
 
 log = logging.getLogger("farmhand.agent")
 
@@ -28,6 +37,8 @@ class Ticket:
 
     def __init__(self) -> None:
         self.refused: str | None = None
+        self.started_at = datetime.now(timezone.utc)  #: when the command was started
+        self.handed = time.monotonic()
         self._settled = threading.Event()
 
     def settle(self, refused: str | None) -> None:
@@ -42,8 +53,9 @@ class Ticket:
 class Starts:
     """The agent's start sender (see the module docstring)."""
 
-    def __init__(self, client: FarmhandClient):
+    def __init__(self, client: FarmhandClient, linger: float = LINGER):
         self.client = client
+        self.linger = linger
         self._pending: list[tuple[wire.Lease, Ticket]] = []
         self._cond = threading.Condition()
         self._closed = False
@@ -64,6 +76,17 @@ class Starts:
             self._cond.notify()
         return ticket
 
+    def withdraw(self, ticket: Ticket) -> bool:
+        """Take back a start that was not sent yet (True): the run's report carries it
+        (`ticket.started_at`). False when it is on its way: wait for the ticket instead."""
+        with self._cond:
+            for index, (_, pending) in enumerate(self._pending):
+                if pending is ticket:
+                    del self._pending[index]
+                    ticket.settle(None)
+                    return True
+        return False
+
     def close(self, timeout: float = 5.0) -> None:
         """Send what is queued, then stop; tickets still open settle as unreachable."""
         with self._cond:
@@ -80,8 +103,15 @@ class Starts:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._pending or self._closed)
+                while self._pending and not self._closed:
+                    left = self._pending[0][1].handed + self.linger - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)  # more may join; a command that ends withdraws
                 if not self._pending:
-                    return
+                    if self._closed:
+                        return
+                    continue
                 batch = self._pending[: wire.MAX_CLAIM * 4]
                 del self._pending[: len(batch)]
             self._send(batch)

@@ -241,6 +241,12 @@ class RunOutputs(Strict):
         pattern=SHA256_PATTERN,
         description="sha256 of the run directory's tar.gz, uploaded before this report",
     )
+    started_at: datetime | None = Field(
+        default=None,
+        description="when the command started, by the agent's clock, for a run whose start "
+        "travels with its report (a command that ended before its start was sent); the "
+        "server keeps it between the claim and the report",
+    )
 
 
 class RunComplete(RunOutputs):
@@ -290,11 +296,11 @@ ReportVerb = Literal["complete", "fail", "release", "orphan"]
 #: What each verb may carry besides `run_id`, `token` and `verb`, and what it must.
 _REPORT_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "complete": (
-        frozenset({"exit_code", "result", "stdout_tail", "stderr_tail", "archive"}),
+        frozenset({"exit_code", "result", "stdout_tail", "stderr_tail", "archive", "started_at"}),
         frozenset(),
     ),
     "fail": (
-        frozenset({"error", "exit_code", "stdout_tail", "stderr_tail", "archive"}),
+        frozenset({"error", "exit_code", "stdout_tail", "stderr_tail", "archive", "started_at"}),
         frozenset({"error"}),
     ),
     "release": (frozenset({"reason"}), frozenset()),

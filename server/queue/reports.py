@@ -32,7 +32,16 @@ LOCK_RECORDS = (
 )
 # With the token of the run's agent: an agent token reports only on its own agents' runs.
 LOCK_RUNS = (
-    select(RUN.c.id, RUN.c.record_id, RUN.c.token, RUN.c.state, RUN.c.report, RUN_OWNER)
+    select(
+        RUN.c.id,
+        RUN.c.record_id,
+        RUN.c.token,
+        RUN.c.state,
+        RUN.c.report,
+        RUN.c.claimed_at,
+        RUN.c.started_at,
+        RUN_OWNER,
+    )
     .where(RUN.c.id.in_(_RUN_IDS))
     .order_by(RUN.c.id)
     .with_for_update()
@@ -63,11 +72,17 @@ _END_RUN_VALUES = (
 END_RUNS = (
     update(RUN)
     .where(RUN.c.id == bindparam("b_id"))
-    .values(ended_at=_NOW, **{name: bindparam(f"b_{name}") for name in _END_RUN_VALUES})
+    .values(
+        ended_at=_NOW,
+        # The start, when it came with the report (or as it was): see runs._started_at.
+        started_at=bindparam("b_started_at", type_=UTCDateTime),
+        **{name: bindparam(f"b_{name}") for name in _END_RUN_VALUES},
+    )
 )
 _ENDED = unnest(
     id=Integer,
     state=Text,
+    started_at=UTCDateTime,
     exit_code=Integer,
     error=Text,
     stdout_tail=Text,
@@ -78,7 +93,11 @@ _ENDED = unnest(
 END_RUNS_POSTGRESQL = (
     update(RUN)
     .where(RUN.c.id == _ENDED.c.id)
-    .values(ended_at=_NOW, **{name: _ENDED.c[name] for name in _END_RUN_VALUES})
+    .values(
+        ended_at=_NOW,
+        started_at=_ENDED.c.started_at,
+        **{name: _ENDED.c[name] for name in _END_RUN_VALUES},
+    )
 )
 START_RECORD = (
     update(REC)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from pydantic import BaseModel
@@ -87,6 +87,7 @@ class _Report:
     token: str
     payload: dict[str, Any]  # the digested fields: a repeat has the same digest
     result: Any = None
+    started_at: datetime | None = None  # the command's start, when it came with the report
 
     @property
     def digest(self) -> str:
@@ -103,7 +104,7 @@ def _report(item: wire.RunReport) -> _Report:
         payload["reason"] = RELEASED
     if item.archive:  # only when given, so reports without one keep the digests they had
         payload["archive"] = item.archive
-    return _Report(verb, item.run_id, item.token, payload, result=item.result)
+    return _Report(verb, item.run_id, item.token, payload, item.result, item.started_at)
 
 
 def as_report(run_id: int, verb: str, body: BaseModel) -> wire.RunReport:
@@ -166,9 +167,10 @@ def _replay_or_refuse(run: dict, record: dict, digest: str) -> wire.RunAck:
     )
 
 
-def _end(run: dict, record: dict, report: _Report) -> wire.RunAck:
+def _end(run: dict, record: dict, report: _Report, now: datetime) -> wire.RunAck:
     """Check one report against its live run and apply it to the rows in memory."""
     ending = ENDINGS[report.verb]
+    run["started_at"] = _started_at(run, report, now)
     attempts = record["attempts"] if ending.spends_attempt else record["attempts"] - 1
     final = attempts >= record["max_attempts"]
     event = ending.event if final else ending.retry_event
@@ -179,6 +181,17 @@ def _end(run: dict, record: dict, report: _Report) -> wire.RunAck:
     ack = _ack(run, record)
     run["report"] = f'{{"digest":{json.dumps(report.digest)},"ack":{ack.model_dump_json()}}}'
     return ack
+
+
+def _started_at(run: dict, report: _Report, now: datetime) -> datetime | None:
+    """When the run's command started: as its start request said, else as its report says
+    (a command that ended before the agent sent its start), kept between claim and now."""
+    if run["started_at"] is not None or report.started_at is None:
+        return run["started_at"]
+    claimed = run["claimed_at"]
+    if claimed.tzinfo is None:  # SQLite
+        claimed = claimed.replace(tzinfo=timezone.utc)
+    return min(max(report.started_at, claimed), now)
 
 
 def _error(report: _Report, record: dict, final: bool) -> str | None:
@@ -211,7 +224,7 @@ def _apply(
                     "the server; upload it first"
                 )
             if run["state"] in LIVE_RUN:
-                outcomes.append(_end(run, record, report))
+                outcomes.append(_end(run, record, report, now))
                 ended.append((report, run, record))
             else:  # ended before, or earlier in this very batch
                 outcomes.append(_replay_or_refuse(run, record, report.digest))
@@ -242,6 +255,7 @@ def _write(conn: Connection, ended: list[tuple[_Report, dict, dict]], now: datet
         {
             "b_id": run["id"],
             "b_state": run["state"],
+            "b_started_at": run["started_at"],
             "b_exit_code": report.payload.get("exit_code"),
             "b_error": report.payload.get("error", report.payload.get("reason")),
             "b_stdout_tail": report.payload.get("stdout_tail"),

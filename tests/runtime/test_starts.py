@@ -14,11 +14,17 @@ from tests.runtime.test_agent import Running
 from tests.support.cutoff import Cutoff
 
 
-def agent_through(server: LiveServer, relay: Cutoff, workdir: Path) -> Agent:
+def agent_through(
+    server: LiveServer, relay: Cutoff, workdir: Path, *, linger: float = 0.0
+) -> Agent:
+    """An agent talking through `relay`; by default its starts do not linger, so even a
+    command that ends at once sends its start (what most of these tests are about)."""
     config = AgentConfig(
         server=relay.url, token=server.admin_token, workdir=workdir, slots=2, exit_when_idle=1.0
     )
-    return Agent(config)
+    agent = Agent(config)
+    agent.starts.linger = linger
+    return agent
 
 
 def test_a_command_runs_before_its_start_is_answered_and_reports_after_it(
@@ -82,3 +88,22 @@ def test_a_start_that_cannot_reach_the_server_does_not_hold_the_result_back(
     (run,) = client.record(record.id).runs or []
     assert (record.state, record.result, run.state) == ("done", {}, "done")
     assert run.started_at is None and cutoff.refused >= 1
+
+
+def test_a_command_that_ends_before_its_start_is_sent_takes_it_along(
+    live_server: LiveServer, cutoff: Cutoff, tmp_path: Path
+) -> None:
+    """A start lingers (runtime/starts.py): a command that ends meanwhile withdraws it and
+    its report carries the start, so the run costs no start request and still shows when it
+    started, between its claim and its end."""
+    client = live_server.client()
+    campaign = client.create_campaign("short")
+    client.submit(campaign.id, [wire.RecordSpec(key="k", command="echo '{}' > results.json")])
+    cutoff.cut("/runs/starts")  # a start request would be refused and counted
+    agent = agent_through(live_server, cutoff, tmp_path / "work", linger=60.0)
+    assert Running(agent).finish(60) == 0
+    (record,) = client.records(campaign_id=campaign.id)
+    (run,) = client.record(record.id).runs or []
+    assert (record.state, run.state, cutoff.refused) == ("done", "done", 0)
+    assert run.started_at is not None and run.ended_at is not None
+    assert run.claimed_at <= run.started_at <= run.ended_at

@@ -327,3 +327,39 @@ def test_a_report_with_fields_its_verb_does_not_take_is_refused(api: TestClient)
         assert r.status_code == 422, bad
         assert words in r.text, r.text
     assert record(api, lease["record_id"]) == before
+
+
+def test_a_start_that_comes_with_its_report_is_kept_between_claim_and_end(
+    api: TestClient,
+) -> None:
+    """An agent whose command ended before it sent the start puts `started_at` in the
+    report: the run shows it, clamped to [claimed_at, ended_at]; a run whose start was
+    reported keeps that one."""
+    c = campaign(api)
+    submit(api, c, "early", "late", "inside", "started")
+    early, late, inside, started = claim(api, agent(api), 4)
+    assert api.post(f"{API}/runs/{started['run_id']}/start", json={"token": started["token"]})
+    reports = [
+        {"run_id": early["run_id"], "token": early["token"], "started_at": "2000-01-01T00:00:00Z"},
+        {"run_id": late["run_id"], "token": late["token"], "started_at": "2999-01-01T00:00:00Z"},
+        {
+            "run_id": started["run_id"],
+            "token": started["token"],
+            "started_at": "2000-01-01T00:00:00Z",
+        },
+    ]
+    assert api.post(f"{API}/runs/reports", json={"reports": reports}).status_code == 200
+    (early_run,) = record(api, early["record_id"])["runs"]
+    assert early_run["started_at"] == early_run["claimed_at"]
+    (late_run,) = record(api, late["record_id"])["runs"]
+    assert late_run["started_at"] == late_run["ended_at"]
+    (started_run,) = record(api, started["record_id"])["runs"]
+    assert started_run["claimed_at"] <= started_run["started_at"] <= started_run["ended_at"]
+    assert not started_run["started_at"].startswith("2000")
+    body = {"token": inside["token"], "started_at": late_run["ended_at"]}
+    assert api.post(f"{API}/runs/{inside['run_id']}/complete", json=body).status_code == 200
+    (inside_run,) = record(api, inside["record_id"])["runs"]
+    assert inside_run["started_at"] == late_run["ended_at"]
+    release = {"run_id": 1, "token": "t", "verb": "release", "started_at": "2000-01-01T00:00:00Z"}
+    r = api.post(f"{API}/runs/reports", json={"reports": [release]})
+    assert r.status_code == 422 and "do not take started_at" in r.text

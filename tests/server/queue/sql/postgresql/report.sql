@@ -4,13 +4,13 @@ WHERE record.id IN (SELECT run.record_id
 FROM run
 WHERE run.id IN (__[POSTCOMPILE_b_runs])) ORDER BY record.id FOR UPDATE;
 
-SELECT run.id, run.record_id, run.token, run.state, run.report, (SELECT agent.token_id
+SELECT run.id, run.record_id, run.token, run.state, run.report, run.claimed_at, run.started_at, (SELECT agent.token_id
 FROM agent
 WHERE agent.id = run.agent_id) AS agent_token
 FROM run
 WHERE run.id IN (__[POSTCOMPILE_b_runs]) ORDER BY run.id FOR UPDATE;
 
-UPDATE run SET state=anon_1.state, ended_at=:b_now::TIMESTAMP WITHOUT TIME ZONE, exit_code=anon_1.exit_code, error=anon_1.error, stdout_tail=anon_1.stdout_tail, stderr_tail=anon_1.stderr_tail, report=anon_1.report, archive=anon_1.archive FROM unnest(:b_id::INTEGER[], :b_state::TEXT[], :b_exit_code::INTEGER[], :b_error::TEXT[], :b_stdout_tail::TEXT[], :b_stderr_tail::TEXT[], :b_report::TEXT[], :b_archive::TEXT[]) AS anon_1(id, state, exit_code, error, stdout_tail, stderr_tail, report, archive) WHERE run.id = anon_1.id;
+UPDATE run SET state=anon_1.state, started_at=anon_1.started_at, ended_at=:b_now::TIMESTAMP WITHOUT TIME ZONE, exit_code=anon_1.exit_code, error=anon_1.error, stdout_tail=anon_1.stdout_tail, stderr_tail=anon_1.stderr_tail, report=anon_1.report, archive=anon_1.archive FROM unnest(:b_id::INTEGER[], :b_state::TEXT[], :b_started_at::TIMESTAMP WITHOUT TIME ZONE[], :b_exit_code::INTEGER[], :b_error::TEXT[], :b_stdout_tail::TEXT[], :b_stderr_tail::TEXT[], :b_report::TEXT[], :b_archive::TEXT[]) AS anon_1(id, state, started_at, exit_code, error, stdout_tail, stderr_tail, report, archive) WHERE run.id = anon_1.id;
 
 UPDATE record SET state=:b_state::VARCHAR, attempts=(record.attempts - :b_given_back::INTEGER), error=:b_error::VARCHAR, agent_id=:agent_id::INTEGER, lease_expires_at=:lease_expires_at::TIMESTAMP WITHOUT TIME ZONE, updated_at=:b_now::TIMESTAMP WITHOUT TIME ZONE WHERE record.id IN (__[POSTCOMPILE_b_ids]);
 

@@ -4,13 +4,13 @@ WHERE record.id IN (SELECT run.record_id
 FROM run
 WHERE run.id IN (__[POSTCOMPILE_b_runs])) ORDER BY record.id;
 
-SELECT run.id, run.record_id, run.token, run.state, run.report, (SELECT agent.token_id
+SELECT run.id, run.record_id, run.token, run.state, run.report, run.claimed_at, run.started_at, (SELECT agent.token_id
 FROM agent
 WHERE agent.id = run.agent_id) AS agent_token
 FROM run
 WHERE run.id IN (__[POSTCOMPILE_b_runs]) ORDER BY run.id;
 
-UPDATE run SET state=:b_state, ended_at=:b_now, exit_code=:b_exit_code, error=:b_error, stdout_tail=:b_stdout_tail, stderr_tail=:b_stderr_tail, report=:b_report, archive=:b_archive WHERE run.id = :b_id;
+UPDATE run SET state=:b_state, started_at=:b_started_at, ended_at=:b_now, exit_code=:b_exit_code, error=:b_error, stdout_tail=:b_stdout_tail, stderr_tail=:b_stderr_tail, report=:b_report, archive=:b_archive WHERE run.id = :b_id;
 
 UPDATE record SET state=:b_state, attempts=(record.attempts - :b_given_back), error=:b_error, agent_id=:agent_id, lease_expires_at=:lease_expires_at, updated_at=:b_now WHERE record.id IN (__[POSTCOMPILE_b_ids]);
 
