@@ -46,3 +46,4 @@ bench: $(VENV)/.bench
 	$(BIN)/python -m bench.replicas
 	$(BIN)/python -m bench.overview
 	$(BIN)/python -m bench.noop
+	$(BIN)/python -m bench.startup

@@ -15,9 +15,22 @@ def main() -> int:
         from farmhand.client import credentials
 
         credentials.hide_and_reexec(argv)
+    _skip_httpx_command_line()
     from farmhand.cli.main import main as cli_main
 
     return cli_main(argv)
+
+
+def _skip_httpx_command_line() -> None:
+    """Keep httpx from importing its own command line in this process.
+
+    httpx's `__init__` imports `httpx._main` (the `httpx` command), which loads click, rich
+    and pygments when they are installed (the server extra brings them): some 30 ms of an
+    agent's start, for code the `farmhand` command never runs. A `None` in `sys.modules`
+    makes that import fail, and httpx then defines a stub `httpx.main` in its place.
+    """
+    if "httpx" not in sys.modules:
+        sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

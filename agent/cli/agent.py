@@ -19,8 +19,7 @@ from typing import Any
 from farmhand import wire
 from farmhand.cli import offer, refs
 from farmhand.cli.base import token_of
-from farmhand.client import FarmhandClient, credentials
-from farmhand.client.retry import retry_unavailable
+from farmhand.client import credentials
 from farmhand.runtime.files.extract import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES
 
 __all__ = ["add_parser", "cmd_agent"]
@@ -193,6 +192,9 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> argparse.Arg
 
 def cmd_agent(args: argparse.Namespace) -> int:
     """Run an agent until it is stopped, drained or idle."""
+    # Imported here, not for `--help` or a bad option: the runtime, httpx and the client.
+    from farmhand.client import FarmhandClient
+    from farmhand.client.retry import retry_unavailable
     from farmhand.runtime.agent import Agent, AgentConfig, install_signal_handlers
 
     try:  # before any server is asked: a wrong definition or flag stops the agent at once

@@ -6,9 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from farmhand.client import FarmhandClient, credentials
+from farmhand.client import credentials
+
+if TYPE_CHECKING:
+    from farmhand.client import FarmhandClient
 
 __all__ = [
     "CliError",
@@ -39,6 +42,8 @@ def connect(args: argparse.Namespace) -> FarmhandClient:
             "the server prints an admin token at first start and keeps it in "
             "<data-dir>/admin.token, `farmhand token create` makes more"
         )
+    from farmhand.client import FarmhandClient  # httpx and the wire models: not for --help
+
     return FarmhandClient(args.server, token)
 
 

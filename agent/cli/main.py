@@ -8,24 +8,14 @@ sqlalchemy.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 from collections.abc import Sequence
-from importlib.metadata import entry_points
 from typing import Any
 
-from farmhand import wire
-from farmhand.cli import agent as cli_agent
-from farmhand.cli import bundles as cli_bundles
-from farmhand.cli import output, refs
-from farmhand.cli import records as cli_records
-from farmhand.cli import results as cli_results
-from farmhand.cli import snapshots as cli_snapshots
-from farmhand.cli import steering as cli_steering
-from farmhand.cli import submit as cli_submit
 from farmhand.cli.base import CliError, connect, positive_int
-from farmhand.client import ApiError, FarmhandError, NotFound
 
 EPILOG = (
     "environment: FARMHAND_SERVER (server URL for client commands), FARMHAND_TOKEN_FILE (a "
@@ -39,12 +29,32 @@ EPILOG = (
 #: point group, so the agent never imports them (invariant 4).
 EXTERNAL = {"server": "run the server (see `farmhand server --help`)"}
 
+#: The commands each command family (module `farmhand.cli.<family>`) adds, in the order of
+#: `farmhand --help`. `farmhand COMMAND` imports only COMMAND's family: an agent starting on
+#: a compute node (often from a shared filesystem) reads no code for `submit` or `export`.
+FAMILIES = {
+    "agent": ("agent",),
+    "submit": ("campaign", "submit"),
+    "records": ("ls", "show"),
+    "steering": ("cancel", "retry"),
+    "results": ("results",),
+    "snapshots": ("get",),
+    "bundles": ("export", "import", "backup", "restore"),
+}
+#: The commands this module adds itself.
+OWN = ("status", "token", "demo")
+
 
 # --- commands ----------------------------------------------------------------------------
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Counts by state for every campaign, and the agents."""
+    from farmhand import wire
+    from farmhand.cli import output, refs
+    from farmhand.cli.submit import label
+    from farmhand.client import NotFound
+
     client = connect(args)
     one = args.campaign and refs.find_campaign(client, args.campaign)
     campaigns = [one] if one else client.campaigns()
@@ -64,7 +74,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     rows = []
     for c in campaigns:
         total = sum(c.counts.values())
-        row: dict[str, Any] = {"campaign": cli_submit.label(c), "total": total}
+        row: dict[str, Any] = {"campaign": label(c), "total": total}
         row.update({s.value: c.counts.get(s, 0) for s in wire.RecordState})
         rows.append(row)
     if rows:
@@ -82,6 +92,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     """Create a bearer token."""
+    from farmhand.cli import output
+
     client = connect(args)
     created = client.create_token(args.role, name=args.name)
     if args.json:
@@ -93,6 +105,8 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 def cmd_token_list(args: argparse.Namespace) -> int:
     """List the server's tokens (never their secrets)."""
+    from farmhand.cli import output
+
     tokens = connect(args).tokens()
     if args.json:
         output.dump(tokens)
@@ -104,6 +118,8 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
     """Revoke tokens by id; every id is tried, the exit status says whether all worked."""
+    from farmhand.client import ApiError
+
     client, failed = connect(args), 0
     for token_id in args.ids:
         try:
@@ -127,12 +143,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --- parser ------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for every subcommand."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser for every subcommand, or, given `command`, for that one alone
+    (only its module is imported; `--version` needs none)."""
     parser = argparse.ArgumentParser(
         prog="farmhand", description=__doc__.splitlines()[0], epilog=EPILOG
     )
-    parser.add_argument("--version", action="version", version=f"farmhand {_version()}")
+    if command in (None, "--version"):  # after a command, `--version` is not ours to take
+        parser.add_argument("--version", action="version", version=f"farmhand {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     client_opts = argparse.ArgumentParser(add_help=False)
     client_opts.add_argument("--server", help="server URL (default: $FARMHAND_SERVER)")
@@ -147,23 +165,50 @@ def build_parser() -> argparse.ArgumentParser:
     json_opt = argparse.ArgumentParser(add_help=False)
     json_opt.add_argument("--json", action="store_true", help="print JSON")
 
+    def wanted(*names: str) -> bool:
+        return command is None or command in names
+
     # Commands other packages provide (the server): listed here, dispatched in main().
     for name, text in EXTERNAL.items():
-        sub.add_parser(name, help=text, add_help=False)
+        if wanted(name):
+            sub.add_parser(name, help=text, add_help=False)
+    for family, names in FAMILIES.items():
+        if wanted(*names):
+            _add_family(family, sub, client_opts, json_opt)
+        if family == "submit" and wanted("status"):  # `status` is listed after `submit`
+            _add_status(sub, client_opts, json_opt)
+    if wanted("token"):
+        _add_token(sub, client_opts, json_opt)
+    if wanted("demo"):
+        p = sub.add_parser("demo", help="run a sample campaign on a throwaway server")
+        p.add_argument(
+            "--records", type=positive_int, default=60, help="records in the sample (default 60)"
+        )
+        p.add_argument("--agents", type=positive_int, default=2, help="agent processes (default 2)")
+        p.add_argument("--keep", action="store_true", help="keep the demo's data directory")
+        p.set_defaults(func=cmd_demo)
+    return parser
 
-    cli_agent.add_parser(sub, [client_opts])
 
-    cli_submit.add_parsers(sub, client_opts, json_opt)
+def _add_family(family: str, sub: Any, client_opts: argparse.ArgumentParser, json_opt: Any) -> None:
+    """Import the module `farmhand.cli.<family>` and add its commands."""
+    module = importlib.import_module(f"farmhand.cli.{family}")
+    if family == "agent":
+        module.add_parser(sub, [client_opts])
+    elif family == "results":
+        module.add_parser(sub, client_opts)
+    else:
+        module.add_parsers(sub, client_opts, json_opt)
 
+
+def _add_status(sub: Any, client_opts: argparse.ArgumentParser, json_opt: Any) -> None:
     p = sub.add_parser("status", parents=[client_opts, json_opt], help="counts by state")
     p.add_argument("--campaign", help="only this campaign (NAME, NAME:VERSION, id)")
     p.set_defaults(func=cmd_status)
 
-    cli_records.add_parsers(sub, client_opts, json_opt)
-    cli_steering.add_parsers(sub, client_opts, json_opt)
-    cli_results.add_parser(sub, client_opts)
-    cli_snapshots.add_parsers(sub, client_opts, json_opt)
-    cli_bundles.add_parsers(sub, client_opts, json_opt)
+
+def _add_token(sub: Any, client_opts: argparse.ArgumentParser, json_opt: Any) -> None:
+    from farmhand import wire
 
     p = sub.add_parser("token", help="manage tokens")
     tsub = p.add_subparsers(dest="token_command", required=True, metavar="ACTION")
@@ -182,15 +227,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("ids", nargs="+", type=int, metavar="ID", help="token ids (`token list`)")
     t.set_defaults(func=cmd_token_revoke)
 
-    p = sub.add_parser("demo", help="run a sample campaign on a throwaway server")
-    p.add_argument(
-        "--records", type=positive_int, default=60, help="records in the sample (default 60)"
-    )
-    p.add_argument("--agents", type=positive_int, default=2, help="agent processes (default 2)")
-    p.add_argument("--keep", action="store_true", help="keep the demo's data directory")
-    p.set_defaults(func=cmd_demo)
-    return parser
-
 
 def _version() -> str:
     """The installed distribution's version."""
@@ -204,6 +240,8 @@ def _version() -> str:
 
 def _external(name: str, argv: list[str]) -> int:
     """Run a command another part of farmhand registered under `farmhand.commands`."""
+    from importlib.metadata import entry_points
+
     found = entry_points(group="farmhand.commands", name=name)
     if not found:
         raise CliError(f"'{name}' is not installed: pip install 'farmhand[server]'")
@@ -222,10 +260,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv and argv[0] in EXTERNAL:
             return _external(argv[0], argv[1:])
-        args = build_parser().parse_args(argv)
+        args = build_parser(_named(argv)).parse_args(argv)
         return args.func(args)
-    except (CliError, cli_agent.AgentUsageError, refs.RefError, FarmhandError) as exc:
-        message = exc.detail if isinstance(exc, ApiError) else str(exc)
+    except _user_errors() as exc:
+        errors = sys.modules.get("farmhand.client.errors")
+        message = exc.detail if errors and isinstance(exc, errors.ApiError) else str(exc)
         print(f"farmhand: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -234,6 +273,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Point stdout at /dev/null, so the interpreter's last flush at exit fails no more.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _named(argv: list[str]) -> str | None:
+    """The command `argv` names, or `--version`: the parser needs only its part. None (build
+    it all) for `--help`, a mistyped command and the like: argparse lists every command."""
+    first = argv[0] if argv else ""
+    commands = {*EXTERNAL, *OWN, *(name for names in FAMILIES.values() for name in names)}
+    return first if first in commands or first == "--version" else None
+
+
+#: What the CLI prints as a one-line error (exit status 1), by module and name.
+USER_ERRORS = (
+    ("farmhand.cli.base", "CliError"),
+    ("farmhand.cli.agent", "AgentUsageError"),
+    ("farmhand.cli.refs", "RefError"),
+    ("farmhand.client.errors", "FarmhandError"),
+)
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The classes of USER_ERRORS whose modules are loaded: a module never imported raised
+    nothing, and importing it (httpx, the wire models) only to catch would slow every start."""
+    return tuple(
+        getattr(sys.modules[module], name) for module, name in USER_ERRORS if module in sys.modules
+    )
 
 
 if __name__ == "__main__":

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from farmhand import wire
-from farmhand.client import FarmhandClient
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from farmhand import wire
+    from farmhand.client import FarmhandClient
 
 
 class RefError(LookupError):

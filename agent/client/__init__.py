@@ -9,20 +9,25 @@ timed out: retry later) and `ApiError` (the server refused), with its kinds `Bad
 `Unauthorized`, `Forbidden`, `NotFound`, `Conflict`.
 """
 
-from farmhand.client.api import FarmhandClient
-from farmhand.client.errors import (
-    ApiError,
-    BadRequest,
-    Conflict,
-    FarmhandError,
-    Forbidden,
-    NotFound,
-    ServerUnavailable,
-    Unauthorized,
-    UsageError,
-)
+from __future__ import annotations
 
-Client = FarmhandClient
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from farmhand.client.api import FarmhandClient
+    from farmhand.client.api import FarmhandClient as Client
+    from farmhand.client.errors import (
+        ApiError,
+        BadRequest,
+        Conflict,
+        FarmhandError,
+        Forbidden,
+        NotFound,
+        ServerUnavailable,
+        Unauthorized,
+        UsageError,
+    )
 
 __all__ = [
     "ApiError",
@@ -37,3 +42,16 @@ __all__ = [
     "Unauthorized",
     "UsageError",
 ]
+
+# Imported on first use: an agent given its token in the environment imports the stdlib-only
+# `farmhand.client.credentials` and starts itself again before anything else (`python -m
+# farmhand`); loading httpx and the wire models first would cost that start twice.
+_LAZY = {name: "farmhand.client.errors" for name in __all__}
+_LAZY.update(Client="farmhand.client.api", FarmhandClient="farmhand.client.api")
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'farmhand.client' has no attribute {name!r}")
+    module = importlib.import_module(_LAZY[name])
+    return getattr(module, "FarmhandClient" if name == "Client" else name)

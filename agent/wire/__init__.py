@@ -231,6 +231,7 @@ __all__ = [
     "TokenCreate",
     "TokenCreated",
     "TokenInfo",
+    "build_models",
     "check_document",
     "check_input_path",
     "check_inputs",
@@ -242,3 +243,29 @@ __all__ = [
     "parse_where",
     "walltime_seconds",
 ]
+
+
+def build_models() -> None:
+    """Build every model of the contract now, and build later ones (`Page[X]`) at once too.
+
+    The models are built on first use (`defer_build`): an agent uses a handful of them, and
+    building them all would cost its start some 30 ms. The server uses them all; it calls
+    this before it defines its routes (`farmhand.server`), so FastAPI's validators are made
+    from complete models as they are made, and no request waits for one."""
+    import sys
+
+    from pydantic import BaseModel
+
+    for name, module in list(sys.modules.items()):
+        if not name.startswith("farmhand.wire.") or module is None:
+            continue
+        for value in vars(module).values():
+            # Each model once, in the module that defines it (not pydantic's BaseModel).
+            if (
+                isinstance(value, type)
+                and issubclass(value, BaseModel)
+                and value.__module__ == name
+            ):
+                value.model_config["defer_build"] = False
+                if not value.__pydantic_complete__:
+                    value.model_rebuild(force=True)

@@ -203,7 +203,9 @@ class Strict(BaseModel):
     """Request bodies reject unknown fields, so a typo is a 422, not a silent no-op. They
     refuse NaN and infinity, and NUL characters in strings (PostgreSQL stores neither)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # defer_build: each model is built on its first use, not at import; an agent uses a
+    # handful of them (its start, DESIGN.md); the server builds them all (`build_models`).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, defer_build=True)
 
     @field_validator("*")
     @classmethod
@@ -214,7 +216,7 @@ class Strict(BaseModel):
 class Loose(BaseModel):
     """Response bodies ignore unknown fields, so an older client survives a newer server."""
 
-    model_config = ConfigDict(extra="ignore", from_attributes=True)
+    model_config = ConfigDict(extra="ignore", from_attributes=True, defer_build=True)  # as Strict
 
 
 T = TypeVar("T")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from farmhand.wire.base import (
     MAX_COMMAND_LENGTH,
@@ -152,6 +152,8 @@ class RecordsCreated(Loose):
 
 class RunFields(BaseModel):
     """What an attempt is, as the API shows it (`Run`) and a bundle carries it (`BundleRun`)."""
+
+    model_config = ConfigDict(defer_build=True)  # built on first use, as Strict and Loose are
 
     attempt: int = Field(ge=0, le=MAX_INT)
     state: RunState

@@ -67,7 +67,8 @@ def _env(value: dict[str, str | int | float | bool]) -> dict[str, str]:
 
 
 class _Definition(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # defer_build here and below: built when a runners.d file is read, not at every start.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
     setup: tuple[str, ...] = ()
     env: dict[str, str] = Field(default_factory=dict)
@@ -132,7 +133,7 @@ class PythonDefinition(BaseModel):
     """`kind = "python"`: a runner class of your own, `class = "package.module:Class"`,
     built as `Class(name, **options)`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
     kind: Literal["python"]
     class_: str = Field(alias="class", pattern=r"^[\w.]+:[\w.]+$")
@@ -159,7 +160,7 @@ Definition = Annotated[
 
 
 class _File(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     runners: dict[Annotated[str, Field(pattern=NAME_PATTERN, max_length=100)], Definition] = Field(
         default_factory=dict
