@@ -44,6 +44,7 @@ $(VENV)/.bench: $(STAMP)
 bench: $(VENV)/.bench
 	$(BIN)/python -m bench.claims
 	$(BIN)/python -m bench.replicas
+	$(BIN)/python -m bench.idle
 	$(BIN)/python -m bench.overview
 	$(BIN)/python -m bench.noop
 	$(BIN)/python -m bench.startup

@@ -182,7 +182,11 @@ async def _watch_queue(app: FastAPI, settings: Settings) -> None:
     """While claims wait, look once per `claim_poll_interval` whether any claim could take
     something now (a lease ran out; records made ready without a wakeup, such as another
     replica's when LISTEN/NOTIFY is off) and wake them if so: one read for the whole
-    process, where each waiting claim used to re-run a write transaction (issue 16)."""
+    process, where each waiting claim used to re-run a write transaction (issue 16).
+
+    It wakes every waiter, not a count: it is also the backstop of partial wakeups
+    (`Wakeup.notify(count)`), whose woken claims may not fit the record they were woken for
+    while others that do sleep on; this look hands such a record out within one interval."""
     db: Database = app.state.db
     wakeup = app.state.wakeup
 
@@ -218,7 +222,8 @@ async def _sweep(app: FastAPI, settings: Settings) -> None:
             continue
         if expired.requeued or expired.failed:
             log.info("lease sweep: %d re-queued, %d failed", expired.requeued, expired.failed)
-            app.state.wakeup.notify()
+        if expired.requeued:
+            app.state.wakeup.notify(expired.requeued)
 
 
 def _error(

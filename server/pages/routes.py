@@ -183,7 +183,8 @@ def retry(request: Request, record_id: int, who: ActorDep, db: DbDep) -> Respons
         answer = records.retry(session, body=wire.RecordsRetry(ids=[record_id]), now=utcnow())
         for skipped in answer.skipped:  # the button retries one record: say why it did not
             raise Conflict(f"record '{skipped.key}' was not retried: it {skipped.reason}")
-    request.app.state.wakeup.notify()  # idle agents long-polling for work take it at once
+    # An idle agent long-polling for work takes it at once.
+    request.app.state.wakeup.notify(len(answer.changed))
     return RedirectResponse(f"/records/{record_id}?did=retried", status_code=303)
 
 

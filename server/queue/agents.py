@@ -86,9 +86,10 @@ def drain(
 
 def stop(
     session: Session, *, agent_id: int, now: datetime, agent_token: int | None = None
-) -> wire.Agent:
+) -> tuple[wire.Agent, int]:
     """Mark the agent stopped and release every lease it still holds (with `agent_token`,
-    only an agent registered with that token: else 403 and nothing changes)."""
+    only an agent registered with that token: else 403 and nothing changes); the agent, and
+    how many leases it released."""
     agent = session.get(Agent, agent_id)
     if agent is None:
         leases.active_agent(session, agent_id)  # raises NotFound
@@ -96,12 +97,14 @@ def stop(
     refusal = not_yours(agent_id, agent.name, agent.token_id, agent_token)
     if refusal is not None:
         raise refusal
-    held_leases.release_agent(session, agent_id=agent_id, now=now, reason="agent stopped")
+    released = held_leases.release_agent(
+        session, agent_id=agent_id, now=now, reason="agent stopped"
+    )
     agent.state = "stopped"
     agent.last_heartbeat = now
     session.add(agent)
     session.flush()
-    return wire.Agent.model_validate(agent)
+    return wire.Agent.model_validate(agent), released
 
 
 def list_(session: Session) -> list[wire.Agent]:

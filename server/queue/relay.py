@@ -6,7 +6,12 @@ after the commit, never inside a transaction that could roll back — at most on
 `NOTIFY_INTERVAL` with a trailing send (`Coalescer`), so a burst of a thousand submissions
 costs a handful of messages. A second connection LISTENs; a notification from another replica
 wakes this process's long-polling claims. The payload names the sending process, so a replica
-ignores its own messages (`notify()` woke its waiters already).
+ignores its own messages (`notify()` woke its waiters already), and how many records the
+coalesced notifies made claimable: `<origin> <count>`, or `<origin>` alone for "wake every
+waiter" (a notify without a count in the batch). Each replica that hears it wakes that many
+of its own waiters, so a record wakes one claim per replica rather than every claim; the
+claims that lose the race find nothing and wait again. A payload without a count (or one
+this version cannot read) wakes every waiter, as before counts existed.
 
 Either connection may drop. The sender reconnects on its next send and retries with backoff;
 the listener reconnects with backoff and, once back, wakes every waiter, because messages sent
@@ -90,6 +95,8 @@ class Relay:
         #: Notifications received, this process's own included (for metrics and tests).
         self.received = 0
         self._sender: psycopg.AsyncConnection | None = None
+        #: Records made claimable since the last send; None: wake every waiter.
+        self._owed: int | None = 0
         self._coalescer = Coalescer(self._send, interval, RECONNECT_DELAYS)
         self._tasks: list[asyncio.Task[None]] = []
         self._send_outage = _Outage(
@@ -101,7 +108,7 @@ class Relay:
 
     def start(self) -> None:
         """Begin sending and listening (call it in the server's running loop)."""
-        self._wakeup.relay_to(self._coalescer.poke)
+        self._wakeup.relay_to(self._poke)
         self._tasks = [
             asyncio.create_task(self._coalescer.run(), name="farmhand-notify"),
             asyncio.create_task(self._listen(), name="farmhand-listen"),
@@ -130,8 +137,21 @@ class Relay:
             with contextlib.suppress(Exception):
                 await sender.close()
 
+    def _poke(self, count: int | None) -> None:
+        """A local notify: owe the other replicas `count` more wakeups (None: all)."""
+        self._owed = _added(self._owed, count)
+        self._coalescer.poke()
+
     async def _send(self) -> bool:
-        """One NOTIFY; True when it went out."""
+        """One NOTIFY of everything owed; True when it went out (else it stays owed)."""
+        owed, self._owed = self._owed, 0
+        if await self._notify(owed):
+            return True
+        self._owed = _added(self._owed, owed)
+        return False
+
+    async def _notify(self, count: int | None) -> bool:
+        payload = self.origin if count is None else f"{self.origin} {count}"
         # A connection idle since PostgreSQL restarted fails on first use: retry it once fresh.
         tries = 2 if self._sender is not None else 1
         problem: BaseException | None = None
@@ -139,7 +159,7 @@ class Relay:
             try:
                 if self._sender is None:
                     self._sender = await self._connect("notify")
-                await self._sender.execute("SELECT pg_notify(%s, %s)", (CHANNEL, self.origin))
+                await self._sender.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
             except (psycopg.Error, OSError) as exc:
                 problem = exc
                 await self._close_sender()
@@ -162,14 +182,26 @@ class Relay:
                     self._wakeup.wake()
                     async for note in conn.notifies():
                         self.received += 1
-                        if note.payload != self.origin:
-                            self._wakeup.wake()
+                        origin, count = _parse(note.payload)
+                        if origin != self.origin:
+                            self._wakeup.wake(count)
                 raise psycopg.OperationalError("the connection closed")
             except (psycopg.Error, OSError) as exc:
                 self._listen_outage.lost(exc)
             delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
             failures += 1
             await asyncio.sleep(delay)
+
+
+def _added(owed: int | None, count: int | None) -> int | None:
+    """Wakeups owed after one more notify of `count`; None (all) absorbs any count."""
+    return None if owed is None or count is None else owed + count
+
+
+def _parse(payload: str) -> tuple[str, int | None]:
+    """(origin, count) of a payload; count None (wake all) when it names none."""
+    origin, _, count = payload.partition(" ")
+    return origin, int(count) if count.isdigit() else None
 
 
 def start_relay(wakeup: Wakeup, url: str | None) -> Relay | None:

@@ -1,8 +1,9 @@
 """Wake long-polling claims when records may have become claimable.
 
-Claims that found nothing wait on an asyncio event instead of holding a worker thread; any
-thread that makes records ready calls `notify()` after its commit. Other server replicas hear
-of it through a relay (`relay.py`: PostgreSQL LISTEN/NOTIFY), which `notify()` pokes and
+Claims that found nothing wait on a future of their own instead of holding a worker thread;
+any thread that makes records ready calls `notify(count)` after its commit, which wakes about
+`count` of them, longest-waiting first (or every one, without a count). Other server replicas
+hear of it through a relay (`relay.py`: PostgreSQL LISTEN/NOTIFY), which `notify()` pokes and
 which calls `wake()` for notifications from elsewhere. `Coalescer` keeps that relay from
 sending one message per event in a burst.
 """
@@ -10,71 +11,98 @@ sending one message per event in a burst.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 
 class Wakeup:
-    """A broadcast: every waiter wakes on the next `notify()` (or `wake()`)."""
+    """Waiting claims, woken by `notify()` (or `wake()`): a count wakes about that many, the
+    longest-waiting first; no count wakes them all.
+
+    A partial wake can miss: a woken claim may find nothing (another claim took the record,
+    or its filters — campaign, dataset, runner, resources, walltime — do not fit) while a
+    claimable record stays behind and the waiters that could take it sleep on. Nothing is
+    lost for long: the queue watch (app.py `_watch_queue`) looks once per
+    `claim_poll_interval` while claims wait and wakes every one of them when anything is
+    claimable, so a record reaches a fitting waiter within that interval at worst. Waking
+    exactly `count` (not a multiple) is deliberate: each woken claim that finds work takes at
+    least one record, so `count` claims cover `count` records; extra wakes would not help a
+    mismatch (the next waiters in line are as likely not to fit), only cost an attempt each.
+    """
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._event: asyncio.Event | None = None
+        # The first is the claim that has waited longest; each is removed when it wakes.
+        self._waiters: OrderedDict[asyncio.Future[None], None] = OrderedDict()
         self._generation = 0
-        self._relay: Callable[[], None] | None = None
-        self.waiting = 0  #: claims waiting now
+        self._relay: Callable[[int | None], None] | None = None
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Attach to the server's event loop (at startup)."""
         self._loop = loop
-        self._event = asyncio.Event()
 
-    def relay_to(self, relay: Callable[[], None] | None) -> None:
-        """Also call `relay()` (in the loop) on every `notify()`: how other replicas hear."""
+    def relay_to(self, relay: Callable[[int | None], None] | None) -> None:
+        """Also call `relay(count)` (in the loop) on every `notify()`: how other replicas
+        hear."""
         self._relay = relay
 
     @property
+    def waiting(self) -> int:
+        """Claims waiting now (not yet woken)."""
+        return len(self._waiters)
+
+    @property
     def generation(self) -> int:
-        """Counts wakeups. Read it before a claim attempt and pass it to `wait(since=…)`."""
+        """Counts wakeups, partial ones included. Read it before a claim attempt and pass it to
+        `wait(since=…)`."""
         return self._generation
 
-    def notify(self) -> None:
-        """Wake every waiting claim, here and on other replicas. Safe from any thread."""
+    def notify(self, count: int | None = None) -> None:
+        """Wake about `count` waiting claims (every one if None), here and on other replicas.
+        Safe from any thread; `count` is how many records this commit made claimable."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._notify)
+            loop.call_soon_threadsafe(self._notify, count)
 
-    def _notify(self) -> None:
-        self.wake()
+    def _notify(self, count: int | None) -> None:
+        self.wake(count)
         if self._relay is not None:
-            self._relay()
+            self._relay(count)
 
-    def wake(self) -> None:
-        """Wake this process's waiters only. Call it in the loop."""
+    def wake(self, count: int | None = None) -> None:
+        """Wake `count` of this process's waiters, longest-waiting first (every one if None).
+        Call it in the loop."""
         self._generation += 1
-        if self._event is not None:
-            self._event.set()
-        self._event = asyncio.Event()
+        woken = 0
+        while self._waiters and (count is None or woken < count):
+            future, _ = self._waiters.popitem(last=False)
+            # A waiter whose time ran out in this tick is gone already: it does not count.
+            if not future.done():
+                future.set_result(None)
+                woken += 1
 
     async def wait(self, timeout: float, *, since: int | None = None) -> bool:
-        """Wait until notified or `timeout` seconds pass; True when notified.
+        """Wait until woken or `timeout` seconds pass; True when woken.
 
-        With `since` (a `generation` read earlier), a wakeup that came after that reading
-        returns at once: a claim that found nothing must not miss a submit that committed
-        while its attempt ran.
+        With `since` (a `generation` read earlier), any wakeup after that reading — partial
+        or not, whoever it woke — returns at once: a claim that found nothing must not miss a
+        submit that committed while its attempt ran, and one more attempt is always safe.
         """
         if since is not None and since != self._generation:
             return True
-        event = self._event
-        if event is None:
+        if self._loop is None:
             await asyncio.sleep(timeout)
             return False
-        self.waiting += 1
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._waiters[future] = None
         try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except asyncio.TimeoutError:
-            return False
+            async with asyncio.timeout(timeout):
+                await future
+        except TimeoutError:
+            # Woken in the same tick as the timeout: the wakeup was meant for this claim.
+            return future.done() and not future.cancelled()
         finally:
-            self.waiting -= 1
+            self._waiters.pop(future, None)
         return True
 
 

@@ -103,9 +103,12 @@ def stop_agent(
     """Mark the agent stopped; every lease it still holds is released at once. An agent
     token stops only the agents it registered (403); an admin token any."""
     with db.write() as session:
-        agent = agents.stop(session, agent_id=agent_id, now=now, agent_token=caller.agent_token)
+        agent, released = agents.stop(
+            session, agent_id=agent_id, now=now, agent_token=caller.agent_token
+        )
         response = json_response(agent)
-    wakeup.notify()
+    if released:
+        wakeup.notify(released)
     return response
 
 

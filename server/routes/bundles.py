@@ -67,7 +67,7 @@ def import_bundle(
             "the campaign changed while this chunk was imported; import again (it is idempotent)"
         ) from exc
     if answer.created or answer.merged:
-        wakeup.notify()
+        wakeup.notify(answer.created + answer.merged)
     return response
 
 

@@ -61,8 +61,9 @@ async def claim(
         remaining = deadline - time.monotonic()
         if granted or remaining <= 0:
             return granted.answer
-        # Woken by whatever makes records ready here (or on another replica), or by the
-        # queue watch (app.py) when a lease ran out or work came without a wakeup.
+        # Woken (about one claim per record) by whatever makes records ready here or on
+        # another replica, or (every claim) by the queue watch (app.py) when a lease ran
+        # out, work came without a wakeup, or a woken claim did not fit what was left.
         await wakeup.wait(remaining, since=seen)
 
 

@@ -48,7 +48,9 @@ def create_records(
         )
         response = json_response(answer, status_code=201)
     if answer.created or answer.replaced:
-        wakeup.notify()
+        # About one waiting claim per record (those with parents wait, so this wakes a few too
+        # many at worst): not every idle agent for one record.
+        wakeup.notify(answer.created + answer.replaced)
     return response
 
 
@@ -145,5 +147,5 @@ def retry_records(
         answer = records.retry(session, body=body, now=now)
         response = json_response(answer)
     if answer.changed:
-        wakeup.notify()
+        wakeup.notify(len(answer.changed))
     return response

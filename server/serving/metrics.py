@@ -113,6 +113,22 @@ class _DatabaseGauges:
         yield alive
 
 
+class _WaitingClaims:
+    """Long-poll claims waiting in this process now (not a database gauge: per replica)."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[Metric]:
+        """One gauge, read from the app's wakeup."""
+        waiting = GaugeMetricFamily(
+            "farmhand_claims_waiting",
+            "Long-poll claims of this process waiting for work (found nothing, not yet woken).",
+        )
+        waiting.add_metric([], self.app.state.wakeup.waiting)
+        yield waiting
+
+
 def mount(app: FastAPI) -> None:
     """Serve `/metrics` from this app's own registry."""
     registry = CollectorRegistry(auto_describe=False)
@@ -123,7 +139,8 @@ def mount(app: FastAPI) -> None:
             RUNS_ENDED.labels(state.value)
     for outcome in ("requeued", "failed"):
         LEASE_EXPIRIES.labels(outcome)
-    for collector in (*_EVENTS, ProcessCollector(registry=None), _DatabaseGauges(app)):
+    gauges = (_DatabaseGauges(app), _WaitingClaims(app))
+    for collector in (*_EVENTS, ProcessCollector(registry=None), *gauges):
         registry.register(collector)  # type: ignore[arg-type]
 
     @app.get("/metrics", include_in_schema=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import httpx
 
@@ -109,3 +110,64 @@ def test_a_lease_that_runs_out_wakes_a_waiting_claim(live_server_factory) -> Non
     (taken,) = admin.claim(second, 1, wait=WAIT)
     assert taken.record_id == lease.record_id and taken.attempt == 2
     assert time.monotonic() - began < PROMPT  # woken, not handed it by the last attempt
+
+
+def gauge(server: LiveServer, name: str) -> float:
+    """One unlabelled series of the server's /metrics."""
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    (line,) = [x for x in text.splitlines() if x.startswith(name + " ")]
+    return float(line.split()[-1])
+
+
+def until(condition: Callable[[], bool], what: str) -> None:
+    """Look again until `condition()` holds; fail after PROMPT seconds."""
+    deadline = time.monotonic() + PROMPT
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.01)
+
+
+def test_a_submit_of_one_record_wakes_one_waiting_claim(live_server_factory) -> None:
+    """With K claims waiting, a submit of one record wakes one of them, which takes it; the
+    others sleep on without a claim attempt (issue 16: idle agents cost nothing). Mutation
+    caught: `Wakeup.notify(count)` waking every waiter, as before (all K then re-attempt:
+    the attempts counted rise by K, not 1, before K - 1 are back waiting)."""
+    waiters = 8
+    server: LiveServer = live_server_factory(claim_poll_interval=120)  # no watch to muddle
+    admin = server.client()
+    campaign = admin.create_campaign("one")
+    agents = [
+        admin.register(wire.AgentRegister(name=f"w{i}", host="h", slots=1)).agent.id
+        for i in range(waiters)
+    ]
+    got: dict[int, list[wire.Lease]] = {}
+    leased = threading.Event()
+
+    def wait_for_work(agent_id: int) -> None:
+        with FarmhandClient(server.url, server.admin_token) as client:
+            got[agent_id] = client.claim(agent_id, 1, wait=WAIT)
+            if got[agent_id]:
+                leased.set()
+
+    threads = [threading.Thread(target=wait_for_work, args=(a,), daemon=True) for a in agents]
+    for t in threads:
+        t.start()
+    until(lambda: gauge(server, "farmhand_claims_waiting") == waiters, "all claims waiting")
+    before = claim_attempts(server)
+    admin.submit(campaign.id, [wire.RecordSpec(key="k", command="true")])
+    assert leased.wait(PROMPT), f"the record was not claimed within {PROMPT} s"
+    # Whatever was woken has attempted once it is back to waiting (a woken claim that
+    # found nothing waits again): K - 1 waiting means every other claim is settled.
+    until(lambda: gauge(server, "farmhand_claims_waiting") == waiters - 1, "K - 1 waiting")
+    assert claim_attempts(server) - before == 1
+    assert sum(t.is_alive() for t in threads) == waiters - 1
+    assert [lease.key for leases in got.values() for lease in leases] == ["k"]
+    # The rest: a submit of K - 1 records wakes every one still waiting.
+    admin.submit(
+        campaign.id, [wire.RecordSpec(key=f"r{i}", command="true") for i in range(waiters - 1)]
+    )
+    deadline = time.monotonic() + PROMPT
+    for t in threads:
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), "a claim slept through a submit for it"
+    assert sorted(len(leases) for leases in got.values()) == [1] * waiters

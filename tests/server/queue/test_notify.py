@@ -1,5 +1,5 @@
-"""`Wakeup` (the in-process broadcast) and `Coalescer` (the NOTIFY rate limit), on real
-event loops and threads."""
+"""`Wakeup` (the in-process wakeups: a count, or all) and `Coalescer` (the NOTIFY rate limit),
+on real event loops and threads."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def test_notify_calls_the_relay_and_wake_does_not() -> None:
         wakeup = Wakeup()
         wakeup.bind(asyncio.get_running_loop())
         relayed: list[int] = []
-        wakeup.relay_to(lambda: relayed.append(wakeup.generation))
+        wakeup.relay_to(lambda count: relayed.append(wakeup.generation))
         waiter = asyncio.create_task(wakeup.wait(10))
         await asyncio.sleep(0)
         wakeup.wake()  # a notification from another replica: wakes, is not sent back out
@@ -72,6 +72,119 @@ def test_notify_calls_the_relay_and_wake_does_not() -> None:
         wakeup.notify()
         await until(lambda: wakeup.generation == 5)
         assert len(relayed) == 3
+
+    asyncio.run(main())
+
+
+class Waiters:
+    """`n` claims waiting on `wakeup`, started one after another (the first waits longest)."""
+
+    def __init__(self, wakeup: Wakeup, n: int) -> None:
+        self.wakeup = wakeup
+        self.tasks: list[asyncio.Task[bool]] = []
+        self.n = n
+
+    async def start(self) -> None:
+        before = self.wakeup.waiting
+        for _ in range(self.n):
+            self.tasks.append(asyncio.create_task(self.wakeup.wait(30)))
+            await until(lambda: self.wakeup.waiting == before + len(self.tasks))  # in order
+
+    def woken(self) -> list[int]:
+        """Which of them have woken (by their start order)."""
+        return [i for i, task in enumerate(self.tasks) if task.done() and task.result()]
+
+    async def settle(self) -> None:
+        """Let every woken waiter run to its end."""
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    async def end(self) -> None:
+        self.wakeup.wake()
+        await asyncio.gather(*self.tasks)
+
+
+def test_a_count_wakes_that_many_waiters_longest_waiting_first() -> None:
+    """Mutation caught: `notify(count)` waking every waiter (the broadcast it replaced)."""
+
+    async def main() -> None:
+        wakeup = Wakeup()
+        wakeup.bind(asyncio.get_running_loop())
+        waiters = Waiters(wakeup, 10)
+        await waiters.start()
+        wakeup.notify(3)  # a submit of 3 records
+        await until(lambda: len(waiters.woken()) >= 3)
+        await waiters.settle()
+        assert waiters.woken() == [0, 1, 2]
+        assert wakeup.waiting == 7
+        wakeup.notify(1)
+        await until(lambda: len(waiters.woken()) >= 4)
+        await waiters.settle()
+        assert waiters.woken() == [0, 1, 2, 3] and wakeup.waiting == 6
+        wakeup.notify(100)  # more records than waiters: every one wakes, nothing is owed
+        await until(lambda: len(waiters.woken()) == 10)
+        assert wakeup.waiting == 0
+
+    asyncio.run(main())
+
+
+def test_no_count_wakes_every_waiter() -> None:
+    async def main() -> None:
+        wakeup = Wakeup()
+        wakeup.bind(asyncio.get_running_loop())
+        waiters = Waiters(wakeup, 10)
+        await waiters.start()
+        wakeup.notify()
+        await until(lambda: len(waiters.woken()) == 10)
+        assert wakeup.waiting == 0
+
+    asyncio.run(main())
+
+
+def test_a_partial_wakeup_during_an_attempt_still_returns_at_once() -> None:
+    """A claim that was attempting (not waiting) when a count woke others must not sleep
+    through that wakeup: its records may be the ones nobody else fits."""
+
+    async def main() -> None:
+        wakeup = Wakeup()
+        wakeup.bind(asyncio.get_running_loop())
+        waiters = Waiters(wakeup, 5)
+        await waiters.start()
+        seen = wakeup.generation  # read before this claim's attempt
+        wakeup.notify(1)  # wakes the longest waiter, not this claim
+        await until(lambda: waiters.woken() == [0])
+        assert await wakeup.wait(30, since=seen) is True
+        assert wakeup.waiting == 4
+        await waiters.end()
+
+    asyncio.run(main())
+
+
+def test_a_waiter_whose_time_ran_out_is_not_counted_as_woken() -> None:
+    """A count never lands on a claim that is leaving: the next in line wakes instead."""
+
+    async def main() -> None:
+        wakeup = Wakeup()
+        wakeup.bind(asyncio.get_running_loop())
+        leaving = asyncio.create_task(wakeup.wait(30))
+        await until(lambda: wakeup.waiting == 1)
+        waiters = Waiters(wakeup, 2)
+        await waiters.start()
+        leaving.cancel()  # as a timeout does: the future is cancelled before it is removed
+        wakeup.wake(1)
+        await until(lambda: waiters.woken() == [0])
+        assert wakeup.waiting == 1
+        await waiters.end()
+
+    asyncio.run(main())
+
+
+def test_a_timed_out_waiter_leaves_the_line() -> None:
+    async def main() -> None:
+        wakeup = Wakeup()
+        wakeup.bind(asyncio.get_running_loop())
+        assert await wakeup.wait(0.01) is False
+        assert wakeup.waiting == 0
 
     asyncio.run(main())
 

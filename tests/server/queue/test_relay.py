@@ -1,5 +1,5 @@
-"""The LISTEN/NOTIFY relay on a real PostgreSQL: coalescing, ignoring its own messages, and
-reconnecting after its connections are terminated."""
+"""The LISTEN/NOTIFY relay on a real PostgreSQL: coalescing, carrying counts, ignoring its own
+messages, and reconnecting after its connections are terminated."""
 
 from __future__ import annotations
 
@@ -126,6 +126,41 @@ def test_listener_wakes_on_other_replicas_messages_only(pg_url: str) -> None:
         await relay.stop()
 
     asyncio.run(main())
+
+
+def test_counts_travel_summed_and_wake_that_many_waiters_on_other_replicas(pg_url: str) -> None:
+    """A submit of 2 records here wakes 2 claims on another replica, not all of them; a notify
+    without a count (or an old replica's payload) wakes every one. Mutation caught: the
+    listener waking every waiter whatever the count."""
+    listener = Listener(pg_url)
+
+    async def main() -> None:
+        wakeup = Wakeup()
+        wakeup.bind(asyncio.get_running_loop())
+        relay = Relay(wakeup, pg_url, interval=0.2)
+        relay.start()
+        await until(lambda: backend_pid(pg_url, "listen", query="LISTEN"))
+        await until(lambda: wakeup.generation == 1)  # the wake after connecting
+        # The sender: counts that meet in one quiet interval travel as their sum.
+        for count in (2, 1, 3):
+            wakeup.notify(count)
+        await until(lambda: sum(int(p.split()[1]) for _, p in listener.got) == 6)
+        assert all(p.split()[0] == relay.origin for _, p in listener.got)
+        # The listener: another replica's count wakes that many here, longest-waiting first.
+        waiters = [asyncio.create_task(wakeup.wait(30)) for _ in range(5)]
+        await until(lambda: wakeup.waiting == 5)
+        await asyncio.to_thread(sql, pg_url, "SELECT pg_notify(%s, 'other 2')", CHANNEL)
+        await until(lambda: sum(w.done() for w in waiters) == 2)
+        assert [w.done() for w in waiters] == [True, True, False, False, False]
+        assert wakeup.waiting == 3
+        await asyncio.to_thread(sql, pg_url, "SELECT pg_notify(%s, 'other')", CHANNEL)
+        assert await asyncio.gather(*waiters) == [True] * 5
+        await relay.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        listener.close()
 
 
 def test_listener_reconnects_after_its_connection_is_terminated(

@@ -1,0 +1,211 @@
+"""`make bench`: what 1,000 idle long-polling agents cost the server, and how soon a submitted
+record reaches one of them.
+
+For each backend: a real `farmhand server` process and 1,000 registered agents, each holding
+a long-poll claim (`wait` 30 s, re-claiming when it ends) from one client process (asyncio +
+httpx, one connection per agent). The first waits are staggered over one `wait`, so the
+re-claims spread out as they would on a farm whose agents started at different times.
+
+1. Idle: the server process's CPU time (utime + stime from /proc) over `--idle` seconds with
+   nothing to claim, as a share of one core. Target: <= 5 %.
+2. Submit -> claim: with the 1,000 waiting, one record is submitted at a time (`--submits`
+   times); the latency is from the submit's answer to the answer of the claim that carries
+   the record (p50, p99), and beside it the server's CPU per submit, which is where waking
+   every waiter (a broadcast) would show. Target: 50 ms p50.
+
+The server runs with its defaults (`--max-connections` 8192: one idle agent here holds one
+connection, a real agent 2-4) and this process raises its own open-files limit for the
+1,000 connections. Numbers are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.claims import _cpu_seconds
+from farmhand import wire
+from farmhand.cli.demo import free_port, wait_until_up
+from farmhand.client import FarmhandClient
+from tests.support.databases import PostgresDatabase, postgres_problem
+
+TOKEN = "fh_bench_idle_token"
+API = "/api/v1"
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Farm:
+    """`agents` long-polling claim loops in this process's event loop."""
+
+    def __init__(self, base: str, agent_ids: list[int], wait: float) -> None:
+        self.base = base
+        self.agent_ids = agent_ids
+        self.wait = wait
+        self.claims = 0  #: claim requests answered
+        self.arrivals: dict[str, asyncio.Future[float]] = {}  # record key -> answer time
+        limits = httpx.Limits(max_connections=len(agent_ids) + 16, max_keepalive_connections=None)
+        self.http = httpx.AsyncClient(
+            base_url=base + API,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            limits=limits,
+            timeout=wait + 30,
+        )
+
+    def expect(self, key: str) -> asyncio.Future[float]:
+        """A future set to the time a claim's answer carries the record `key`."""
+        future = asyncio.get_running_loop().create_future()
+        self.arrivals[key] = future
+        return future
+
+    async def _agent(self, agent_id: int, first_wait: float) -> None:
+        wait = first_wait
+        while True:
+            body = {"agent_id": agent_id, "max_records": 1, "wait": wait}
+            r = await self.http.post("/leases", json=body)
+            answered = time.perf_counter()
+            r.raise_for_status()
+            self.claims += 1
+            wait = self.wait
+            for lease in r.json()["leases"]:
+                future = self.arrivals.pop(lease["key"], None)
+                if future is not None and not future.done():
+                    future.set_result(answered)
+                done = await self.http.post(
+                    f"/runs/{lease['run_id']}/complete", json={"token": lease["token"]}
+                )
+                done.raise_for_status()
+
+    def start(self) -> list[asyncio.Task[None]]:
+        """Start every agent's loop, the first waits spread over one `wait`."""
+        rng = random.Random(16)
+        return [
+            asyncio.create_task(self._agent(a, rng.uniform(1.0, self.wait))) for a in self.agent_ids
+        ]
+
+
+async def _measure(base: str, pid: int, agent_ids: list[int], args: argparse.Namespace) -> dict:
+    farm = Farm(base, agent_ids, args.wait)
+    tasks = farm.start()
+    out: dict = {}
+    try:
+        await asyncio.sleep(args.settle)  # every claim sent, found nothing and went to sleep
+        claims, cpu, began = farm.claims, _cpu_seconds(pid), time.perf_counter()
+        await asyncio.sleep(args.idle)
+        elapsed = time.perf_counter() - began
+        out["idle_core"] = (_cpu_seconds(pid) - cpu) / elapsed
+        out["reclaims_per_s"] = (farm.claims - claims) / elapsed
+        campaign = (await farm.http.post("/campaigns", json={"name": "idle"})).json()["id"]
+        after_answer, after_send = [], []
+        cpu, began = _cpu_seconds(pid), time.perf_counter()
+        for i in range(args.submits):
+            key = f"r{i}"
+            arrived = farm.expect(key)
+            body = {"campaign_id": campaign, "records": [{"key": key, "command": "true"}]}
+            sent = time.perf_counter()
+            r = await farm.http.post("/records", json=body)
+            answered = time.perf_counter()
+            r.raise_for_status()
+            claimed_at = await asyncio.wait_for(arrived, args.wait + 30)
+            after_answer.append(claimed_at - answered)
+            after_send.append(claimed_at - sent)
+            await asyncio.sleep(0.2)  # let the winner's completion and any woken claims settle
+        # Less what the same span would have cost idle: what the submits and claims added.
+        baseline = out["idle_core"] * (time.perf_counter() - began)
+        out["cpu_per_submit_ms"] = (_cpu_seconds(pid) - cpu - baseline) / args.submits * 1e3
+        out["after_answer"] = after_answer
+        out["after_send"] = after_send
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await farm.http.aclose()
+    return out
+
+
+def run(url: str, data_dir: Path, args: argparse.Namespace) -> dict:
+    """Start a server on `url`, register the agents, measure."""
+    env = {**os.environ, "FARMHAND_ADMIN_TOKEN": TOKEN}
+    port = free_port()
+    argv = [sys.executable, "-m", "farmhand", "server", "--port", str(port)]
+    argv += ["--data-dir", str(data_dir), "--database-url", url, "--log-level", "warning"]
+    server = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with FarmhandClient(base, TOKEN, timeout=120) as client:
+            wait_until_up(client, server)
+            agent_ids = [
+                client.register(wire.AgentRegister(name=f"idle{i}", host="h", slots=1)).agent.id
+                for i in range(args.agents)
+            ]
+        return asyncio.run(_measure(base, server.pid, agent_ids, args))
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def _raise_open_files(wanted: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+
+
+def main() -> int:
+    """Run both measurements per backend and print them beside the targets."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", type=int, default=1000)
+    parser.add_argument("--wait", type=float, default=30.0, help="each long poll's wait (s)")
+    parser.add_argument("--idle", type=float, default=30.0, help="seconds of idleness measured")
+    parser.add_argument("--settle", type=float, default=5.0, help="seconds before measuring")
+    parser.add_argument("--submits", type=int, default=50)
+    parser.add_argument("--backend", choices=["sqlite", "postgresql"], action="append")
+    args = parser.parse_args()
+    _raise_open_files(args.agents + 256)
+    backends = args.backend or ["sqlite", "postgresql"]
+    if "postgresql" in backends and postgres_problem():
+        print(f"skipping PostgreSQL: {postgres_problem()}")
+        backends.remove("postgresql")
+    print(
+        f"{args.agents:,} agents long-polling (wait {args.wait:.0f} s); targets: idle server "
+        "<= 5 % of a core, submit -> claim <= 50 ms p50\n"
+    )
+    header = (
+        f"{'backend':<11}{'idle CPU':>10}{'re-claims/s':>13}{'submit->claim p50':>19}"
+        f"{'p99':>9}{'from send p50':>15}{'CPU/submit':>12}"
+    )
+    print(header)
+    print("-" * len(header))
+    for backend in backends:
+        with tempfile.TemporaryDirectory() as tmp:
+            database = PostgresDatabase() if backend == "postgresql" else None
+            url = database.url if database else f"sqlite:///{tmp}/idle.db"
+            try:
+                out = run(url, Path(tmp) / "data", args)
+            finally:
+                if database is not None:
+                    database.drop()
+        answer, send = out["after_answer"], out["after_send"]
+        print(
+            f"{backend:<11}{out['idle_core']:>9.1%} {out['reclaims_per_s']:>12.1f}"
+            f"{statistics.median(answer) * 1e3:>16.1f} ms{_percentile(answer, 0.99) * 1e3:>6.1f} ms"
+            f"{statistics.median(send) * 1e3:>12.1f} ms{out['cpu_per_submit_ms']:>9.1f} ms"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
