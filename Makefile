@@ -46,5 +46,6 @@ bench: $(VENV)/.bench
 	$(BIN)/python -m bench.replicas
 	$(BIN)/python -m bench.idle
 	$(BIN)/python -m bench.overview
+	$(BIN)/python -m bench.scale
 	$(BIN)/python -m bench.noop
 	$(BIN)/python -m bench.startup

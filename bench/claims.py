@@ -24,15 +24,14 @@ from pathlib import Path
 
 import httpx
 
+from bench.scratch import BACKENDS, backends, database, migrated, server, stop
 from farmhand import wire
-from farmhand.cli.demo import free_port, wait_until_up
+from farmhand.cli.demo import free_port
 from farmhand.client import FarmhandClient
-from farmhand.server import migrate
 from farmhand.server.catalog import campaigns, submit
 from farmhand.server.db import Database
 from farmhand.server.queue import agents, claim, runs
 from farmhand.server.tables import utcnow
-from tests.support.databases import PostgresDatabase, postgres_problem
 
 TOKEN = "fh_bench_admin_token"
 CLIENTS = 8
@@ -40,7 +39,9 @@ CLIENTS = 8
 QUEUE_PER_SECOND = 30_000
 
 
-def _claim_loop(url: str, batch: int, seconds: float, start_at: float) -> int:
+def claim_loop(url: str, batch: int, seconds: float, start_at: float) -> int:
+    """One client: from `start_at` for `seconds`, claim `batch` records and report them;
+    returns how many it finished."""
     with FarmhandClient(url, TOKEN) as client:
         me = client.register(wire.AgentRegister(name="bench", host="h", slots=batch)).agent.id
         while time.time() < start_at:
@@ -83,7 +84,7 @@ def _children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _fan_out(target, args: tuple, seconds: float, server_pid: int) -> tuple[float, float, float]:
+def fan_out(target, args: tuple, seconds: float, server_pid: int) -> tuple[float, float, float]:
     """Run `target` in CLIENTS processes; (operations per second, server CPU seconds, client
     CPU seconds): the clients share the machine with the server."""
     start_at = time.time() + 1.0
@@ -116,44 +117,24 @@ def _specs(n: int, prefix: str) -> list[wire.RecordSpec]:
 def http_rates(url: str, data_dir: Path, batches: list[int], seconds: float) -> dict[str, float]:
     """Records/s, and server and client CPU µs/record, over HTTP per batch size; then the time
     to submit 100,000 records."""
-    env = {**os.environ, "FARMHAND_ADMIN_TOKEN": TOKEN}
-    port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "farmhand",
-        "server",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(data_dir),
-        "--database-url",
-        url,
-        "--log-level",
-        "warning",
-    ]
-    server = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
     out: dict[str, float] = {}
-    try:
-        with FarmhandClient(base, TOKEN, timeout=120) as client:
-            wait_until_up(client, server)
-            campaign = client.create_campaign("throughput")
-            client.submit(campaign.id, _specs(int(seconds * QUEUE_PER_SECOND), "r"))
-            for batch in batches:
-                rate, cpu, clients = _fan_out(_claim_loop, (base, batch), seconds, server.pid)
-                out[f"http_{batch}"] = rate
-                out[f"cpu_{batch}"] = cpu / (rate * seconds) * 1e6
-                out[f"clients_{batch}"] = clients / (rate * seconds) * 1e6
-            # Bulk submission last, so its ready records do not sit in the claims' queue.
-            campaign = client.create_campaign("bulk")
-            specs = _specs(100_000, "b")
-            began = time.perf_counter()
-            client.submit(campaign.id, specs)
-            out["submit_100k_s"] = time.perf_counter() - began
-    finally:
-        server.terminate()
-        server.wait()
+    with (
+        server(url, data_dir, TOKEN) as (base, pid),
+        FarmhandClient(base, TOKEN, timeout=120) as client,
+    ):
+        campaign = client.create_campaign("throughput")
+        client.submit(campaign.id, _specs(int(seconds * QUEUE_PER_SECOND), "r"))
+        for batch in batches:
+            rate, cpu, clients = fan_out(claim_loop, (base, batch), seconds, pid)
+            out[f"http_{batch}"] = rate
+            out[f"cpu_{batch}"] = cpu / (rate * seconds) * 1e6
+            out[f"clients_{batch}"] = clients / (rate * seconds) * 1e6
+        # Bulk submission last, so its ready records do not sit in the claims' queue.
+        campaign = client.create_campaign("bulk")
+        specs = _specs(100_000, "b")
+        began = time.perf_counter()
+        client.submit(campaign.id, specs)
+        out["submit_100k_s"] = time.perf_counter() - began
     return out
 
 
@@ -179,8 +160,7 @@ def direct_rates(url: str, batches: list[int], seconds: float) -> dict[str, floa
     """The ceiling: the same claim and report functions on the database, no HTTP, in one
     process, the better of one thread and CLIENTS threads (SQLite's writers take turns, so
     more threads only contend; PostgreSQL's overlap their round trips)."""
-    db = Database(url)
-    migrate.upgrade(db.engine)  # the schema a server runs on: create_all hid issue 13's index
+    db = migrated(url)  # the schema a server runs on: create_all hid issue 13's index
     out: dict[str, float] = {}
     try:
         with db.write() as s:
@@ -235,26 +215,21 @@ def ping_rate(seconds: float) -> tuple[float, float]:
         "warning",
         "--no-access-log",
     ]
-    server = _serve(argv, dict(os.environ), port)
+    ping = _serve(argv, dict(os.environ), port)
     try:
-        rate, cpu, _ = _fan_out(_ping_loop, (f"http://127.0.0.1:{port}",), seconds, server.pid)
+        rate, cpu, _ = fan_out(_ping_loop, (f"http://127.0.0.1:{port}",), seconds, ping.pid)
         return rate, cpu / (rate * seconds) * 1e6
     finally:
-        server.terminate()
-        server.wait()
+        stop(ping)
 
 
 def main() -> int:
     """Run every measurement and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
-    parser.add_argument("--backend", choices=["sqlite", "postgresql"], action="append")
+    parser.add_argument("--backend", choices=BACKENDS, action="append")
     parser.add_argument("--batch", type=int, action="append", help="batch sizes (1 and 32)")
     args = parser.parse_args()
-    backends = args.backend or ["sqlite", "postgresql"]
-    if "postgresql" in backends and postgres_problem():
-        print(f"skipping PostgreSQL: {postgres_problem()}")
-        backends.remove("postgresql")
     batches = args.batch or [1, 32]
     ping, ping_cpu = ping_rate(args.seconds)
     print(
@@ -272,22 +247,14 @@ def main() -> int:
     print(header)
     print("-" * len(header))
     bulk = {}
-    for backend in backends:
-        with tempfile.TemporaryDirectory() as tmp:
-            made: list[PostgresDatabase] = []
-
-            def url(name: str, backend: str = backend, made: list = made) -> str:
-                if backend == "sqlite":
-                    return f"sqlite:///{tmp}/{name}.db"
-                made.append(PostgresDatabase())
-                return made[-1].url
-
-            try:
-                http = http_rates(url("http"), Path(tmp) / "data", batches, args.seconds)
-                direct = direct_rates(url("direct"), batches, args.seconds)
-            finally:
-                for database in made:
-                    database.drop()
+    for backend in backends(args.backend):
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            database(backend, Path(tmp), "http") as http_url,
+            database(backend, Path(tmp), "direct") as direct_url,
+        ):
+            http = http_rates(http_url, Path(tmp) / "data", batches, args.seconds)
+            direct = direct_rates(direct_url, batches, args.seconds)
         bulk[backend] = http["submit_100k_s"]
         for batch in batches:
             h, d = http[f"http_{batch}"], direct[f"direct_{batch}"]

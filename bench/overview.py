@@ -18,9 +18,7 @@ server's peak memory before and after) and the "what ended since" poll of the Py
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,14 +30,11 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
-from farmhand.cli.demo import free_port, wait_until_up
-from farmhand.client import FarmhandClient
-from farmhand.server import migrate
+from bench.scratch import BACKENDS, Sql, backends, database, migrated, server
 from farmhand.server.db import Database
 from farmhand.server.pages.access import COOKIE
 from farmhand.server.tables import utcnow
 from farmhand.server.views import browse, status, stuck
-from tests.support.databases import PostgresDatabase, postgres_problem
 
 TOKEN = "fh_bench_overview"
 CAMPAIGNS = 10
@@ -63,32 +58,7 @@ TAGS = """(CASE WHEN i % 100000 = 7 THEN '["rare"]' ELSE '["t' || (i % 10) || '"
 
 def fill(db: Database, n: int) -> float:
     """Insert `n` records, their runs and the agents in a few statements; returns seconds."""
-    sqlite = db.is_sqlite
-    if sqlite:
-        series = (
-            "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :n) "
-            "SELECT i FROM s"
-        )
-        now = "datetime('now')"
-
-        def ago(seconds: str) -> str:
-            return f"datetime('now', '-' || ({seconds}) || ' seconds')"
-
-        def later(seconds: int) -> str:
-            return f"datetime('now', '+{seconds} seconds')"
-    else:
-        series = "SELECT generate_series(1, :n) AS i"
-        now = "(now() AT TIME ZONE 'utc')"
-
-        def ago(seconds: str) -> str:
-            return f"({now} - make_interval(secs => {seconds}))"
-
-        def later(seconds: int) -> str:
-            return f"({now} + make_interval(secs => {seconds}))"
-
-    def json_of(expression: str, kind: str = "JSON") -> str:
-        return expression if sqlite else f"CAST({expression} AS {kind})"
-
+    sql = Sql(db.is_sqlite)
     small = n // 100
     big = n - (CAMPAIGNS - 1) * small
     began = time.perf_counter()
@@ -97,20 +67,20 @@ def fill(db: Database, n: int) -> float:
             conn.execute(
                 text(
                     "INSERT INTO campaign (name, version, defaults, created_at, started_at, "
-                    f"params) VALUES (:name, 1, '{{}}', {now}, {ago('3600')}, "
-                    f"{json_of(repr(PARAM_NAMES), 'JSONB')})"
+                    f"params) VALUES (:name, 1, '{{}}', {sql.now}, {sql.ago('3600')}, "
+                    f"{sql.json_of(repr(PARAM_NAMES), 'JSONB')})"
                 ),
                 {"name": f"campaign-{k}"},
             )
         for k in range(AGENTS):
             state = "draining" if k % 10 == 9 else "active"
             # Every tenth is stale; the others stay live however long the measuring takes.
-            beat = ago("600") if k % 10 == 8 else later(3600)
+            beat = sql.ago("600") if k % 10 == 8 else sql.later(3600)
             conn.execute(
                 text(
                     "INSERT INTO agent (name, host, slots, labels, state, registered_at, "
                     "last_heartbeat, runners, resources) VALUES (:name, :host, 32, '{}', "
-                    f":state, {now}, {beat}, :runners, :resources)"
+                    f":state, {sql.now}, {beat}, :runners, :resources)"
                 ),
                 {
                     "name": f"agent-{k}",
@@ -130,13 +100,13 @@ def fill(db: Database, n: int) -> float:
                 f"'key-' || i, 'python calc.py ' || i, 0, '{{}}', {STATE}, "
                 f"CASE WHEN i % 200 < 110 OR {leased} THEN 1 ELSE 0 END, 3, "
                 f"CASE WHEN {leased} THEN 1 + i % {AGENTS} END, "
-                f"CASE WHEN {leased} THEN {later(3600)} END, {now}, {now}, "
+                f"CASE WHEN {leased} THEN {sql.later(3600)} END, {sql.now}, {sql.now}, "
                 "'ds-' || (i % 20), "
-                f"{json_of(TAGS)}, "
+                f"{sql.json_of(TAGS)}, "
                 "CASE WHEN i % 1000 = 117 THEN 'lammps' ELSE 'subprocess' END, "
                 "CASE WHEN i % 997 = 150 THEN 4 END, "
-                f"{json_of(PARAMS, 'JSONB')} "
-                f"FROM ({series}) AS g"
+                f"{sql.json_of(PARAMS, 'JSONB')} "
+                f"FROM ({sql.series}) AS g"
             ),
             {"n": n},
         )
@@ -147,8 +117,8 @@ def fill(db: Database, n: int) -> float:
                 f"SELECT id, 1 + id % {AGENTS}, 't' || id, 1, "
                 "CASE state WHEN 'done' THEN 'done' WHEN 'failed' THEN 'failed' "
                 "ELSE 'running' END, "
-                f"{ago('id % 3600 + 20')}, {ago('id % 3600 + 10')}, "
-                f"CASE WHEN state IN ('done', 'failed') THEN {ago('id % 3600')} END, "
+                f"{sql.ago('id % 3600 + 20')}, {sql.ago('id % 3600 + 10')}, "
+                f"CASE WHEN state IN ('done', 'failed') THEN {sql.ago('id % 3600')} END, "
                 "CASE state WHEN 'done' THEN 0 WHEN 'failed' THEN 3 END, "
                 "CASE WHEN state = 'failed' THEN 'exit code 3' END, "
                 "'step 1\nstep 2\nconverged after ' || (id % 97) || ' iterations\n', "
@@ -162,7 +132,7 @@ def fill(db: Database, n: int) -> float:
             text(
                 "INSERT INTO record_result (record_id, run_id, document) "
                 "SELECT record.id, run.id, "
-                + json_of("""'{"energy": {"total": -' || record.id || '.5}, "steps": 40}'""")
+                + sql.json_of("""'{"energy": {"total": -' || record.id || '.5}, "steps": 40}'""")
                 + " FROM record JOIN run ON run.record_id = record.id WHERE record.state = 'done'"
             )
         )
@@ -226,55 +196,45 @@ def direct(db: Database, repeat: int) -> dict[str, tuple[float, float]]:
 
 def over_http(url: str, data_dir: Path, repeat: int) -> dict[str, tuple[float, float]]:
     """Each page over HTTP from a real server process, logged in by cookie."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FARMHAND_")}
-    env["FARMHAND_ADMIN_TOKEN"] = TOKEN
-    argv = [sys.executable, "-m", "farmhand", "server", "--port", str(port)]
-    argv += ["--data-dir", str(data_dir), "--database-url", url, "--log-level", "warning"]
-    server = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        with FarmhandClient(base, TOKEN) as client:
-            wait_until_up(client, server)
-        with httpx.Client(base_url=base, cookies={COOKIE: TOKEN}, timeout=60) as http:
+    with (
+        server(url, data_dir, TOKEN) as (base, pid),
+        httpx.Client(base_url=base, cookies={COOKIE: TOKEN}, timeout=60) as http,
+    ):
 
-            def get(path: str, **headers: str) -> Callable[[], object]:
-                def call() -> object:
-                    r = http.get(path, headers=headers)
-                    r.raise_for_status()
-                    return r
+        def get(path: str, **headers: str) -> Callable[[], object]:
+            def call() -> object:
+                r = http.get(path, headers=headers)
+                r.raise_for_status()
+                return r
 
-                return call
+            return call
 
-            pages = {
-                "overview page /": get("/"),
-                "overview live refresh": get("/", **{"X-Farmhand-Live": "1"}),
-                "campaign page, first": get("/campaigns/1"),
-                "campaign page, state=failed": get("/campaigns/1?state=failed"),
-                "campaign page, deep keyset page": get("/campaigns/1?after=500000"),
-                "campaign page, key prefix": get("/campaigns/1?key=key-12345"),
-                "campaign page, dataset": get("/campaigns/1?dataset=ds-7"),
-                "campaign page, dataset, deep": get("/campaigns/1?dataset=ds-7&after=500000"),
-                "campaign page, common tag": get("/campaigns/1?tag=t3"),
-                "campaign page, rare tag": get("/campaigns/1?tag=rare"),
-                "campaign page, rare tag, deep": get("/campaigns/1?tag=rare&after=500000"),
-                "GET /api/v1/status": get("/api/v1/status", Authorization=f"Bearer {TOKEN}"),
-                "record page": get("/records/100"),
-                "/metrics": get("/metrics"),
-            }
-            api = {"Authorization": f"Bearer {TOKEN}"}
-            listed = "/api/v1/records?campaign_id=1&limit=1000&where="
-            pages |= {
-                "records where T>=600 (1000)": get(listed + "T>=600", **api),
-                "records where a=9.5 (rare)": get(listed + "a=9.5", **api),
-                "records where a=9.5, deep": get(listed + "a=9.5&after=500000", **api),
-            }
-            rows = {name: timed(call, repeat) for name, call in pages.items()}
-            rows |= whole_tables(http, server.pid)
-            return rows
-    finally:
-        server.terminate()
-        server.wait()
+        pages = {
+            "overview page /": get("/"),
+            "overview live refresh": get("/", **{"X-Farmhand-Live": "1"}),
+            "campaign page, first": get("/campaigns/1"),
+            "campaign page, state=failed": get("/campaigns/1?state=failed"),
+            "campaign page, deep keyset page": get("/campaigns/1?after=500000"),
+            "campaign page, key prefix": get("/campaigns/1?key=key-12345"),
+            "campaign page, dataset": get("/campaigns/1?dataset=ds-7"),
+            "campaign page, dataset, deep": get("/campaigns/1?dataset=ds-7&after=500000"),
+            "campaign page, common tag": get("/campaigns/1?tag=t3"),
+            "campaign page, rare tag": get("/campaigns/1?tag=rare"),
+            "campaign page, rare tag, deep": get("/campaigns/1?tag=rare&after=500000"),
+            "GET /api/v1/status": get("/api/v1/status", Authorization=f"Bearer {TOKEN}"),
+            "record page": get("/records/100"),
+            "/metrics": get("/metrics"),
+        }
+        api = {"Authorization": f"Bearer {TOKEN}"}
+        listed = "/api/v1/records?campaign_id=1&limit=1000&where="
+        pages |= {
+            "records where T>=600 (1000)": get(listed + "T>=600", **api),
+            "records where a=9.5 (rare)": get(listed + "a=9.5", **api),
+            "records where a=9.5, deep": get(listed + "a=9.5&after=500000", **api),
+        }
+        rows = {name: timed(call, repeat) for name, call in pages.items()}
+        rows |= whole_tables(http, pid)
+        return rows
 
 
 def peak_mib(pid: int) -> float:
@@ -326,8 +286,7 @@ def whole_tables(http: httpx.Client, pid: int) -> dict[str, tuple[float, float]]
 
 def measure(backend: str, url: str, n: int, repeat: int, data_dir: Path) -> None:
     """Fill one database and print its rows."""
-    db = Database(url)
-    migrate.upgrade(db.engine)  # the schema a server builds (create_all would be stamped 0001)
+    db = migrated(url)
     took = fill(db, n)
     print(f"\n{backend}: {n:,} records inserted in {took:.1f} s")
     rows = {**direct(db, repeat), **over_http(url, data_dir, repeat)}
@@ -351,22 +310,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=20, help="timed requests per row")
-    parser.add_argument("--backend", choices=["sqlite", "postgresql"], action="append")
+    parser.add_argument("--backend", choices=BACKENDS, action="append")
     args = parser.parse_args()
-    backends = args.backend or ["sqlite", "postgresql"]
-    if "postgresql" in backends and postgres_problem():
-        print(f"skipping PostgreSQL: {postgres_problem()}")
-        backends.remove("postgresql")
     print(f"status pages with {args.records:,} records: target <= 300 ms for the overview")
-    for backend in backends:
-        with tempfile.TemporaryDirectory() as tmp:
-            database = PostgresDatabase() if backend == "postgresql" else None
-            url = database.url if database else f"sqlite:///{tmp}/overview.db"
-            try:
-                measure(backend, url, args.records, args.repeat, Path(tmp) / "data")
-            finally:
-                if database:
-                    database.drop()
+    for backend in backends(args.backend):
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            database(backend, Path(tmp), "overview") as url,
+        ):
+            measure(backend, url, args.records, args.repeat, Path(tmp) / "data")
     return 0
 
 
