@@ -21,7 +21,7 @@ from farmhand.server.queue.states import UNFINISHED
 from farmhand.server.tables import CAMPAIGN, REC
 from farmhand.wire import RecordState
 
-#: Set in `session.info` when records became ready: the route wakes long-polling claims.
+#: Counts in `session.info` the records made ready: the route wakes that many waiting claims.
 MADE_READY = "farmhand_made_ready"
 S = RecordState
 #: States a campaign's records may not be in for it to be finished (orphans wait for a user).
@@ -53,8 +53,9 @@ def records_ended(
             .where(REC.c.id.in_(holders), REC.c.temporary_run_args.is_not(None))
             .values(temporary_run_args=None)
         )
-    if dependencies.unblock(session, done_ids, now=now):
-        session.info[MADE_READY] = True
+    unblocked = dependencies.unblock(session, done_ids, now=now)
+    if unblocked:
+        session.info[MADE_READY] = session.info.get(MADE_READY, 0) + unblocked
     dependencies.fail_downstream(session, failed, now=now)
     if campaign_ids is None:
         campaign_ids = session.execute(
@@ -63,10 +64,10 @@ def records_ended(
     finish_campaigns(session, campaign_ids, now=now)
 
 
-def made_ready(session: Session | Connection) -> bool:
-    """Whether this transaction made records ready (children unblocked); asking clears it
+def made_ready(session: Session | Connection) -> int:
+    """How many records this transaction made ready (children unblocked); asking clears it
     (a pooled connection's `info` outlives the transaction)."""
-    return bool(session.info.pop(MADE_READY, False))
+    return session.info.pop(MADE_READY, 0)
 
 
 def finish_campaigns(

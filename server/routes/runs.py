@@ -84,8 +84,8 @@ def report_runs(
         unblocked = lifecycle.made_ready(conn)
         response = json_response(wire.RunReportAnswers(answers=answers))
     metrics.runs_ended(*(answer.ack for answer in answers))
-    if unblocked or any(a.ack and a.ack.record_state == wire.RecordState.ready for a in answers):
-        wakeup.notify()
+    requeued = sum(1 for a in answers if a.ack and a.ack.record_state == wire.RecordState.ready)
+    _wake(wakeup, unblocked, requeued)
     return response
 
 
@@ -138,9 +138,16 @@ def _report_one(
         unblocked = lifecycle.made_ready(conn)
         response = json_response(ack)
     metrics.runs_ended(ack)
-    if unblocked or ack.record_state == wire.RecordState.ready:
-        wakeup.notify()
+    _wake(wakeup, unblocked, 1 if ack.record_state == wire.RecordState.ready else 0)
     return response
+
+
+def _wake(wakeup: Wakeup, unblocked: int, requeued: int) -> None:
+    """Wake a waiting claim per record the reports made claimable: children whose parents
+    are now all done, and records ready again (an attempt failed with attempts left, or a
+    release)."""
+    if unblocked + requeued:
+        wakeup.notify(unblocked + requeued)
 
 
 @router.post(
