@@ -8,14 +8,16 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test lint format bench mutants clean
 
+# Quiet: one line instead of pip's pages; pip's errors still show, and fail the target.
 $(STAMP): pyproject.toml
+	@echo "make: installing farmhand and its test tools into $(VENV) (first run only)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	@touch $@
 
 demo: $(STAMP)
-	$(BIN)/farmhand demo
+	@$(BIN)/farmhand demo
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -86,6 +86,9 @@ def run(records: int = 60, agents: int = 2, keep: bool = False) -> int:
         "FARMHAND_TOKEN": token,
     }
     print(f"farmhand demo: server at {url}, data in {root}")
+    # A kept server outlives this command: its log goes to a file, not to this terminal,
+    # and it runs in its own session, so the terminal's Ctrl-C does not reach it.
+    log = open(root / "server.log", "ab") if keep else None  # noqa: SIM115 - the server's
     server = subprocess.Popen(
         [
             *FARMHAND,
@@ -98,8 +101,12 @@ def run(records: int = 60, agents: int = 2, keep: bool = False) -> int:
             "warning",
         ],
         env=env,
+        stdout=log,
+        stderr=log,
+        start_new_session=keep,
     )
     workers: list[subprocess.Popen] = []
+    kept = False
     try:
         with FarmhandClient(url, token) as client:
             wait_until_up(client, server)
@@ -151,16 +158,34 @@ def run(records: int = 60, agents: int = 2, keep: bool = False) -> int:
             failed = client.records_page(campaign_id=campaign.id, state=wire.RecordState.failed)
             for record in failed.items:
                 print(f"  failed: {record.key}: {record.error}")
-            print(f"\nAPI docs were at {url}/docs  (try `farmhand server` and open /docs)")
+            if keep:
+                _print_kept(url, token, root, server.pid)
+                kept = True
+            else:
+                print(f"\nAPI docs were at {url}/docs  (try `farmhand server` and open /docs)")
         return 0
     finally:
         for worker in workers:
             if worker.poll() is None:
                 worker.terminate()
                 worker.wait(timeout=30)
-        server.terminate()
-        server.wait(timeout=30)
+        if log is not None:
+            log.close()
+        if not kept:
+            server.terminate()
+            server.wait(timeout=30)
         if keep:
             print(f"kept {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _print_kept(url: str, token: str, root: Path, pid: int) -> None:
+    """How to reach the server `--keep` leaves running, and how to stop it."""
+    print(
+        f"\nthe server keeps running (pid {pid}): {url}\n"
+        f"  status pages at {url}/ (log in with the token), API docs at {url}/docs\n"
+        f"  export FARMHAND_SERVER={url} FARMHAND_TOKEN={token}\n"
+        f"  farmhand status; farmhand results --campaign demo\n"
+        f"stop it with: kill {pid}   (its log: {root / 'server.log'})"
+    )

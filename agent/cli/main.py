@@ -185,7 +185,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             "--records", type=positive_int, default=60, help="records in the sample (default 60)"
         )
         p.add_argument("--agents", type=positive_int, default=2, help="agent processes (default 2)")
-        p.add_argument("--keep", action="store_true", help="keep the demo's data directory")
+        p.add_argument(
+            "--keep",
+            action="store_true",
+            help="keep the demo's data directory and leave its server running (prints its URL, "
+            "token and how to stop it)",
+        )
         p.set_defaults(func=cmd_demo)
     return parser
 
