@@ -109,6 +109,11 @@ class Campaign(SQLModel, table=True):
     end_seq: int = Field(
         default=0, sa_column=Column(BigInteger, nullable=False, server_default=text("0"))
     )
+    #: Archived: left out of the overview, `status` and listings unless asked for.
+    archived_at: datetime | None = _when()
+    #: The token that created it (None: before migration 0010, or imported): it or an admin
+    #: may delete the campaign.
+    created_by: int | None = None
 
 
 class Record(SQLModel, table=True):

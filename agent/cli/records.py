@@ -63,7 +63,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     client = connect(args)
     items: list[Any]
     if args.what == "campaigns":
-        items = client.campaigns()
+        items = client.campaigns(archived=args.archived)
     elif args.what == "agents":
         items = client.agents()
     elif args.what == "snapshots":
@@ -212,6 +212,7 @@ def add_parsers(
         "--campaign", help="records and runs: only this campaign (NAME, NAME:VERSION, id)"
     )
     p.add_argument("--state", help="records/runs: only this state")
+    p.add_argument("--archived", action="store_true", help="campaigns: archived ones too")
     p.add_argument("--dataset", help="records: only this dataset")
     add_where(p, "records: ")
     p.add_argument(

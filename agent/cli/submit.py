@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from farmhand import wire
-from farmhand.cli import output, refs
+from farmhand.cli import archive, output, refs
 from farmhand.cli.base import (
     CliError,
     add_assignments,
@@ -259,6 +259,7 @@ def add_parsers(
     )
     add_assignments(c, "--default", help="a run_arg every record inherits")
     c.set_defaults(func=cmd_campaign_new)
+    archive.add_actions(csub, client_opts, json_opt)
 
     p = sub.add_parser(
         "submit", parents=[client_opts, json_opt], help="submit a tasklist or TOML campaign file"

@@ -167,14 +167,30 @@ class FarmhandClient(RecordCalls, SnapshotCalls, BundleCalls, ResultCalls):
         )
         return self._model(wire.Campaign, "POST", "/campaigns", json=self._body(body))
 
-    def campaigns(self, name: str | None = None) -> list[wire.Campaign]:
-        """All campaigns (or every version of one name) with their counts by state."""
-        data = self.request("GET", "/campaigns", params={"name": name} if name else None)
+    def campaigns(self, name: str | None = None, *, archived: bool = False) -> list[wire.Campaign]:
+        """All campaigns but the archived ones (`archived`: those too), or every version of
+        one name, with their counts by state."""
+        params: dict[str, Any] = {"name": name} if name else {}
+        if archived:
+            params["archived"] = "true"
+        data = self.request("GET", "/campaigns", params=params or None)
         return [wire.Campaign.model_validate(item) for item in data]
 
     def campaign(self, campaign_id: int) -> wire.Campaign:
         """One campaign with its counts by state."""
         return self._model(wire.Campaign, "GET", f"/campaigns/{campaign_id}")
+
+    def archive_campaign(self, campaign_id: int, *, archived: bool = True) -> wire.Campaign:
+        """Hide a campaign from listings, the overview and `status` (or show it again)."""
+        action = "archive" if archived else "unarchive"
+        return self._model(wire.Campaign, "POST", f"/campaigns/{campaign_id}/{action}")
+
+    def delete_campaign(self, campaign_id: int, *, force: bool = False) -> wire.CampaignDeleted:
+        """Delete a campaign and its records (the token that created it, or an admin);
+        `force` stops its live runs first."""
+        params = {"force": "true"} if force else None
+        path = f"/campaigns/{campaign_id}"
+        return self._model(wire.CampaignDeleted, "DELETE", path, params=params)
 
     # --- records -------------------------------------------------------------------------
 

@@ -112,6 +112,7 @@ from farmhand.wire.params import (
 from farmhand.wire.records import (
     Campaign,
     CampaignCreate,
+    CampaignDeleted,
     Ended,
     Record,
     RecordFilter,
@@ -171,6 +172,7 @@ __all__ = [
     "BundleRun",
     "Campaign",
     "CampaignCreate",
+    "CampaignDeleted",
     "Checkpoint",
     "CheckpointCreate",
     "ClaimRequest",

@@ -64,6 +64,27 @@ class Campaign(Loose):
     params: list[str] = Field(
         default_factory=list, description="the names of its records' params, sorted"
     )
+    archived_at: datetime | None = Field(
+        default=None, description="when it was archived: hidden from listings unless asked"
+    )
+    created_by: int | None = Field(
+        default=None, description="the id of the token that created it (it may delete it)"
+    )
+
+
+class CampaignDeleted(Loose):
+    """What deleting a campaign removed (its snapshots stay: other records may share them)."""
+
+    campaign_id: int
+    name: str
+    version: int
+    records: int
+    runs: int
+    cancelled: int = Field(description="live runs stopped first (`force`)")
+    unlinked: list[str] = Field(
+        default_factory=list,
+        description="`NAME:VERSION` of campaigns based on it, whose `based_on` is now empty",
+    )
 
 
 # --- records -----------------------------------------------------------------------------

@@ -38,7 +38,8 @@ def bundle_campaign(session: Session, campaign_id: int) -> wire.BundleCampaign:
     """The campaign as a bundle carries it, or 404."""
     campaign = campaigns.get(session, campaign_id)
     return wire.BundleCampaign.model_validate(
-        campaign.model_dump(exclude={"id", "counts", "params"})
+        # Archiving and who created it are this server's business, not the bundle's.
+        campaign.model_dump(exclude={"id", "counts", "params", "archived_at", "created_by"})
     )
 
 

@@ -10,8 +10,11 @@ from farmhand.server.errors import Invalid, NotFound
 from farmhand.server.tables import Campaign, Record
 
 
-def create(session: Session, *, spec: wire.CampaignCreate) -> wire.Campaign:
-    """A new campaign; version = highest existing version of the name + 1."""
+def create(
+    session: Session, *, spec: wire.CampaignCreate, created_by: int | None = None
+) -> wire.Campaign:
+    """A new campaign; version = highest existing version of the name + 1. `created_by` is
+    the creating token's id (it may delete the campaign)."""
     based_on = find(session, spec.based_on) if spec.based_on else None
     highest = session.execute(
         select(func.max(Campaign.version)).where(Campaign.name == spec.name)
@@ -22,6 +25,7 @@ def create(session: Session, *, spec: wire.CampaignCreate) -> wire.Campaign:
         software=spec.software,
         defaults=spec.defaults,
         based_on_id=based_on.id if based_on else None,
+        created_by=created_by,
     )
     session.add(row)
     session.flush()
@@ -69,11 +73,16 @@ def get(session: Session, campaign_id: int) -> wire.Campaign:
     return _out(row, counts(session, [campaign_id]).get(campaign_id, {}), _labels(session, [row]))
 
 
-def list_(session: Session, *, name: str | None = None) -> list[wire.Campaign]:
-    """Every campaign (or every version of one name), newest last, with counts."""
+def list_(
+    session: Session, *, name: str | None = None, archived: bool = False
+) -> list[wire.Campaign]:
+    """Every campaign but the archived ones (all with `archived`), or every version of one
+    name (archived or not), oldest first, with counts."""
     stmt = select(Campaign).order_by(Campaign.id)
     if name is not None:
         stmt = stmt.where(Campaign.name == name)
+    elif not archived:
+        stmt = stmt.where(Campaign.archived_at.is_(None))
     rows = list(session.execute(stmt).scalars())
     all_counts = counts(session)
     labels = _labels(session, rows)

@@ -29,11 +29,15 @@ NAME = re.compile(wire.NAME_PATTERN)  # datasets and tags
 
 
 @router.get("/")
-def overview(request: Request, who: ViewerDep, db: DbDep, settings: SettingsDep) -> Response:
-    """Every campaign's progress, the agents, and the latest failures."""
+def overview(
+    request: Request, who: ViewerDep, db: DbDep, settings: SettingsDep, archived: bool = False
+) -> Response:
+    """Every campaign's progress (archived ones with `?archived=1`), the agents, and the
+    latest failures."""
     now = utcnow()
     with db.read() as session:
-        rows = status.campaigns(session)
+        rows = status.campaigns(session, archived=archived)
+        hidden = 0 if archived else status.archived_count(session)
         agents, stopped = status.agents(session, now=now, stale_after=settings.lease_ttl)
         failures = status.recent_failures(session)
         ready = sum(c.counts.get(wire.RecordState.ready, 0) for c in rows)
@@ -47,6 +51,8 @@ def overview(request: Request, who: ViewerDep, db: DbDep, settings: SettingsDep)
         "failures": failures,
         "stuck": not_moving,
         "names": {c.id: f"{c.name} v{c.version}" for c in rows},
+        "archived": hidden,
+        "showing_archived": archived,
     }
     return render(request, "overview.html", context, viewer=who)
 

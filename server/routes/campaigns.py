@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from fastapi import APIRouter, Request, Response
 
 from farmhand import wire
 from farmhand.server import auth
-from farmhand.server.catalog import campaigns
-from farmhand.server.routes.deps import AdminDep, AnyRoleDep, DbDep, SubmitterDep, json_response
+from farmhand.server.catalog import campaigns, removal
+from farmhand.server.db import Database
+from farmhand.server.routes.deps import (
+    AdminDep,
+    AnyRoleDep,
+    DbDep,
+    NowDep,
+    SubmitterDep,
+    json_response,
+)
 from farmhand.server.routes.openapi import CAMPAIGN, TOKEN_CREATE, errors
 
 router = APIRouter(tags=["campaigns"])
@@ -21,10 +31,11 @@ router = APIRouter(tags=["campaigns"])
     responses=errors(413, 422),
     openapi_extra=CAMPAIGN,
 )
-def create_campaign(body: wire.CampaignCreate, db: DbDep, _: SubmitterDep) -> Response:
+def create_campaign(body: wire.CampaignCreate, db: DbDep, caller: SubmitterDep) -> Response:
     """Create a campaign; its version is one more than the highest with the same name."""
     with db.write() as session:
-        return json_response(campaigns.create(session, spec=body), status_code=201)
+        created = campaigns.create(session, spec=body, created_by=caller.token_id)
+        return json_response(created, status_code=201)
 
 
 @router.get(
@@ -33,11 +44,14 @@ def create_campaign(body: wire.CampaignCreate, db: DbDep, _: SubmitterDep) -> Re
     summary="List campaigns with record counts by state",
     responses=errors(422),
 )
-def list_campaigns(db: DbDep, _: AnyRoleDep, name: wire.Text | None = None) -> list[wire.Campaign]:
-    """Every campaign (or every version of `name`), oldest first, with counts by state. Agent
-    tokens may look too: `farmhand agent --campaign NAME` resolves the name with them."""
+def list_campaigns(
+    db: DbDep, _: AnyRoleDep, name: wire.Text | None = None, archived: bool = False
+) -> list[wire.Campaign]:
+    """Every campaign but the archived ones (`archived=true`: those too), or every version of
+    `name`, archived or not; oldest first, with counts by state. Agent tokens may look too:
+    `farmhand agent --campaign NAME` resolves the name with them."""
     with db.read() as session:
-        return campaigns.list_(session, name=name)
+        return campaigns.list_(session, name=name, archived=archived)
 
 
 @router.get(
@@ -51,6 +65,58 @@ def get_campaign(campaign_id: wire.Id, db: DbDep, _: AnyRoleDep) -> wire.Campaig
     --campaign ID`)."""
     with db.read() as session:
         return campaigns.get(session, campaign_id)
+
+
+@router.post(
+    "/campaigns/{campaign_id}/archive",
+    response_model=wire.Campaign,
+    summary="Archive a campaign (hide it)",
+    responses=errors(404, 422),
+)
+def archive_campaign(campaign_id: wire.Id, db: DbDep, now: NowDep, _: SubmitterDep) -> Response:
+    """Hide the campaign from the overview, `farmhand status` and listings (its records stay
+    and can still run); repeating it is harmless."""
+    return _archive(db, now, campaign_id, archived=True)
+
+
+@router.post(
+    "/campaigns/{campaign_id}/unarchive",
+    response_model=wire.Campaign,
+    summary="Unarchive a campaign",
+    responses=errors(404, 422),
+)
+def unarchive_campaign(campaign_id: wire.Id, db: DbDep, now: NowDep, _: SubmitterDep) -> Response:
+    """Show an archived campaign again."""
+    return _archive(db, now, campaign_id, archived=False)
+
+
+def _archive(db: Database, now: datetime, campaign_id: int, *, archived: bool) -> Response:
+    with db.write() as session:
+        removal.set_archived(
+            session.connection(), campaign_id=campaign_id, archived=archived, now=now
+        )
+        return json_response(campaigns.get(session, campaign_id))
+
+
+@router.delete(
+    "/campaigns/{campaign_id}",
+    response_model=wire.CampaignDeleted,
+    summary="Delete a campaign and its records",
+    responses=errors(403, 404, 409, 422),
+)
+def delete_campaign(
+    campaign_id: wire.Id, db: DbDep, caller: SubmitterDep, force: bool = False
+) -> Response:
+    """Delete the campaign with its records, runs, results and checkpoints (snapshots stay).
+    Only the token that created it, or an admin, may. 409 while runs are live (`force=true`
+    stops them first: their agents hear it at their next heartbeat) or while records of
+    other campaigns have parents in it."""
+    token = None if caller.role == wire.Role.admin else caller.token_id
+    with db.write_core() as conn:
+        deleted = removal.delete_campaign(
+            conn, campaign_id=campaign_id, force=force, token_id=token
+        )
+        return json_response(deleted)
 
 
 tokens = APIRouter(tags=["tokens"])

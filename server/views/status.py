@@ -22,7 +22,7 @@ from farmhand import wire
 from farmhand.server.catalog import campaigns as campaign_data
 from farmhand.server.db import literal_in
 from farmhand.server.queue.states import LEASED
-from farmhand.server.tables import AGENT, REC, RUN, Agent, Run
+from farmhand.server.tables import AGENT, CAMPAIGN, REC, RUN, Agent, Run
 
 S = wire.RecordState
 #: Bar order: finished states first, then work in flight, then work not started.
@@ -96,9 +96,17 @@ class Throughput:
         return max(0, worked - counts.get(campaign_id, 0)) / span, span
 
 
-def campaigns(session: Session) -> list[wire.Campaign]:
-    """Every campaign with its counts by state (one GROUP BY over the state index)."""
-    return campaign_data.list_(session)
+def campaigns(session: Session, *, archived: bool = False) -> list[wire.Campaign]:
+    """Every campaign (but the archived ones, unless `archived`) with its counts by state
+    (one GROUP BY over the state index)."""
+    return campaign_data.list_(session, archived=archived)
+
+
+def archived_count(session: Session) -> int:
+    """How many campaigns are archived (the overview says so, with a link to show them)."""
+    return session.execute(
+        select(func.count()).where(CAMPAIGN.c.archived_at.is_not(None))
+    ).scalar_one()
 
 
 def progress(rows: list[wire.Campaign], *, throughput: Throughput, now: datetime) -> list[Progress]:

@@ -62,6 +62,11 @@ API_MATRIX: dict[tuple[str, str], dict[str, str]] = {
     ("GET", "/api/v1/campaigns"): ANY_TOKEN,  # `farmhand agent --campaign NAME`
     ("GET", "/api/v1/campaigns/{campaign_id}"): ANY_TOKEN,
     ("POST", "/api/v1/campaigns"): PEOPLE,
+    ("POST", "/api/v1/campaigns/{campaign_id}/archive"): PEOPLE,
+    ("POST", "/api/v1/campaigns/{campaign_id}/unarchive"): PEOPLE,
+    # The token that created it (here: the admin) or an admin; the world's live runs make
+    # the admin's answer a 409, which leaves the world as it is.
+    ("DELETE", "/api/v1/campaigns/{campaign_id}"): ADMIN,
     ("GET", "/api/v1/tokens"): ADMIN,
     ("POST", "/api/v1/tokens"): ADMIN,
     ("POST", "/api/v1/tokens/{token_id}/revoke"): ADMIN,
