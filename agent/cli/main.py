@@ -69,6 +69,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         answer["agents"] = {**(farm.agents if farm else {}), **counts}
         if farm is not None:
             answer.update(ready=farm.ready, stuck=[s.model_dump() for s in farm.stuck])
+        if args.failures:
+            answer["failures"] = [
+                client.failures(c.id).model_dump(mode="json")
+                for c in campaigns
+                if c.counts.get(wire.RecordState.failed)
+            ]
         print(json.dumps(answer, indent=2))
         return 0
     rows = []
@@ -87,6 +93,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("\nnot moving:")
         for stuck in farm.stuck:
             print(f"  {stuck.message}")
+    if args.failures:
+        from farmhand.cli.results import print_failures
+
+        failed = [c for c in campaigns if c.counts.get(wire.RecordState.failed)]
+        print_failures([client.failures(c.id) for c in failed], {c.id: label(c) for c in failed})
     return 0
 
 
@@ -209,6 +220,12 @@ def _add_family(family: str, sub: Any, client_opts: argparse.ArgumentParser, jso
 def _add_status(sub: Any, client_opts: argparse.ArgumentParser, json_opt: Any) -> None:
     p = sub.add_parser("status", parents=[client_opts, json_opt], help="counts by state")
     p.add_argument("--campaign", help="only this campaign (NAME, NAME:VERSION, id)")
+    p.add_argument(
+        "--failures",
+        action="store_true",
+        help="also each campaign's failed records grouped by cause (error and last stderr "
+        "line, numbers and paths masked)",
+    )
     p.set_defaults(func=cmd_status)
 
 

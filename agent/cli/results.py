@@ -8,11 +8,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from farmhand import wire
 from farmhand.cli import refs
 from farmhand.cli.base import connect
 from farmhand.cli.records import add_where, record_state, where_filters
 
-__all__ = ["add_parser", "cmd_results"]
+__all__ = ["add_parser", "cmd_results", "print_failures"]
 
 
 def cmd_results(args: argparse.Namespace) -> int:
@@ -59,3 +60,21 @@ def add_parser(sub: argparse._SubParsersAction, client_opts: argparse.ArgumentPa
     add_where(p)
     p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     p.set_defaults(func=cmd_results)
+
+
+def print_failures(groups: list[wire.FailureGroups], labels: dict[int, str]) -> None:
+    """`farmhand status --failures`: each campaign's failed records grouped by cause."""
+    for found in groups:
+        if not found.failed:
+            continue
+        read = "" if found.scanned == found.failed else f", grouped: the newest {found.scanned:,}"
+        print(f"\nfailures of {labels[found.campaign_id]} ({found.failed:,} failed{read}):")
+        for group in found.groups:
+            print(f"  {group.count:>6,}  {group.signature}")
+            newest = group.records[0]
+            tail = (group.stderr_tail or "").strip().splitlines()
+            said = f": {tail[-1].strip()}" if tail else ""
+            print(f"           e.g. {newest.key} (#{newest.id}): {group.error}{said}")
+            keys = ", ".join(r.key for r in group.records[:10])
+            more = group.count - min(len(group.records), 10)
+            print(f"           {keys}{f' (+{more:,} more)' if more > 0 else ''}")

@@ -69,3 +69,8 @@ class ResultCalls:
         if cursor is not None:
             params["cursor"] = cursor
         return self._model(wire.Ended, "GET", f"/campaigns/{campaign_id}/ended", params=params)
+
+    def failures(self: FarmhandClient, campaign_id: int) -> wire.FailureGroups:
+        """The campaign's failed records grouped by cause, biggest group first
+        (`GET /campaigns/{id}/failures`)."""
+        return self._model(wire.FailureGroups, "GET", f"/campaigns/{campaign_id}/failures")

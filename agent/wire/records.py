@@ -87,6 +87,34 @@ class CampaignDeleted(Loose):
     )
 
 
+class FailedRecord(Loose):
+    """A failed record, named."""
+
+    id: int
+    key: str
+
+
+class FailureGroup(Loose):
+    """Failed records with one cause: the same error and last stderr line once numbers,
+    paths and hex ids are masked."""
+
+    signature: str
+    count: int
+    error: str | None = Field(default=None, description="the newest one's error")
+    stderr_tail: str | None = Field(default=None, description="the newest one's stderr tail")
+    records: list[FailedRecord] = Field(description="the newest of them (at most 50)")
+
+
+class FailureGroups(Loose):
+    """A campaign's failed records by cause, biggest group first; `scanned` of the `failed`
+    were read (the newest)."""
+
+    campaign_id: int
+    failed: int
+    scanned: int
+    groups: list[FailureGroup]
+
+
 # --- records -----------------------------------------------------------------------------
 
 

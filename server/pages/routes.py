@@ -5,14 +5,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from sqlalchemy import select
 
 from farmhand import wire
-from farmhand.server.catalog import campaigns, records
+from farmhand.server.catalog import campaigns, failures, records
 from farmhand.server.errors import Conflict, FarmhandError
 from farmhand.server.pages.access import ActorDep, Refused, ViewerDep
 from farmhand.server.pages.render import render
@@ -25,6 +26,8 @@ from farmhand.server.views import browse, status, stuck
 
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 50
+#: Failed records a campaign page reads to group them by cause (the newest).
+FAILURES_READ = 5_000
 NAME = re.compile(wire.NAME_PATTERN)  # datasets and tags
 
 
@@ -69,8 +72,10 @@ def campaign(
     tag: str = "",
     after: int | None = None,
     before: int | None = None,
+    did: str = "",
 ) -> Response:
-    """One campaign: its progress and its records, filtered and paged."""
+    """One campaign: its progress, its failures by cause, and its records, filtered and
+    paged."""
     try:
         wanted = wire.RecordState(state) if state else None
     except ValueError:
@@ -93,6 +98,10 @@ def campaign(
             before=before,
             limit=PAGE_SIZE,
         )
+        grouped = None
+        if row.counts.get(wire.RecordState.failed):
+            conn = session.connection()
+            grouped = failures.groups(conn, campaign_id=campaign_id, scanned=FAILURES_READ)
     (progress,) = status.progress([row], throughput=request.app.state.throughput, now=utcnow())
     filters = {"state": state, "dataset": dataset, "tag": tag, "key": key}
     context = {
@@ -101,8 +110,31 @@ def campaign(
         "filters": filters,
         "query": {k: v for k, v in filters.items() if v},
         "states": list(wire.RecordState),
+        "failures": grouped,
+        "did": did[:200],
     }
     return render(request, "campaign.html", context, viewer=who)
+
+
+@router.post("/campaigns/{campaign_id}/failures/retry")
+def retry_failures(
+    request: Request,
+    campaign_id: int,
+    who: ActorDep,
+    db: DbDep,
+    signature: Annotated[str, Form()] = "",
+) -> Response:
+    """A failure group's "Retry these" button: re-queue the campaign's failed records with
+    that cause (as the page grouped them)."""
+    with page_errors(), db.write() as session:
+        campaigns.check_exists(session, campaign_id)
+        ids = failures.members(session.connection(), campaign_id=campaign_id, cause=signature)
+        if not ids:
+            raise Conflict("no failed record has that cause any more (retried already?)")
+        answer = records.retry(session, body=wire.RecordsRetry(ids=ids), now=utcnow())
+    request.app.state.wakeup.notify(len(answer.changed))
+    said = f"re-queued {len(answer.changed)} record(s)"
+    return RedirectResponse(f"/campaigns/{campaign_id}?{urlencode({'did': said})}", status_code=303)
 
 
 @router.get("/records/{record_id}")

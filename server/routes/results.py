@@ -1,5 +1,6 @@
-"""/api/v1/campaigns/{id}/results and /ended: a campaign's results as a table, and what
-ended since a cursor (what `as_completed` and `wait` in the Python API poll)."""
+"""/api/v1/campaigns/{id}/results, /ended and /failures: a campaign's results as a table,
+what ended since a cursor (what `as_completed` and `wait` in the Python API poll), and its
+failures grouped by cause."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from farmhand import wire
-from farmhand.server.catalog import campaigns, ended, params, records
+from farmhand.server.catalog import campaigns, ended, failures, params, records
 from farmhand.server.catalog.results import FORMATS, Table
 from farmhand.server.db import Database
 from farmhand.server.routes.deps import DbDep, SubmitterDep
@@ -105,3 +106,18 @@ def campaign_ended(
             more=more,
             finished=None if more else finished,
         )
+
+
+@router.get(
+    "/campaigns/{campaign_id}/failures",
+    response_model=wire.FailureGroups,
+    summary="Failed records grouped by cause",
+    responses=errors(404, 422),
+)
+def campaign_failures(campaign_id: wire.Id, db: DbDep, _: SubmitterDep) -> wire.FailureGroups:
+    """The campaign's failed records grouped by a signature of their error and the last line
+    of their stderr (numbers, paths and hex ids masked), biggest group first, each with its
+    newest error and tail and the newest records of it (the newest 20,000 failed are read)."""
+    with db.read() as session:
+        campaigns.check_exists(session, campaign_id)
+        return failures.groups(session.connection(), campaign_id=campaign_id)

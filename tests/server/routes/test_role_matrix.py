@@ -99,6 +99,7 @@ API_MATRIX: dict[tuple[str, str], dict[str, str]] = {
     ("GET", "/api/v1/bundles/{campaign_id}"): PEOPLE,
     ("GET", "/api/v1/campaigns/{campaign_id}/results"): PEOPLE,
     ("GET", "/api/v1/campaigns/{campaign_id}/ended"): PEOPLE,
+    ("GET", "/api/v1/campaigns/{campaign_id}/failures"): PEOPLE,
     ("POST", "/api/v1/bundles"): PEOPLE,
     ("GET", "/api/v1/backup"): ADMIN,
 }

@@ -1,0 +1,107 @@
+"""Failed records grouped by cause: a signature of their error and the last line of their
+last run's stderr, with numbers, paths and hex ids masked, so thirty records that failed
+with `ERROR: lost atoms at step 1234` (each at its own step) make one group, not thirty rows.
+
+A campaign's failed records are read newest first, at most `SCANNED` of them (an index range
+of `ix_record_campaign_state`, each with its last run by primary key); the answer says how
+many were read of how many failed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
+
+from farmhand import wire
+from farmhand.server.tables import REC, RUN
+
+#: Failed records read per campaign (newest first) to build the groups.
+SCANNED = 20_000
+#: Records named per group (the rest are counted).
+NAMED = 50
+
+_MASKS = (
+    (re.compile(r"(?:[A-Za-z]:)?(?:~|\.{1,2})?(?:/[\w.+@%=-]+)+/?"), "<path>"),
+    (re.compile(r"\b0x[0-9a-fA-F]+\b|\b[0-9a-fA-F]{8,}\b"), "<hex>"),
+    (re.compile(r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"), "<n>"),
+    (re.compile(r"\s+"), " "),
+)
+
+
+def signature(error: str | None, stderr_tail: str | None) -> str:
+    """The cause of a failure with what differs between records masked: the error, then
+    the last non-empty line of stderr."""
+    lines = [line for line in (stderr_tail or "").splitlines() if line.strip()]
+    parts = [_mask(error or "no error given")]
+    if lines:
+        parts.append(_mask(lines[-1]))
+    return " | ".join(parts)
+
+
+def _mask(text: str) -> str:
+    for pattern, replacement in _MASKS:
+        text = pattern.sub(replacement, text)
+    return text.strip()[:300]
+
+
+@dataclass
+class _Group:
+    signature: str
+    error: str | None
+    tail: str | None
+    records: list[wire.FailedRecord] = field(default_factory=list)
+    count: int = 0
+
+
+def groups(conn: Connection, *, campaign_id: int, scanned: int = SCANNED) -> wire.FailureGroups:
+    """The campaign's failed records grouped by `signature`, biggest group first."""
+    failed = REC.c.state == wire.RecordState.failed.value
+    where = (REC.c.campaign_id == campaign_id, failed)
+    total = conn.execute(select(func.count()).where(*where)).scalar_one()
+    rows = conn.execute(
+        select(REC.c.id, REC.c.key, REC.c.error, RUN.c.stderr_tail)
+        .outerjoin(RUN, RUN.c.id == REC.c.run_id)
+        .where(*where)
+        .order_by(REC.c.id.desc())
+        .limit(scanned)
+    ).all()
+    found: dict[str, _Group] = {}
+    for record_id, key, error, tail in rows:
+        cause = signature(error, tail)
+        group = found.get(cause)
+        if group is None:  # the newest failure of each cause is its example
+            group = found[cause] = _Group(cause, error, tail)
+        group.count += 1
+        if len(group.records) < NAMED:
+            group.records.append(wire.FailedRecord(id=record_id, key=key))
+    ordered = sorted(found.values(), key=lambda g: (-g.count, g.signature))
+    return wire.FailureGroups(
+        campaign_id=campaign_id,
+        failed=total,
+        scanned=len(rows),
+        groups=[
+            wire.FailureGroup(
+                signature=g.signature,
+                count=g.count,
+                error=g.error,
+                stderr_tail=g.tail,
+                records=g.records,
+            )
+            for g in ordered
+        ],
+    )
+
+
+def members(conn: Connection, *, campaign_id: int, cause: str) -> list[int]:
+    """The ids of the failed records (of those `groups` reads) whose signature is `cause`."""
+    rows = conn.execute(
+        select(REC.c.id, REC.c.error, RUN.c.stderr_tail)
+        .outerjoin(RUN, RUN.c.id == REC.c.run_id)
+        .where(REC.c.campaign_id == campaign_id, REC.c.state == wire.RecordState.failed.value)
+        .order_by(REC.c.id.desc())
+        .limit(SCANNED)
+    )
+    return sorted(rid for rid, error, tail in rows if signature(error, tail) == cause)

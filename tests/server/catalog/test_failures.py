@@ -1,0 +1,98 @@
+"""Failed records grouped by cause (issue 19 item 2): the API, the campaign page and its
+"Retry these" button, on both databases."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from farmhand.server.catalog.failures import signature
+from tests.server.helpers import API, agent, campaign, ids_by_key, record, submit
+from tests.server.pages.test_pages import browser, csrf_of
+
+
+def test_a_signature_masks_what_differs_between_records() -> None:
+    one = signature(
+        "exit code 3", "reading /scratch/u1/run-17/in.xyz\nERROR: lost atoms at step 1234\n"
+    )
+    two = signature("exit code 3", "ERROR: lost atoms at step 99\n\n")
+    assert one == two == "exit code <n> | ERROR: lost atoms at step <n>"
+    assert signature("timed out after 600 s", None) == "timed out after <n> s"
+    assert signature(None, "core dumped at 0x7ffd1234 in /usr/lib/libm.so.6") == (
+        "no error given | core dumped at <hex> in <path>"
+    )
+    assert signature("exit code 3", "segfault") != signature("exit code 3", "lost atoms")
+
+
+def fail(api: TestClient, lease: dict, error: str, stderr: str | None) -> None:
+    body = {"token": lease["token"], "error": error, "stderr_tail": stderr}
+    r = api.post(f"{API}/runs/{lease['run_id']}/fail", json=body)
+    assert r.status_code == 200 and r.json()["record_state"] == "failed", r.text
+
+
+def failing_campaign(api: TestClient, name: str = "md") -> int:
+    """Six records: three lose atoms (each at its own step), one segfaults, one is done and
+    one still ready."""
+    c = campaign(api, name, max_attempts=1)
+    submit(api, c, "a1", "a2", "seg", "a3", "ok", "later")
+    body = {"agent_id": agent(api, f"w-{name}"), "max_records": 5, "campaign_id": c}
+    leases = {
+        lease["key"]: lease for lease in api.post(f"{API}/leases", json=body).json()["leases"]
+    }
+    for key, step in (("a1", 17), ("a2", 2048), ("a3", 5)):
+        fail(api, leases[key], "exit code 2", f"step {step}\nERROR: lost atoms at step {step}")
+    fail(api, leases["seg"], "killed by signal 11", "Segmentation fault (core dumped)")
+    done = {"token": leases["ok"]["token"], "result": {}}
+    assert api.post(f"{API}/runs/{leases['ok']['run_id']}/complete", json=done).is_success
+    return c
+
+
+def test_failures_are_grouped_by_cause_biggest_first(api: TestClient) -> None:
+    other = failing_campaign(api, "other")  # not in the answer below
+    c = failing_campaign(api)
+    ids = ids_by_key(api, c)
+    r = api.get(f"{API}/campaigns/{c}/failures")
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert (got["campaign_id"], got["failed"], got["scanned"]) == (c, 4, 4)
+    lost, seg = got["groups"]
+    assert (lost["count"], lost["signature"]) == (
+        3,
+        "exit code <n> | ERROR: lost atoms at step <n>",
+    )
+    assert [x["key"] for x in lost["records"]] == ["a3", "a2", "a1"]  # newest first
+    assert [x["id"] for x in lost["records"]] == [ids["a3"], ids["a2"], ids["a1"]]
+    assert lost["error"] == "exit code 2" and lost["stderr_tail"].endswith("at step 5")
+    assert (seg["count"], seg["records"][0]["id"]) == (1, ids["seg"])
+    assert api.get(f"{API}/campaigns/{other + c + 1000}/failures").status_code == 404
+    assert api.get(f"{API}/campaigns/{other}/failures").json()["campaign_id"] == other
+
+
+def test_the_campaign_page_shows_the_groups_and_retries_one(api: TestClient) -> None:
+    c = failing_campaign(api)
+    ids = ids_by_key(api, c)
+    viewer = browser(api)
+    page = viewer.get(f"/campaigns/{c}")
+    assert page.status_code == 200, page.text
+    assert "Failures by cause" in page.text and "Retry these 3" in page.text
+    assert "ERROR: lost atoms at step &lt;n&gt;" in page.text
+    form = {
+        "csrf": csrf_of(page.text),
+        "signature": "exit code <n> | ERROR: lost atoms at step <n>",
+    }
+    r = viewer.post(f"/campaigns/{c}/failures/retry", data=form)
+    assert r.status_code == 303, r.text
+    assert "re-queued+3+record" in r.headers["location"]
+    states = {key: record(api, rid)["state"] for key, rid in ids.items()}
+    assert states == {
+        "a1": "ready",
+        "a2": "ready",
+        "a3": "ready",
+        "seg": "failed",
+        "ok": "done",
+        "later": "ready",
+    }
+    again = viewer.post(f"/campaigns/{c}/failures/retry", data=form)
+    assert again.status_code == 409 and "no failed record has that cause" in again.text
+    forged = viewer.post(f"/campaigns/{c}/failures/retry", data={**form, "csrf": "0" * 32})
+    assert forged.status_code == 403
+    assert record(api, ids["seg"])["state"] == "failed"
