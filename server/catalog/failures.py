@@ -59,15 +59,10 @@ class _Group:
 def groups(conn: Connection, *, campaign_id: int, scanned: int = SCANNED) -> wire.FailureGroups:
     """The campaign's failed records grouped by `signature`, biggest group first."""
     failed = REC.c.state == wire.RecordState.failed.value
-    where = (REC.c.campaign_id == campaign_id, failed)
-    total = conn.execute(select(func.count()).where(*where)).scalar_one()
-    rows = conn.execute(
-        select(REC.c.id, REC.c.key, REC.c.error, RUN.c.stderr_tail)
-        .outerjoin(RUN, RUN.c.id == REC.c.run_id)
-        .where(*where)
-        .order_by(REC.c.id.desc())
-        .limit(scanned)
-    ).all()
+    total = conn.execute(
+        select(func.count()).where(REC.c.campaign_id == campaign_id, failed)
+    ).scalar_one()
+    rows = _newest_failed(conn, campaign_id, scanned)
     found: dict[str, _Group] = {}
     for record_id, key, error, tail in rows:
         cause = signature(error, tail)
@@ -97,11 +92,16 @@ def groups(conn: Connection, *, campaign_id: int, scanned: int = SCANNED) -> wir
 
 def members(conn: Connection, *, campaign_id: int, cause: str) -> list[int]:
     """The ids of the failed records (of those `groups` reads) whose signature is `cause`."""
-    rows = conn.execute(
-        select(REC.c.id, REC.c.error, RUN.c.stderr_tail)
+    rows = _newest_failed(conn, campaign_id, SCANNED)
+    return sorted(rid for rid, _, error, tail in rows if signature(error, tail) == cause)
+
+
+def _newest_failed(conn: Connection, campaign_id: int, limit: int) -> list:
+    """(id, key, error, its last run's stderr tail) of the newest failed records."""
+    return conn.execute(
+        select(REC.c.id, REC.c.key, REC.c.error, RUN.c.stderr_tail)
         .outerjoin(RUN, RUN.c.id == REC.c.run_id)
         .where(REC.c.campaign_id == campaign_id, REC.c.state == wire.RecordState.failed.value)
         .order_by(REC.c.id.desc())
-        .limit(SCANNED)
-    )
-    return sorted(rid for rid, error, tail in rows if signature(error, tail) == cause)
+        .limit(limit)
+    ).all()
