@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from sqlalchemy import select
+from sqlalchemy.engine import Connection
 
 from farmhand import wire
 from farmhand.server.catalog import campaigns, failures, records
@@ -28,6 +29,8 @@ router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 50
 #: Failed records a campaign page reads to group them by cause (the newest).
 FAILURES_READ = 5_000
+#: The overview's top causes: of this many campaigns, from this many failed records each.
+CAUSES_CAMPAIGNS, CAUSES_READ = 10, 1_000
 NAME = re.compile(wire.NAME_PATTERN)  # datasets and tags
 
 
@@ -43,6 +46,7 @@ def overview(
         hidden = 0 if archived else status.archived_count(session)
         agents, stopped = status.agents(session, now=now, stale_after=settings.lease_ttl)
         failures = status.recent_failures(session)
+        causes = top_causes(session.connection(), rows)
         ready = sum(c.counts.get(wire.RecordState.ready, 0) for c in rows)
         recent: stuck.Recent = request.app.state.stuck
         not_moving = recent.explain(session, now=now, stale_after=settings.lease_ttl, ready=ready)
@@ -54,10 +58,23 @@ def overview(
         "failures": failures,
         "stuck": not_moving,
         "names": {c.id: f"{c.name} v{c.version}" for c in rows},
+        "causes": causes,
+        "causes_read": CAUSES_READ,
         "archived": hidden,
         "showing_archived": archived,
     }
     return render(request, "overview.html", context, viewer=who)
+
+
+def top_causes(conn: Connection, rows: list[wire.Campaign]) -> list[wire.FailureGroups]:
+    """The failure causes of the campaigns with the most failed records (at most
+    `CAUSES_CAMPAIGNS` of them, each from its newest `CAUSES_READ` failed records)."""
+    failing = [c for c in rows if c.counts.get(wire.RecordState.failed)]
+    failing.sort(key=lambda c: -c.counts[wire.RecordState.failed])
+    return [
+        failures.groups(conn, campaign_id=c.id, scanned=CAUSES_READ)
+        for c in failing[:CAUSES_CAMPAIGNS]
+    ]
 
 
 @router.get("/campaigns/{campaign_id}")

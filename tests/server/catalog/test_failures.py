@@ -96,3 +96,14 @@ def test_the_campaign_page_shows_the_groups_and_retries_one(api: TestClient) -> 
     forged = viewer.post(f"/campaigns/{c}/failures/retry", data={**form, "csrf": "0" * 32})
     assert forged.status_code == 403
     assert record(api, ids["seg"])["state"] == "failed"
+
+
+def test_the_overview_shows_each_campaigns_top_causes(api: TestClient) -> None:
+    quiet = campaign(api, "quiet")
+    submit(api, quiet, "fine")
+    c = failing_campaign(api)
+    page = browser(api).get("/")
+    assert page.status_code == 200, page.text
+    causes = page.text.split('<table id="causes">', 1)[1].split("</table>", 1)[0]
+    assert causes.count(f'data-campaign="{c}"') == 2 and f'data-campaign="{quiet}"' not in causes
+    assert causes.index("lost atoms") < causes.index("killed by signal")  # biggest first
