@@ -109,6 +109,13 @@ def archived_count(session: Session) -> int:
     ).scalar_one()
 
 
+def _run_time(campaign: wire.Campaign) -> float | None:
+    """Seconds from a finished campaign's first claim to its end (None: not both known)."""
+    if campaign.started_at is None or campaign.finished_at is None:
+        return None
+    return max((campaign.finished_at - campaign.started_at).total_seconds(), 1.0)
+
+
 def progress(rows: list[wire.Campaign], *, throughput: Throughput, now: datetime) -> list[Progress]:
     """Bars, throughput and ETA for each campaign; feeds `throughput` with these counts."""
     worked = {c.id: sum(c.counts.get(s, 0) for s in WORKED) for c in rows}
@@ -126,7 +133,10 @@ def progress(rows: list[wire.Campaign], *, throughput: Throughput, now: datetime
         remaining = sum(campaign.counts.get(s, 0) for s in REMAINING)
         item = Progress(campaign, total, remaining, segments)
         rate, span = throughput.rate(campaign.id, worked[campaign.id])
-        if span >= throughput.min_span:
+        ran = _run_time(campaign)
+        if not remaining and ran is not None:  # finished: its rate over its whole run
+            item.rate, item.rate_basis = worked[campaign.id] / ran, "over its run"
+        elif span >= throughput.min_span:
             item.rate, item.rate_basis = rate, f"last {_span(span)}"
         elif campaign.started_at is not None:
             elapsed = (now - campaign.started_at).total_seconds()

@@ -381,3 +381,11 @@ def test_campaign_page_links_its_results_as_csv(api: TestClient) -> None:
     assert browser(api).get("/campaigns/99999/results.csv").status_code == 404
     stranger = browser(api, None).get(f"/campaigns/{c}/results.csv")
     assert stranger.status_code == 303 and stranger.headers["location"].startswith("/login")
+
+
+def test_an_empty_campaign_reads_empty_not_finished(api: TestClient) -> None:
+    r = api.post(f"{API}/campaigns", json={"name": "nothing-yet"})
+    empty = r.json()["id"]
+    page = browser(api).get("/")
+    row = page.text.split(f'data-campaign="{empty}"', 1)[1].split("</tr>", 1)[0]
+    assert row.strip().endswith("<td>empty</td>")  # the ETA column, not "finished"

@@ -61,6 +61,17 @@ def test_progress_falls_back_to_the_rate_since_start_and_computes_the_eta() -> N
     assert young.rate is None  # one second since start is too short to tell
 
 
+def test_a_finished_campaign_shows_its_rate_over_its_run_and_an_empty_one_no_rate() -> None:
+    meter = status.Throughput()
+    row = campaign_row({"done": 90, "failed": 10}, started=T0).model_copy(
+        update={"finished_at": T0 + timedelta(seconds=50)}
+    )
+    (done,) = status.progress([row], throughput=meter, now=T0 + timedelta(days=3))
+    assert (done.rate, done.rate_basis, done.eta) == (2.0, "over its run", None)
+    (empty,) = status.progress([campaign_row({})], throughput=meter, now=T0)
+    assert (empty.total, empty.rate, empty.eta) == (0, None, None)
+
+
 def _fill(db: Database, n: int) -> int:
     with db.write() as session:
         c = Campaign(name="c")
