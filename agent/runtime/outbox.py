@@ -36,6 +36,7 @@ from farmhand import wire
 from farmhand.client import ApiError, FarmhandClient, FarmhandError
 from farmhand.client.retry import Backoff, is_transient
 from farmhand.runtime.files import spool
+from farmhand.runtime.files.group_commit import GroupWriter
 from farmhand.runtime.files.rundirs import remove_run_dir
 from farmhand.runtime.files.spool import VERBS, Entry
 
@@ -80,9 +81,7 @@ class Outbox:
         self._entries: list[Entry] = []
         self._seq = 0
         self._files: dict[Path, int] = {}  # spool file -> its entries not yet settled
-        self._writes = threading.Condition()  # group commit: who writes, who waits
-        self._unwritten: list[Entry] = []  # put, waiting for the next write
-        self._writing: list[Entry] = []  # in the write in progress
+        self._writer = GroupWriter(self.directory, self._written)  # group commit
         self.inherited = 0  #: entries an earlier process left
         self._thread = threading.Thread(target=self._run, name="farmhand-outbox", daemon=True)
 
@@ -135,52 +134,13 @@ class Outbox:
             entry = Entry(self._seq, run_id, verb, body.model_dump(mode="json"), label)
         entry.archive_file, entry.remove_after = archive_file, remove_after
         entry.size = len(spool.document(entry))
-        self._make_durable(entry)
+        self._writer.write(entry)
         with self._cond:
             bisect.insort(self._entries, entry)
         self._wake.set()
         return entry
 
-    def _make_durable(self, entry: Entry) -> None:
-        """Return once `entry` is on disk (or could not be written): a thread that finds no
-        write in progress writes every entry waiting, its own included; the others wait for
-        the write that takes theirs to end."""
-        with self._writes:
-            self._unwritten.append(entry)
-            while True:
-                if entry not in self._unwritten and entry not in self._writing:
-                    return  # written by another thread's write
-                if not self._writing:  # no write in progress: this thread writes
-                    group, self._unwritten = sorted(self._unwritten), []
-                    self._writing = group
-                    break
-                self._writes.wait()
-        try:
-            self._write(group)
-        finally:
-            with self._writes:
-                self._writing = []
-                self._writes.notify_all()
-
-    def _write(self, group: list[Entry]) -> None:
-        """One file and one fsync (plus one per archive) for the whole group."""
-        alone = len(group) == 1
-        path = self.directory / (spool.entry_name(group[0]) if alone else spool.group_name(group))
-        text = spool.document(group[0]) if alone else spool.group_document(group)
-        try:
-            for entry in group:
-                if entry.archive_file is not None:
-                    spool.fsync_file(entry.archive_file)  # on disk before the entry naming it
-            spool.write_durably(path, text)
-        except OSError as exc:
-            for entry in group:
-                log.error(
-                    "cannot write %s (%s): the report of %s is kept in memory only",
-                    path,
-                    exc.strerror or exc,
-                    entry.label,
-                )
-            return
+    def _written(self, path: Path, group: list[Entry]) -> None:
         with self._cond:
             self._files[path] = len(group)
         for entry in group:

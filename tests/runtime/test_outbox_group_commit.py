@@ -63,7 +63,7 @@ def test_reports_put_while_a_write_runs_share_the_next_write(
     others = [threading.Thread(target=put, args=(n,)) for n in range(1, 8)]
     for thread in others:
         thread.start()
-    wait_for(lambda: len(outbox._unwritten) == 7, "seven reports waiting for the write")
+    wait_for(lambda: len(outbox._writer.unwritten) == 7, "seven reports waiting for the write")
     assert len(outbox) == 0  # none of them is acknowledged before it is on disk
     first_write_may_end.set()
     for thread in [first, *others]:

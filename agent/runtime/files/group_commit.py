@@ -1,0 +1,68 @@
+"""Group commit for the outbox's spool: reports that several attempt threads put at once are
+written into one file with one fsync. The first thread to find no write in progress writes
+every entry waiting, its own included; the others wait for the write that took theirs."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from farmhand.runtime.files import spool
+from farmhand.runtime.files.spool import Entry
+
+__all__ = ["GroupWriter"]
+
+log = logging.getLogger("farmhand.agent")
+
+
+class GroupWriter:
+    """Makes entries durable in `directory`; `written(path, group)` is told of each file."""
+
+    def __init__(self, directory: Path, written: Callable[[Path, list[Entry]], None]):
+        self.directory = directory
+        self.written = written
+        self._cond = threading.Condition()
+        self.unwritten: list[Entry] = []  #: put, waiting for the next write
+        self._writing: list[Entry] = []  # in the write in progress
+
+    def write(self, entry: Entry) -> None:
+        """Return once `entry` is on disk (or could not be written: logged, kept in memory)."""
+        with self._cond:
+            self.unwritten.append(entry)
+            while True:
+                if entry not in self.unwritten and entry not in self._writing:
+                    return  # written by another thread's write
+                if not self._writing:  # no write in progress: this thread writes
+                    group, self.unwritten = sorted(self.unwritten), []
+                    self._writing = group
+                    break
+                self._cond.wait()
+        try:
+            self._write(group)
+        finally:
+            with self._cond:
+                self._writing = []
+                self._cond.notify_all()
+
+    def _write(self, group: list[Entry]) -> None:
+        """One file and one fsync (plus one per archive) for the whole group."""
+        alone = len(group) == 1
+        path = self.directory / (spool.entry_name(group[0]) if alone else spool.group_name(group))
+        text = spool.document(group[0]) if alone else spool.group_document(group)
+        try:
+            for entry in group:
+                if entry.archive_file is not None:
+                    spool.fsync_file(entry.archive_file)  # on disk before the entry naming it
+            spool.write_durably(path, text)
+        except OSError as exc:
+            for entry in group:
+                log.error(
+                    "cannot write %s (%s): the report of %s is kept in memory only",
+                    path,
+                    exc.strerror or exc,
+                    entry.label,
+                )
+            return
+        self.written(path, group)
