@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from farmhand import wire
 from farmhand.cli import archive, output, refs
 from farmhand.cli.base import (
@@ -18,6 +20,7 @@ from farmhand.cli.base import (
     connect,
 )
 from farmhand.cli.files import campaigns as campaign_file
+from farmhand.cli.files import tasklists
 from farmhand.client import FarmhandClient
 from farmhand.client.transfer import sha256_file
 
@@ -46,10 +49,18 @@ def cmd_campaign_new(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    """Submit a tasklist or TOML campaign file (with --dry-run: only show what it holds)."""
+    """Submit a tasklist or TOML campaign file (with --dry-run: only show what it holds).
+
+    Nothing is created until everything is valid: the whole file is read and checked here
+    (run_args, templates, parents among its records, input files), then the server checks the
+    request in the transaction that creates the records (and the campaign, when it is new).
+    Uploads, and the requests after the first of a very large file, are not part of that
+    transaction: when there are any, the server checks the whole submission in a dry run
+    first, and only then are inputs uploaded and records sent.
+    """
     check_force(args)
     try:
-        parsed = campaign_file.read(Path(args.file))
+        parsed = campaign_file.read(Path(args.file), args.format)
     except campaign_file.CampaignFileError as exc:
         raise CliError(str(exc)) from exc
     ref = args.campaign or parsed.name
@@ -62,16 +73,23 @@ def cmd_submit(args: argparse.Namespace) -> int:
         _show_dry_run(ref, records, digests, as_json=args.json)
         return 0
     client = connect(args)
+    target = _target(client, ref, parsed)
+    if isinstance(target, wire.Campaign) and parsed.form == "tasklist":
+        _refuse_line_numbered(client, target)
+    into = target.id if isinstance(target, wire.Campaign) else target
+    flags = {"force": args.force, "force_ignores_success": args.force_ignores_success}
+    if digests or len(records) > wire.MAX_RECORDS_PER_REQUEST:
+        client.submit(into, records, dry_run=True, **flags)
     uploaded = _upload(client, digests)
     if uploaded:
         print(f"uploaded {uploaded} input file(s)", file=sys.stderr)
-    campaign = _target(client, ref, parsed)
-    answer = client.submit(
-        campaign.id,
-        records,
-        force=args.force,
-        force_ignores_success=args.force_ignores_success,
-    )
+    answer = client.submit(into, records, **flags)
+    if isinstance(target, wire.Campaign):
+        campaign = target
+    else:
+        assert answer.created_campaign is not None  # the server created it
+        campaign = client.campaign(answer.created_campaign)
+        print(f"created campaign {label(campaign)}", file=sys.stderr)
     if args.json:
         body = {"campaign": campaign.model_dump(mode="json"), **answer.model_dump(mode="json")}
         print(json.dumps(body, indent=2))
@@ -182,18 +200,27 @@ def _upload(client: FarmhandClient, digests: dict[Path, str]) -> int:
     return sent
 
 
-def _target(client: FarmhandClient, ref: str, parsed: campaign_file.CampaignFile) -> wire.Campaign:
-    """The campaign `ref` names: `NAME` is its latest version, created (with the file's
-    software, based_on and defaults) when there is none; `NAME:VERSION` or an id must exist."""
+def _target(
+    client: FarmhandClient, ref: str, parsed: campaign_file.CampaignFile
+) -> wire.Campaign | wire.CampaignCreate:
+    """The campaign `ref` names: `NAME` is its latest version, or, when there is none, a new
+    one (with the file's software, based_on and defaults) that the submission creates;
+    `NAME:VERSION` or an id must exist."""
     if ref.isdigit() or refs.split_campaign(ref)[1] is not None:
         return refs.find_campaign(client, ref)
     versions = client.campaigns(name=ref)
     if not versions:
-        campaign = client.create_campaign(
-            ref, software=parsed.software, defaults=parsed.defaults, based_on=parsed.based_on
-        )
-        print(f"created campaign {label(campaign)}", file=sys.stderr)
-        return campaign
+        try:
+            return wire.CampaignCreate(
+                name=ref,
+                software=parsed.software,
+                defaults=parsed.defaults,
+                based_on=parsed.based_on,
+            )
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(map(str, first["loc"]))
+            raise CliError(f"campaign '{ref}': {where}: {first['msg']}") from exc
     campaign = max(versions, key=lambda c: c.version)
     differs = [
         name
@@ -214,26 +241,54 @@ def _target(client: FarmhandClient, ref: str, parsed: campaign_file.CampaignFile
     return campaign
 
 
+def _refuse_line_numbered(client: FarmhandClient, campaign: wire.Campaign) -> None:
+    """CliError when `campaign` holds tasklist records keyed by line number (before keys came
+    from commands): this tasklist would add every command again under its new key."""
+    if not any(campaign.counts.values()):
+        return
+    first = client.records_page(campaign_id=campaign.id, limit=1).items
+    if first and tasklists.looks_line_numbered(first[0]):
+        raise CliError(
+            f"{label(campaign)} holds records keyed by their line number (e.g. '{first[0].key}'), "
+            "from a tasklist submitted before keys came from the commands; this file's keys "
+            f"({tasklists.PREFIX}…) match none of them, so every command would be added again. "
+            f"Submit it to a new version: farmhand campaign new {campaign.name}, then submit "
+            f"again with --campaign {campaign.name}"
+        )
+
+
 def describe_submission(
     campaign: wire.Campaign, answer: wire.RecordsCreated, *, force: bool
 ) -> str:
-    """`submitted 3 records to relax:2; replaced 1; skipped 2 whose keys already exist (…)`."""
+    """`submitted 3 records to relax:2; replaced 1 whose spec changed (queued again): b;
+    skipped 2 whose keys already exist`, and a line naming the skipped records that differ."""
     line = f"submitted {answer.created} records to {label(campaign)}"
     if answer.replaced:
-        line += f"; replaced {answer.replaced} (new spec, queued again)"
+        line += f"; replaced {answer.replaced} whose spec changed (queued again): "
+        line += _listed(answer.replaced_keys, answer.replaced)
     if answer.skipped:
         line += f"; skipped {answer.skipped} whose keys already exist"
-        line += (
-            " (done: --force --force-ignores-success reruns them)"
-            if force
-            else " (--force replaces those not done yet)"
-        )
+        unchanged = answer.skipped - answer.differing
+        if force and unchanged:
+            line += f" ({unchanged} unchanged: farmhand retry reruns records)"
     if answer.differing:
-        shown = ", ".join(f"{d.key} ({', '.join(d.fields)})" for d in answer.differs[:10])
-        more = answer.differing - min(10, len(answer.differs))
-        tail = f" and {more} more" if more > 0 else ""
-        line += f"\n{answer.differing} of the skipped differ from what is stored: {shown}{tail}"
+        shown = [f"{d.key} ({', '.join(d.fields)})" for d in answer.differs]
+        hint = (
+            "done: --force --force-ignores-success replaces them"
+            if force
+            else "--force replaces them; done ones with --force-ignores-success too"
+        )
+        line += (
+            f"\n{answer.differing} of the skipped differ from what is stored: "
+            f"{_listed(shown, answer.differing)} ({hint})"
+        )
     return line
+
+
+def _listed(names: list[str], total: int, shown: int = 10) -> str:
+    """`a, b, c and 7 more`: the first `shown` of `total` names."""
+    more = total - min(shown, len(names))
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def add_parsers(
@@ -266,6 +321,12 @@ def add_parsers(
     )
     p.add_argument("file", help="tasklist (one command per line) or campaign .toml")
     p.add_argument(
+        "--format",
+        choices=campaign_file.FORMS,
+        help="read FILE as this (default: TOML for a name ending in .toml, any case, or for "
+        "content with [campaign], [[records]] or [[sweep]] tables; else a tasklist)",
+    )
+    p.add_argument(
         "--campaign",
         metavar="NAME[:VERSION]",
         help="campaign NAME (latest version, created if missing) or NAME:VERSION",
@@ -281,5 +342,7 @@ def add_parsers(
         action="store_true",
         help="read and expand the file, print what would be submitted; send nothing",
     )
-    add_force_flags(p, force="existing keys not done yet get the new spec and are queued again")
+    add_force_flags(
+        p, force="existing keys whose spec changed get the new spec and are queued again"
+    )
     p.set_defaults(func=cmd_submit)

@@ -29,7 +29,6 @@ from farmhand.client.errors import (
     UsageError,
     raise_for,
 )
-from farmhand.client.graph import parents_first
 from farmhand.client.records import RecordCalls, page_params
 from farmhand.client.results import ResultCalls
 from farmhand.client.transfer import SnapshotCalls
@@ -191,43 +190,6 @@ class FarmhandClient(RecordCalls, SnapshotCalls, BundleCalls, ResultCalls):
         params = {"force": "true"} if force else None
         path = f"/campaigns/{campaign_id}"
         return self._model(wire.CampaignDeleted, "DELETE", path, params=params)
-
-    # --- records -------------------------------------------------------------------------
-
-    def submit(
-        self,
-        campaign_id: int,
-        records: list[wire.RecordSpec],
-        *,
-        force: bool = False,
-        force_ignores_success: bool = False,
-    ) -> wire.RecordsCreated:
-        """Bulk-create records, in chunks the server accepts.
-
-        Keys the campaign already has are skipped, or with `force` given the new spec and
-        queued again (done ones only with `force_ignores_success` too). Each chunk is one
-        transaction; when there are several, parents are sent before their children so that
-        every chunk names only parents the server already has.
-        """
-        step = wire.MAX_RECORDS_PER_REQUEST
-        if len(records) > step:
-            records = parents_first(records)
-        total = wire.RecordsCreated(created=0, skipped=0, replaced=0)
-        for start in range(0, len(records), step):
-            body = wire.RecordsCreate(
-                campaign_id=campaign_id,
-                records=records[start : start + step],
-                force=force,
-                force_ignores_success=force_ignores_success,
-            )
-            answer = self._model(wire.RecordsCreated, "POST", "/records", json=self._body(body))
-            total.created += answer.created
-            total.skipped += answer.skipped
-            total.replaced += answer.replaced
-            total.skipped_keys = [*total.skipped_keys, *answer.skipped_keys][:100]
-            total.differing += answer.differing
-            total.differs = [*total.differs, *answer.differs][:100]
-        return total
 
     def runs_page(
         self, *, after: int | None = None, limit: int = 500, **filters: Any

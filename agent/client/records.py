@@ -7,11 +7,30 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from farmhand import wire
+from farmhand.client.graph import parents_first
 
 if TYPE_CHECKING:
     from farmhand.client.api import FarmhandClient
 
 __all__ = ["RecordCalls", "page_params"]
+
+
+def _without_parents(spec: wire.RecordSpec, keys: set[str]) -> wire.RecordSpec:
+    """`spec` without the parents named by `keys`."""
+    kept = [p for p in spec.parents if not (isinstance(p, str) and p in keys)]
+    return spec if len(kept) == len(spec.parents) else spec.model_copy(update={"parents": kept})
+
+
+def _add(total: wire.RecordsCreated, answer: wire.RecordsCreated) -> None:
+    """Add one chunk's answer to the running `total`."""
+    total.created += answer.created
+    total.skipped += answer.skipped
+    total.replaced += answer.replaced
+    total.replaced_keys = [*total.replaced_keys, *answer.replaced_keys][:100]
+    total.skipped_keys = [*total.skipped_keys, *answer.skipped_keys][:100]
+    total.differing += answer.differing
+    total.differs = [*total.differs, *answer.differs][:100]
+    total.created_campaign = total.created_campaign or answer.created_campaign
 
 
 def page_params(after: int | None, limit: int, filters: dict[str, Any]) -> dict[str, Any]:
@@ -25,6 +44,53 @@ def page_params(after: int | None, limit: int, filters: dict[str, Any]) -> dict[
 
 class RecordCalls:
     """The records part of `FarmhandClient` (mixed into it)."""
+
+    def submit(
+        self: FarmhandClient,
+        campaign: int | wire.CampaignCreate,
+        records: list[wire.RecordSpec],
+        *,
+        force: bool = False,
+        force_ignores_success: bool = False,
+        dry_run: bool = False,
+    ) -> wire.RecordsCreated:
+        """Bulk-create records in campaign `campaign` (an id), or in a new campaign (a
+        `wire.CampaignCreate`) made by the first request in its transaction, so a refused
+        submission leaves none. Sent in chunks the server accepts.
+
+        Keys the campaign already has are skipped, or with `force` given the new spec and
+        queued again when it changed (done ones only with `force_ignores_success` too). Each
+        chunk is one transaction; when there are several, parents are sent before their
+        children so that every chunk names only parents the server already has. `dry_run`
+        checks every chunk and changes nothing (in it, a parent an earlier chunk brings is
+        not sent: the server does not have it yet).
+        """
+        step = wire.MAX_RECORDS_PER_REQUEST
+        if len(records) > step:
+            records = parents_first(records)
+        total = wire.RecordsCreated(created=0, skipped=0, dry_run=dry_run)
+        earlier: set[str] = set()
+        for start in range(0, len(records), step):
+            chunk = records[start : start + step]
+            if dry_run and earlier:
+                chunk = [_without_parents(spec, earlier) for spec in chunk]
+            body = wire.RecordsCreate(
+                campaign_id=campaign if isinstance(campaign, int) else None,
+                campaign=None if isinstance(campaign, int) else campaign,
+                records=chunk,
+                force=force,
+                force_ignores_success=force_ignores_success,
+                dry_run=dry_run,
+            )
+            sent = self._lean(body)  # no null campaign(_id): a server before them takes it
+            if not dry_run:
+                del sent["dry_run"]
+            answer = self._model(wire.RecordsCreated, "POST", "/records", json=sent)
+            _add(total, answer)
+            earlier.update(spec.key for spec in chunk)
+            if answer.created_campaign is not None:
+                campaign = answer.created_campaign  # made with the first chunk: the rest go there
+        return total
 
     def records_page(
         self: FarmhandClient, *, after: int | None = None, limit: int = 500, **filters: Any

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import signal
 import threading
@@ -115,19 +114,10 @@ class Context:
 
 def run_timeout(run_args: dict[str, Any]) -> float | None:
     """`run_args.timeout` of a lease's effective run_args: seconds a run's command may take
-    before it is killed (None: no limit). ValueError names a value that is not a positive
-    number."""
-    value = run_args.get("timeout")
-    if value is None:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"run_args.timeout must be a number of seconds > 0, got {value!r}")
-    return float(value)
+    before it is killed (None: no limit), in the forms `walltime` takes (`3600`, `1h`,
+    `01:00:00`: `wire.timeout_seconds`). ValueError names a value that is not a positive
+    duration."""
+    return wire.timeout_seconds(run_args)
 
 
 def describe_exit(code: int) -> str:

@@ -98,6 +98,8 @@ from farmhand.wire.durations import (
     DURATION_FORMS,
     clock_seconds,
     parse_duration,
+    run_arg_seconds,
+    timeout_seconds,
     walltime_seconds,
 )
 from farmhand.wire.params import (
@@ -129,6 +131,7 @@ from farmhand.wire.records import (
     Skipped,
     SpecDiffers,
 )
+from farmhand.wire.runargs import RunArgs, check_run_args
 from farmhand.wire.snapshots import (
     Snapshot,
     SnapshotPage,
@@ -215,6 +218,7 @@ __all__ = [
     "Role",
     "Run",
     "RunAck",
+    "RunArgs",
     "RunComplete",
     "RunFail",
     "RunOrphan",
@@ -244,11 +248,14 @@ __all__ = [
     "check_input_path",
     "check_inputs",
     "check_params",
+    "check_run_args",
     "check_tags",
     "clock_seconds",
     "param_text",
     "parse_duration",
     "parse_where",
+    "run_arg_seconds",
+    "timeout_seconds",
     "walltime_seconds",
 ]
 

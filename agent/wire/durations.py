@@ -6,6 +6,7 @@ One parser for both sides of the wire: what `farmhand agent --walltime` accepts,
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Mapping
@@ -43,16 +44,34 @@ def walltime_seconds(run_args: Mapping[str, Any]) -> float | None:
     """A record's run_args `walltime` in seconds (a number of seconds or a string
     `parse_duration` reads); None when it has none. ValueError for one that is not a
     duration. Server and agent both read it here."""
-    value = run_args.get("walltime")
+    return run_arg_seconds(run_args, "walltime")
+
+
+def timeout_seconds(run_args: Mapping[str, Any]) -> float | None:
+    """run_args `timeout`: the seconds a run's command may take before it is killed, in the
+    forms `walltime` takes; None when there is none. ValueError unless it is > 0."""
+    return run_arg_seconds(run_args, "timeout", positive=True)
+
+
+def run_arg_seconds(
+    run_args: Mapping[str, Any], name: str, *, positive: bool = False
+) -> float | None:
+    """The time-valued run_arg `name` in seconds: a number of seconds or a string
+    `parse_duration` reads (`90`, `30m`, `2h`, `1d`, `HH:MM:SS`, …); None when absent.
+    ValueError naming it for anything else, a negative value or (`positive`) zero."""
+    value = run_args.get(name)
     if value is None:
         return None
-    if isinstance(value, bool):
-        raise ValueError(f"run_args.walltime must be a duration, not {value!r}")
-    if isinstance(value, (int, float)):
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"run_args.walltime must be a duration, not {value!r}")
-        return float(value)
-    return parse_duration(str(value))
+    seconds = math.nan
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        with contextlib.suppress(ValueError):  # said below, with the run_arg's name
+            seconds = parse_duration(value)
+    if math.isfinite(seconds) and (seconds > 0 or (seconds == 0 and not positive)):
+        return seconds
+    kind = "a positive duration" if positive else "a duration"
+    raise ValueError(f"run_args.{name} must be {kind} ({DURATION_FORMS}), got {value!r}")
 
 
 def clock_seconds(value: str) -> float:

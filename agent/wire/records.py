@@ -28,6 +28,7 @@ from farmhand.wire.base import (
     check_tags,
 )
 from farmhand.wire.params import MAX_PARAMS, Params, parse_where
+from farmhand.wire.runargs import RunArgs
 
 # --- campaigns ---------------------------------------------------------------------------
 
@@ -37,7 +38,7 @@ class CampaignCreate(Strict):
 
     name: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
     software: str | None = Field(default=None, max_length=200)
-    defaults: Document = Field(default_factory=dict, description="run_args every record inherits")
+    defaults: RunArgs = Field(default_factory=dict, description="run_args every record inherits")
     based_on: str | None = Field(
         default=None,
         max_length=220,
@@ -130,7 +131,11 @@ class RecordSpec(Strict):
         examples=[{"T": 600, "a": 4.05}],
     )
     priority: Int = Field(default=0, description="higher is claimed first, then submission order")
-    run_args: Document = Field(default_factory=dict)
+    run_args: RunArgs = Field(
+        default_factory=dict,
+        description="overrides of the campaign's defaults; the ones farmhand reads (timeout, "
+        "walltime, max_attempts, cores, …) are checked here",
+    )
     parents: list[str | Id] = Field(
         default_factory=list,
         max_length=MAX_PARENTS,
@@ -164,17 +169,30 @@ class RecordSpec(Strict):
 
 
 class RecordsCreate(Strict):
-    """Bulk submission into one campaign.
+    """Bulk submission into one campaign: an existing one (`campaign_id`) or a new one
+    (`campaign`, created in the same transaction, so a refused submission leaves none).
 
-    A key already in the campaign is skipped (the default); with `force` a record that is not
-    done gets the new spec and is re-queued; a done one is rerun only with
-    `force_ignores_success` as well.
+    A key already in the campaign is skipped (the default). With `force`, one whose stored
+    spec differs from the submitted one takes the new spec and is re-queued, unless it is done
+    (then `force_ignores_success` as well); an unchanged one is skipped (`retry` reruns it).
+    `dry_run` checks everything and answers what would happen, changing nothing (input
+    snapshots need not be uploaded yet).
     """
 
-    campaign_id: Id
+    campaign_id: Id | None = None
+    campaign: CampaignCreate | None = Field(
+        default=None, description="instead of campaign_id: create this campaign with the records"
+    )
     records: list[RecordSpec] = Field(min_length=1, max_length=MAX_RECORDS_PER_REQUEST)
     force: bool = False
     force_ignores_success: bool = False
+    dry_run: bool = False
+
+    @model_validator(mode="after")
+    def _one_campaign(self) -> RecordsCreate:
+        if (self.campaign_id is None) == (self.campaign is None):
+            raise ValueError("give either campaign_id or campaign")
+        return self
 
 
 class SpecDiffers(Loose):
@@ -185,11 +203,12 @@ class SpecDiffers(Loose):
 
 
 class RecordsCreated(Loose):
-    """What a bulk submission did."""
+    """What a bulk submission did (with `dry_run`: would do)."""
 
     created: int
     skipped: int
     replaced: int = Field(default=0, description="existing records given the new spec (force)")
+    replaced_keys: list[str] = Field(default_factory=list, description="at most the first 100")
     skipped_keys: list[str] = Field(default_factory=list, description="at most the first 100")
     differing: int = Field(
         default=0, description="skipped records whose submitted spec differs from the stored one"
@@ -197,6 +216,12 @@ class RecordsCreated(Loose):
     differs: list[SpecDiffers] = Field(
         default_factory=list, description="the first 100 of them, with the fields that differ"
     )
+    created_campaign: int | None = Field(
+        default=None,
+        description="the id of the campaign this submission created from `campaign` (null: "
+        "the records went to `campaign_id`, or it was a dry run)",
+    )
+    dry_run: bool = False
 
 
 class RunFields(BaseModel):
@@ -319,7 +344,7 @@ class RecordsRetry(Strict):
     campaign_id: Id | None = Field(default=None, description="limits `orphans`")
     force: bool = False
     force_ignores_success: bool = False
-    run_args: Document | None = None
+    run_args: RunArgs | None = None
 
 
 class Skipped(Loose):

@@ -1,10 +1,13 @@
 """Bulk submission: new records, skip / force / force_ignores_success, parents.
 
-A key already in the campaign is skipped by default. With `force`, a record that is not done
-takes the new spec (command, run_args, parents, …) and is queued again with fresh attempts (a
-live run of it is cancelled; its agent hears at the next heartbeat); a done record is rerun
-only when `force_ignores_success` is given too. The whole request is one transaction: an
-unknown parent or a cycle refuses all of it, naming the keys.
+A key already in the campaign is skipped by default. With `force`, a record whose stored spec
+differs from the submitted one (`differs`: command, params, run_args, …) takes the new spec
+and is queued again with fresh attempts (a live run of it is cancelled; its agent hears at the
+next heartbeat); a done one only when `force_ignores_success` is given too. An unchanged
+record is never replaced: rerunning what did not change is `retry`'s job. The whole request is
+one transaction, the campaign it may create included: an unknown parent, a bad run_arg or a
+cycle refuses all of it, naming the keys. A dry run is the same transaction rolled back by
+the route (its input snapshots need not be uploaded yet).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from farmhand import wire
-from farmhand.server.catalog import differs, inputs, params, records
+from farmhand.server.catalog import campaigns, differs, inputs, params, parents, records
 from farmhand.server.db import connection_of, execute_rows, unnest
 from farmhand.server.errors import Invalid, NotFound
 from farmhand.server.queue import graph as dependencies
@@ -56,10 +59,10 @@ class _Existing:
     state: S
 
 
-def decide(state: S, *, force: bool, force_ignores_success: bool) -> str:
+def decide(state: S, *, changed: bool, force: bool, force_ignores_success: bool) -> str:
     """What a submission does to an existing record: `skip` or `replace` (the table test's
-    subject: every flag combination against every state)."""
-    if not force:
+    subject: every flag combination against every state, changed or not)."""
+    if not force or not changed:
         return "skip"
     if state == S.done and not force_ignores_success:
         return "skip"
@@ -77,63 +80,91 @@ def create(
     """Insert the records whose keys are new; skip or replace the others (see module doc)."""
     if body.force_ignores_success and not body.force:
         raise Invalid("force_ignores_success needs force as well")
-    campaign = session.get(Campaign, body.campaign_id)
-    if campaign is None:
-        raise NotFound(f"campaign {body.campaign_id} does not exist")
+    campaign = _campaign(session, body)
     _check_specs(body.records, max_command_length)
-    inputs.check_stored(session, body.records)
+    if not body.dry_run:
+        inputs.check_stored(session, body.records)
     default = matching.max_attempts(
         campaign.defaults, default_max_attempts, f"campaign '{campaign.name}'"
     )
     params.note_names(session, campaign, [spec.params for spec in body.records])
     if not body.force and not any(spec.parents for spec in body.records):
         answer, created = _insert_new(session, campaign, body.records, default, now)
-        if created and any(spec.inputs for spec in body.records):
+        if created and any(spec.inputs for spec in body.records) and not body.dry_run:
             inputs.attach(session, campaign.id, [s for s in body.records if s.key in created])
-        return answer
+        return _stamp(answer, campaign, body)
     existing = _existing(session, campaign.id, [spec.key for spec in body.records])
+    found = differs.differing(
+        session, campaign.id, [spec for spec in body.records if spec.key in existing]
+    )
+    changed = {d.key for d in found}
     new, replace, skipped = [], [], []
     for spec in body.records:
-        found = existing.get(spec.key)
-        if found is None:
+        old = existing.get(spec.key)
+        if old is None:
             new.append(spec)
-        elif decide(found.state, **_flags(body)) == "replace":
+        elif decide(old.state, changed=spec.key in changed, **_flags(body)) == "replace":
             replace.append(spec)
         else:
             skipped.append(spec.key)
     rows = {
         spec.key: _row(spec, campaign, default, now) for spec in (*new, *replace)
     }  # validated before anything is written
-    parents = _resolve_parents(session, campaign.id, [*new, *replace], existing)
-    ids = _insert(session, new, rows, with_ids=bool(parents))
+    links = parents.resolve(session, campaign.id, [*new, *replace], existing)
+    ids = _insert(session, new, rows, with_ids=bool(links))
     ids.update({spec.key: existing[spec.key].id for spec in replace})
     if replace:
         _replace(session, [existing[s.key] for s in replace], rows, now)
-    if any(spec.inputs for spec in body.records) or replace:
+    if (any(spec.inputs for spec in body.records) or replace) and not body.dry_run:
         inputs.attach(
             session, campaign.id, [*new, *replace], replaced=[existing[s.key].id for s in replace]
         )
-    if parents:
-        _link(session, campaign.id, parents, ids, {existing[s.key].id for s in replace})
-        dependencies.settle(session, [ids[k] for k in parents], now=now)
+    if links:
+        parents.link(session, campaign.id, links, ids, {existing[s.key].id for s in replace})
+        dependencies.settle(session, [ids[k] for k in links], now=now)
     if replace:
         reopened_from = [existing[s.key].id for s in replace if existing[s.key].state in FINISHED]
         keys = {existing[s.key].id: s.key for s in replace}
         dependencies.reopen(session, reopened_from, keys, now=now)
     if new or replace:
         lifecycle.reopen_campaigns(session, [campaign.id])
-    by_key = {spec.key: spec for spec in body.records}
-    return _with_differs(
-        session,
-        campaign.id,
-        [by_key[key] for key in skipped],
-        wire.RecordsCreated(
-            created=len(new),
-            replaced=len(replace),
-            skipped=len(skipped),
-            skipped_keys=skipped[:100],
-        ),
+    kept = set(skipped)
+    still = [d for d in found if d.key in kept]
+    answer = wire.RecordsCreated(
+        created=len(new),
+        replaced=len(replace),
+        replaced_keys=[spec.key for spec in replace[:100]],
+        skipped=len(skipped),
+        skipped_keys=skipped[:100],
+        differing=len(still),
+        differs=still[: differs.MAX_LISTED],
     )
+    return _stamp(answer, campaign, body)
+
+
+def _campaign(session: Session, body: wire.RecordsCreate) -> Campaign:
+    """The campaign the records go to: `campaign_id`'s (404 if none), or `campaign` created
+    here, in the submission's transaction."""
+    if body.campaign is not None:
+        made = campaigns.create(session, spec=body.campaign)
+        row = session.get(Campaign, made.id)
+        assert row is not None  # flushed by create
+        return row
+    row = session.get(Campaign, body.campaign_id)
+    if row is None:
+        raise NotFound(f"campaign {body.campaign_id} does not exist")
+    return row
+
+
+def _stamp(
+    answer: wire.RecordsCreated, campaign: Campaign, body: wire.RecordsCreate
+) -> wire.RecordsCreated:
+    """`answer` with the campaign it created (not in a dry run: that one is never kept) and
+    whether it was a dry run."""
+    if body.campaign is not None and not body.dry_run:
+        answer.created_campaign = campaign.id
+    answer.dry_run = body.dry_run
+    return answer
 
 
 def _insert_new(
@@ -301,38 +332,6 @@ def _row(spec: wire.RecordSpec, campaign: Campaign, default: int, now: datetime)
     }
 
 
-def _resolve_parents(
-    session: Session,
-    campaign_id: int,
-    specs: Sequence[wire.RecordSpec],
-    existing: dict[str, _Existing],
-) -> dict[str, list[str | int]]:
-    """Each spec with parents → its parent references, checked to exist (422 otherwise)."""
-    with_parents = {spec.key: list(dict.fromkeys(spec.parents)) for spec in specs if spec.parents}
-    if not with_parents:
-        return {}
-    in_request = {spec.key for spec in specs}
-    keys = {p for refs in with_parents.values() for p in refs if isinstance(p, str)}
-    known_keys = in_request | set(existing) | set(_existing(session, campaign_id, sorted(keys)))
-    ids = sorted({p for refs in with_parents.values() for p in refs if isinstance(p, int)})
-    known_ids: set[int] = set()
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
-        known_ids.update(session.execute(select(REC.c.id).where(REC.c.id.in_(chunk))).scalars())
-    problems = []
-    for key, refs in with_parents.items():
-        unknown = [
-            repr(r)
-            for r in refs
-            if (r not in known_keys if isinstance(r, str) else r not in known_ids)
-        ]
-        if unknown:
-            problems.append(f"record '{key}' has unknown parents {', '.join(unknown[:10])}")
-    if problems:
-        raise Invalid("; ".join(problems[:10]))
-    return with_parents
-
-
 def _insert(
     session: Session, specs: list[wire.RecordSpec], rows: dict[str, dict], *, with_ids: bool
 ) -> dict[str, int]:
@@ -376,21 +375,3 @@ def _replace(session: Session, olds: list[_Existing], rows: dict[str, dict], now
                 end_seq=None,
             )
         )
-
-
-def _link(
-    session: Session,
-    campaign_id: int,
-    parents: dict[str, list[str | int]],
-    ids: dict[str, int],
-    replaced: set[int],
-) -> None:
-    keys = sorted({p for refs in parents.values() for p in refs if isinstance(p, str)} - set(ids))
-    stored = {key: found.id for key, found in _existing(session, campaign_id, keys).items()}
-    resolve = {**stored, **ids}
-    edges = {
-        ids[key]: [r if isinstance(r, int) else resolve[r] for r in refs]
-        for key, refs in parents.items()
-    }
-    dependencies.check_acyclic(edges, {rid: key for key, rid in ids.items()}, session, replaced)
-    dependencies.link(session, [(child, p) for child, ps in edges.items() for p in ps])

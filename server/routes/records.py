@@ -24,7 +24,8 @@ router = APIRouter(tags=["records"])
     status_code=201,
     response_model=wire.RecordsCreated,
     summary="Submit records in bulk (skip, or force-replace, existing keys)",
-    responses=errors(404, 413, 422),
+    responses={200: {"model": wire.RecordsCreated, "description": "dry run: nothing kept"}}
+    | errors(404, 413, 422),
     openapi_extra=RECORDS,
 )
 def create_records(
@@ -35,23 +36,38 @@ def create_records(
     wakeup: WakeupDep,
     _: SubmitterDep,
 ) -> Response:
-    """Create records in one campaign. Keys the campaign already has are skipped, or with
-    `force` replaced and queued again (`force_ignores_success`: done ones too). Records with
-    `parents` wait until every parent is done; an unknown parent or a cycle is a 422."""
-    with db.write() as session:
-        answer = submit.create(
-            session,
-            body=body,
-            now=now,
-            default_max_attempts=settings.max_attempts,
-            max_command_length=settings.max_command_length,
-        )
-        response = json_response(answer, status_code=201)
+    """Create records in one campaign (`campaign_id`), or in a new one (`campaign`) created in
+    the same transaction. Keys the campaign already has are skipped, or with `force` replaced
+    and queued again when their spec changed (`force_ignores_success`: done ones too). Records
+    with `parents` wait until every parent is done; an unknown parent or a cycle is a 422.
+    `dry_run`: the same checks, answered with 200, nothing kept."""
+    try:
+        with db.write() as session:
+            answer = submit.create(
+                session,
+                body=body,
+                now=now,
+                default_max_attempts=settings.max_attempts,
+                max_command_length=settings.max_command_length,
+            )
+            if body.dry_run:
+                raise _RolledBack(answer)
+            response = json_response(answer, status_code=201)
+    except _RolledBack as dry:
+        return json_response(dry.answer, status_code=200)
     if answer.created or answer.replaced:
         # About one waiting claim per record (those with parents wait, so this wakes a few too
         # many at worst): not every idle agent for one record.
         wakeup.notify(answer.created + answer.replaced)
     return response
+
+
+class _RolledBack(Exception):
+    """Leaves a dry run's transaction, undoing everything it did."""
+
+    def __init__(self, answer: wire.RecordsCreated):
+        super().__init__("dry run")
+        self.answer = answer
 
 
 @router.get(

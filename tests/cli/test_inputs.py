@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from farmhand.cli import main as cli
 from farmhand.cli import submit as cli_submit
 from farmhand.cli.files import campaigns as campaign_file
 from farmhand.cli.files.campaigns import CampaignFileError
+from farmhand.cli.files.tasklists import key_of
 from farmhand.client import FarmhandClient
 from tests.conftest import ADMIN
 
@@ -111,7 +113,15 @@ def test_tasklist_inputs_are_placed_by_file_name(
     tasks.write_text("python relax.py 1\npython relax.py 2\n")
     status, requests = counted("submit", str(tasks), "--campaign", "t", "--input", str(script))
     assert status == 0 and requests.count("PUT") == 1
-    assert requests.submitted() == {"1": {"relax.py": sha(b"x")}, "2": {"relax.py": sha(b"x")}}
+    keys = [key_of(f"python relax.py {n}", Counter()) for n in (1, 2)]
+    assert requests.submitted() == {key: {"relax.py": sha(b"x")} for key in keys}
+    # Checked in a dry run before the upload, then submitted.
+    posted = [
+        body.get("dry_run", False)
+        for m, path, body in requests.calls
+        if (m, path) == ("POST", "/api/v1/records")
+    ]
+    assert posted == [True, False]
 
 
 def test_two_inputs_with_one_name_are_refused_before_anything_is_sent(

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 from farmhand import wire
+from farmhand.cli.files.tasklists import key_of
 from tests.conftest import LiveServer
 
 FARMHAND = [sys.executable, "-m", "farmhand"]
@@ -23,30 +25,31 @@ def farmhand(
 
 def test_submit_status_ls_show_cancel_retry(live_server: LiveServer, tmp_path: Path) -> None:
     env = live_server.client_env()
+    one, two = (key_of(command, Counter()) for command in ("echo one", "echo two"))
     tasks = tmp_path / "tasks.txt"
     tasks.write_text("echo one\n# skip me\necho two\n")
     r = farmhand("submit", str(tasks), "--campaign", "c", env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "submitted 2 records to c:1"
     r = farmhand("submit", str(tasks), "--campaign", "c", env=env)
-    assert "skipped 2 whose keys already exist (--force replaces those not done yet)" in r.stdout
+    assert r.stdout == "submitted 0 records to c:1; skipped 2 whose keys already exist\n"
     status = json.loads(farmhand("status", "--json", env=env).stdout)
     (campaign,) = status["campaigns"]
     assert campaign["name"] == "c" and campaign["counts"]["ready"] == 2
     records = json.loads(farmhand("ls", "records", "--json", env=env).stdout)
-    assert [(r["key"], r["state"]) for r in records] == [("1", "ready"), ("3", "ready")]
+    assert [(r["key"], r["state"]) for r in records] == [(one, "ready"), (two, "ready")]
     table = farmhand("ls", "records", env=env).stdout.splitlines()
     assert table[0].split() == ["ID", "KEY", "STATE", "ATTEMPTS", "ERROR", "RESULT"]
-    r = farmhand("cancel", "3", "--campaign", "c", env=env)
+    r = farmhand("cancel", two, "--campaign", "c", env=env)
     assert r.returncode == 0 and r.stdout.strip() == "cancelled 1 records"
-    shown = farmhand("show", "3", "--campaign", "c", env=env).stdout
+    shown = farmhand("show", two, "--campaign", "c", env=env).stdout
     assert "state:        cancelled" in shown and "echo two" in shown
-    r = farmhand("cancel", "3", "--campaign", "c", env=env)
+    r = farmhand("cancel", two, "--campaign", "c", env=env)
     assert r.returncode == 1
-    assert r.stderr.startswith("farmhand: error: record '3' cannot go from cancelled to")
-    assert farmhand("retry", "3", "--campaign", "c", env=env).returncode == 0
+    assert r.stderr.startswith(f"farmhand: error: record '{two}' cannot go from cancelled to")
+    assert farmhand("retry", two, "--campaign", "c", env=env).returncode == 0
     assert (
-        json.loads(farmhand("show", "3", "--campaign", "c", "--json", env=env).stdout)["state"]
+        json.loads(farmhand("show", two, "--campaign", "c", "--json", env=env).stdout)["state"]
         == "ready"
     )
 

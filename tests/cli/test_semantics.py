@@ -97,14 +97,24 @@ def test_a_toml_file_creates_its_campaign_with_based_on(
     assert "note: dag2:1 exists; the file's software apply only to a new version" in r.stderr
 
 
+def numbered(lines: str) -> str:
+    """A campaign file whose records are keyed 1, 2, … (one a line of `lines`)."""
+    commands = lines.splitlines()
+    return "".join(
+        f"[[records]]\nkey = '{n}'\ncommand = '{command}'\n"
+        for n, command in enumerate(commands, start=1)
+    )
+
+
 def submitted(
     server: LiveServer, tmp_path: Path, lines: str
 ) -> tuple[dict[str, str], FarmhandClient, Path, int]:
-    """`farmhand submit` a tasklist to campaign c: (env, client, tasklist, campaign id)."""
+    """`farmhand submit` records keyed 1, 2, … (`numbered`) to campaign c: (env, client, the
+    campaign file, campaign id)."""
     env = server.client_env()
     client = server.client()
-    tasks = tmp_path / "tasks.txt"
-    tasks.write_text(lines)
+    tasks = tmp_path / "tasks.toml"
+    tasks.write_text(numbered(lines))
     assert farmhand("submit", str(tasks), "--campaign", "c", env=env).returncode == 0
     return env, client, tasks, client.campaigns(name="c")[0].id
 
@@ -114,13 +124,13 @@ def test_submit_skips_replaces_and_reruns_with_the_flags(
 ) -> None:
     env, client, tasks, campaign_id = submitted(live_server, tmp_path, "echo one\necho two\n")
     done_id = finish(client, campaign_id)[0]
-    tasks.write_text("echo ONE\necho TWO\n")
+    tasks.write_text(numbered("echo ONE\necho TWO\n"))
 
     r = farmhand("submit", str(tasks), "--campaign", "c", env=env)
     assert r.stdout == (
-        "submitted 0 records to c:1; skipped 2 whose keys already exist "
-        "(--force replaces those not done yet)\n"
-        "2 of the skipped differ from what is stored: 1 (command), 2 (command)\n"
+        "submitted 0 records to c:1; skipped 2 whose keys already exist\n"
+        "2 of the skipped differ from what is stored: 1 (command), 2 (command) "
+        "(--force replaces them; done ones with --force-ignores-success too)\n"
     )
     r = farmhand("submit", str(tasks), "--campaign", "c", "--force-ignores-success", env=env)
     assert r.returncode == 1 and "pass --force --force-ignores-success" in r.stderr
@@ -128,14 +138,16 @@ def test_submit_skips_replaces_and_reruns_with_the_flags(
     # Every record of the campaign was finished above: --force alone skips done ones.
     r = farmhand("submit", str(tasks), "--campaign", "c", "--force", env=env)
     assert r.stdout == (
-        "submitted 0 records to c:1; skipped 2 whose keys already exist "
-        "(done: --force --force-ignores-success reruns them)\n"
-        "2 of the skipped differ from what is stored: 1 (command), 2 (command)\n"
+        "submitted 0 records to c:1; skipped 2 whose keys already exist\n"
+        "2 of the skipped differ from what is stored: 1 (command), 2 (command) "
+        "(done: --force --force-ignores-success replaces them)\n"
     )
     r = farmhand(
         "submit", str(tasks), "--campaign", "c", "--force", "--force-ignores-success", env=env
     )
-    assert r.stdout == "submitted 0 records to c:1; replaced 2 (new spec, queued again)\n"
+    assert r.stdout == (
+        "submitted 0 records to c:1; replaced 2 whose spec changed (queued again): 1, 2\n"
+    )
     record = client.record(done_id)
     assert (record.state, record.command, record.result) == ("ready", "echo ONE", None)
     answer = json.loads(farmhand("submit", str(tasks), "--campaign", "c", "--json", env=env).stdout)

@@ -184,14 +184,15 @@ def test_a_resubmission_says_which_skipped_records_differ(
     live_server: LiveServer, tmp_path: Path
 ) -> None:
     env = live_server.client_env()
-    tasks = tmp_path / "tasks.txt"
-    tasks.write_text("echo one\necho two\necho three\n")
-    assert farmhand("submit", str(tasks), "--campaign", "t", env=env).returncode == 0
-    tasks.write_text("echo one\necho TWO\necho three\n")
-    r = farmhand("submit", str(tasks), "--campaign", "t", env=env)
+    path = tmp_path / "t.toml"
+    three = "".join(f"[[records]]\nkey = '{k}'\ncommand = 'echo {k}'\n" for k in ("a", "b", "c"))
+    path.write_text(three)
+    assert farmhand("submit", str(path), "--campaign", "t", env=env).returncode == 0
+    path.write_text(three.replace("'echo b'", "'echo B'"))
+    r = farmhand("submit", str(path), "--campaign", "t", env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == [
-        "submitted 0 records to t:1; skipped 3 whose keys already exist "
-        "(--force replaces those not done yet)",
-        "1 of the skipped differ from what is stored: 2 (command)",
+        "submitted 0 records to t:1; skipped 3 whose keys already exist",
+        "1 of the skipped differ from what is stored: b (command) "
+        "(--force replaces them; done ones with --force-ignores-success too)",
     ]

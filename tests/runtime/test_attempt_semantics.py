@@ -77,7 +77,7 @@ def test_a_run_longer_than_its_timeout_is_killed_and_fails(
         client,
         spec(key="slow", command=LONG.format(dir=pids), run_args={"timeout": 1, **limits}),
         spec(key="quick", command="echo fine", run_args={"timeout": 60, **limits}),
-        spec(key="bad", command="true", run_args={"timeout": "soon", **limits}),
+        spec(key="clock", command="true", run_args={"timeout": "01:00:00", **limits}),
     )
     agent = make_agent(live_server, tmp_path / "work", slots=3, term_grace=1.0)
     assert agent.run() == 0
@@ -91,8 +91,7 @@ def test_a_run_longer_than_its_timeout_is_killed_and_fails(
         pid = probe.read_pid(pids / name)
         probe.wait_until(lambda pid=pid: probe.is_dead(pid), what=f"{name} to be gone")
     assert records["quick"].state == "done"
-    assert records["bad"].state == "failed"
-    assert records["bad"].error == "run_args.timeout must be a number of seconds > 0, got 'soon'"
+    assert (records["clock"].state, records["clock"].error) == ("done", None)  # an hour
 
 
 def test_what_this_agent_cannot_stage_is_orphaned_without_spending_an_attempt(

@@ -1,5 +1,6 @@
-"""Reading what `farmhand submit` takes: a tasklist (one shell command per line) or a TOML
-campaign file.
+"""Reading what `farmhand submit` takes: a tasklist (one shell command per line; its keys
+come from the commands, `tasklists`) or a TOML campaign file. Which one: `--format`, else a
+name ending in `.toml` (any case), else the content (`detect`).
 
 A TOML file has an optional `[campaign]` table (`name`, `software`, `based_on`, `inputs`,
 `[campaign.defaults]`), `[[records]]` with `key`, `command` and optionally `params`,
@@ -20,6 +21,7 @@ them, and fills in each record's `inputs` (`{path: sha256}`).
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from farmhand import wire
+from farmhand.cli.files import tasklists
 from farmhand.client import graph, sweeps
 
 if sys.version_info >= (3, 11):
@@ -41,6 +44,12 @@ class CampaignFileError(ValueError):
     """The file cannot be submitted; the message names the file and the problem."""
 
 
+#: The top-level tables of a campaign file.
+TABLES = frozenset({"campaign", "records", "sweep"})
+#: A line that opens one of them (`[campaign]`, `[[records]]`, `[campaign.defaults]`, …).
+TABLE = re.compile(r"^\s*\[\[?\s*(campaign|records|sweep)\s*(\.[^\]]*)?\]\]?\s*(#.*)?$")
+#: The forms `farmhand submit --format` names.
+FORMS = ("tasklist", "toml")
 #: What a `[[sweep]]` table may hold: a record's fields, and `zip`.
 SWEEP_KEYS = frozenset(wire.RecordSpec.model_fields) | {"zip"}
 
@@ -56,6 +65,8 @@ class CampaignFile:
     defaults: dict[str, Any] = field(default_factory=dict)
     #: record key -> {path in the run directory: the local file}
     inputs: dict[str, dict[str, Path]] = field(default_factory=dict)
+    #: `toml` or `tasklist`: what the file was read as
+    form: str = "toml"
 
 
 def input_path(text: Any, where: str) -> str:
@@ -108,21 +119,38 @@ def merge_inputs(mine: Mapping[str, Path], more: Mapping[str, Path], where: str)
     return merged
 
 
-def read(path: Path) -> CampaignFile:
-    """Parse `path`: TOML when it ends in `.toml`, a tasklist otherwise."""
+def read(path: Path, form: str | None = None) -> CampaignFile:
+    """Parse `path` as `form` (`tasklist` or `toml`), or as `detect` finds it."""
     try:
         text = path.read_text()
     except OSError as exc:
         raise CampaignFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
         raise CampaignFileError(f"{path} is not UTF-8 text") from exc
-    parsed = _toml(path, text) if path.suffix == ".toml" else _tasklist(path, text)
+    form = form or detect(path, text)
+    parsed = _toml(path, text) if form == "toml" else _tasklist(path, text)
     if not parsed.records:
         raise CampaignFileError(
             f"{path} holds no records"
-            + (" (only blank lines and # comments)" if path.suffix != ".toml" else "")
+            + (" (only blank lines and # comments)" if form == "tasklist" else "")
         )
     return parsed
+
+
+def detect(path: Path, text: str) -> str:
+    """`toml` for a name ending in `.toml` in any case (`al-md.TOML`), or content that is a
+    campaign file: a `[campaign]`, `[[records]]` or `[[sweep]]` table, or TOML holding one;
+    `tasklist` otherwise. A file that says TOML but does not parse is then an error naming
+    the line, never a list of commands."""
+    if path.suffix.lower() == ".toml":
+        return "toml"
+    if any(TABLE.match(line) for line in text.splitlines()):
+        return "toml"
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return "tasklist"
+    return "toml" if TABLES & set(data) else "tasklist"
 
 
 def _spec(path: Path, where: str, data: dict[str, Any]) -> wire.RecordSpec:
@@ -143,17 +171,15 @@ def _describe(err: Any) -> str:
         )
     if err["type"] == "string_pattern_mismatch":
         return f"{'.'.join(map(str, loc))}: {err['input']!r} must be letters, digits and ._-"
-    return f"{'.'.join(map(str, loc)) or 'record'}: {err['msg']}"
+    where = ".".join(map(str, loc)) or "record"
+    message = err["msg"].removeprefix("Value error, ")
+    # A check that names its field itself (`run_args.timeout must be …`) says it once.
+    return message if message.startswith(where + ".") else f"{where}: {message}"
 
 
 def _tasklist(path: Path, text: str) -> CampaignFile:
-    records = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        command = line.strip()
-        if not command or command.startswith("#"):
-            continue
-        records.append(_spec(path, f"line {number}", {"key": str(number), "command": command}))
-    return CampaignFile(records=records)
+    records = [_spec(path, f"line {number}", item) for number, item in tasklists.specs(text)]
+    return CampaignFile(records=records, form="tasklist")
 
 
 def _toml(path: Path, text: str) -> CampaignFile:
@@ -161,7 +187,7 @@ def _toml(path: Path, text: str) -> CampaignFile:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise CampaignFileError(f"{path} is not valid TOML: {exc}") from exc
-    unknown = set(data) - {"campaign", "records", "sweep"}
+    unknown = set(data) - TABLES
     if unknown:
         raise CampaignFileError(f"{path}: unknown table(s): {', '.join(sorted(unknown))}")
     campaign = data.get("campaign", {})
@@ -182,6 +208,10 @@ def _toml(path: Path, text: str) -> CampaignFile:
     defaults = campaign.get("defaults", {})
     if not isinstance(defaults, dict):
         raise CampaignFileError(f"{path}: [campaign.defaults] must be a table")
+    try:
+        wire.check_run_args(defaults)
+    except ValueError as exc:
+        raise CampaignFileError(f"{path}: [campaign.defaults]: {exc}") from exc
     for name in ("name", "software", "based_on"):
         if not isinstance(campaign.get(name, ""), str):
             raise CampaignFileError(f"{path}: [campaign]: {name} must be a string")

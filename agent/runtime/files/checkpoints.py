@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import shutil
 import threading
@@ -44,19 +43,11 @@ CHECKPOINT_DIR = "checkpoint"
 
 
 def interval(run_args: dict[str, Any], default: float) -> float:
-    """`run_args.checkpoint_interval` (seconds between uploads; 0: only at the end), else
-    `default`. ValueError names a value that is not a number >= 0."""
-    value = run_args.get("checkpoint_interval")
-    if value is None:
-        return default
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ValueError(f"run_args.checkpoint_interval must be seconds >= 0, got {value!r}")
-    return float(value)
+    """`run_args.checkpoint_interval` (seconds between uploads, or any duration `walltime`
+    takes: `10m`, `00:10:00`; 0: only at the end), else `default`. ValueError names a value
+    that is not a duration."""
+    seconds = wire.run_arg_seconds(run_args, "checkpoint_interval")
+    return default if seconds is None else seconds
 
 
 def restore(

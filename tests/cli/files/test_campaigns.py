@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -16,15 +17,44 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
     return path
 
 
-def test_tasklist_keys_are_line_numbers_and_comments_are_skipped(tmp_path: Path) -> None:
-    path = write(tmp_path, "tasks.txt", "# header\necho a\n\n  echo b  \n#echo c\necho d\n")
+def test_tasklist_keys_come_from_the_commands_and_comments_are_skipped(tmp_path: Path) -> None:
+    path = write(tmp_path, "tasks.txt", "# header\necho a\n\n  echo b  \n#echo c\necho a\n")
     parsed = campaign_file.read(path)
+    a, b = (f"t-{hashlib.sha256(c).hexdigest()[:12]}" for c in (b"echo a", b"echo b"))
     assert [(r.key, r.command) for r in parsed.records] == [
-        ("2", "echo a"),
-        ("4", "echo b"),
-        ("6", "echo d"),
+        (a, "echo a"),
+        (b, "echo b"),
+        (f"{a}-2", "echo a"),  # the second copy
     ]
-    assert parsed.name is None
+    assert (parsed.name, parsed.form) == (None, "tasklist")
+    # Comments, blank lines and order do not move a key.
+    path.write_text("echo b\n# new comment\n\necho a\necho a\n")
+    assert sorted(r.key for r in campaign_file.read(path).records) == sorted([a, b, f"{a}-2"])
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "form"),
+    [
+        ("al-md.TOML", "[[records]]\nkey = 'a'\ncommand = 'x'\n", "toml"),
+        ("md.Toml", "[[records]]\nkey = 'a'\ncommand = 'x'\n", "toml"),
+        ("jobs", "# a campaign\n[campaign]\nname = 'x'\n[[records]]\nkey='a'\ncommand='x'", "toml"),
+        ("jobs.txt", "records = [{ key = 'a', command = 'x' }]\n", "toml"),
+        ("jobs.txt", "[ -f done ] || ./run.sh\nkey = 'x'\n", "tasklist"),
+        ("tasks", "echo [campaign]\n", "tasklist"),
+    ],
+)
+def test_the_format_comes_from_the_name_in_any_case_or_the_content(
+    tmp_path: Path, name: str, text: str, form: str
+) -> None:
+    assert campaign_file.read(write(tmp_path, name, text)).form == form
+
+
+def test_a_toml_name_that_does_not_parse_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "al-md.TOML", "[campaign]\nname = 'al-md'\n[[records]]\nkey = a\n")
+    with pytest.raises(CampaignFileError, match=r"is not valid TOML: .*line 4"):
+        campaign_file.read(path)
+    # --format tasklist reads it as commands anyway, if that is what is meant.
+    assert len(campaign_file.read(path, "tasklist").records) == 4
 
 
 @pytest.mark.parametrize("text", ["", "\n\n", "# only\n   # comments\n"])

@@ -8,12 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from farmhand import wire
+from farmhand.cli.files.tasklists import key_of
 from tests.conftest import LiveServer
 
 FARMHAND = [sys.executable, "-m", "farmhand"]
@@ -86,8 +88,9 @@ def test_two_agents_finish_every_record_exactly_once(
     assert campaign["counts"]["done"] == 20
     assert sum(campaign["counts"].values()) == 20
     records = json.loads(farmhand(live_server, "ls", "records", "--json").stdout)
+    by_key = {key_of(command, Counter()): n for n, command in enumerate(lines[1:], start=1)}
     for record in records:
-        n = int(record["key"]) - 1
+        n = by_key[record["key"]]
         assert record["result"] == {"n": n, "square": n * n}
         assert record["attempts"] == 1
     runs = runs_of(live_server)

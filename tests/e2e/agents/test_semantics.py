@@ -116,10 +116,12 @@ def test_a_failed_parent_fails_exactly_its_descendants_and_fixing_it_finishes_th
 
     if fix == "submit --force":
         dag.write_text(DAG.replace("LEFT_COMMAND", FIXED))
+        # Only `left` changed: its failed descendants wait for it again, unreplaced.
         assert cli(live_server, "submit", str(dag), "--force") == (
-            "submitted 0 records to dag:1; replaced 3 (new spec, queued again); skipped 3 "
-            "whose keys already exist (done: --force --force-ignores-success reruns them)\n"
+            "submitted 0 records to dag:1; replaced 1 whose spec changed (queued again): left; "
+            "skipped 5 whose keys already exist (5 unchanged: farmhand retry reruns records)\n"
         )
+        assert records_of(client, "dag")["join"].state == "waiting"
     else:
         out = cli(live_server, "retry", "left", "--campaign", "dag", "--run-arg", 'env={"FIX": 1}')
         assert out == "re-queued 1 records\nreopened 2 descendants that had failed upstream\n"

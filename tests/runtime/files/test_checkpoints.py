@@ -15,11 +15,14 @@ def test_the_interval_comes_from_run_args_else_the_agent() -> None:
     assert checkpoints.interval({}, 300.0) == 300.0
     assert checkpoints.interval({"checkpoint_interval": 5}, 300.0) == 5.0
     assert checkpoints.interval({"checkpoint_interval": 0}, 300.0) == 0.0
+    # The forms every duration takes (walltime, timeout, --checkpoint-interval).
+    assert checkpoints.interval({"checkpoint_interval": "10m"}, 300.0) == 600.0
+    assert checkpoints.interval({"checkpoint_interval": "00:00:05"}, 300.0) == 5.0
 
 
-@pytest.mark.parametrize("value", [-1, "5", True, float("nan"), [5]])
+@pytest.mark.parametrize("value", [-1, "soon", True, float("nan"), [5]])
 def test_a_bad_interval_is_named(value: object) -> None:
-    with pytest.raises(ValueError, match=r"run_args\.checkpoint_interval must be seconds >= 0"):
+    with pytest.raises(ValueError, match=r"run_args\.checkpoint_interval must be a duration"):
         checkpoints.interval({"checkpoint_interval": value}, 300.0)
 
 

@@ -164,9 +164,12 @@ def test_run_walltime_reads_numbers_and_durations() -> None:
     assert run_walltime({"walltime": 90}) == 90.0
     assert run_walltime({"walltime": "01:30:00"}) == 5400
     refusals = {
-        True: "run_args.walltime must be a duration, not True",
-        -1: "run_args.walltime must be a duration, not -1",
-        "later": "not a duration: 'later'",
+        True: "run_args.walltime must be a duration (seconds, 30m, 2h, 1d, MM:SS, HH:MM:SS or "
+        "D-HH:MM:SS), got True",
+        -1: "run_args.walltime must be a duration (seconds, 30m, 2h, 1d, MM:SS, HH:MM:SS or "
+        "D-HH:MM:SS), got -1",
+        "later": "run_args.walltime must be a duration (seconds, 30m, 2h, 1d, MM:SS, HH:MM:SS or "
+        "D-HH:MM:SS), got 'later'",
     }
     for bad, why in refusals.items():
         with pytest.raises(ValueError, match=re.escape(why)):

@@ -80,7 +80,7 @@ def test_submitting_an_existing_key(api: TestClient, state: str, flags: str) -> 
         assert (r.json()["skipped"], r.json()["replaced"]) == (1, 0)
         assert (after["state"], after["command"]) == (state, "old")
         return
-    assert (r.json()["skipped"], r.json()["replaced"]) == (0, 1)
+    assert (r.json()["skipped"], r.json()["replaced"], r.json()["replaced_keys"]) == (0, 1, ["k"])
     assert (after["state"], after["command"], after["run_args"]) == ("ready", "new", {"x": 1})
     assert (after["attempts"], after["error"], after["result"], after["parents"]) == (
         0,
@@ -90,6 +90,25 @@ def test_submitting_an_existing_key(api: TestClient, state: str, flags: str) -> 
     )
     live = [run for run in after["runs"] if run["state"] in ("leased", "running")]
     assert live == [], "a replaced record's live run is cancelled"
+
+
+@pytest.mark.parametrize(("state", "flags"), sorted(SUBMIT_TABLE))
+def test_an_unchanged_record_is_never_replaced(api: TestClient, state: str, flags: str) -> None:
+    """Rerunning what did not change is retry's job: even `force` + `force_ignores_success`
+    skip a record whose spec is the one submitted (a live run of it goes on)."""
+    c, rid = make_record_in(api, state)
+    before = record(api, rid)
+    same = {"key": "k", "command": "old", **({"parents": ["p"]} if state == "waiting" else {})}
+    r = post(api, c, same, **FLAGS[flags])
+    assert r.status_code == 201, r.text
+    answer = r.json()
+    assert (answer["skipped"], answer["replaced"], answer["differing"]) == (1, 0, 0)
+    after = record(api, rid)
+    assert (after["state"], after["attempts"], after["runs"]) == (
+        before["state"],
+        before["attempts"],
+        before["runs"],
+    )
 
 
 def test_force_ignores_success_needs_force(api: TestClient) -> None:
@@ -284,7 +303,8 @@ def test_a_bad_walltime_is_named_and_changes_nothing(api: TestClient, walltime: 
     r = post(api, c, {"key": "k", "command": "x", "run_args": {"walltime": walltime}})
     assert r.status_code == 422
     assert r.json()["detail"].startswith(
-        "record 'k': run_args.walltime must be a positive duration"
+        "invalid request: records.0.run_args: Value error, run_args.walltime must be a "
+        "positive duration (seconds, 30m, 2h, 1d, MM:SS, HH:MM:SS or D-HH:MM:SS), got "
     )
     assert by_key(api, c) == {}
 
@@ -334,8 +354,9 @@ def test_a_skipped_key_whose_spec_differs_is_reported_with_the_fields(api: TestC
         r = post(api, c, *again, **flags)
         assert r.status_code == 201, r.text
         answer = r.json()
-        if flags:  # force replaced the not-done ones: nothing differs that was skipped
-            assert answer["replaced"] == 7 and answer["differing"] == 0
+        if flags:  # force replaced exactly the changed ones: nothing skipped differs
+            assert (answer["replaced"], answer["skipped"], answer["differing"]) == (4, 3, 0)
+            assert answer["replaced_keys"] == ["cmd", "par", "args", "kids"]
             continue
         assert (answer["created"], answer["skipped"], answer["differing"]) == (1, 6, 4)
         assert {d["key"]: d["fields"] for d in answer["differs"]} == {

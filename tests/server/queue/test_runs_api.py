@@ -178,9 +178,12 @@ def test_skipped_keys_are_reported(api: TestClient) -> None:
         "created": 1,
         "skipped": 1,
         "replaced": 0,
+        "replaced_keys": [],
         "skipped_keys": ["b"],
         "differing": 1,  # `submit` made "b" with the command "echo b"
         "differs": [{"key": "b", "fields": ["command"]}],
+        "created_campaign": None,
+        "dry_run": False,
     }
 
 
