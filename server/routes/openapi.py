@@ -169,10 +169,19 @@ RECORDS = examples(
             },
         ],
     },
-    replace_what_is_not_done={
+    replace_what_changed={
         "campaign_id": 1,
         "records": [{"key": "fcc-Al", "command": "python relax.py Al fcc --tight"}],
         "force": True,
+    },
+    a_new_campaign_with_its_records={
+        "campaign": {"name": "relax", "software": "vasp-6.4", "defaults": {"timeout": "2h"}},
+        "records": [{"key": "fcc-Al", "command": "python relax.py Al fcc"}],
+    },
+    check_only={
+        "campaign_id": 1,
+        "records": [{"key": "bcc-Fe", "command": "python relax.py Fe bcc", "parents": ["fcc-Al"]}],
+        "dry_run": True,
     },
 )
 RECORD_IDS = examples(two_records={"ids": [17, 18]})
