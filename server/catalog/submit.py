@@ -76,11 +76,13 @@ def create(
     now: datetime,
     default_max_attempts: int,
     max_command_length: int,
+    created_by: int | None = None,
 ) -> wire.RecordsCreated:
-    """Insert the records whose keys are new; skip or replace the others (see module doc)."""
+    """Insert the records whose keys are new; skip or replace the others (see module doc).
+    A campaign created here (`campaign`) belongs to `created_by` (the caller's token)."""
     if body.force_ignores_success and not body.force:
         raise Invalid("force_ignores_success needs force as well")
-    campaign = _campaign(session, body)
+    campaign = _campaign(session, body, created_by)
     _check_specs(body.records, max_command_length)
     if not body.dry_run:
         inputs.check_stored(session, body.records)
@@ -142,11 +144,11 @@ def create(
     return _stamp(answer, campaign, body)
 
 
-def _campaign(session: Session, body: wire.RecordsCreate) -> Campaign:
+def _campaign(session: Session, body: wire.RecordsCreate, created_by: int | None) -> Campaign:
     """The campaign the records go to: `campaign_id`'s (404 if none), or `campaign` created
     here, in the submission's transaction."""
     if body.campaign is not None:
-        made = campaigns.create(session, spec=body.campaign)
+        made = campaigns.create(session, spec=body.campaign, created_by=created_by)
         row = session.get(Campaign, made.id)
         assert row is not None  # flushed by create
         return row

@@ -34,7 +34,7 @@ def create_records(
     settings: SettingsDep,
     now: NowDep,
     wakeup: WakeupDep,
-    _: SubmitterDep,
+    caller: SubmitterDep,
 ) -> Response:
     """Create records in one campaign (`campaign_id`), or in a new one (`campaign`) created in
     the same transaction. Keys the campaign already has are skipped, or with `force` replaced
@@ -49,6 +49,7 @@ def create_records(
                 now=now,
                 default_max_attempts=settings.max_attempts,
                 max_command_length=settings.max_command_length,
+                created_by=caller.token_id,
             )
             if body.dry_run:
                 raise _RolledBack(answer)

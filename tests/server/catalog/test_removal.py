@@ -106,6 +106,13 @@ def test_only_the_token_that_created_it_or_an_admin_deletes_a_campaign(api: Test
     assert alice.delete(f"{API}/campaigns/{made['id']}").status_code == 200
     other = alice.post(f"{API}/campaigns", json={"name": "alices"}).json()
     assert api.delete(f"{API}/campaigns/{other['id']}").status_code == 200  # an admin
+    # A campaign created with its records (`farmhand submit`) is its submitter's too.
+    body = {"campaign": {"name": "submitted"}, "records": [{"key": "k", "command": "true"}]}
+    r = alice.post(f"{API}/records", json=body)
+    assert r.status_code == 201, r.text
+    (submitted,) = [c for c in alice.get(f"{API}/campaigns").json() if c["name"] == "submitted"]
+    assert bob.delete(f"{API}/campaigns/{submitted['id']}").status_code == 403
+    assert alice.delete(f"{API}/campaigns/{submitted['id']}").json()["records"] == 1
 
 
 def test_archived_campaigns_are_hidden_unless_asked_for(api: TestClient) -> None:
