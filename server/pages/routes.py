@@ -149,8 +149,9 @@ def retry_failures(
         if not ids:
             raise Conflict("no failed record has that cause any more (retried already?)")
         answer = records.retry(session, body=wire.RecordsRetry(ids=ids), now=utcnow())
-    request.app.state.wakeup.notify(len(answer.changed))
-    said = f"re-queued {len(answer.changed)} record(s)"
+    requeued = len(answer.changed)
+    request.app.state.wakeup.notify(requeued)  # a waiting claim per record
+    said = f"re-queued {requeued} record(s)"
     return RedirectResponse(f"/campaigns/{campaign_id}?{urlencode({'did': said})}", status_code=303)
 
 
