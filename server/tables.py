@@ -159,6 +159,9 @@ class Record(SQLModel, table=True):
     agent_id: int | None = None
     run_id: int | None = None
     lease_expires_at: datetime | None = _when()
+    #: A ready record is not claimed before this moment: a failed attempt's `retry_delay`
+    #: (NULL: claimable now; a moment past is harmless, so nothing clears it but a retry).
+    not_before: datetime | None = _when()
     created_at: datetime = _when(now=True)
     updated_at: datetime = _when(now=True)
     #: The generation in which a reader of "what ended since" first saw it ended; NULL while

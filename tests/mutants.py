@@ -230,6 +230,28 @@ MUTANTS: list[Mutant] = [
         ),
         "claims stop expiring lost leases themselves",
     ),
+    Mutant(
+        "claim-ignores-retry-delay",
+        "server/queue/claim.py",
+        '        .where(_due(bindparam("b_now", type_=UTCDateTime)))\n',
+        "",
+        (
+            "tests/server/queue/test_retry_delay.py::"
+            "test_a_failed_attempt_waits_its_retry_delay_doubling_per_attempt",
+        ),
+        "a failed attempt's record is claimed again before its retry_delay (issue 18)",
+    ),
+    Mutant(
+        "engine-error-spends-attempts",
+        "agent/runtime/attempt.py",
+        "engine_error = None if timed_out else handle.engine_error(code)",
+        "engine_error = None",
+        (
+            "tests/runtime/test_broken_runners.py::"
+            "test_a_runner_that_cannot_start_commands_is_dropped_and_named",
+        ),
+        "a container engine's own error (image not known) spends the record's attempts (issue 18)",
+    ),
 ]
 
 

@@ -111,7 +111,11 @@ def run(records: int = 60, agents: int = 2, keep: bool = False) -> int:
         with FarmhandClient(url, token) as client:
             wait_until_up(client, server)
             campaign = client.create_campaign(
-                "demo", software="farmhand-demo", defaults={"max_attempts": 3}
+                "demo",
+                software="farmhand-demo",
+                # Retried at once: the demo's agents exit when idle for 2 s (retry_delay's
+                # default of 2 s, doubling, would outlast them).
+                defaults={"max_attempts": 3, "retry_delay": 0},
             )
             answer = client.submit(campaign.id, sample_campaign(records, root))
             print(f"submitted {answer.created} records to campaign demo v{campaign.version}")

@@ -57,6 +57,9 @@ def agent_status(status: wire.AgentStatus | None) -> str:
         parts.append(f"{describe(status.walltime_left)} left")
     if status.outbox:
         parts.append(f"{status.outbox} report(s) waiting")
+    if status.broken_runners:
+        names = ", ".join(repr(name) for name in sorted(status.broken_runners))
+        parts.append(f"stopped offering {names} (failed starts)")
     return ", ".join(parts)
 
 

@@ -169,6 +169,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         if isinstance(value, list):
             value = ", ".join(value) if value else None
         print(f"{name + ':':14}{output.cell(value)}")
+    if record.state == wire.RecordState.ready and record.not_before is not None:
+        print(f"{'not before:':14}{record.not_before.isoformat()}  (retry_delay after a failure)")
     if record.params:
         print(f"{'params:':14}{output.params_text(record.params)}")
     print(f"{'run_args:':14}{json.dumps(record.run_args)}")

@@ -9,7 +9,8 @@ final reports, also after the server was away.
 Two ways to stop, `stop()` and `drain()`: see `stopping.py`.
 
 Each claim says what this agent can take (runners, free share of cores, GPUs and memory,
-filters, walltime left); a lease it cannot run all the same is given back (`claims.py`).
+filters, walltime left); a lease it cannot run all the same is given back (`claims.py`). A
+runner that keeps failing to start commands is dropped from the claims (`Runners.failed`).
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ class Agent(Intake):
             starts=self.starts,
             slots=Slots(config.slots),
             run_umask=config.run_umask,
+            on_runner_broken=self._runner_broken,
         )
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -195,6 +197,7 @@ class Agent(Intake):
             disk_used_percent=self.disk.used,
             walltime_left=self.walltime.left(),
             outbox=len(self.outbox),
+            broken_runners=self.runners.broken(),
         )
 
     def _prepare(self) -> None:
@@ -240,6 +243,12 @@ class Agent(Intake):
         """The server answers again: deliver and claim now, not after the backoff pauses."""
         self.outbox.nudge()
         self._stop.claim_wake.set()
+
+    def _runner_broken(self) -> None:
+        """A runner is no longer offered: the server hears it now (`farmhand status`), and
+        claims leave its records to other agents from the next one on."""
+        if self.heartbeat is not None:
+            self.heartbeat.poke()
 
     def _watch(self) -> None:
         """Measure the disk, ask whether the job's end moved; tell the server of a change."""

@@ -51,7 +51,7 @@ from farmhand.runtime.files.stage_in import Prepared, stage_snapshots
 from farmhand.runtime.outcomes import Outcomes
 from farmhand.runtime.resources.allocation import Grant
 from farmhand.runtime.resources.placement import Plan
-from farmhand.runtime.runners import Launch, Runner, RunningProcess
+from farmhand.runtime.runners import DEFAULT_RUNNER, Launch, Runner, RunnerFailure, RunningProcess
 from farmhand.runtime.starts import Ticket
 
 __all__ = ["RELEASE_REASONS", "Attempt", "Context", "describe_exit", "release"]  # re-exported
@@ -189,7 +189,12 @@ class Attempt(Outcomes):
         except ValueError as exc:
             return self._fail(str(exc), None)
         assert self.plan.runner is not None  # refused plans never become attempts
-        start_error = self._start(self.plan.runner, run_env)
+        try:
+            start_error = self._start(self.plan.runner, run_env)
+        except RunnerFailure as exc:
+            if self.start_ticket is not None:  # not sent yet: it need not be (sent: harmless)
+                ctx.starts.withdraw(self.start_ticket)
+            return self._runner_failed(self.runner_name, str(exc))
         if self.abort is not None:
             return self._drop(self.abort)
         if start_error is not None:
@@ -197,6 +202,11 @@ class Attempt(Outcomes):
         if self.checkpointer is not None:
             self.checkpointer.start()
         self._wait_and_report()
+
+    @property
+    def runner_name(self) -> str:
+        """The name of the runner this attempt's record asks for."""
+        return str(self.lease.run_args.get("runner", DEFAULT_RUNNER))
 
     def _start_confirmed(self) -> bool:
         """Wait for the server's answer to this run's start (never reported before it). A
@@ -302,6 +312,9 @@ class Attempt(Outcomes):
                 return None
             try:
                 self.handle = runner.start(launch)
+            except RunnerFailure:
+                self.phase = "reporting"
+                raise
             except (OSError, ValueError, subprocess.SubprocessError) as exc:
                 self.phase = "reporting"
                 return f"cannot start the command: {exc}"
@@ -340,13 +353,18 @@ class Attempt(Outcomes):
             self.on_command_end(self)
         if not self._start_confirmed():
             return None
-        if self.checkpointer is not None:
-            self.checkpointer.stop()
-        document, results_error = read_results(run_dir)
         tails = {
             "stdout_tail": read_tail(run_dir / STDOUT_FILE),
             "stderr_tail": read_tail(run_dir / STDERR_FILE),
         }
+        engine_error = None if timed_out else handle.engine_error(code)
+        if engine_error is not None:  # the command never ran: the runner is at fault
+            said = tails["stderr_tail"].strip().splitlines()[-1:]  # the engine's own words
+            return self._runner_failed(self.runner_name, ": ".join([engine_error, *said])[:1000])
+        self.context.runners.worked(self.runner_name)
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
+        document, results_error = read_results(run_dir)
         if timed_out:
             self._fail(f"timed out after {self.timeout:g} s", code, ran=True, **tails)
         elif code == 0 and results_error is None:

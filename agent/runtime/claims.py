@@ -47,7 +47,7 @@ class ClaimLoop:
     campaign_id: int | None
     campaign_ids: list[int] | None
     datasets: list[str] | None
-    runners: list[str]
+    runners: Callable[[], list[str]]  # asked each claim: a broken runner drops out
     free: Callable[[], wire.Resources]  # what a claimed record may need, asked each claim
     room: Callable[[], tuple[int, float] | None]
     accept: Callable[[list[wire.Lease], int], tuple[int, int]]
@@ -89,7 +89,7 @@ class ClaimLoop:
                     min(free + extra, wire.MAX_CLAIM),
                     wait=min(interval, wire.MAX_WAIT_SECONDS),
                     campaign_id=self.campaign_id,
-                    runners=self.runners,
+                    runners=self.runners(),
                     free=self.free(),
                     campaign_ids=self.campaign_ids,
                     datasets=self.datasets,

@@ -101,7 +101,7 @@ class Context:
     term_grace: float
     report_deadline: float
     stop: StopState  # where the agent's stop stands
-    count: Callable[[str], None]  # "released", "cancelled", "lost" (the rest at delivery)
+    count: Callable[[str], None]  # released, cancelled, lost, refused (the rest at delivery)
     runners: Runners
     allocator: Allocator
     outbox: Outbox
@@ -110,6 +110,7 @@ class Context:
     slots: Slots | None = None  # held while a command runs; prefetched leases queue for one
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     run_umask: int | None = None  # the commands' umask (None: the agent's own)
+    on_runner_broken: Callable[[], None] | None = None  # a runner is no longer offered
 
 
 def run_timeout(run_args: dict[str, Any]) -> float | None:

@@ -70,7 +70,7 @@ class Intake:
             campaign_id=cfg.campaign_id,
             campaign_ids=cfg.campaign_ids,
             datasets=cfg.datasets,
-            runners=self.runners.offered(),
+            runners=self.runners.offered,
             free=self._free,
             room=self._room,
             accept=self._accept,

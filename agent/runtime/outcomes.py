@@ -1,6 +1,7 @@
 """How an attempt ends: its final report (complete or fail, with the run directory packed
-as its archive), an orphan, or a give-back. A part of `Attempt` (`attempt.py`), kept in its
-own module; it uses the attempt's attributes set in `Attempt.__init__`.
+as its archive), an orphan, a give-back, or a runner that could not start the command. A
+part of `Attempt` (`attempt.py`), kept in its own module; it uses the attempt's attributes
+set in `Attempt.__init__`.
 """
 
 from __future__ import annotations
@@ -90,6 +91,29 @@ class Outcomes:
             self.phase = "reporting"
         report_orphan(self.context.outbox, self.lease, reason, self.label(reason))
         self._remove_run_dir()
+
+    def _runner_failed(self, runner: str, why: str) -> None:
+        """The runner could not start the command (its program or container engine failed):
+        not the calculation's fault, so the record goes back to the queue with its attempt
+        unspent. After `BROKEN_AFTER` such failures in a row this agent stops offering the
+        runner (`Runners.failed`), saying why in its log and its heartbeat status."""
+        with self._lock:
+            self.phase = "reporting"
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
+        reason = f"runner {runner!r} could not start the command: {why}"
+        release(self.context.outbox, self.lease, reason)
+        self._remove_run_dir()
+        self.context.count("refused")
+        log.warning("gave back %s: %s", self.label(), reason)
+        if self.context.runners.failed(runner, why):
+            log.warning(
+                "this agent stops offering runner %r: %s",
+                runner,
+                self.context.runners.problem(runner),
+            )
+            if self.context.on_runner_broken is not None:
+                self.context.on_runner_broken()
 
     def _drop(self, reason: str) -> None:
         """An aborted attempt: give the lease back on shutdown and at the walltime drain

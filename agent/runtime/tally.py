@@ -22,7 +22,8 @@ __all__ = ["OUTCOMES", "AgentView", "RunView", "Tally", "snapshot"]
 
 log = logging.getLogger("farmhand.agent")
 
-#: "refused": leases given back at once, for a runner or resources this agent lacks.
+#: "refused": leases given back, for a runner or resources this agent lacks, or a runner that
+#: could not start the command.
 OUTCOMES = ("done", "failed", "released", "cancelled", "lost", "orphaned", "refused")
 
 

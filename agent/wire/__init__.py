@@ -97,6 +97,7 @@ from farmhand.wire.bundles import (
 from farmhand.wire.durations import (
     DURATION_FORMS,
     clock_seconds,
+    duration_seconds,
     parse_duration,
     run_arg_seconds,
     timeout_seconds,
@@ -251,6 +252,7 @@ __all__ = [
     "check_run_args",
     "check_tags",
     "clock_seconds",
+    "duration_seconds",
     "param_text",
     "parse_duration",
     "parse_where",

@@ -62,6 +62,12 @@ class AgentStatus(Loose):
         default=None, description="seconds until the agent's batch job ends; None = unlimited"
     )
     outbox: int = Field(default=0, ge=0, description="finished runs whose reports wait to be sent")
+    broken_runners: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=1000,
+        description="runners the agent stopped offering, and why: they could not start "
+        "commands several times in a row (a container engine's error, a missing program)",
+    )
 
 
 class Agent(Loose):
@@ -266,7 +272,8 @@ class RunFail(RunOutputs):
 
 
 class RunRelease(Strict):
-    """Give the record back without spending an attempt (agent shutdown)."""
+    """Give the record back without spending an attempt (agent shutdown, a runner that could
+    not start the command)."""
 
     token: str
     reason: str = Field(default="released by agent", max_length=1024)

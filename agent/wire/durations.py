@@ -74,6 +74,19 @@ def run_arg_seconds(
     raise ValueError(f"run_args.{name} must be {kind} ({DURATION_FORMS}), got {value!r}")
 
 
+def duration_seconds(value: Any, what: str = "run_args") -> float:
+    """A duration in run_args — a number of seconds, or a string `parse_duration` reads —
+    in seconds. ValueError for anything else (naming `what` for booleans and numbers that
+    are negative or not finite)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be a duration, not {value!r}")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{what} must be a duration, not {value!r}")
+        return float(value)
+    return parse_duration(str(value))
+
+
 def clock_seconds(value: str) -> float:
     """Slurm's forms: `MM:SS`, `HH:MM:SS`, `D-HH`, `D-HH:MM`, `D-HH:MM:SS`."""
     match = _CLOCK.match(value)

@@ -287,6 +287,11 @@ class Record(Loose):
     attempts: int
     max_attempts: int
     error: str | None = None
+    not_before: datetime | None = Field(
+        default=None,
+        description="a ready record is not claimed before this moment: the wait after a "
+        "failed attempt (run_args `retry_delay`)",
+    )
     result: dict[str, Any] | list[Any] | None = None
     created_at: datetime
     updated_at: datetime

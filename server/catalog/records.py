@@ -246,6 +246,7 @@ def retry(session: Session, *, body: wire.RecordsRetry, now: datetime) -> wire.R
         record.error = None
         record.agent_id = None
         record.lease_expires_at = None
+        record.not_before = None  # a retry by a person goes at once
         record.temporary_run_args = body.run_args
         record.updated_at = now
         session.add(record)

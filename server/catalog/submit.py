@@ -316,6 +316,7 @@ def _existing(session: Session, campaign_id: int, keys: list[str]) -> dict[str, 
 def _row(spec: wire.RecordSpec, campaign: Campaign, default: int, now: datetime) -> dict:
     where = f"record '{spec.key}'"
     effective = derive_run_args(campaign.defaults, spec.run_args)
+    matching.retry_delay(effective, where)  # checked now, read after a failed attempt
     return {
         "campaign_id": campaign.id,
         "key": spec.key,
@@ -374,6 +375,7 @@ def _replace(session: Session, olds: list[_Existing], rows: dict[str, dict], now
                 agent_id=None,
                 run_id=None,
                 lease_expires_at=None,
+                not_before=None,
                 end_seq=None,
             )
         )

@@ -69,10 +69,16 @@ __all__ = [
 FILTERS = ("campaigns", "datasets", "runners", "cores", "gpus", "memory_mb", "walltime")
 
 
+def _due(now: Any) -> Any:
+    """A ready record's wait after a failed attempt (`retry_delay`) is over at `now`."""
+    return or_(REC.c.not_before.is_(None), REC.c.not_before <= now)
+
+
 def claimable(conn: Connection, *, now: datetime) -> bool:
-    """Whether any claim could take something now: a ready record, or a lease that ran out
-    (two index probes, read-only). Waiting claims re-try only when it says yes."""
-    ready = exists().where(literal_in(REC.c.state, states.source_values(Event.claim)))
+    """Whether any claim could take something now: a ready record whose retry delay is over,
+    or a lease that ran out (two index probes, read-only). Waiting claims re-try only when it
+    says yes, so a record waiting out its retry delay wakes them once its time has come."""
+    ready = exists().where(literal_in(REC.c.state, states.source_values(Event.claim)), _due(now))
     due = exists().where(
         literal_in(REC.c.state, states.source_values(Event.requeue)),
         REC.c.lease_expires_at < now,
@@ -122,6 +128,7 @@ def claim_statement(dialect: str, filters: frozenset[str]) -> Any:
     queue = (
         select(REC.c.id)
         .where(literal_in(REC.c.state, states.source_values(Event.claim)))
+        .where(_due(bindparam("b_now", type_=UTCDateTime)))
         .where(*(narrow[name] for name in sorted(filters)))
         .order_by(REC.c.priority.desc(), REC.c.id)
         .limit(bindparam("b_limit"))
@@ -234,9 +241,10 @@ def claim(
     walltime_left: float | None = None,
     agent_token: int | None = None,
 ) -> list[wire.Lease]:
-    """Lease up to `max_records` ready records to the agent, highest priority first; only
-    records whose walltime fits the agent's `walltime_left` seconds, when given. With
-    `agent_token`, only an agent registered with that token may claim (else 403).
+    """Lease up to `max_records` ready records to the agent, highest priority first, leaving
+    those still waiting out a failed attempt's retry delay; only records whose walltime
+    fits the agent's `walltime_left` seconds, when given. With `agent_token`, only an agent
+    registered with that token may claim (else 403).
 
     `clock` is read twice: before the claim (expiry and lease end) and after the records are
     locked (the runs' `claimed_at`), so a run never starts before the end of the attempt a

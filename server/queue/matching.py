@@ -39,6 +39,40 @@ def max_attempts(run_args: dict[str, Any], default: int, where: str) -> int:
     return value
 
 
+#: Seconds a failed attempt's record waits before its next attempt, unless run_args say
+#: otherwise (`retry_delay`); the wait doubles with each attempt spent, up to `MAX_RETRY_DELAY`
+#: (or `retry_delay` itself, when that is longer).
+RETRY_DELAY = 2.0
+MAX_RETRY_DELAY = 300.0
+
+
+def retry_delay(run_args: dict[str, Any], where: str) -> float:
+    """run_args `retry_delay` in seconds (a duration, as `walltime` takes; 0: no wait), or
+    `RETRY_DELAY`."""
+    value = run_args.get("retry_delay")
+    if value is None:
+        return RETRY_DELAY
+    try:
+        return wire.duration_seconds(value, "run_args.retry_delay")
+    except ValueError:
+        raise Invalid(
+            f"{where}: run_args.retry_delay must be a duration ({wire.DURATION_FORMS}), "
+            f"got {value!r}"
+        ) from None
+
+
+def retry_wait(run_args: dict[str, Any], attempts: int) -> float:
+    """Seconds before the next attempt of a record whose attempt number `attempts` failed:
+    its `retry_delay`, doubled for each attempt after the first, capped (an invalid
+    `retry_delay` from a retry's temporary run_args counts as the default)."""
+    try:
+        first = retry_delay(run_args, "record")
+    except Invalid:
+        first = RETRY_DELAY
+    grown = first * 2 ** min(max(attempts - 1, 0), 30)
+    return min(grown, max(MAX_RETRY_DELAY, first))
+
+
 def memory_mb(value: Any, where: str) -> int | None:
     """Memory in MiB from a number of MiB or a string like `512M`, `4G`, `1.5GiB`."""
     if value is None:

@@ -99,6 +99,12 @@ END_RUNS_POSTGRESQL = (
         **{name: _ENDED.c[name] for name in _END_RUN_VALUES},
     )
 )
+# A failed attempt's record, ready again, waits out its retry delay (runs._retry_at).
+RETRY_AT = (
+    update(REC)
+    .where(REC.c.id == bindparam("b_id"))
+    .values(not_before=bindparam("b_not_before", type_=UTCDateTime))
+)
 START_RECORD = (
     update(REC)
     .where(REC.c.id == bindparam("b_id"))

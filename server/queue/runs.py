@@ -12,6 +12,10 @@ reported runs, one the runs (every writer's lock order: records, then runs, each
 order), each report is checked on its own against the rows read, and what changed is written
 back with one statement per table. A report that fails its check changes nothing and does not
 stop the others.
+
+A failed attempt whose record is ready again waits before its next one: `not_before` is set
+to now plus its run_args `retry_delay` (`matching.retry_wait`: growing with each attempt,
+capped). A release or an orphan spends no attempt and sets no wait.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from pydantic import BaseModel
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
@@ -31,13 +36,15 @@ from farmhand.server import auth
 from farmhand.server.db import connection_of, execute_rows
 from farmhand.server.errors import FarmhandError, Invalid, NotFound, StaleLease
 from farmhand.server.ownership import not_your_run
-from farmhand.server.queue import lifecycle, states
+from farmhand.server.queue import lifecycle, matching, states
+from farmhand.server.queue.leases import derive_run_args
 from farmhand.server.queue.reports import (
     END_RECORDS,
     END_RUNS,
     END_RUNS_POSTGRESQL,
     LOCK_RECORDS,
     LOCK_RUNS,
+    RETRY_AT,
     START_RECORD,
     START_RUN,
     STORE_RESULTS,
@@ -45,8 +52,10 @@ from farmhand.server.queue.reports import (
 )
 from farmhand.server.queue.states import LIVE_RUN, Event
 from farmhand.server.storage import snapshots
+from farmhand.server.tables import CAMPAIGN, REC
 
 DONE, FAILED = wire.RecordState.done.value, wire.RecordState.failed.value
+READY = wire.RecordState.ready.value
 
 
 @dataclass(frozen=True)
@@ -266,6 +275,8 @@ def _write(conn: Connection, ended: list[tuple[_Report, dict, dict]], now: datet
         for report, run, _ in ended
     ]
     execute_rows(conn, END_RUNS, END_RUNS_POSTGRESQL, runs, b_now=now)
+    retried = [record for report, _, record in ended if report.verb == "fail"]
+    _retry_at(conn, [record for record in retried if record["state"] == READY], now)
     results = [
         {
             "b_record_id": record["id"],
@@ -287,6 +298,30 @@ def _write(conn: Connection, ended: list[tuple[_Report, dict, dict]], now: datet
         campaign_ids={r["campaign_id"] for r in records if r["state"] in (DONE, FAILED)},
         temporary=[r["id"] for r in records if r["has_temporary"]],
     )
+
+
+def _retry_at(conn: Connection, records: list[dict], now: datetime) -> None:
+    """Records a failed attempt made ready again are not claimed before their retry delay
+    (from their effective run_args: campaign defaults, record, a retry's temporary ones)."""
+    if not records:
+        return
+    attempts = {record["id"]: record["attempts"] for record in records}
+    found = conn.execute(
+        select(REC.c.id, CAMPAIGN.c.defaults, REC.c.run_args, REC.c.temporary_run_args)
+        .join(CAMPAIGN, CAMPAIGN.c.id == REC.c.campaign_id)
+        .where(REC.c.id.in_(sorted(attempts)))
+    )
+    waits = {
+        rid: matching.retry_wait(derive_run_args(*run_args), attempts[rid])
+        for rid, *run_args in found
+    }
+    rows = [
+        {"b_id": rid, "b_not_before": now + timedelta(seconds=wait)}
+        for rid, wait in sorted(waits.items())
+        if wait > 0
+    ]
+    if rows:
+        conn.execute(RETRY_AT, rows)
 
 
 def start(

@@ -6,7 +6,9 @@ heartbeat younger than `stale_after`, and not paused (its disk guard). It offers
 unlimited) and has a walltime left (its batch job's end, from its last heartbeat; None:
 unlimited). A ready record is stuck when no live agent both offers its runner and holds every
 amount it asks for, its walltime included: the claim's own test, against an agent's whole
-resources instead of its free share now.
+resources instead of its free share now. A runner the agent stopped offering (its heartbeat
+status lists it in `broken_runners`: it could not start commands) is not offered by it any
+more, and the message about its records names the agents that dropped it and why.
 
 Cost at a million records: the live agents collapse into a few distinct profiles (fifty
 identical nodes are one), and one GROUP BY over the ready rows (partial index
@@ -82,23 +84,45 @@ def _at_least(mine: float | None, theirs: float | None) -> bool:
 def live_profiles(session: Session, *, now: datetime, stale_after: float) -> list[Profile]:
     """The distinct offers of the live agents, without those another one covers."""
     seen = set()
-    for runners, resources, status, beat in _live(session, now=now, stale_after=stale_after):
+    for _, runners, resources, status, beat in _live(session, now=now, stale_after=stale_after):
         if (status or {}).get("paused"):
             continue  # it claims nothing now
         amounts = {d: (resources or {}).get(d) for d in DIMENSIONS if d != "walltime"}
         amounts["walltime"] = _walltime_now((status or {}).get("walltime_left"), beat, now)
-        seen.add(Profile(None if runners is None else frozenset(runners), **amounts))
+        if runners is not None:
+            runners = frozenset(runners) - set(_broken(status))
+        seen.add(Profile(runners, **amounts))
     return [p for p in seen if not any(q != p and q.covers(p) for q in seen)]
 
 
 def _live(session: Session, *, now: datetime, stale_after: float) -> Any:
-    """Runners, resources, status and last heartbeat of every live agent, paused or not."""
+    """Name, runners, resources, status and last heartbeat of every live agent, paused or
+    not."""
     cutoff = now - timedelta(seconds=stale_after)
+    columns = (AGENT.c.runners, AGENT.c.resources, AGENT.c.status, AGENT.c.last_heartbeat)
     return session.execute(
-        select(AGENT.c.runners, AGENT.c.resources, AGENT.c.status, AGENT.c.last_heartbeat).where(
+        select(AGENT.c.name, *columns).where(
             AGENT.c.state == "active", AGENT.c.last_heartbeat >= cutoff
         )
     ).all()
+
+
+def _broken(status: dict[str, Any] | None) -> dict[str, str]:
+    """The runners an agent's status says it stopped offering, and why."""
+    broken = (status or {}).get("broken_runners")
+    return {str(k): str(v) for k, v in broken.items()} if isinstance(broken, dict) else {}
+
+
+Dropped = dict[str, list[tuple[str, str]]]
+
+
+def dropped(session: Session, *, now: datetime, stale_after: float) -> Dropped:
+    """Runner → (agent name, why) for each live agent that stopped offering it."""
+    out: Dropped = defaultdict(list)
+    for name, *_, status, _ in _live(session, now=now, stale_after=stale_after):
+        for runner, why in sorted(_broken(status).items()):
+            out[runner].append((name, why))
+    return out
 
 
 def _walltime_now(left: Any, beat: datetime, now: datetime) -> float | None:
@@ -141,7 +165,7 @@ def explain(
     profiles = live_profiles(session, now=now, stale_after=stale_after)
     if not profiles:
         return [_nobody(session, ready, now=now, stale_after=stale_after)]
-    return _stuck(session, profiles)
+    return _stuck(session, profiles, dropped(session, now=now, stale_after=stale_after))
 
 
 class Recent:
@@ -168,14 +192,17 @@ class Recent:
             kept = self._kept
         if kept is not None and kept[1] == key and moment - kept[0] < self.ttl:
             return kept[2]
-        answer = _stuck(session, profiles)
+        answer = _stuck(session, profiles, dropped(session, now=now, stale_after=stale_after))
         with self._lock:
             self._kept = (moment, key, answer)
         return answer
 
 
-def _stuck(session: Session, profiles: list[Profile]) -> list[wire.StuckRecords]:
-    """The ready records none of the live agents' `profiles` takes, by reason."""
+def _stuck(
+    session: Session, profiles: list[Profile], dropped_by: Dropped
+) -> list[wire.StuckRecords]:
+    """The ready records none of the live agents' `profiles` takes, by reason; `dropped_by`
+    names the agents that stopped offering a runner (`dropped`)."""
     if len(profiles) > MAX_PROFILES:
         profiles = _envelopes(profiles)
     if any(p.covers(Profile(None)) for p in profiles):
@@ -184,7 +211,7 @@ def _stuck(session: Session, profiles: list[Profile]) -> list[wire.StuckRecords]
     groups = groups.where(_READY, not_(or_(*(p.takes() for p in profiles))))
     groups = groups.group_by(REC.c.runner, *(REC.c[d] for d in DIMENSIONS))
     rows = session.execute(groups.order_by(func.count().desc()).limit(MAX_GROUPS + 1)).all()
-    out = _classify(rows[:MAX_GROUPS], profiles)
+    out = _classify(rows[:MAX_GROUPS], profiles, dropped_by)
     if len(rows) > MAX_GROUPS:
         out.append(_remainder(session, profiles, rows[:MAX_GROUPS]))
     return sorted(out, key=lambda s: -s.count)
@@ -209,9 +236,12 @@ def _nobody(
     )
 
 
-def _classify(rows: list[Any], profiles: list[Profile]) -> list[wire.StuckRecords]:
-    """Sort the stuck groups into reasons: an unoffered runner, an amount larger than any
-    agent offering the runner holds, or amounts no one agent holds together."""
+def _classify(
+    rows: list[Any], profiles: list[Profile], dropped_by: Dropped
+) -> list[wire.StuckRecords]:
+    """Sort the stuck groups into reasons: an unoffered runner (naming the agents that
+    stopped offering it), an amount larger than any agent offering the runner holds, or
+    amounts no one agent holds together."""
     unoffered: dict[str, int] = defaultdict(int)
     too_big: dict[tuple[str, str | None], list[float]] = {}  # (dimension, runner): n, lo, hi
     combined: list[Any] = []
@@ -238,7 +268,8 @@ def _classify(rows: list[Any], profiles: list[Profile]) -> list[wire.StuckRecord
             reason="runner",
             count=n,
             runner=runner,
-            message=f"{_records(n)} {_need(n)} runner '{runner}', offered by no live agent",
+            message=f"{_records(n)} {_need(n)} runner '{runner}', offered by no live agent"
+            + _dropped_note(dropped_by.get(runner, [])),
         )
         for runner, n in unoffered.items()
     ]
@@ -281,6 +312,15 @@ def _classify(rows: list[Any], profiles: list[Profile]) -> list[wire.StuckRecord
             )
         )
     return out
+
+
+def _dropped_note(agents: list[tuple[str, str]]) -> str:
+    """` (agent n1 stopped offering it: why)`, and how many more did, or nothing."""
+    if not agents:
+        return ""
+    (name, why), more = agents[0], len(agents) - 1
+    also = f"; {more} more live agent(s) did too" if more else ""
+    return f" (agent {name} stopped offering it: {why}{also})"
 
 
 def _remainder(session: Session, profiles: list[Profile], seen: list[Any]) -> wire.StuckRecords:

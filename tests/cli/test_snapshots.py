@@ -69,7 +69,7 @@ def test_get_archive_fetches_the_latest_attempt_that_has_one(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     first, second = upload(api, b"first archive"), upload(api, b"second archive")
-    c = campaign(api, "arch", max_attempts=3)
+    c = campaign(api, "arch", max_attempts=3, retry_delay=0)  # each retry claimable at once
     submit(api, c, "k")
     worker = agent(api)
     status, _, err = farmhand("get", "archive", "k", "--campaign", "arch")

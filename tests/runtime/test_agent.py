@@ -51,8 +51,10 @@ class Running:
         return self.status[0]
 
 
-def submit(client: FarmhandClient, *specs: wire.RecordSpec, name: str = "c") -> int:
-    campaign = client.create_campaign(name)
+def submit(
+    client: FarmhandClient, *specs: wire.RecordSpec, name: str = "c", **defaults: Any
+) -> int:
+    campaign = client.create_campaign(name, defaults=defaults or None)
     assert client.submit(campaign.id, list(specs)).created == len(specs)
     return campaign.id
 
@@ -76,6 +78,7 @@ def test_agent_runs_records_to_done_and_failed(live_server: LiveServer, tmp_path
         spec(key="scalar", command="echo 3 > results.json"),
         spec(key="signal", command="kill -KILL $$"),
         spec(key="podman", command="true", run_args={"runner": "podman"}),
+        retry_delay=0,  # failures are retried at once: the agent exits when idle for 1 s
     )
     agent = make_agent(live_server, tmp_path / "work")
     assert agent.run() == 0

@@ -125,6 +125,7 @@ SEEDS: dict[str, Callable[[Connection], None]] = {
     "0007": seed_0001,
     "0008": seed_0001,
     "0009": seed_0001,
+    "0010": seed_0001,
 }
 
 
@@ -146,6 +147,7 @@ def check_seeded_data(api: TestClient) -> None:
     assert done["inputs"] == {}  # 0005's record_input table
     assert done["params"] == {}  # 0009's column
     assert old["archived_at"] is None and old["created_by"] is None  # 0010's columns
+    assert done["not_before"] is None  # 0011's column
     assert [(r["state"], r["exit_code"], r["stdout_tail"], r["archive"]) for r in done["runs"]] == [
         ("done", 0, "hello", None)
     ]

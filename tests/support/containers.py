@@ -75,15 +75,17 @@ def run_containers() -> list[str]:
     return [n for n in containers("farmhand-") if re.fullmatch(r"farmhand-\d+-[0-9a-f]{8}", n)]
 
 
-def write_definitions(directory: Path, name: str = "busybox", **extra: str) -> Path:
-    """A runners.d directory holding one podman runner for the test image."""
+def write_definitions(
+    directory: Path, name: str = "busybox", image: str = IMAGE, **extra: str
+) -> Path:
+    """A runners.d directory holding one podman runner for the test image (or `image`)."""
     directory.mkdir(parents=True, exist_ok=True)
-    options = ", ".join(f'"{o}"' for o in PODMAN_OPTIONS)
+    options = ", ".join(f'"{o}"' for o in [*PODMAN_OPTIONS, "--pull", "never"])
     lines = [
         f"[runners.{name}]",
         'kind = "container"',
         'engine = "podman"',
-        f'image = "{IMAGE}"',
+        f'image = "{image}"',
         'network = "none"',
         f"options = [{options}]",
         *(f"{key} = {value}" for key, value in extra.items()),

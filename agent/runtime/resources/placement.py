@@ -8,8 +8,9 @@
 | fits, now or once running records finish    | run: wait for its share, then run it      |
 
 Once the server filters claims by the runners and free resources every claim sends, refusals
-only happen when a definition changed under a running agent; until then they are how an
-agent copes with records meant for others.
+only happen when a definition changed under a running agent, or a runner broke (it could
+not start commands: `Runners.failed`) after the claim; until then they are how an agent
+copes with records meant for others.
 """
 
 from __future__ import annotations
@@ -42,9 +43,9 @@ def plan(lease: wire.Lease, runners: Runners, allocator: Allocator) -> Plan:
         return Plan(error=f"run_args.runner must be a runner name, not {name!r}")
     runner = runners.get(name)
     if runner is None:
-        entry = runners.entries.get(name)
-        if entry is not None:
-            why = f"runner {name!r} is not offered here: {entry.problem}"
+        problem = runners.problem(name)
+        if problem is not None:
+            why = f"runner {name!r} is not offered here: {problem}"
         else:
             offered = ", ".join(repr(n) for n in runners.offered())
             why = f"runner {name!r} is not defined here (this agent offers {offered})"

@@ -9,6 +9,12 @@ stopping a run reaches every process the command started, grandchildren included
 the command's shell has already exited. Runners that start work outside that group (a
 container engine's daemon) extend `terminate` to stop it too.
 
+When the runner itself cannot start the command — its program cannot be executed
+(`RunnerFailure` from `start`), or its container engine exits with its own error status
+(`RunningProcess.engine_error`) — that is not the calculation's fault: the agent gives the
+record back without spending an attempt, and stops offering a runner that fails so several
+times in a row (`definitions.Runners.failed`).
+
 Built-in kinds: `subprocess` (`farmhand.runtime.runners.subprocess`, the default) and
 `container` (`farmhand.runtime.runners.container`); `farmhand.runtime.runners.definitions` reads
 the `runners.d` files that name and configure them.
@@ -29,6 +35,7 @@ __all__ = [
     "DEFAULT_RUNNER",
     "Launch",
     "Runner",
+    "RunnerFailure",
     "RunningProcess",
     "compose_script",
     "group_alive",
@@ -40,6 +47,11 @@ DEFAULT_RUNNER = "subprocess"
 #: How long `terminate` waits for the group to vanish after SIGKILL before giving up.
 _KILL_WAIT = 5.0
 _POLL = 0.05  # /proc scans while waiting for a group to empty
+
+
+class RunnerFailure(Exception):
+    """The runner could not start the command (its own program is missing or cannot be
+    executed): not the calculation's fault, so no attempt is spent on it."""
 
 
 @dataclass(frozen=True)
@@ -99,18 +111,27 @@ def start_group(
     umask: int | None = None,
 ) -> _subprocess.Popen[bytes]:
     """Start `argv` as the leader of a new session, hence of its own process group, with
-    empty stdin, its output appended to the two files and `umask` (None: the agent's)."""
+    empty stdin, its output appended to the two files and `umask` (None: the agent's).
+
+    `RunnerFailure` when `argv[0]` itself cannot be executed (missing, not executable): the
+    runner's program, not the calculation, is at fault."""
     with open(stdout, "ab") as out, open(stderr, "ab") as err:
-        return _subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            env=dict(env),
-            stdin=_subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            start_new_session=True,
-            umask=-1 if umask is None else umask,
-        )
+        try:
+            return _subprocess.Popen(
+                list(argv),
+                cwd=cwd,
+                env=dict(env),
+                stdin=_subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+                umask=-1 if umask is None else umask,
+            )
+        except OSError as exc:
+            # Popen names the program when its exec failed (the directory, when chdir did).
+            if exc.filename != argv[0]:
+                raise
+            raise RunnerFailure(f"cannot execute {argv[0]}: {exc.strerror or exc}") from exc
 
 
 def group_alive(pgid: int) -> bool:
@@ -171,6 +192,11 @@ class RunningProcess:
             return self._popen.wait(timeout)
         except _subprocess.TimeoutExpired:
             return None
+
+    def engine_error(self, code: int) -> str | None:
+        """Why exit status `code` is a failure of the runner itself (a container engine that
+        could not start the command), or None when it is the command's own status."""
+        return None
 
     def signal_group(self, signum: int) -> bool:
         """Send `signum` to the whole group; False when no process is left in it.

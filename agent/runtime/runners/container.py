@@ -15,6 +15,12 @@ started with the agent's own environment, so a record's `HOME` or `PATH` cannot 
 Apptainer, Singularity and Shifter run the container as the agent's own child processes, so
 the process group is all there is to stop; they pass the environment through (Apptainer via
 `APPTAINERENV_NAME`, which survives `--cleanenv`).
+
+Podman, Docker and podman-hpc exit 125 when the engine itself fails (an image it cannot
+find, a broken runtime): `ContainerProcess.engine_error` calls that the runner's failure,
+not the command's (a command that exits 125 by itself looks the same). Apptainer,
+Singularity and Shifter have no status of their own that tells their errors from the
+command's, so with them only an engine program that cannot be executed is the runner's.
 """
 
 from __future__ import annotations
@@ -112,12 +118,13 @@ class Engine:
     user: bool = False  # needs --user so files in the run directory are the agent's
     env_prefix: str = ""  # Apptainer-style variables passed as PREFIX + NAME
     networks: bool = False  # takes --network
+    error_exit: int | None = None  # the status the engine exits with when it fails itself
 
 
 ENGINES: dict[str, Engine] = {
-    "podman": Engine("podman", _oci, named=True, networks=True),
-    "podman-hpc": Engine("podman-hpc", _oci, named=True, networks=True),
-    "docker": Engine("docker", _oci, named=True, user=True, networks=True),
+    "podman": Engine("podman", _oci, named=True, networks=True, error_exit=125),
+    "podman-hpc": Engine("podman-hpc", _oci, named=True, networks=True, error_exit=125),
+    "docker": Engine("docker", _oci, named=True, user=True, networks=True, error_exit=125),
     "apptainer": Engine("apptainer", _apptainer, env_prefix="APPTAINERENV_"),
     "singularity": Engine("singularity", _apptainer, env_prefix="SINGULARITYENV_"),
     "shifter": Engine("shifter", _shifter),
@@ -215,7 +222,14 @@ class ContainerRunner:
                 Path(env_path).unlink(missing_ok=True)
             raise
         stop = [self.executable] if self.engine.named else None
-        return ContainerProcess(popen, engine=stop, name=launch.name, env_file=env_path)
+        return ContainerProcess(
+            popen,
+            engine=stop,
+            name=launch.name,
+            env_file=env_path,
+            error_exit=self.engine.error_exit,
+            program=self.executable,
+        )
 
 
 class ContainerProcess(RunningProcess):
@@ -228,11 +242,22 @@ class ContainerProcess(RunningProcess):
         engine: list[str] | None,
         name: str,
         env_file: str | None,
+        error_exit: int | None = None,
+        program: str = "the container engine",
     ):
         super().__init__(popen)
         self.engine = engine
         self.name = name
         self.env_file = env_file
+        self.error_exit = error_exit
+        self.program = program
+
+    def engine_error(self, code: int) -> str | None:
+        """`podman exited 125 (its own error, not the command's)` for the engine's error
+        status, else None."""
+        if self.error_exit is None or code != self.error_exit:
+            return None
+        return f"{self.program} exited {code} (its own error, not the command's)"
 
     def poll(self) -> int | None:
         """The exit status if the engine's process has exited, else None."""

@@ -14,7 +14,8 @@ one, two files of one directory may not. Each file holds any number of runners::
 
 A definition that is wrong stops the agent at start with a `DefinitionError` naming the file,
 the runner and the problem. One whose engine is not installed on this node is listed but not
-offered, so the same files can serve a login node and the compute nodes.
+offered, so the same files can serve a login node and the compute nodes. One that cannot
+start commands `BROKEN_AFTER` times in a row is no longer offered either (`Runners.failed`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import importlib
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +41,13 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["DefinitionError", "Entry", "Runners", "load", "user_runners_dir"]
+__all__ = ["BROKEN_AFTER", "DefinitionError", "Entry", "Runners", "load", "user_runners_dir"]
 
 log = logging.getLogger("farmhand.agent")
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+#: Failed starts in a row (see `Runners.failed`) after which an agent stops offering a runner.
+BROKEN_AFTER = 3
 
 
 class DefinitionError(ValueError):
@@ -192,19 +196,58 @@ class Entry:
 
 
 class Runners:
-    """The runners an agent knows, by name; `offered()` are those that can run here."""
+    """The runners an agent knows, by name; `offered()` are those that can run here.
+
+    A runner that could not start the command (`RunnerFailure`, an engine's own error) for
+    `BROKEN_AFTER` attempts in a row, with no start that worked between them, is broken:
+    no longer offered, with the reason in `broken()`. Attempts report from their own
+    threads, hence the lock.
+    """
 
     def __init__(self, entries: Iterable[Entry]):
         self.entries = {entry.name: entry for entry in entries}
+        self._lock = threading.Lock()
+        self._failures: dict[str, int] = {}  # failed starts in a row, by runner
+        self._broken: dict[str, str] = {}  # runner -> why it is no longer offered
 
     def offered(self) -> list[str]:
         """Names this agent can run, sorted: what it tells the server."""
-        return sorted(n for n, e in self.entries.items() if e.problem is None)
+        with self._lock:
+            usable = [n for n, e in self.entries.items() if e.problem is None]
+            return sorted(n for n in usable if n not in self._broken)
 
     def get(self, name: str) -> Runner | None:
         """The runner called `name` if it is offered here, else None."""
         entry = self.entries.get(name)
-        return entry.runner if entry is not None and entry.problem is None else None
+        return entry.runner if entry is not None and self.problem(name) is None else None
+
+    def problem(self, name: str) -> str | None:
+        """Why the known runner `name` is not offered here (None: it is, or is unknown)."""
+        entry = self.entries.get(name)
+        if entry is not None and entry.problem is not None:
+            return entry.problem
+        with self._lock:
+            return self._broken.get(name)
+
+    def broken(self) -> dict[str, str]:
+        """The runners no longer offered because they could not start commands, and why."""
+        with self._lock:
+            return dict(self._broken)
+
+    def worked(self, name: str) -> None:
+        """A command of runner `name` started: its count of failures in a row starts over."""
+        with self._lock:
+            self._failures.pop(name, None)
+
+    def failed(self, name: str, why: str) -> bool:
+        """Runner `name` could not start a command, for `why`; True when this failure is
+        the one that makes it broken (no longer offered)."""
+        with self._lock:
+            count = self._failures[name] = self._failures.get(name, 0) + 1
+            if count < BROKEN_AFTER or name in self._broken:
+                return False
+            self._broken[name] = f"{count} starts in a row failed; the last: {why}"[:500]
+            return True
 
 
 def builtin() -> Runners:

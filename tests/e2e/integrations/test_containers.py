@@ -15,7 +15,7 @@ import pytest
 from farmhand import wire
 from farmhand.client import FarmhandClient
 from tests.conftest import LiveServer
-from tests.e2e.agents.test_agents import FARMHAND, start_agent, wait_for
+from tests.e2e.agents.test_agents import FARMHAND, farmhand, start_agent, wait_for
 from tests.support.containers import containers, require_podman, run_containers, write_definitions
 
 pytestmark = pytest.mark.e2e
@@ -51,7 +51,7 @@ def test_records_run_inside_the_container_to_done(
         for n in range(3)
     ]
     specs.append(wire.RecordSpec(key="setup", command='test "$SETUP" = done'))
-    specs.append(wire.RecordSpec(key="fails", command="exit 3"))
+    specs.append(wire.RecordSpec(key="fails", command="exit 3", run_args={"retry_delay": 0}))
     client, campaign = submit(live_server, tmp_path, "boxed", specs)
     agent = start_agent(
         live_server, tmp_path, "boxed", "--runners-dir", str(runners_dir),
@@ -142,3 +142,51 @@ def test_list_runners_shows_the_podman_runner(tmp_path: Path, runners_dir: Path)
     )
     rows = {line.split()[0]: line.split() for line in shown.stdout.splitlines()[1:3]}
     assert rows["busybox"][1:5] == ["container", "podman", "farmhand-busybox", "offered"]
+
+
+def test_a_runner_whose_image_does_not_exist_is_dropped_and_named(
+    live_server_factory: Callable[..., LiveServer], tmp_path: Path
+) -> None:
+    """The engine's own failure is not the calculation's: the records stay ready with their
+    attempts unspent, the agent stops offering the runner, and `farmhand status` says so."""
+    require_podman()
+    runners = write_definitions(
+        tmp_path / "runners.d", name="noimage", image="farmhand-no-such-image"
+    )
+    server = live_server_factory(lease_ttl=3)  # heartbeats every second
+    specs = [wire.RecordSpec(key=f"n{i}", command="echo never") for i in range(2)]
+    client = server.client()
+    server.env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
+    campaign = client.create_campaign("noimage", defaults={"runner": "noimage"})
+    assert client.submit(campaign.id, specs).created == 2
+    agent = start_agent(server, tmp_path, "n", "--runners-dir", str(runners), "--slots", "2")
+    try:
+        said = wait_for(
+            lambda: _status_naming(server, "stopped offering"),
+            timeout=120,
+            what="farmhand status to name the runner",
+        )
+        (me,) = [a for a in client.agents() if a.name == "n"]
+        assert agent.poll() is None  # it goes on, offering what it still can
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=60) == 0
+    assert me.status is not None and set(me.status.broken_runners) == {"noimage"}
+    why = me.status.broken_runners["noimage"]
+    assert why.startswith("3 starts in a row failed; the last: podman exited 125")
+    assert "image not known" in why
+    assert (
+        f"2 ready records need runner 'noimage', offered by no live agent (agent n stopped "
+        f"offering it: {why})"
+    ) in said
+    records = client.records(campaign_id=campaign.id)
+    assert {(r.state, r.attempts) for r in records} == {("ready", 0)}  # no attempt spent
+    log = (tmp_path / "agent-n.log").read_text()
+    assert f"this agent stops offering runner 'noimage': {why}" in log
+    assert run_containers() == []
+
+
+def _status_naming(server: LiveServer, words: str) -> str:
+    """`farmhand status`'s output when it holds `words`, else ""."""
+    out = farmhand(server, "status").stdout
+    return out if words in out else ""

@@ -171,7 +171,8 @@ def test_a_failed_attempt_saves_its_checkpoint_and_the_retry_resumes_from_it(
         spec(
             key="resume",
             command=counter_command(tmp_path, "fail"),
-            run_args={"max_attempts": 2, "checkpoint_interval": 0},  # only the final save
+            # Only the final save; the retry at once (the agent exits when idle for 1 s).
+            run_args={"max_attempts": 2, "checkpoint_interval": 0, "retry_delay": 0},
         ),
     )
     assert make_agent(live_server, tmp_path / "work", slots=1).run() == 0
@@ -194,7 +195,7 @@ def test_among_many_records_each_retry_resumes_from_its_own_checkpoint(
     client = live_server.client()
     resumed = {"k2", "k4"}
     commands = {mode: counter_command(tmp_path, mode) for mode in ("fail", "ok")}
-    run_args = {"max_attempts": 2, "checkpoint_interval": 0}
+    run_args = {"max_attempts": 2, "checkpoint_interval": 0, "retry_delay": 0}
     specs = [
         spec(key=k, command=commands["fail" if k in resumed else "ok"], run_args=run_args)
         for k in (f"k{i}" for i in range(6))

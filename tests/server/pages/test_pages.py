@@ -242,7 +242,7 @@ def test_record_page_links_parents_children_dataset_and_tags(api: TestClient) ->
 
 
 def test_record_page_shows_spec_run_args_and_every_attempt(api: TestClient) -> None:
-    c = campaign(api, "c", max_attempts=2, image="calc:1")
+    c = campaign(api, "c", max_attempts=2, image="calc:1", retry_delay=0)
     r = api.post(
         f"{API}/records",
         json={

@@ -18,7 +18,7 @@ def test_heartbeat_status_is_kept_and_listed(api: TestClient) -> None:
     beat = api.post(f"{API}/agents/{a}/heartbeat", json={"run_ids": [], "status": paused})
     assert beat.status_code == 200, beat.text
     status = _agents(api)[a]["status"]
-    assert status == {**paused, "walltime_left": None, "outbox": 0}
+    assert status == {**paused, "walltime_left": None, "outbox": 0, "broken_runners": {}}
 
     # A heartbeat without a status (an older agent) leaves the last one in place...
     assert api.post(f"{API}/agents/{a}/heartbeat", json={"run_ids": []}).status_code == 200

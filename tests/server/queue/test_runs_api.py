@@ -50,7 +50,7 @@ def test_same_completion_twice_gets_the_same_answer(api: TestClient) -> None:
 
 
 def test_failed_attempts_requeue_until_max_attempts(api: TestClient) -> None:
-    c = campaign(api, max_attempts=2)
+    c = campaign(api, max_attempts=2, retry_delay=0)  # claimable again at once
     submit(api, c, "k")
     a = agent(api)
     for attempt, expected in ((1, "ready"), (2, "failed")):
@@ -68,7 +68,7 @@ def test_failed_attempts_requeue_until_max_attempts(api: TestClient) -> None:
 
 
 def test_release_does_not_spend_an_attempt(api: TestClient) -> None:
-    c = campaign(api)
+    c = campaign(api, retry_delay=0)  # after the failure below, claimable again at once
     submit(api, c, "k")
     a = agent(api)
     (lease,) = claim(api, a)

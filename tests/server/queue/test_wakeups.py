@@ -128,7 +128,7 @@ def test_a_failed_attempt_that_requeues_wakes_a_sleeping_claim(
     server: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Mutation: routes/runs.py `fail_run` without `wakeup.notify()`."""
-    c = campaign(server, max_attempts=2)
+    c = campaign(server, max_attempts=2, retry_delay=0)  # claimable at once
     submit(server, c, "k")
     (lease,) = claim(server, agent(server, "first"))
     sleeper = SleepingClaim(server, agent(server, "second"), monkeypatch)
@@ -158,7 +158,7 @@ def test_a_batch_report_wakes_a_sleeping_claim(
 ) -> None:
     """Mutation: routes/runs.py `report_runs` without `wakeup.notify()` (both reasons it
     has: a failed attempt re-queued, a completed parent whose child became ready)."""
-    c = campaign(server, max_attempts=2)
+    c = campaign(server, max_attempts=2, retry_delay=0)  # claimable at once
     records = [{"key": "parent", "command": "true"}]
     records += [{"key": "child", "command": "true", "parents": ["parent"]}]
     r = server.post(f"{API}/records", json={"campaign_id": c, "records": records})

@@ -108,7 +108,7 @@ def test_a_batch_report_refuses_only_the_item_whose_archive_is_missing(api: Test
 
 
 def test_the_next_attempt_gets_the_newest_checkpoint(api: TestClient) -> None:
-    cid = campaign(api)
+    cid = campaign(api, retry_delay=0)  # the next attempt at once
     post(api, cid, specs("long"))
     aid = agent(api)
     (first,) = claim(api, aid)
@@ -134,7 +134,7 @@ def test_each_retry_gets_its_own_records_newest_checkpoint(api: TestClient) -> N
     `checkpoint.id` on SQLite, so retries resumed only when those ids happened to line up."""
     decoy = campaign(api, "decoy")
     post(api, decoy, specs("d0", "d1", "d2"))  # records first: their ids run ahead
-    cid = campaign(api, "main", max_attempts=2)
+    cid = campaign(api, "main", max_attempts=2, retry_delay=0)
     post(api, cid, specs(*(f"k{i}" for i in range(6))))
     aid = agent(api)
     first = {lease["key"]: lease for lease in claim(api, aid, 9)}
@@ -162,7 +162,7 @@ def save_checkpoint(api: TestClient, lease: dict, data: bytes) -> str:
 def test_a_claim_of_two_records_gives_each_its_own_newest_checkpoint(api: TestClient) -> None:
     """Caught mutant: `newest_checkpoints` without `.group_by(CHECKPOINT.c.record_id)` takes
     the newest checkpoint of all the claimed records, so only one of them gets any."""
-    cid = campaign(api)
+    cid = campaign(api, retry_delay=0)  # the next attempt at once
     post(api, cid, specs("a", "b"))
     aid = agent(api)
     first = {lease["key"]: lease for lease in claim(api, aid, 2)}

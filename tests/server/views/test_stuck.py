@@ -228,3 +228,24 @@ def test_paused_agents_claim_nothing_and_are_named(api: TestClient) -> None:
     )
     beat(api, agent_id)
     assert farm(api)["stuck"] == []
+
+
+def test_runners_an_agent_stopped_offering_are_named_with_why(api: TestClient) -> None:
+    cid = campaign(api)
+    submit(api, cid, "a", "b", runner="boxed")
+    submit(api, cid, "c")
+    first = register(api, "n1", runners=["boxed", "subprocess"])
+    second = register(api, "n2", runners=["boxed", "subprocess"])
+    assert farm(api)["stuck"] == []
+    why = "3 starts in a row failed; the last: podman exited 125: image not known"
+    beat(api, first, broken_runners={"boxed": why})
+    assert farm(api)["stuck"] == []  # n2 still offers it
+    beat(api, second, broken_runners={"boxed": "2 starts in a row failed"})
+    (only,) = farm(api)["stuck"]
+    assert (only["reason"], only["runner"], only["count"]) == ("runner", "boxed", 2)
+    assert only["message"] == (
+        f"2 ready records need runner 'boxed', offered by no live agent (agent n1 stopped "
+        f"offering it: {why}; 1 more live agent(s) did too)"
+    )
+    (shown,) = [a for a in api.get(f"{API}/agents").json() if a["name"] == "n1"]
+    assert shown["status"]["broken_runners"] == {"boxed": why}

@@ -6,7 +6,7 @@ WHERE agent.id = :b_agent::INTEGER;
 
 UPDATE record SET state=:state::VARCHAR, attempts=(record.attempts + :attempts_1::INTEGER), agent_id=:b_agent::INTEGER, run_id=nextval(pg_get_serial_sequence(:pg_get_serial_sequence_1, :pg_get_serial_sequence_2::VARCHAR)), lease_expires_at=:b_expires::TIMESTAMP WITHOUT TIME ZONE, updated_at=:b_now::TIMESTAMP WITHOUT TIME ZONE WHERE record.id IN (SELECT record.id
 FROM record
-WHERE record.state = 'ready' ORDER BY record.priority DESC, record.id
+WHERE record.state = 'ready' AND (record.not_before IS NULL OR record.not_before <= :b_now::TIMESTAMP WITHOUT TIME ZONE) ORDER BY record.priority DESC, record.id
  LIMIT :b_limit FOR UPDATE SKIP LOCKED) RETURNING record.id, record.campaign_id, record.key, record.command, record.params, record.run_args, record.temporary_run_args, record.attempts, record.priority, record.run_id, EXISTS (SELECT *
 FROM record_parent
 WHERE record_parent.record_id = record.id) AS has_parents, EXISTS (SELECT *

@@ -8,7 +8,7 @@ WHERE agent.id = :b_agent;
 
 UPDATE record SET state=:state, attempts=(record.attempts + :attempts_1), agent_id=:b_agent, lease_expires_at=:b_expires, updated_at=:b_now WHERE record.id IN (SELECT record.id
 FROM record
-WHERE record.state = 'ready' ORDER BY record.priority DESC, record.id
+WHERE record.state = 'ready' AND (record.not_before IS NULL OR record.not_before <= :b_now) ORDER BY record.priority DESC, record.id
  LIMIT :b_limit OFFSET :param_1) RETURNING id, campaign_id, "key", command, params, run_args, temporary_run_args, attempts, priority, run_id, EXISTS (SELECT *
 FROM record_parent
 WHERE record_id = record.id) AS has_parents, EXISTS (SELECT *
