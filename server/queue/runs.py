@@ -3,7 +3,7 @@ fenced by the run's lease token and, for agent tokens, by the token its agent re
 with (`agent_token`: 403 otherwise).
 
 A stale token gets `StaleLease` (409) and changes nothing. What each report's verb does is
-one table, `ENDINGS`. A final report is remembered with a digest of its payload, so the
+one table, `endings.ENDINGS`. A final report is remembered with a digest of its payload, so the
 same report sent twice gets the same answer, while a different one for an ended run is a
 409.
 
@@ -20,13 +20,9 @@ capped). A release or an orphan spends no attempt and sets no wait.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
-from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
@@ -37,6 +33,7 @@ from farmhand.server.db import connection_of, execute_rows
 from farmhand.server.errors import FarmhandError, Invalid, NotFound, StaleLease
 from farmhand.server.ownership import not_your_run
 from farmhand.server.queue import lifecycle, matching, states
+from farmhand.server.queue.endings import ENDINGS, Report, report_of
 from farmhand.server.queue.leases import derive_run_args
 from farmhand.server.queue.reports import (
     END_RECORDS,
@@ -56,70 +53,6 @@ from farmhand.server.tables import CAMPAIGN, REC
 
 DONE, FAILED = wire.RecordState.done.value, wire.RecordState.failed.value
 READY = wire.RecordState.ready.value
-
-
-@dataclass(frozen=True)
-class Ending:
-    """What a report's verb does: the record's event (`retry_event` while attempts remain),
-    the run's new state, and whether the attempt counts."""
-
-    event: Event
-    retry_event: Event
-    run_state: wire.RunState
-    spends_attempt: bool
-
-
-#: The report path's state table: verb → what it does to the run and its record.
-ENDINGS: dict[str, Ending] = {
-    "complete": Ending(Event.complete, Event.complete, wire.RunState.done, True),
-    "fail": Ending(Event.fail, Event.requeue, wire.RunState.failed, True),
-    "release": Ending(Event.release, Event.release, wire.RunState.released, False),
-    "orphan": Ending(Event.orphan, Event.orphan, wire.RunState.orphaned, False),
-}
-#: The fields of each verb's report that make a repeat recognisable (its digest), beside
-#: the token and, when given, the archive.
-_DIGESTED = {
-    "complete": ("exit_code", "result", "stdout_tail", "stderr_tail"),
-    "fail": ("error", "exit_code", "stdout_tail", "stderr_tail"),
-    "release": ("reason",),
-    "orphan": ("reason",),
-}
-RELEASED = "released by agent"
-
-
-@dataclass
-class _Report:
-    """One final report, whichever endpoint brought it."""
-
-    verb: str
-    run_id: int
-    token: str
-    payload: dict[str, Any]  # the digested fields: a repeat has the same digest
-    result: Any = None
-    started_at: datetime | None = None  # the command's start, when it came with the report
-
-    @property
-    def digest(self) -> str:
-        text = json.dumps(self.payload, sort_keys=True, separators=(",", ":"))
-        return self.verb + ":" + hashlib.sha256(text.encode()).hexdigest()
-
-
-def _report(item: wire.RunReport) -> _Report:
-    verb = item.kind
-    payload = {"token": item.token, **{name: getattr(item, name) for name in _DIGESTED[verb]}}
-    if verb == "complete" and item.exit_code is None:
-        payload["exit_code"] = 0
-    if verb == "release" and item.reason is None:
-        payload["reason"] = RELEASED
-    if item.archive:  # only when given, so reports without one keep the digests they had
-        payload["archive"] = item.archive
-    return _Report(verb, item.run_id, item.token, payload, item.result, item.started_at)
-
-
-def as_report(run_id: int, verb: str, body: BaseModel) -> wire.RunReport:
-    """A per-run endpoint's body (`RunComplete`, `RunFail`, `RunRelease`, `RunOrphan`, all
-    validated already) as the report item the batch endpoint takes."""
-    return wire.RunReport.model_construct(run_id=run_id, verb=verb, **dict(body))
 
 
 def _lock(conn: Connection, run_ids: list[int]) -> tuple[dict[int, dict], dict[int, dict]]:
@@ -176,7 +109,7 @@ def _replay_or_refuse(run: dict, record: dict, digest: str) -> wire.RunAck:
     )
 
 
-def _end(run: dict, record: dict, report: _Report, now: datetime) -> wire.RunAck:
+def _end(run: dict, record: dict, report: Report, now: datetime) -> wire.RunAck:
     """Check one report against its live run and apply it to the rows in memory."""
     ending = ENDINGS[report.verb]
     run["started_at"] = _started_at(run, report, now)
@@ -192,7 +125,7 @@ def _end(run: dict, record: dict, report: _Report, now: datetime) -> wire.RunAck
     return ack
 
 
-def _started_at(run: dict, report: _Report, now: datetime) -> datetime | None:
+def _started_at(run: dict, report: Report, now: datetime) -> datetime | None:
     """When the run's command started: as its start request said, else as its report says
     (a command that ended before the agent sent its start), kept between claim and now."""
     if run["started_at"] is not None or report.started_at is None:
@@ -203,7 +136,7 @@ def _started_at(run: dict, report: _Report, now: datetime) -> datetime | None:
     return min(max(report.started_at, claimed), now)
 
 
-def _error(report: _Report, record: dict, final: bool) -> str | None:
+def _error(report: Report, record: dict, final: bool) -> str | None:
     """The record's error after the report: a release keeps the last one."""
     cause = report.payload.get("error") or report.payload.get("reason")
     if report.verb == "fail":
@@ -214,7 +147,7 @@ def _error(report: _Report, record: dict, final: bool) -> str | None:
 
 
 def _apply(
-    tx: Session | Connection, reports: list[_Report], now: datetime, agent_token: int | None
+    tx: Session | Connection, reports: list[Report], now: datetime, agent_token: int | None
 ) -> list[wire.RunAck | FarmhandError]:
     """Apply final reports in one go: one answer (an ack or the error) per report, in order;
     with `agent_token`, only on runs of agents registered with it (403 for the others)."""
@@ -223,7 +156,7 @@ def _apply(
     archives = [r.payload["archive"] for r in reports if r.payload.get("archive")]
     absent = set(snapshots.missing(conn, archives)) if archives else set()
     outcomes: list[wire.RunAck | FarmhandError] = []
-    ended: list[tuple[_Report, dict, dict]] = []
+    ended: list[tuple[Report, dict, dict]] = []
     for report in reports:
         try:
             run, record = _fence(runs, records, report.run_id, report.token, agent_token)
@@ -244,7 +177,7 @@ def _apply(
     return outcomes
 
 
-def _write(conn: Connection, ended: list[tuple[_Report, dict, dict]], now: datetime) -> None:
+def _write(conn: Connection, ended: list[tuple[Report, dict, dict]], now: datetime) -> None:
     endings: dict[tuple, list[int]] = {}
     for report, _, record in ended:
         given_back = 0 if ENDINGS[report.verb].spends_attempt else 1
@@ -380,7 +313,7 @@ def report(
     agent_token: int | None = None,
 ) -> wire.RunAck:
     """Apply one final report (what the per-run endpoints take); raises its refusal."""
-    (outcome,) = _apply(tx, [_report(item)], now, agent_token)
+    (outcome,) = _apply(tx, [report_of(item)], now, agent_token)
     if isinstance(outcome, FarmhandError):
         raise outcome
     return outcome
@@ -398,7 +331,7 @@ def report_many(
     A stale or unknown one gets its error and changes nothing, while the others are applied.
     A repeat of an applied item gets the same answer.
     """
-    outcomes = _apply(tx, [_report(item) for item in reports], now, agent_token)
+    outcomes = _apply(tx, [report_of(item) for item in reports], now, agent_token)
     answers = []
     for item, outcome in zip(reports, outcomes, strict=True):
         if isinstance(outcome, FarmhandError):

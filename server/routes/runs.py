@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from farmhand import wire
 from farmhand.server.catalog import records
 from farmhand.server.db import Database
-from farmhand.server.queue import lifecycle, runs
+from farmhand.server.queue import endings, lifecycle, runs
 from farmhand.server.queue.wakeups import Wakeup
 from farmhand.server.routes.deps import (
     AgentDep,
@@ -132,7 +132,7 @@ def _report_one(
     caller: Caller,
 ) -> Response:
     """The per-run report endpoints: one item of `POST /runs/reports`, refused as a whole."""
-    item = runs.as_report(run_id, verb, body)
+    item = endings.as_report(run_id, verb, body)
     with db.write_core() as conn:
         ack = runs.report(conn, item=item, now=now, agent_token=caller.agent_token)
         unblocked = lifecycle.made_ready(conn)
