@@ -27,7 +27,7 @@ import psycopg
 from farmhand import wire
 from farmhand.cli.demo import free_port, wait_until_up
 from farmhand.client import FarmhandClient
-from farmhand.server.queue.relay import CHANNEL, connect_params
+from farmhand.server.queue.waking.relay import CHANNEL, connect_params
 from tests.support.databases import PostgresDatabase, postgres_problem
 
 TOKEN = "fh_bench_admin_token"

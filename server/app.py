@@ -23,8 +23,8 @@ from farmhand.server.db import Database
 from farmhand.server.errors import FarmhandError, StorageError
 from farmhand.server.queue import claim as claims
 from farmhand.server.queue import held_leases, leases
-from farmhand.server.queue.relay import start_relay
-from farmhand.server.queue.wakeups import Wakeup
+from farmhand.server.queue.waking.relay import start_relay
+from farmhand.server.queue.waking.wakeups import Wakeup
 from farmhand.server.routes import agents as agent_routes
 from farmhand.server.routes import bundles as bundle_routes
 from farmhand.server.routes import campaigns as campaign_routes

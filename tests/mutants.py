@@ -43,7 +43,7 @@ MUTANTS: list[Mutant] = [
         "server/routes/records.py",
         "        wakeup.notify(answer.created + answer.replaced)",
         "        pass",
-        ("tests/server/queue/test_wakeups.py::test_a_submission_wakes_a_sleeping_claim",),
+        ("tests/server/queue/waking/test_wakeups.py::test_a_submission_wakes_a_sleeping_claim",),
         "a submission does not wake waiting claims",
     ),
     Mutant(
@@ -51,7 +51,7 @@ MUTANTS: list[Mutant] = [
         "server/routes/records.py",
         "        wakeup.notify(len(answer.changed))",
         "        pass",
-        ("tests/server/queue/test_wakeups.py::test_a_retry_wakes_a_sleeping_claim",),
+        ("tests/server/queue/waking/test_wakeups.py::test_a_retry_wakes_a_sleeping_claim",),
         "a retry does not wake waiting claims",
     ),
     Mutant(
@@ -59,7 +59,9 @@ MUTANTS: list[Mutant] = [
         "server/pages/routes.py",
         "    request.app.state.wakeup.notify(len(answer.changed))",
         "    pass",
-        ("tests/server/queue/test_wakeups.py::test_the_retry_button_wakes_a_sleeping_claim",),
+        (
+            "tests/server/queue/waking/test_wakeups.py::test_the_retry_button_wakes_a_sleeping_claim",
+        ),
         "the page's retry button does not wake waiting claims",
     ),
     Mutant(
@@ -68,8 +70,8 @@ MUTANTS: list[Mutant] = [
         "    _wake(wakeup, unblocked, 1 if ack.record_state == wire.RecordState.ready else 0)",
         "    _wake(wakeup, unblocked, 0)",
         (
-            "tests/server/queue/test_wakeups.py::test_a_failed_attempt_that_requeues_wakes_a_sleeping_claim",
-            "tests/server/queue/test_wakeups.py::test_a_release_wakes_a_sleeping_claim",
+            "tests/server/queue/waking/test_wakeups.py::test_a_failed_attempt_that_requeues_wakes_a_sleeping_claim",
+            "tests/server/queue/waking/test_wakeups.py::test_a_release_wakes_a_sleeping_claim",
         ),
         "a failed attempt that re-queues, or a release, does not wake waiting claims",
     ),
@@ -79,7 +81,7 @@ MUTANTS: list[Mutant] = [
         "    return session.info.pop(MADE_READY, 0)",
         "    return 0",
         (
-            "tests/server/queue/test_wakeups.py::test_a_completed_parent_wakes_a_claim_for_its_child",
+            "tests/server/queue/waking/test_wakeups.py::test_a_completed_parent_wakes_a_claim_for_its_child",
         ),
         "a completed parent does not wake claims for its children",
     ),
@@ -89,8 +91,8 @@ MUTANTS: list[Mutant] = [
         "        wakeup.notify(unblocked + requeued)",
         "        pass",
         (
-            "tests/server/queue/test_wakeups.py::test_a_batch_report_wakes_a_sleeping_claim",
-            "tests/server/queue/test_wakeups.py::test_a_completed_parent_wakes_a_claim_for_its_child",
+            "tests/server/queue/waking/test_wakeups.py::test_a_batch_report_wakes_a_sleeping_claim",
+            "tests/server/queue/waking/test_wakeups.py::test_a_completed_parent_wakes_a_claim_for_its_child",
         ),
         "run reports do not wake waiting claims",
     ),
@@ -99,7 +101,7 @@ MUTANTS: list[Mutant] = [
         "server/routes/runs.py",
         "    requeued = sum(1 for a in answers",
         "    requeued = 0 * sum(1 for a in answers",
-        ("tests/server/queue/test_wakeups.py::test_a_batch_report_wakes_a_sleeping_claim",),
+        ("tests/server/queue/waking/test_wakeups.py::test_a_batch_report_wakes_a_sleeping_claim",),
         "a batch report's re-queued records do not wake waiting claims",
     ),
     Mutant(
@@ -108,7 +110,7 @@ MUTANTS: list[Mutant] = [
         "        wakeup.notify(released)",
         "        pass",
         (
-            "tests/server/queue/test_wakeups.py::test_stopping_an_agent_wakes_a_claim_for_its_records",
+            "tests/server/queue/waking/test_wakeups.py::test_stopping_an_agent_wakes_a_claim_for_its_records",
         ),
         "stopping an agent does not wake claims for its released records",
     ),
@@ -117,7 +119,7 @@ MUTANTS: list[Mutant] = [
         "server/routes/bundles.py",
         "        wakeup.notify(answer.created + answer.merged)",
         "        pass",
-        ("tests/server/queue/test_wakeups.py::test_a_bundle_import_wakes_a_sleeping_claim",),
+        ("tests/server/queue/waking/test_wakeups.py::test_a_bundle_import_wakes_a_sleeping_claim",),
         "a bundle import does not wake waiting claims",
     ),
     Mutant(
@@ -126,13 +128,13 @@ MUTANTS: list[Mutant] = [
         "            app.state.wakeup.notify(expired.requeued)",
         "            pass",
         (
-            "tests/server/queue/test_wakeups.py::test_the_lease_sweep_wakes_a_claim_for_the_records_it_requeues",
+            "tests/server/queue/waking/test_wakeups.py::test_the_lease_sweep_wakes_a_claim_for_the_records_it_requeues",
         ),
         "the lease sweep does not wake claims for what it re-queued",
     ),
     Mutant(
         "wake-noop",
-        "server/queue/wakeups.py",
+        "server/queue/waking/wakeups.py",
         "            loop.call_soon_threadsafe(self._notify, count)",
         "            pass",
         ("tests/e2e/server/test_long_poll.py",),

@@ -34,10 +34,10 @@ EXTERNAL = {"server": "run the server (see `farmhand server --help`)"}
 #: a compute node (often from a shared filesystem) reads no code for `submit` or `export`.
 FAMILIES = {
     "agent": ("agent",),
-    "submit": ("campaign", "submit"),
-    "records": ("ls", "show"),
-    "steering": ("cancel", "retry"),
-    "results": ("results",),
+    "campaigns.submit": ("campaign", "submit"),
+    "records.listing": ("ls", "show"),
+    "records.steering": ("cancel", "retry"),
+    "records.results": ("results",),
     "snapshots": ("get",),
     "bundles": ("export", "import", "backup", "restore"),
 }
@@ -52,7 +52,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     """Counts by state for every campaign, and the agents."""
     from farmhand import wire
     from farmhand.cli import output, refs
-    from farmhand.cli.submit import label
+    from farmhand.cli.campaigns.submit import label
     from farmhand.client import NotFound
 
     client = connect(args)
@@ -94,7 +94,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         for stuck in farm.stuck:
             print(f"  {stuck.message}")
     if args.failures:
-        from farmhand.cli.results import print_failures
+        from farmhand.cli.records.results import print_failures
 
         failed = [c for c in campaigns if c.counts.get(wire.RecordState.failed)]
         print_failures([client.failures(c.id) for c in failed], {c.id: label(c) for c in failed})
@@ -186,7 +186,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for family, names in FAMILIES.items():
         if wanted(*names):
             _add_family(family, sub, client_opts, json_opt)
-        if family == "submit" and wanted("status"):  # `status` is listed after `submit`
+        if family == "campaigns.submit" and wanted("status"):  # `status` is listed after `submit`
             _add_status(sub, client_opts, json_opt)
     if wanted("token"):
         _add_token(sub, client_opts, json_opt)
@@ -211,7 +211,7 @@ def _add_family(family: str, sub: Any, client_opts: argparse.ArgumentParser, jso
     module = importlib.import_module(f"farmhand.cli.{family}")
     if family == "agent":
         module.add_parser(sub, [client_opts])
-    elif family == "results":
+    elif family == "records.results":
         module.add_parser(sub, client_opts)
     else:
         module.add_parsers(sub, client_opts, json_opt)

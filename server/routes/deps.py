@@ -21,7 +21,7 @@ from starlette.datastructures import State
 from farmhand.server import auth
 from farmhand.server.db import Database
 from farmhand.server.errors import Forbidden
-from farmhand.server.queue.wakeups import Wakeup
+from farmhand.server.queue.waking.wakeups import Wakeup
 from farmhand.server.settings import Settings
 from farmhand.server.tables import utcnow
 from farmhand.wire import Role

@@ -15,7 +15,7 @@ from farmhand import wire
 from farmhand.server.catalog import records
 from farmhand.server.db import Database
 from farmhand.server.queue import endings, lifecycle, runs
-from farmhand.server.queue.wakeups import Wakeup
+from farmhand.server.queue.waking.wakeups import Wakeup
 from farmhand.server.routes.deps import (
     AgentDep,
     Caller,

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from farmhand.cli import main as cli
-from farmhand.cli import submit as cli_submit
+from farmhand.cli.campaigns import submit as cli_submit
 from farmhand.cli.files import campaigns as campaign_file
 from farmhand.cli.files.campaigns import CampaignFileError
 from farmhand.cli.files.tasklists import key_of

@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from farmhand.cli import main as cli
-from farmhand.cli import records as cli_records
 from farmhand.cli import snapshots as cli_snapshots
+from farmhand.cli.records import listing as cli_records
 from farmhand.client import FarmhandClient
 from farmhand.server.tables import Run
 from tests.conftest import ADMIN

@@ -20,11 +20,11 @@ from farmhand.client import FarmhandClient
 #: pygments: installed with the server extra, never used by the agent).
 NOT_FOR_AGENT_HELP = [
     "farmhand.cli.bundles",
-    "farmhand.cli.records",
-    "farmhand.cli.results",
+    "farmhand.cli.records.listing",
+    "farmhand.cli.records.results",
     "farmhand.cli.snapshots",
-    "farmhand.cli.steering",
-    "farmhand.cli.submit",
+    "farmhand.cli.records.steering",
+    "farmhand.cli.campaigns.submit",
     "farmhand.cli.files.bundles",
     "farmhand.client.api",
     "farmhand.client.transfer",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import psycopg
 
-from farmhand.server.queue.relay import connect_params
+from farmhand.server.queue.waking.relay import connect_params
 
 
 def sql(url: str, query: str, *args: object) -> list[tuple]:

@@ -18,7 +18,7 @@ PROMPT = 20.0  # far from WAIT: only a wakeup hands every claim its record this 
 
 
 def test_waiting_claims_hold_no_worker_thread_and_wake_on_submit(live_server_factory) -> None:
-    """Mutation: server/queue/wakeups.py `Wakeup.notify()` a no-op (the claims then get their
+    """Mutation: server/queue/waking/wakeups.py `Wakeup.notify()` a no-op (the claims then get their
     records only in their last attempt, WAIT s after they began)."""
     # A re-check interval longer than the wait: only the wakeup can hand out work in time.
     server: LiveServer = live_server_factory(claim_poll_interval=120)

@@ -16,7 +16,7 @@ import pytest
 
 from farmhand import wire
 from farmhand.client import FarmhandClient
-from farmhand.server.queue.relay import connect_params
+from farmhand.server.queue.waking.relay import connect_params
 from tests.conftest import LiveServer
 from tests.e2e.agents.test_agents import start_agent, wait_for
 from tests.e2e.witness import assert_done_once_without_overlap, runs_by_record

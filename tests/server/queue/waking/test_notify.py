@@ -8,7 +8,7 @@ import itertools
 import threading
 from collections.abc import Callable
 
-from farmhand.server.queue.wakeups import Coalescer, Wakeup
+from farmhand.server.queue.waking.wakeups import Coalescer, Wakeup
 
 SLACK = 0.001  # loop clock resolution: a sleep may end this much early
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from farmhand import wire
-from farmhand.cli import archive, output, refs
+from farmhand.cli import output, refs
 from farmhand.cli.base import (
     CliError,
     add_assignments,
@@ -19,6 +19,7 @@ from farmhand.cli.base import (
     check_force,
     connect,
 )
+from farmhand.cli.campaigns import archive
 from farmhand.cli.files import campaigns as campaign_file
 from farmhand.cli.files import tasklists
 from farmhand.client import FarmhandClient

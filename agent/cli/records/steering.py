@@ -21,7 +21,7 @@ from farmhand.cli.base import (
     check_force,
     connect,
 )
-from farmhand.cli.records import add_where, record_state, where_filters
+from farmhand.cli.records.listing import add_where, record_state, where_filters
 from farmhand.client import FarmhandClient
 
 __all__ = ["CONFIRM_ABOVE", "add_parsers", "cmd_cancel", "cmd_retry"]

@@ -11,7 +11,7 @@ from pathlib import Path
 from farmhand import wire
 from farmhand.cli import refs
 from farmhand.cli.base import connect
-from farmhand.cli.records import add_where, record_state, where_filters
+from farmhand.cli.records.listing import add_where, record_state, where_filters
 
 __all__ = ["add_parser", "cmd_results", "print_failures"]
 

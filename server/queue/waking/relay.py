@@ -33,9 +33,9 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy.engine import make_url
 
-from farmhand.server.queue.wakeups import Coalescer, Wakeup
+from farmhand.server.queue.waking.wakeups import Coalescer, Wakeup
 
-log = logging.getLogger("farmhand.server.queue.relay")
+log = logging.getLogger("farmhand.server.queue.waking.relay")
 
 CHANNEL = "farmhand_ready"
 #: Least seconds between two NOTIFYs from one process.

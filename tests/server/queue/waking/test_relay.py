@@ -15,8 +15,8 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from farmhand.server.queue.relay import CHANNEL, Relay, connect_params
-from farmhand.server.queue.wakeups import Wakeup
+from farmhand.server.queue.waking.relay import CHANNEL, Relay, connect_params
+from farmhand.server.queue.waking.wakeups import Wakeup
 from farmhand.server.settings import Settings
 from tests.support.databases import PostgresDatabase, require_postgres
 from tests.support.pg_backends import relay_backend, sql, terminate
@@ -166,7 +166,7 @@ def test_counts_travel_summed_and_wake_that_many_waiters_on_other_replicas(pg_ur
 def test_listener_reconnects_after_its_connection_is_terminated(
     pg_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="farmhand.server.queue.relay")
+    caplog.set_level(logging.INFO, logger="farmhand.server.queue.waking.relay")
 
     async def main() -> None:
         wakeup = Wakeup()
@@ -185,7 +185,9 @@ def test_listener_reconnects_after_its_connection_is_terminated(
         await relay.stop()
 
     asyncio.run(main())
-    messages = [r.getMessage() for r in caplog.records if r.name == "farmhand.server.queue.relay"]
+    messages = [
+        r.getMessage() for r in caplog.records if r.name == "farmhand.server.queue.waking.relay"
+    ]
     assert len([m for m in messages if "LISTEN connection to PostgreSQL failed" in m]) == 1
     assert "LISTEN connection to PostgreSQL is back" in messages
 
@@ -193,7 +195,7 @@ def test_listener_reconnects_after_its_connection_is_terminated(
 def test_sender_replaces_a_terminated_connection_without_losing_the_message(
     pg_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="farmhand.server.queue.relay")
+    caplog.set_level(logging.INFO, logger="farmhand.server.queue.waking.relay")
     listener = Listener(pg_url)
 
     async def main() -> None:
@@ -216,7 +218,7 @@ def test_sender_replaces_a_terminated_connection_without_losing_the_message(
     finally:
         listener.close()
     # A connection that died while idle is replaced at once: that is no outage.
-    assert not [r for r in caplog.records if r.name == "farmhand.server.queue.relay"]
+    assert not [r for r in caplog.records if r.name == "farmhand.server.queue.waking.relay"]
 
 
 def test_wakeups_are_relayed_only_on_postgresql_with_listen_notify_on() -> None:

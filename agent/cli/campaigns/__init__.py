@@ -1,0 +1,1 @@
+"""Campaign commands (files in agent/cli/campaigns/): `campaign new|…`, `submit`, and archiving."""

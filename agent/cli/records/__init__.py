@@ -1,0 +1,1 @@
+"""Record commands (files in agent/cli/records/): `ls`/`show`, `cancel`/`retry`, `results`."""
