@@ -201,24 +201,39 @@ class LiveServer:
             self._start_thread()
             return
         assert self.log is not None
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    *FARMHAND,
-                    "server",
-                    "--port",
-                    str(self.port),
-                    "--data-dir",
-                    str(self.data_dir),
-                    "--log-level",
-                    "warning",
-                ],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        with FarmhandClient(self.url, self.admin_token) as client:
-            wait_until_up(client, self.process)
+        for attempt in range(3):
+            offset = self.log.stat().st_size if self.log.exists() else 0
+            with self.log.open("ab") as log:
+                self.process = subprocess.Popen(
+                    [
+                        *FARMHAND,
+                        "server",
+                        "--port",
+                        str(self.port),
+                        "--data-dir",
+                        str(self.data_dir),
+                        "--log-level",
+                        "warning",
+                    ],
+                    env=self.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            try:
+                with FarmhandClient(self.url, self.admin_token) as client:
+                    wait_until_up(client, self.process)
+                return
+            except RuntimeError as exc:
+                with self.log.open("rb") as log:
+                    log.seek(offset)
+                    said = log.read().decode(errors="replace")
+                # free_port() cannot reserve the port: on a busy machine another test may
+                # take it before this server binds it. Then try another; else say why.
+                if "address already in use" in said.lower() and attempt < 2:
+                    self.port = free_port()
+                    self.url = f"http://127.0.0.1:{self.port}"
+                    continue
+                raise RuntimeError(f"{exc}; its log says:\n{said[-3000:]}") from None
 
     def _start_thread(self) -> None:
         settings = Settings.from_env(self.env, data_dir=self.data_dir)
