@@ -33,6 +33,7 @@ from farmhand.server.routes import openapi
 from farmhand.server.routes import records as record_routes
 from farmhand.server.routes import results as result_routes
 from farmhand.server.routes import runs as run_routes
+from farmhand.server.routes import snapshot_batches as snapshot_batch_routes
 from farmhand.server.routes import snapshots as snapshot_routes
 from farmhand.server.serving import metrics
 from farmhand.server.serving.gate import Gate
@@ -92,6 +93,7 @@ def create_app(settings: Settings) -> FastAPI:
         agent_routes.router,
         lease_routes.router,
         run_routes.router,
+        snapshot_batch_routes.router,
         snapshot_routes.router,
         bundle_routes.router,
     ):

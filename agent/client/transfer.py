@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,6 +106,36 @@ class SnapshotCalls:
             raise ServerUnavailable(f"cannot reach {self.server}: {exc}") from exc
         raise_for(response)
         return sha256
+
+    def upload_snapshots(
+        self: FarmhandClient, files: Sequence[tuple[Path, wire.SnapshotPart]], *, timeout: float
+    ) -> list[wire.SnapshotPartStored]:
+        """Upload several small files in one request (`POST /snapshots/batch`), each under
+        its `SnapshotPart` (sha256, size, and for agents the run's `lease`); the answers are
+        per part, in order: a refused part does not stop the others. At most
+        `wire.MAX_BATCH_PARTS` files and `wire.MAX_BATCH_BYTES` bytes; a file whose size
+        is not its part's raises ValueError before anything is sent."""
+
+        batch = wire.SnapshotBatch(parts=[part for _, part in files])
+        body = bytearray(batch.model_dump_json(exclude_none=True).encode())
+        body += b"\n"
+        for path, part in files:
+            data = Path(path).read_bytes()
+            if len(data) != part.size:
+                raise ValueError(f"{path} has {len(data)} bytes, not the {part.size} announced")
+            body += data
+        headers = {"Content-Type": wire.BATCH_MEDIA_TYPE}
+        try:
+            response = self._http.post(
+                "/snapshots/batch", content=bytes(body), headers=headers, timeout=timeout
+            )
+        except httpx.TransportError as exc:
+            raise ServerUnavailable(f"cannot reach {self.server}: {exc}") from exc
+        raise_for(response)
+        answer = wire.SnapshotBatchStored.model_validate_json(response.content)
+        if len(answer.parts) != len(files):
+            raise FarmhandError(f"{len(answer.parts)} answers for {len(files)} parts")
+        return answer.parts
 
     def download_snapshot(self: FarmhandClient, sha256: str, dest: Path) -> Path:
         """Fetch snapshot `sha256` into file `dest` (streamed into a temporary file beside it,

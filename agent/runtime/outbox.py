@@ -14,8 +14,9 @@ Every entry carries its run id and lease token, which is all a report needs: an 
 started on the same work directory delivers what an earlier process left.
 
 A complete or fail report may bring its run's output archive: `archives/<run_id>.tar.gz`,
-fsynced before the entry that names it, uploaded (under the run's lease) before the report
-is delivered, and deleted once the report is settled. An archive the server refuses for good
+uploaded (under the run's lease) just before the report is delivered — small archives whose
+reports go together in one request (`files/archive_uploads.py`) — and deleted once the report
+is settled. An archive the server refuses for good
 (too big, say) is logged and the report goes without it. An entry may also name its run
 directory, removed once the server has applied the report with its archive attached.
 """
@@ -35,7 +36,7 @@ from pydantic import BaseModel, ValidationError
 from farmhand import wire
 from farmhand.client import ApiError, FarmhandClient, FarmhandError
 from farmhand.client.retry import Backoff, is_transient
-from farmhand.runtime.files import spool
+from farmhand.runtime.files import archive_uploads, spool
 from farmhand.runtime.files.group_commit import GroupWriter
 from farmhand.runtime.files.rundirs import remove_run_dir
 from farmhand.runtime.files.spool import VERBS, Entry
@@ -249,8 +250,7 @@ class Outbox:
     def _deliver(self, entries: list[Entry]) -> int:
         """One request for `entries`, every verb alike (`POST /runs/reports`); when the
         request as a whole is refused, each entry goes alone to find the one at fault."""
-        for entry in entries:
-            self._upload(entry)
+        archive_uploads.upload(self.client, entries, self._without_archive, timeout=REQUEST_TIMEOUT)
         try:
             items = [wire.RunReport(run_id=e.run_id, verb=e.verb, **e.body) for e in entries]
             answers = self.client.report_many(items, timeout=REQUEST_TIMEOUT)
@@ -281,26 +281,6 @@ class Outbox:
 
     def _one_by_one(self, entries: list[Entry]) -> int:
         return sum(self._deliver([entry]) for entry in entries)
-
-    def _upload(self, entry: Entry) -> None:
-        """Put the entry's archive on the server before its report; raises what should be
-        retried later (the server away, 5xx, 401)."""
-        if entry.archive_file is None or entry.uploaded:
-            return
-        sha256, token = entry.body.get("archive"), entry.body.get("token")
-        try:
-            if not isinstance(sha256, str) or not isinstance(token, str):
-                raise ValueError("the report names no archive")
-            self.client.upload_snapshot(
-                entry.archive_file, sha256=sha256, run_id=entry.run_id, token=token
-            )
-        except ApiError as exc:
-            if is_transient(exc) or exc.status == 401:
-                raise
-            self._without_archive(entry, str(exc))
-        except (OSError, ValueError) as exc:  # the file is gone or unreadable: report without it
-            self._without_archive(entry, str(exc))
-        entry.uploaded = True
 
     def _without_archive(self, entry: Entry, why: str) -> None:
         log.warning(

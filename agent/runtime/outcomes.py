@@ -64,7 +64,6 @@ class Outcomes:
         pending = remove = None
         if ran and self.run_dir is not None:
             packed = run_archive.archive(
-                self.context.client,
                 self.lease,
                 self.run_dir,
                 self.context.outbox.archives,

@@ -134,19 +134,29 @@ from farmhand.wire.records import (
 )
 from farmhand.wire.runargs import RunArgs, check_run_args
 from farmhand.wire.snapshots import (
+    BATCH_MEDIA_TYPE,
+    MAX_BATCH_BYTES,
+    MAX_BATCH_PARTS,
     Snapshot,
+    SnapshotBatch,
+    SnapshotBatchStored,
     SnapshotPage,
+    SnapshotPart,
+    SnapshotPartStored,
     SnapshotStored,
 )
 
 __all__ = [
     "API_PREFIX",
+    "BATCH_MEDIA_TYPE",
     "BUNDLE_FORMAT",
     "BUNDLE_VERSION",
     "DURATION_FORMS",
     "LEASED_STATES",
     "LEASE_HEADER",
     "LIVE_RUN_STATES",
+    "MAX_BATCH_BYTES",
+    "MAX_BATCH_PARTS",
     "MAX_BUNDLE_RECORDS",
     "MAX_CLAIM",
     "MAX_COMMAND_LENGTH",
@@ -235,7 +245,11 @@ __all__ = [
     "RunState",
     "Skipped",
     "Snapshot",
+    "SnapshotBatch",
+    "SnapshotBatchStored",
     "SnapshotPage",
+    "SnapshotPart",
+    "SnapshotPartStored",
     "SnapshotStored",
     "SpecDiffers",
     "Strict",

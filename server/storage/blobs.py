@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 __all__ = ["BlobStore", "FileStore", "blob_name_ok", "open_store"]
 
 CHUNK = 1024 * 1024
+#: Threads that issue a batch's fsyncs together (`FileStore.put_many`).
+_SYNC_THREADS = 16
 
 
 def blob_name_ok(sha256: str) -> bool:
@@ -39,6 +42,10 @@ class BlobStore(Protocol):
     def put(self, sha256: str, staged: Path) -> None:
         """Make the verified staged file visible as blob `sha256` (consumes `staged`); a blob
         already there is kept and the staged file dropped."""
+
+    def put_many(self, staged: list[tuple[str, Path]]) -> None:
+        """`put` for each (sha256, staged file), made durable together where the store can
+        (one batch upload's blobs)."""
 
     def size(self, sha256: str) -> int | None:
         """The blob's size in bytes; None if there is no such blob."""
@@ -90,6 +97,30 @@ class FileStore:
         os.replace(staged, target)
         _fsync_dir(target.parent)
 
+    def put_many(self, staged: list[tuple[str, Path]]) -> None:
+        """`put` for each, with the fsyncs issued together: a file system that commits its
+        journal for several waiting fsyncs at once (ext4, xfs) then pays about one commit for
+        the batch instead of one per blob (each ~2 ms on this machine's disk)."""
+        new = []
+        for sha256, path in staged:
+            target = self.path(sha256)
+            if target.exists():
+                path.unlink(missing_ok=True)
+            else:
+                new.append((target, path))
+        if not new:
+            return
+        with ThreadPoolExecutor(max_workers=min(_SYNC_THREADS, len(new))) as pool:
+            list(pool.map(_fsync_file, [path for _, path in new]))
+            parents = set()
+            for target, path in new:
+                target.parent.parent.mkdir(exist_ok=True, mode=self.dir_mode)
+                target.parent.mkdir(exist_ok=True, mode=self.dir_mode)
+                os.chmod(path, self.blob_mode)
+                os.replace(path, target)
+                parents.add(target.parent)
+            list(pool.map(_fsync_dir, parents))
+
     def size(self, sha256: str) -> int | None:
         try:
             return self.path(sha256).stat().st_size
@@ -123,6 +154,11 @@ class FileStore:
 
     def delete(self, sha256: str) -> None:
         self.path(sha256).unlink(missing_ok=True)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
 
 
 def _fsync_dir(path: Path) -> None:

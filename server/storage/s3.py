@@ -149,6 +149,11 @@ class S3Store:
         finally:
             staged.unlink(missing_ok=True)
 
+    def put_many(self, staged: list[tuple[str, Path]]) -> None:
+        """`put` for each, one after another (S3 has no batch PUT)."""
+        for sha256, path in staged:
+            self.put(sha256, path)
+
     def size(self, sha256: str) -> int | None:
         """The blob's size in bytes; None if there is no such blob."""
         head = self._head(self.key(sha256))

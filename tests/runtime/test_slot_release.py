@@ -35,10 +35,10 @@ def test_the_next_command_starts_while_the_last_archive_is_packed(
     pack = outcomes.run_archive.archive
     waited: dict[str, bool] = {}
 
-    def gated_pack(client: Any, lease: wire.Lease, *args: Any, **kwargs: Any) -> Any:
+    def gated_pack(lease: wire.Lease, *args: Any, **kwargs: Any) -> Any:
         if lease.key == "first":  # hold this archive until the next command has run
             waited["second ran"] = wait_for_file(started, timeout=30)
-        return pack(client, lease, *args, **kwargs)
+        return pack(lease, *args, **kwargs)
 
     monkeypatch.setattr(outcomes.run_archive, "archive", gated_pack)
     agent = make_agent(live_server, tmp_path / "work", slots=1)

@@ -14,10 +14,11 @@ command left, except
 run_args `archive = false` skips it; the run directory then stays on the node, since it holds
 the only copy of the outputs.
 
-The archive is packed into the outbox's `archives/` directory and uploaded at once under the
-run's lease. When the server cannot be reached, it stays there for the outbox, which uploads
-it before it delivers the report (whenever that is). An archive the server refuses for good
-(over its size cap, say) is logged and the report goes without it.
+The archive is packed into the outbox's `archives/` directory; the outbox uploads it under
+the run's lease just before it delivers the report (at once, or whenever the server is back),
+small archives whose reports go together in one request (`POST /snapshots/batch`). Packing
+holds no command slot. An archive the server refuses for good (over its size cap, say) is
+logged and the report goes without it; the run directory then stays on the node.
 """
 
 from __future__ import annotations
@@ -29,12 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from farmhand import wire
-from farmhand.client import ApiError, FarmhandClient, ServerUnavailable
-from farmhand.client.retry import is_transient
 from farmhand.runtime.files.archives import ArchiveError, pack_dir
 from farmhand.runtime.files.parents import PARENTS_DIR
 
-__all__ = ["Packed", "Staged", "archive", "excludes", "pack_and_upload", "stat_identity", "wanted"]
+__all__ = ["Packed", "Staged", "archive", "excludes", "pack", "stat_identity", "wanted"]
 
 log = logging.getLogger("farmhand.agent")
 
@@ -67,27 +66,18 @@ def excludes(run_args: dict[str, Any]) -> list[str]:
 
 @dataclass
 class Packed:
-    """An archive for the report: its sha256, and the file the outbox must still upload
-    (None when it is on the server already)."""
+    """An archive for the report: its sha256, and the file the outbox uploads."""
 
     sha256: str
-    pending: Path | None
+    pending: Path
 
 
-def pack_and_upload(
-    client: FarmhandClient,
-    lease: wire.Lease,
-    run_dir: Path,
-    archives: Path,
-    *,
-    exclude: list[str],
-    staged: Staged,
+def pack(
+    lease: wire.Lease, run_dir: Path, archives: Path, *, exclude: list[str], staged: Staged
 ) -> Packed | None:
-    """Pack `run_dir` into `archives/<run id>.tar.gz` and try to upload it once.
-
-    None (logged) when it cannot be packed or the server refuses it for good; a `Packed`
-    with `pending` set when the server cannot be reached now.
-    """
+    """Pack `run_dir` into `archives/<run id>.tar.gz` for the outbox, which uploads it with
+    the report (small archives that finish together in one request); None (logged) when it
+    cannot be packed."""
 
     def skip(rel: str, info: os.stat_result) -> bool:
         if rel == PARENTS_DIR:
@@ -104,32 +94,12 @@ def pack_and_upload(
         partial.unlink(missing_ok=True)
         log.warning("cannot archive %s (run %d): %s", run_dir, lease.run_id, exc)
         return None
-    try:
-        client.upload_snapshot(path, sha256=sha256, run_id=lease.run_id, token=lease.token)
-    except (ServerUnavailable, ApiError) as exc:
-        if is_transient(exc) or (isinstance(exc, ApiError) and exc.status == 401):
-            log.info(
-                "the archive of %s (run %d) waits in the outbox: %s", lease.key, lease.run_id, exc
-            )
-            return Packed(sha256, path)
-        path.unlink(missing_ok=True)
-        log.warning(
-            "the server refused the archive of %s (run %d): %s; the run directory %s stays",
-            lease.key,
-            lease.run_id,
-            exc,
-            run_dir,
-        )
-        return None
-    path.unlink(missing_ok=True)
-    return Packed(sha256, None)
+    return Packed(sha256, path)
 
 
-def archive(
-    client: FarmhandClient, lease: wire.Lease, run_dir: Path, archives: Path, *, staged: Staged
-) -> Packed | None:
-    """The run's archive as its run_args ask (`archive`, `archive_exclude`); None when
-    there is none (not wanted, or it could not be made or uploaded: logged)."""
+def archive(lease: wire.Lease, run_dir: Path, archives: Path, *, staged: Staged) -> Packed | None:
+    """The run's archive as its run_args ask (`archive`, `archive_exclude`), packed for the
+    outbox; None when there is none (not wanted, or it could not be made: logged)."""
     try:
         if not wanted(lease.run_args):
             return None
@@ -137,4 +107,4 @@ def archive(
     except ValueError as exc:
         log.warning("no archive of %s (run %d): %s", lease.key, lease.run_id, exc)
         return None
-    return pack_and_upload(client, lease, run_dir, archives, exclude=exclude, staged=staged)
+    return pack(lease, run_dir, archives, exclude=exclude, staged=staged)

@@ -4,8 +4,9 @@ file or none, and read back by the next agent on the same directory.
 Layout: `<outbox>/<seq:012d>-<run_id>.json` (one report), `<outbox>/<first:012d>-<last:012d>
 .group.json` (reports that arrived together, made durable with one fsync: group commit),
 each written to `.tmp-<name>`, fsynced, renamed, the directory fsynced; and
-`<outbox>/archives/<run_id>.tar.gz` (an output archive its entry names, fsynced before the
-entry is written).
+`<outbox>/archives/<run_id>.tar.gz` (an output archive its entry names; not fsynced: one that
+a machine crash spoilt is found at delivery, and the report goes without it while the run
+directory stays).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ __all__ = [
     "Entry",
     "document",
     "entry_name",
-    "fsync_file",
     "group_document",
     "group_name",
     "load",
@@ -147,12 +147,6 @@ def remove_stray_archives(directory: Path, named: set[Path | None]) -> None:
 
 def _optional_path(value: object) -> Path | None:
     return Path(value) if isinstance(value, str) and value else None
-
-
-def fsync_file(path: Path) -> None:
-    """Flush a file's bytes to disk."""
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
 
 
 def write_durably(path: Path, text: str) -> None:

@@ -18,6 +18,7 @@ agent tokens' ids differ from their agents' ids: a check comparing the wrong col
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,6 +93,7 @@ API_MATRIX: dict[tuple[str, str], dict[str, str]] = {
     ("POST", "/api/v1/runs/{run_id}/release"): OWN_AGENT,
     ("POST", "/api/v1/runs/{run_id}/checkpoints"): OWN_AGENT,
     ("PUT", "/api/v1/snapshots/{sha256}"): UPLOAD,
+    ("POST", "/api/v1/snapshots/batch"): UPLOAD,
     ("HEAD", "/api/v1/snapshots/{sha256}"): LEASE_HEAD,
     ("GET", "/api/v1/snapshots/{sha256}"): LEASE_READ,
     ("GET", "/api/v1/snapshots/{sha256}/info"): LEASE_READ,
@@ -300,6 +302,10 @@ def request_for(world: World, method: str, template: str) -> dict[str, Any]:
         path = template.format(sha256=_sha(world.upload))
         out["content"] = world.upload
         out["headers"] = {LEASE_HEADER: f"{lease['run_id']}:{lease['token']}"}
+    if template == "/api/v1/snapshots/batch":
+        part = {"sha256": _sha(world.upload), "size": len(world.upload)}
+        header = json.dumps({"parts": [{**part, "lease": f"{lease['run_id']}:{lease['token']}"}]})
+        out["json"], out["content"] = None, header.encode() + b"\n" + world.upload
     out["path"] = path
     return out
 
@@ -311,6 +317,10 @@ def answer_class(template: str, r: httpx.Response) -> str:
         return str(r.status_code)
     if r.status_code == 303 and r.headers["location"].startswith("/login"):
         return LOGIN
+    if template == "/api/v1/snapshots/batch" and r.status_code == 200:
+        codes = {(a.get("error") or {}).get("code") for a in r.json()["parts"]}
+        if codes == {"forbidden"}:
+            return "403"  # the one part refused for the caller's token
     if template in ("/api/v1/runs/reports", "/api/v1/runs/starts") and r.status_code == 200:
         codes = {(a.get("error") or {}).get("code") for a in r.json()["answers"]}
         if codes == {"forbidden"}:
