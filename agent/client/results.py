@@ -70,7 +70,19 @@ class ResultCalls:
             params["cursor"] = cursor
         return self._model(wire.Ended, "GET", f"/campaigns/{campaign_id}/ended", params=params)
 
-    def failures(self: FarmhandClient, campaign_id: int) -> wire.FailureGroups:
+    def failures(
+        self: FarmhandClient,
+        campaign_id: int,
+        *,
+        signature: str | None = None,
+        after: int | None = None,
+        limit: int | None = None,
+    ) -> wire.FailureGroups:
         """The campaign's failed records grouped by cause, biggest group first
-        (`GET /campaigns/{id}/failures`)."""
-        return self._model(wire.FailureGroups, "GET", f"/campaigns/{campaign_id}/failures")
+        (`GET /campaigns/{id}/failures`); with `signature` only that group, its records
+        paged by `after` (a page's `next`) and `limit`."""
+        query = {"signature": signature, "after": after, "limit": limit}
+        params = {k: v for k, v in query.items() if v is not None}
+        return self._model(
+            wire.FailureGroups, "GET", f"/campaigns/{campaign_id}/failures", params=params
+        )

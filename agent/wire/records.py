@@ -103,7 +103,8 @@ class FailureGroup(Loose):
     count: int
     error: str | None = Field(default=None, description="the newest one's error")
     stderr_tail: str | None = Field(default=None, description="the newest one's stderr tail")
-    records: list[FailedRecord] = Field(description="the newest of them (at most 50)")
+    records: list[FailedRecord] = Field(description="the newest of them (a page: 50 unless asked)")
+    next: int | None = Field(default=None, description="more follow: pass as `after`")
 
 
 class FailureGroups(Loose):

@@ -54,10 +54,21 @@ class _Group:
     tail: str | None
     records: list[wire.FailedRecord] = field(default_factory=list)
     count: int = 0
+    next: int | None = None
 
 
-def groups(conn: Connection, *, campaign_id: int, scanned: int = SCANNED) -> wire.FailureGroups:
-    """The campaign's failed records grouped by `signature`, biggest group first."""
+def groups(
+    conn: Connection,
+    *,
+    campaign_id: int,
+    scanned: int = SCANNED,
+    cause: str | None = None,
+    after: int | None = None,
+    named: int = NAMED,
+) -> wire.FailureGroups:
+    """The campaign's failed records grouped by `signature`, biggest group first, each
+    naming its newest `named` records. With `cause`, only that group, its records paged:
+    those older than record `after`, and `next` when more follow."""
     failed = REC.c.state == wire.RecordState.failed.value
     total = conn.execute(
         select(func.count()).where(REC.c.campaign_id == campaign_id, failed)
@@ -65,13 +76,19 @@ def groups(conn: Connection, *, campaign_id: int, scanned: int = SCANNED) -> wir
     rows = _newest_failed(conn, campaign_id, scanned)
     found: dict[str, _Group] = {}
     for record_id, key, error, tail in rows:
-        cause = signature(error, tail)
-        group = found.get(cause)
+        its = signature(error, tail)
+        if cause is not None and its != cause:
+            continue
+        group = found.get(its)
         if group is None:  # the newest failure of each cause is its example
-            group = found[cause] = _Group(cause, error, tail)
+            group = found[its] = _Group(its, error, tail)
         group.count += 1
-        if len(group.records) < NAMED:
+        if after is not None and record_id >= after:
+            continue  # rows come newest (highest id) first: this page starts below `after`
+        if len(group.records) < named:
             group.records.append(wire.FailedRecord(id=record_id, key=key))
+        elif group.next is None:
+            group.next = group.records[-1].id  # one more exists: the page is full
     ordered = sorted(found.values(), key=lambda g: (-g.count, g.signature))
     return wire.FailureGroups(
         campaign_id=campaign_id,
@@ -84,6 +101,7 @@ def groups(conn: Connection, *, campaign_id: int, scanned: int = SCANNED) -> wir
                 error=g.error,
                 stderr_tail=g.tail,
                 records=g.records,
+                next=g.next,
             )
             for g in ordered
         ],

@@ -133,6 +133,40 @@ def campaign(
     return render(request, "campaign.html", context, viewer=who)
 
 
+@router.get("/campaigns/{campaign_id}/failures")
+def failure_group(
+    request: Request,
+    campaign_id: int,
+    who: ViewerDep,
+    db: DbDep,
+    signature: str = "",
+    after: int | None = None,
+) -> Response:
+    """One failure cause of a campaign: every record that failed with it, linked and paged
+    (newest first), with its "Retry these" button."""
+    if len(signature) > 1000 or "\x00" in signature:
+        raise Refused("signature: at most 1,000 characters, no NUL", 422)
+    with db.read() as session:
+        with page_errors():
+            row = campaigns.get(session, campaign_id)
+        found = failures.groups(
+            session.connection(), campaign_id=campaign_id, cause=signature, after=after
+        )
+    group = found.groups[0] if found.groups else None
+    context = {
+        "campaign": row,
+        "group": group,
+        "after": after,
+        "failed": found.failed,
+        "scanned": found.scanned,
+        "first_query": urlencode({"signature": signature}),
+        "next_query": urlencode({"signature": signature, "after": group.next})
+        if group and group.next
+        else "",
+    }
+    return render(request, "failures.html", context, viewer=who)
+
+
 @router.post("/campaigns/{campaign_id}/failures/retry")
 def retry_failures(
     request: Request,

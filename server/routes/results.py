@@ -4,6 +4,8 @@ failures grouped by cause."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
@@ -11,6 +13,7 @@ from farmhand import wire
 from farmhand.server.catalog import campaigns, ended, failures, params, records
 from farmhand.server.catalog.results import FORMATS, Table
 from farmhand.server.db import Database
+from farmhand.server.errors import Invalid
 from farmhand.server.routes.deps import DbDep, SubmitterDep
 from farmhand.server.routes.openapi import errors
 from farmhand.server.tables import Campaign
@@ -114,10 +117,31 @@ def campaign_ended(
     summary="Failed records grouped by cause",
     responses=errors(404, 422),
 )
-def campaign_failures(campaign_id: wire.Id, db: DbDep, _: SubmitterDep) -> wire.FailureGroups:
+def campaign_failures(
+    campaign_id: wire.Id,
+    db: DbDep,
+    _: SubmitterDep,
+    signature: Annotated[
+        wire.Text | None, Query(max_length=1000, description="only this group (its signature)")
+    ] = None,
+    after: Annotated[
+        wire.Id | None, Query(description="with `signature`: the records after this page's `next`")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="records named per group")] = 50,
+) -> wire.FailureGroups:
     """The campaign's failed records grouped by a signature of their error and the last line
     of their stderr (numbers, paths and hex ids masked), biggest group first, each with its
-    newest error and tail and the newest records of it (the newest 20,000 failed are read)."""
+    newest error and tail and the newest `limit` records of it (the newest 20,000 failed are
+    read). With `signature`, only that group (none when no record has it), its records paged
+    newest first: pass a page's `next` as `after` for the following one."""
+    if after is not None and signature is None:
+        raise Invalid("`after` pages one group's records: give its `signature` too")
     with db.read() as session:
         campaigns.check_exists(session, campaign_id)
-        return failures.groups(session.connection(), campaign_id=campaign_id)
+        return failures.groups(
+            session.connection(),
+            campaign_id=campaign_id,
+            cause=signature,
+            after=after,
+            named=limit,
+        )

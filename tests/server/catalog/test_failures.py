@@ -107,3 +107,65 @@ def test_the_overview_shows_each_campaigns_top_causes(api: TestClient) -> None:
     causes = page.text.split('<table id="causes">', 1)[1].split("</table>", 1)[0]
     assert causes.count(f'data-campaign="{c}"') == 2 and f'data-campaign="{quiet}"' not in causes
     assert causes.index("lost atoms") < causes.index("killed by signal")  # biggest first
+
+
+LOST = "exit code <n> | ERROR: lost atoms at step <n>"
+
+
+def test_one_groups_records_are_paged_newest_first(api: TestClient) -> None:
+    failing_campaign(api, "other")  # the same cause in another campaign: never listed
+    c = failing_campaign(api)
+    ids = ids_by_key(api, c)
+    url = f"{API}/campaigns/{c}/failures"
+    first = api.get(url, params={"signature": LOST, "limit": 2}).json()
+    (group,) = first["groups"]
+    assert group["count"] == 3 and group["signature"] == LOST
+    assert [x["id"] for x in group["records"]] == [ids["a3"], ids["a2"]]
+    assert group["next"] == ids["a2"]
+    rest = api.get(url, params={"signature": LOST, "limit": 2, "after": group["next"]}).json()
+    (tail,) = rest["groups"]
+    assert [x["id"] for x in tail["records"]] == [ids["a1"]] and tail["next"] is None
+    assert tail["count"] == 3  # the group's size, not the page's
+    # A page that fits the group has no `next`; a cause nobody has gives no group.
+    whole = api.get(url, params={"signature": LOST}).json()["groups"][0]
+    assert len(whole["records"]) == 3 and whole["next"] is None
+    assert api.get(url, params={"signature": "no such cause"}).json()["groups"] == []
+    # Every group names at most `limit` records and says where the next page starts.
+    groups = api.get(url, params={"limit": 1}).json()["groups"]
+    assert [(len(g["records"]), g["next"]) for g in groups] == [(1, ids["a3"]), (1, None)]
+
+
+def test_paging_needs_a_signature_and_sane_bounds(api: TestClient) -> None:
+    c = failing_campaign(api)
+    url = f"{API}/campaigns/{c}/failures"
+    alone = api.get(url, params={"after": 5})
+    assert alone.status_code == 422 and "signature" in alone.json()["detail"]
+    assert api.get(url, params={"limit": 0}).status_code == 422
+    assert api.get(url, params={"limit": 1001}).status_code == 422
+    assert api.get(url, params={"signature": "x" * 1001}).status_code == 422
+
+
+def test_the_page_of_one_cause_links_its_records_page_by_page(api: TestClient) -> None:
+    c = campaign(api, "big", max_attempts=1)
+    keys = [f"k{i:02d}" for i in range(55)]
+    submit(api, c, *keys)
+    body = {"agent_id": agent(api, "w"), "max_records": 55, "campaign_id": c}
+    for lease in api.post(f"{API}/leases", json=body).json()["leases"]:
+        fail(api, lease, "exit code 1", f"ERROR: diverged at iteration {lease['key']}")
+    ids = ids_by_key(api, c)
+    viewer = browser(api)
+    campaign_page = viewer.get(f"/campaigns/{c}").text
+    link = campaign_page.split('class="all-failed" href="', 1)[1].split('"', 1)[0]
+    first = viewer.get(link.replace("&amp;", "&"))
+    assert first.status_code == 200, first.text
+    assert "55 failed with one cause" in first.text and "Retry these 55" in first.text
+    listed = first.text.split('<ul id="failed-records">', 1)[1].split("</ul>", 1)[0]
+    newest = sorted(ids.values(), reverse=True)
+    assert [f'/records/{rid}"' in listed for rid in newest[:50]] == [True] * 50
+    assert f'/records/{newest[50]}"' not in listed
+    older = first.text.split('id="next" href="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
+    second = viewer.get(older).text.split('<ul id="failed-records">', 1)[1].split("</ul>", 1)[0]
+    assert [f'/records/{rid}"' in second for rid in newest[50:]] == [True] * 5
+    assert second.count("<li>") == 5
+    gone = viewer.get(f"/campaigns/{c}/failures", params={"signature": "nothing like it"})
+    assert gone.status_code == 200 and "No failed record has that cause" in gone.text

@@ -113,6 +113,7 @@ PAGE_MATRIX: dict[str, dict[str, str]] = {
     "/": PAGES,
     "/campaigns/{campaign_id}": PAGES,
     "/campaigns/{campaign_id}/results.csv": PAGES,
+    "/campaigns/{campaign_id}/failures": PAGES,
     "/records/{record_id}": PAGES,
     "/records/{record_id}/runs/{run_id}/{kind}": PAGES,
     "/login": PUBLIC,
