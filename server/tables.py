@@ -307,6 +307,38 @@ class Token(SQLModel, table=True):
     revoked: bool = False
 
 
+class Autoscaler(SQLModel, table=True):
+    """The lease one autoscaler holds for its name (its filters), fenced by `token`, and
+    what it last said (`status`: idle, unfit records, its effective limits)."""
+
+    name: str = Field(sa_column=Column(String(200), primary_key=True))
+    holder: str
+    token: str
+    expires_at: datetime = _when(now=True)
+    updated_at: datetime = _when(now=True)
+    status: dict[str, Any] = _json()
+
+
+class Allocation(SQLModel, table=True):
+    """A batch job an autoscaler submitted (`farmhand autoscale`); agents started by it
+    carry its job id in their labels."""
+
+    __table_args__ = (
+        UniqueConstraint("scheduler", "job_id", name="uq_allocation_job"),
+        Index("ix_allocation_autoscaler_state", "autoscaler", "state"),
+        IDS_NEVER_REUSED,
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    autoscaler: str = Field(sa_column=Column(String(200), nullable=False))
+    scheduler: str
+    job_id: str
+    state: str = "pending"
+    submitted_at: datetime = _when(now=True)
+    updated_at: datetime = _when(now=True)
+    submitted_for: dict[str, Any] = _json()
+    note: str | None = Field(default=None, sa_column=Column(Text))
+
+
 # The ready queue, in claim order: a partial index so the claim reads only ready rows.
 Index(
     "ix_record_ready",
@@ -366,6 +398,8 @@ INPUT = RecordInput.__table__
 RESULT = RecordResult.__table__
 RUN = Run.__table__
 CHECKPOINT = Checkpoint.__table__
+ALLOCATION = Allocation.__table__
+AUTOSCALER = Autoscaler.__table__
 
 # Every table above, for Alembic (migrations compare against it; the server never calls
 # create_all: migrations build the schema).
