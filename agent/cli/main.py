@@ -40,7 +40,10 @@ FAMILIES = {
     "records.results": ("results",),
     "snapshots": ("get",),
     "bundles": ("export", "import", "backup", "restore"),
+    "autoscale": ("autoscale",),
 }
+#: Commands whose arguments after `--` are handed on (to sbatch or qsub) as `scheduler_args`.
+PASS_ON = ("autoscale",)
 #: The commands this module adds itself.
 OWN = ("status", "token", "demo")
 
@@ -282,7 +285,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv and argv[0] in EXTERNAL:
             return _external(argv[0], argv[1:])
+        passed: list[str] = []
+        if argv and argv[0] in PASS_ON and "--" in argv:
+            cut = argv.index("--")
+            argv, passed = argv[:cut], argv[cut + 1 :]
         args = build_parser(_named(argv)).parse_args(argv)
+        if passed:
+            args.scheduler_args = passed
         return args.func(args)
     except _user_errors() as exc:
         errors = sys.modules.get("farmhand.client.errors")
