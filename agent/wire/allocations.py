@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import Field
 
-from farmhand.wire.base import Id, Loose, Strict, Text
+from farmhand.wire.base import Document, Id, Loose, Strict, Text
 
 #: The longest an autoscaler lease may last without a renewal.
 MAX_AUTOSCALER_TTL = 3600.0
@@ -64,9 +64,9 @@ class AutoscalerAcquire(Strict):
 class AutoscalerRenew(Strict):
     """The holder keeps its lease, and says how it is doing."""
 
-    token: str = Field(min_length=1, max_length=100)
+    token: Text = Field(min_length=1, max_length=100)
     ttl: float = Field(gt=0, le=MAX_AUTOSCALER_TTL)
-    status: dict[str, Any] = Field(
+    status: Document = Field(
         default_factory=dict,
         description="what the autoscaler last decided: message, idle, unfit records, limits",
     )
@@ -75,7 +75,7 @@ class AutoscalerRenew(Strict):
 class AutoscalerRelease(Strict):
     """The holder gives its lease up (it stops)."""
 
-    token: str = Field(min_length=1, max_length=100)
+    token: Text = Field(min_length=1, max_length=100)
 
 
 class Autoscaler(Loose):
@@ -93,11 +93,11 @@ class AllocationCreate(Strict):
     """A batch job an autoscaler submitted, fenced by its lease token."""
 
     autoscaler: str = Field(min_length=1, max_length=200, pattern=NAME)
-    token: str = Field(min_length=1, max_length=100)
+    token: Text = Field(min_length=1, max_length=100)
     scheduler: str = Field(pattern=r"^(slurm|pbs)$")
     job_id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._\[\]-]+$")
     state: AllocationState = AllocationState.pending
-    submitted_for: dict[str, Any] = Field(
+    submitted_for: Document = Field(
         default_factory=dict, description="the records and resources it was sized for"
     )
 
@@ -105,7 +105,7 @@ class AllocationCreate(Strict):
 class AllocationUpdate(Strict):
     """A job's new state, as the batch system reports it; fenced by the lease token."""
 
-    token: str = Field(min_length=1, max_length=100)
+    token: Text = Field(min_length=1, max_length=100)
     state: AllocationState
     note: Text | None = Field(default=None, max_length=1000)
 

@@ -72,7 +72,8 @@ def fence(session: Session, *, name: str, token: str, now: datetime) -> Autoscal
     row = session.get(Autoscaler, name, with_for_update=True)
     if row is None:
         raise NotFound(f"autoscaler '{name}' has never held a lease")
-    if not secrets.compare_digest(row.token, token) or row.expires_at <= now:
+    same = secrets.compare_digest(row.token.encode(), token.encode())
+    if not same or row.expires_at <= now:
         raise Conflict(
             f"the lease on autoscaler '{name}' is not yours any more (held by {row.holder}); "
             "acquire it again"

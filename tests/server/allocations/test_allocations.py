@@ -126,3 +126,12 @@ def test_agent_tokens_cannot_touch_allocations(api: TestClient) -> None:
     assert as_agent.post(f"{SCALERS}/slurm/acquire", json=body).status_code == 403
     assert as_agent.get(f"{API}/allocations").status_code == 403
     assert as_agent.get(f"{API}/allocations/backlog").status_code == 403
+
+
+def test_odd_tokens_and_documents_are_refused_not_a_server_error(api: TestClient) -> None:
+    acquire(api)
+    name = f"{SCALERS}/slurm:campaign=1"
+    odd = api.post(f"{name}/renew", json={"token": "jötun", "ttl": 5})
+    assert odd.status_code == 409  # found by schemathesis: compare_digest refused non-ASCII
+    nul = api.post(f"{name}/renew", json={"token": "x", "ttl": 5, "status": {"m": "a\x00b"}})
+    assert nul.status_code == 422
