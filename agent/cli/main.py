@@ -72,6 +72,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         answer["agents"] = {**(farm.agents if farm else {}), **counts}
         if farm is not None:
             answer.update(ready=farm.ready, stuck=[s.model_dump() for s in farm.stuck])
+        line = _allocations_line(client)
+        if line:
+            answer["batch_jobs"] = line
         if args.failures:
             answer["failures"] = [
                 client.failures(c.id).model_dump(mode="json")

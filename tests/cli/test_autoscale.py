@@ -50,6 +50,8 @@ def test_ls_allocations_and_status_show_the_jobs(live_server: LiveServer) -> Non
     assert [a["job_id"] for a in as_json["allocations"]] == ["12", "11"]
     said = farmhand("status", env=env).stdout
     assert "batch jobs: 2 pending, 0 running for 40 ready records (3 more fit no job)" in said
+    as_json = json.loads(farmhand("status", "--json", env=env).stdout)
+    assert as_json["batch_jobs"].startswith("batch jobs: 2 pending")
 
 
 def test_arguments_after_a_double_dash_go_to_the_scheduler(
