@@ -14,6 +14,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from farmhand import wire
@@ -42,7 +43,10 @@ def acquire(
     row.holder, row.token = body.holder, secrets.token_urlsafe(24)
     row.expires_at, row.updated_at = expires, now
     session.add(row)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:  # PostgreSQL: another first acquire of the name committed first
+        raise Conflict(f"autoscaler '{name}' was just taken by another holder") from None
     return _answer(row, with_token=True)
 
 

@@ -4,13 +4,20 @@ each job started (found by their registration labels)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from fastapi.testclient import TestClient
 
+from farmhand import wire
+from farmhand.server.allocations import jobs
+from farmhand.server.db import Database
+from farmhand.server.errors import Conflict
 from farmhand.server.routes.deps import get_now
 from tests.server.helpers import API, campaign, submit
+from tests.server.queue.test_locking import blocked_on_a_lock
 
 SCALERS = f"{API}/allocations/autoscalers"
 
@@ -135,3 +142,33 @@ def test_odd_tokens_and_documents_are_refused_not_a_server_error(api: TestClient
     assert odd.status_code == 409  # found by schemathesis: compare_digest refused non-ASCII
     nul = api.post(f"{name}/renew", json={"token": "x", "ttl": 5, "status": {"m": "a\x00b"}})
     assert nul.status_code == 422
+
+
+def test_two_first_acquires_of_a_name_racing_give_one_lease_and_one_409(db: Database) -> None:
+    """Two transactions: the second blocks behind the first (PostgreSQL on the primary key,
+    SQLite on the write lock) and then loses with a Conflict, not an integrity error."""
+    now = datetime.now(timezone.utc)
+    body = wire.AutoscalerAcquire(holder="h", ttl=60)
+    first_holds, outcome = threading.Event(), {}
+
+    def second() -> None:
+        first_holds.wait(10)
+        try:
+            with db.write() as session:
+                jobs.acquire(session, name="race", body=body, now=now)
+            outcome["second"] = "acquired"
+        except Conflict as exc:
+            outcome["second"] = exc.message
+
+    other = threading.Thread(target=second)
+    other.start()
+    with db.write() as session:
+        jobs.acquire(session, name="race", body=body, now=now)
+        first_holds.set()
+        deadline = time.monotonic() + 10
+        while not blocked_on_a_lock(db, other):
+            assert time.monotonic() < deadline, "the second acquire never waited"
+            time.sleep(0.01)
+    other.join(10)
+    lost = "was just taken" if db.dialect == "postgresql" else "is held by h"
+    assert lost in outcome["second"], outcome
