@@ -140,3 +140,22 @@ def test_a_record_needing_more_gpus_than_a_node_has_is_reported_not_submitted_fo
     assert scaler.status["unfit"] == [
         {"count": 3, "reason": "4 GPUs; a node has 0", "runner": "subprocess"}
     ]
+
+
+def test_an_sbatch_error_is_shown_and_backed_off_not_retried_at_once(
+    live_server: LiveServer, slurm: Slurm, tmp_path: Path
+) -> None:
+    client = live_server.client()
+    campaign = client.create_campaign("refused")
+    client.submit(campaign.id, [wire.RecordSpec(key="r", command="true")])
+    name = f"t{uuid.uuid4().hex[:10]}"
+    log = tmp_path / "autoscale.log"
+    args = ["--campaign", str(campaign.id), "--interval", "5", "--once"]
+    once = autoscaler(live_server, tmp_path, name, *args, "--partition", f"nope-{name}", log=log)
+    assert once.wait(timeout=60) == 0, log.read_text()
+    text = log.read_text()
+    assert "sbatch failed: sbatch: error: invalid partition specified" in text, text
+    assert "next try in 10s" in text  # 5 s x 2^1
+    assert client.allocations().allocations == [] and not our_jobs(f"fh-{name}")
+    (scaler,) = client.allocations().autoscalers
+    assert "invalid partition" in scaler.status["last_error"]
