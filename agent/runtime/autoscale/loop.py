@@ -189,7 +189,7 @@ class Autoscaler:
                 scheduler=self.scheduler.name,
                 job_id=job_id,
                 state=wire.AllocationState(state),
-                submitted_for={"adopted": True, "cores": self.options.cores or 1},
+                submitted_for={"adopted": True, "cores": int(self.shape.cores or 1)},
             )
             sizes[job_id] = self.client.create_allocation(body).submitted_for
         return [

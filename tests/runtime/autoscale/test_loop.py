@@ -1,5 +1,6 @@
-"""Failed submissions back off exponentially (interval x 2^n, at most --max-backoff) and
-say why; a limit error lowers the autoscaler's own maximum; a success resets the count."""
+"""The loop with a scheduler played in Python: failed submissions back off exponentially
+(interval x 2^n, at most --max-backoff) and say why, a limit error lowers the maximum, a
+success resets the count; a job carrying its name that was never recorded is adopted."""
 
 from __future__ import annotations
 
@@ -79,3 +80,22 @@ def test_failures_back_off_exponentially_and_limits_lower_the_maximum(
     scheduler.error = None
     scaler.cycle()  # after the wait it tries one more than the limit it met
     assert scaler.effective_max == 3 and len(scheduler.live) == 3
+
+
+def test_a_job_with_its_name_that_was_never_recorded_is_adopted(live_server: LiveServer) -> None:
+    """It died between sbatch and recording the job: the batch system still lists a job of
+    its name, which the next autoscaler records instead of submitting another."""
+    client = live_server.client()
+    campaign = client.create_campaign("adopt")
+    client.submit(campaign.id, [wire.RecordSpec(key=f"r{i}", command="true") for i in range(9)])
+    scheduler = Refusing()
+    scheduler.error = None
+    scheduler.live = {"4242": "running"}  # what query() finds under the job name
+    options = Options(name="adopt", time_limit=600, max_jobs=1, max_pending=1, interval=1)
+    scaler = Autoscaler(client, scheduler, options)
+    assert scaler.acquire(wait=False)
+    plan = scaler.cycle()
+    assert plan is not None and plan.submit == [] and scheduler.calls == 0
+    (adopted,) = client.allocations().allocations
+    assert (adopted.job_id, adopted.state) == ("4242", "running")
+    assert adopted.submitted_for == {"adopted": True, "cores": 2}
