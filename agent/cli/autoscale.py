@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from farmhand.cli.base import CliError, connect, positive_int
+from farmhand.cli.base import CliError, connect, non_negative_int, positive_int
 
 #: The agent script each scheduler submits, relative to a farmhand checkout.
 SCRIPTS = {"slurm": "deploy/slurm/farmhand-agent.sbatch", "pbs": "deploy/pbs/farmhand-agent.pbs"}
@@ -37,6 +37,7 @@ def default_script(scheduler: str, cwd: Path | None = None) -> Path:
 
 def cmd_autoscale(args: argparse.Namespace) -> int:
     """Run the autoscaler until stopped (or one cycle with --once)."""
+    from farmhand import wire
     from farmhand.cli import refs
     from farmhand.runtime.autoscale.loop import Autoscaler, Options
     from farmhand.runtime.resources.walltime import parse_duration
@@ -78,7 +79,7 @@ def cmd_autoscale(args: argparse.Namespace) -> int:
         dataset=args.dataset,
         agent_args=agent_args,
         interval=interval,
-        lease_ttl=args.lease_ttl or max(60.0, 3 * interval),
+        lease_ttl=min(args.lease_ttl or max(60.0, 3 * interval), wire.MAX_AUTOSCALER_TTL),
         max_backoff=max(args.max_backoff, interval),
     )
     scaler = Autoscaler(client, _scheduler(args, script, client.server), options)
@@ -142,7 +143,7 @@ def add_parsers(
     p.add_argument("--partition", help="Slurm partition / PBS queue")
     p.add_argument("--account", help="the account jobs are charged to")
     p.add_argument("--cpus-per-task", type=positive_int, help="CPUs per node (default: sized)")
-    p.add_argument("--gpus-per-node", type=int, help="GPUs per node (default: sized)")
+    p.add_argument("--gpus-per-node", type=non_negative_int, help="GPUs per node (default: sized)")
     p.add_argument("--mem", type=positive_int, metavar="MIB", help="memory per node, MiB")
     p.add_argument("--runner", action="append", help="runners the jobs' agents offer")
     p.add_argument("--campaign", help="only this campaign's records (NAME[:VERSION], id)")
