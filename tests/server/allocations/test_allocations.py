@@ -77,8 +77,10 @@ def test_an_expired_lease_goes_to_the_next_and_fences_the_old_holder(api: TestCl
     later = datetime.now(timezone.utc) + timedelta(seconds=31)
     api.app.dependency_overrides[get_now] = lambda: later
     try:
-        new = acquire(api)
         job = {"autoscaler": "slurm:campaign=1", "scheduler": "slurm", "job_id": "7"}
+        late = api.post(f"{API}/allocations", json={**job, "token": old})
+        assert late.status_code == 409  # ran out, even before anyone took it over
+        new = acquire(api)
         refused = api.post(f"{API}/allocations", json={**job, "token": old})
         assert refused.status_code == 409 and "not yours" in refused.json()["detail"]
         _ok(api.post(f"{API}/allocations", json={**job, "token": new}), 201)
