@@ -26,6 +26,7 @@ from farmhand.server.queue import held_leases, leases
 from farmhand.server.queue.waking.relay import start_relay
 from farmhand.server.queue.waking.wakeups import Wakeup
 from farmhand.server.routes import agents as agent_routes
+from farmhand.server.routes import allocations as allocation_routes
 from farmhand.server.routes import bundles as bundle_routes
 from farmhand.server.routes import campaigns as campaign_routes
 from farmhand.server.routes import leases as lease_routes
@@ -96,6 +97,7 @@ def create_app(settings: Settings) -> FastAPI:
         snapshot_batch_routes.router,
         snapshot_routes.router,
         bundle_routes.router,
+        allocation_routes.router,
     ):
         # Each route lists its own error responses (routes/openapi.py: `errors(...)`).
         app.include_router(router, prefix=wire.API_PREFIX)

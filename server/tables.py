@@ -7,82 +7,32 @@ tails on `run`, where the claim statement never touches them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
-    DateTime,
     ForeignKey,
     Index,
     String,
     Text,
-    TypeDecorator,
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-
-def utcnow() -> datetime:
-    """Timezone-aware now, the only clock the server reads."""
-    return datetime.now(timezone.utc)
-
-
-class UTCDateTime(TypeDecorator):
-    """A datetime stored as UTC and always read back timezone-aware (SQLite forgets zones)."""
-
-    impl = DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc).replace(tzinfo=None)
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        return None if value is None else value.replace(tzinfo=timezone.utc)
-
-
-#: SQLite: ids come from `sqlite_sequence` and are never reused, like PostgreSQL's sequences
-#: (a plain INTEGER PRIMARY KEY hands out max(id) + 1). Migration 0008 says why.
-IDS_NEVER_REUSED = {"sqlite_autoincrement": True}
-
-
-def _when(*, now: bool = False, index: bool = False) -> Any:
-    if now:
-        return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False, index=index)
-    return Field(default=None, sa_type=UTCDateTime, nullable=True, index=index)
-
-
-def _json(**kwargs: Any) -> Any:
-    return Field(default_factory=dict, sa_column=Column(JSON, nullable=False, **kwargs))
-
-
-def _json_list() -> Any:
-    return Field(
-        default_factory=list, sa_column=Column(JSON, nullable=False, server_default=text("'[]'"))
-    )
-
-
-def _params(default: str) -> Any:
-    # JSONB on PostgreSQL: filters read single keys (`params -> 'T'`) and compare by type.
-    kind = JSON().with_variant(JSONB(), "postgresql")
-    factory = dict if default == "{}" else list
-    return Field(
-        default_factory=factory,
-        sa_column=Column(kind, nullable=False, server_default=text(f"'{default}'")),
-    )
-
-
-def _json_or_null() -> Any:
-    # None is stored as SQL NULL (not the JSON text 'null'), so `IS NULL` finds it.
-    return Field(default=None, sa_column=Column(JSON(none_as_null=True), nullable=True))
+from farmhand.server.columns import (
+    IDS_NEVER_REUSED,
+    json_field,
+    json_list_field,
+    json_or_null_field,
+    params_field,
+    when_field,
+)
+from farmhand.server.columns import UTCDateTime as UTCDateTime  # re-exported
+from farmhand.server.columns import utcnow as utcnow  # re-exported
 
 
 class Campaign(SQLModel, table=True):
@@ -97,20 +47,20 @@ class Campaign(SQLModel, table=True):
     name: str = Field(index=True)
     version: int = 1
     software: str | None = None
-    defaults: dict[str, Any] = _json()
+    defaults: dict[str, Any] = json_field()
     based_on_id: int | None = Field(default=None, foreign_key="campaign.id")
-    created_at: datetime = _when(now=True)
-    started_at: datetime | None = _when()
-    finished_at: datetime | None = _when()
+    created_at: datetime = when_field(now=True)
+    started_at: datetime | None = when_field()
+    finished_at: datetime | None = when_field()
     #: The names of its records' params (sorted): the results table's columns, and what a
     #: filter may name.
-    params: list[str] = _params("[]")
+    params: list[str] = params_field("[]")
     #: The last generation stamped on its ended records (`catalog/ended.py`).
     end_seq: int = Field(
         default=0, sa_column=Column(BigInteger, nullable=False, server_default=text("0"))
     )
     #: Archived: left out of the overview, `status` and listings unless asked for.
-    archived_at: datetime | None = _when()
+    archived_at: datetime | None = when_field()
     #: The token that created it (None: before migration 0010, or imported): it or an admin
     #: may delete the campaign.
     created_by: int | None = None
@@ -140,12 +90,12 @@ class Record(SQLModel, table=True):
     campaign_id: int = Field(foreign_key="campaign.id")
     key: str
     command: str = Field(sa_column=Column(Text, nullable=False))
-    params: dict[str, Any] = _params("{}")
+    params: dict[str, Any] = params_field("{}")
     priority: int = 0
-    run_args: dict[str, Any] = _json()
-    temporary_run_args: dict[str, Any] | None = _json_or_null()
+    run_args: dict[str, Any] = json_field()
+    temporary_run_args: dict[str, Any] | None = json_or_null_field()
     dataset: str | None = None
-    tags: list[str] = _json_list()
+    tags: list[str] = json_list_field()
     # What the claim matches agents against, from the effective run_args at submission.
     runner: str = Field(default="subprocess", sa_column_kwargs={"server_default": "subprocess"})
     cores: float | None = None
@@ -158,12 +108,12 @@ class Record(SQLModel, table=True):
     error: str | None = Field(default=None, sa_column=Column(Text))
     agent_id: int | None = None
     run_id: int | None = None
-    lease_expires_at: datetime | None = _when()
+    lease_expires_at: datetime | None = when_field()
     #: A ready record is not claimed before this moment: a failed attempt's `retry_delay`
     #: (NULL: claimable now; a moment past is harmless, so nothing clears it but a retry).
-    not_before: datetime | None = _when()
-    created_at: datetime = _when(now=True)
-    updated_at: datetime = _when(now=True)
+    not_before: datetime | None = when_field()
+    created_at: datetime = when_field(now=True)
+    updated_at: datetime = when_field(now=True)
     #: The generation in which a reader of "what ended since" first saw it ended; NULL while
     #: it has not ended, or has ended and not yet been stamped (`catalog/ended.py`).
     end_seq: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
@@ -205,14 +155,14 @@ class Run(SQLModel, table=True):
     token: str = Field(unique=True)
     attempt: int
     state: str = "leased"
-    claimed_at: datetime = _when(now=True)
-    started_at: datetime | None = _when()
-    ended_at: datetime | None = _when()
+    claimed_at: datetime = when_field(now=True)
+    started_at: datetime | None = when_field()
+    ended_at: datetime | None = when_field()
     exit_code: int | None = None
     error: str | None = Field(default=None, sa_column=Column(Text))
     stdout_tail: str | None = Field(default=None, sa_column=Column(Text))
     stderr_tail: str | None = Field(default=None, sa_column=Column(Text))
-    run_args: dict[str, Any] | None = _json_or_null()
+    run_args: dict[str, Any] | None = json_or_null_field()
     report: str | None = Field(
         default=None, sa_column=Column(Text), description="digest of the final report (idempotency)"
     )
@@ -232,11 +182,11 @@ class Agent(SQLModel, table=True):
     host: str
     pid: int | None = None
     slots: int = 1
-    labels: dict[str, Any] = _json()
+    labels: dict[str, Any] = json_field()
     state: str = "active"
     token_id: int | None = None
-    registered_at: datetime = _when(now=True)
-    last_heartbeat: datetime = _when(now=True)
+    registered_at: datetime = when_field(now=True)
+    last_heartbeat: datetime = when_field(now=True)
     status: dict[str, Any] | None = Field(
         default=None,
         sa_column=Column(JSON, nullable=True),
@@ -264,7 +214,7 @@ class Snapshot(SQLModel, table=True):
 
     sha256: str = Field(sa_column=Column(String(64), primary_key=True))
     size: int = Field(sa_column=Column(BigInteger, nullable=False))
-    created_at: datetime = _when(now=True)
+    created_at: datetime = when_field(now=True)
     token_id: int | None = Field(default=None, description="who uploaded it first")
 
 
@@ -292,7 +242,7 @@ class Checkpoint(SQLModel, table=True):
     record_id: int = Field(foreign_key="record.id")
     run_id: int = Field(foreign_key="run.id")
     sha256: str = _sha256(nullable=False)
-    created_at: datetime = _when(now=True)
+    created_at: datetime = when_field(now=True)
 
 
 class Token(SQLModel, table=True):
@@ -303,8 +253,40 @@ class Token(SQLModel, table=True):
     name: str = ""
     role: str
     digest: str = Field(unique=True)
-    created_at: datetime = _when(now=True)
+    created_at: datetime = when_field(now=True)
     revoked: bool = False
+
+
+class Autoscaler(SQLModel, table=True):
+    """The lease one autoscaler holds for its name (its filters), fenced by `token`, and
+    what it last said (`status`: idle, unfit records, its effective limits)."""
+
+    name: str = Field(sa_column=Column(String(200), primary_key=True))
+    holder: str
+    token: str
+    expires_at: datetime = when_field(now=True)
+    updated_at: datetime = when_field(now=True)
+    status: dict[str, Any] = json_field()
+
+
+class Allocation(SQLModel, table=True):
+    """A batch job an autoscaler submitted (`farmhand autoscale`); agents started by it
+    carry its job id in their labels."""
+
+    __table_args__ = (
+        UniqueConstraint("scheduler", "job_id", name="uq_allocation_job"),
+        Index("ix_allocation_autoscaler_state", "autoscaler", "state"),
+        IDS_NEVER_REUSED,
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    autoscaler: str = Field(sa_column=Column(String(200), nullable=False))
+    scheduler: str
+    job_id: str
+    state: str = "pending"
+    submitted_at: datetime = when_field(now=True)
+    updated_at: datetime = when_field(now=True)
+    submitted_for: dict[str, Any] = json_field()
+    note: str | None = Field(default=None, sa_column=Column(Text))
 
 
 # The ready queue, in claim order: a partial index so the claim reads only ready rows.
@@ -366,6 +348,8 @@ INPUT = RecordInput.__table__
 RESULT = RecordResult.__table__
 RUN = Run.__table__
 CHECKPOINT = Checkpoint.__table__
+ALLOCATION = Allocation.__table__
+AUTOSCALER = Autoscaler.__table__
 
 # Every table above, for Alembic (migrations compare against it; the server never calls
 # create_all: migrations build the schema).

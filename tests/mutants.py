@@ -254,6 +254,33 @@ MUTANTS: list[Mutant] = [
         ),
         "a container engine's own error (image not known) spends the record's attempts (issue 18)",
     ),
+    Mutant(
+        "autoscaler-lease-never-expires",
+        "server/allocations/jobs.py",
+        "    if not same or row.expires_at <= now:",
+        "    if not same:",
+        (
+            "tests/server/allocations/test_allocations.py::"
+            "test_an_expired_lease_goes_to_the_next_and_fences_the_old_holder",
+        ),
+        "an autoscaler whose lease ran out (and was taken over) still records jobs",
+    ),
+    Mutant(
+        "autoscaler-ignores-max-jobs",
+        "agent/runtime/autoscale/planner.py",
+        "        if total >= max_jobs or waiting >= max_pending:",
+        "        if waiting >= max_pending:",
+        ("tests/runtime/autoscale/test_planner.py::test_plan",),
+        "the planner submits past --max-jobs while running jobs fill it",
+    ),
+    Mutant(
+        "autoscaler-gpu-records-fit-anywhere",
+        "agent/runtime/autoscale/planner.py",
+        "    if need.gpus and need.gpus > (shape.gpus or 0):",
+        "    if False:",
+        ("tests/runtime/autoscale/test_planner.py::test_plan",),
+        "a record needing more GPUs than a node has is submitted for instead of reported",
+    ),
 ]
 
 

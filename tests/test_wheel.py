@@ -117,3 +117,22 @@ def test_the_wheel_holds_every_package_and_imports_every_module(tmp_path: Path) 
         "farmhand",
         "farmhand.server.migrations.env",
     }
+    # `farmhand autoscale` finds its batch scripts where the wheel installed them.
+    found = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "from farmhand.cli.autoscale import default_script as d; "
+            "print(d('slurm')); print(d('pbs'))",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert found.returncode == 0, found.stderr
+    share = venv / "share" / "farmhand"
+    assert found.stdout.split() == [
+        str(share / "farmhand-agent.sbatch"),
+        str(share / "farmhand-agent.pbs"),
+    ]

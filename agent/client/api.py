@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from farmhand import wire
 from farmhand.client import credentials
+from farmhand.client.allocations import AllocationCalls
 from farmhand.client.bundles import BundleCalls
 from farmhand.client.errors import (
     ApiError,
@@ -48,7 +49,7 @@ __all__ = [
 M = TypeVar("M", bound=BaseModel)
 
 
-class FarmhandClient(RecordCalls, SnapshotCalls, BundleCalls, ResultCalls):
+class FarmhandClient(RecordCalls, SnapshotCalls, BundleCalls, ResultCalls, AllocationCalls):
     """Typed access to `/api/v1`. Thread-safe: one client may serve many threads."""
 
     def __init__(

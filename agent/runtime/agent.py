@@ -21,6 +21,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from farmhand import wire
@@ -215,6 +216,7 @@ class Agent(Intake):
             slots=cfg.slots,
             runners=self.runners.offered(),
             resources=self.allocator.total.to_wire(),
+            labels=batch_job_labels(os.environ),
         )
         # A server restarting, or a login node's network blip, must not end a batch job's
         # agent at once: registration is retried (with backoff, saying so) for a while.
@@ -314,3 +316,13 @@ class Agent(Intake):
             attempt = self._attempts.get(run_id)
         if attempt is not None and attempt.request_abort(reason):
             log.info("%s %s: stopping it", reason, attempt.label())
+
+
+#: The environment variable naming the batch job an agent runs in → its registration label
+#: (how `farmhand ls allocations` finds the agents each autoscaled job started).
+JOB_VARIABLES = {"SLURM_JOB_ID": "slurm_job", "PBS_JOBID": "pbs_job"}
+
+
+def batch_job_labels(environ: Mapping[str, str]) -> dict[str, str]:
+    """`{"slurm_job": "123"}` inside a Slurm job (likewise PBS); empty elsewhere."""
+    return {label: environ[name] for name, label in JOB_VARIABLES.items() if environ.get(name)}

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from farmhand import wire
+from farmhand.server.allocations import jobs
 from farmhand.server.catalog import campaigns, failures, records
 from farmhand.server.errors import Conflict, FarmhandError
 from farmhand.server.pages.access import ActorDep, Refused, ViewerDep
@@ -50,6 +51,7 @@ def overview(
         ready = sum(c.counts.get(wire.RecordState.ready, 0) for c in rows)
         recent: stuck.Recent = request.app.state.stuck
         not_moving = recent.explain(session, now=now, stale_after=settings.lease_ttl, ready=ready)
+        allocations = jobs.list_(session, live=True)
     progress = status.progress(rows, throughput=request.app.state.throughput, now=now)
     context = {
         "progress": progress,
@@ -62,6 +64,8 @@ def overview(
         "causes_read": CAUSES_READ,
         "archived": hidden,
         "showing_archived": archived,
+        "allocations": allocations.allocations,
+        "autoscalers": [a for a in allocations.autoscalers if a.status],
     }
     return render(request, "overview.html", context, viewer=who)
 

@@ -129,6 +129,11 @@ TAGS: list[dict[str, str]] = [
         "description": "Move campaigns between servers (export pages, idempotent import) and "
         "take a consistent backup of a running SQLite server.",
     },
+    {
+        "name": "allocations",
+        "description": "Elastic allocation (`farmhand autoscale`): the backlog by need, the "
+        "batch jobs autoscalers submitted, and the lease one autoscaler holds per name.",
+    },
     {"name": "tokens", "description": "Bearer tokens with a role (admin only)."},
     {"name": "health", "description": "Liveness, without a token."},
 ]
@@ -283,3 +288,20 @@ BUNDLE = examples(
         ],
     }
 )
+
+SCALER_TOKEN = "r7Qm2xW0c9bVn4Lk8sTz1pYa5dFh3gJe"
+ALLOCATION = examples(
+    slurm_job={
+        "autoscaler": "slurm:campaign=relax",
+        "token": SCALER_TOKEN,
+        "scheduler": "slurm",
+        "job_id": "4242",
+        "submitted_for": {"records": 40, "cores": 32, "gpus": 0, "time_limit": 3600},
+    }
+)
+ALLOCATION_UPDATE = examples(running={"token": SCALER_TOKEN, "state": "running"})
+AUTOSCALER_ACQUIRE = examples(login_node={"holder": "login1:31337", "ttl": 120})
+AUTOSCALER_RENEW = examples(
+    idle={"token": SCALER_TOKEN, "ttl": 120, "status": {"idle": True, "message": "idle"}}
+)
+AUTOSCALER_RELEASE = examples(stopping={"token": SCALER_TOKEN})

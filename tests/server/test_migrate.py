@@ -126,6 +126,7 @@ SEEDS: dict[str, Callable[[Connection], None]] = {
     "0008": seed_0001,
     "0009": seed_0001,
     "0010": seed_0001,
+    "0011": seed_0001,
 }
 
 
@@ -148,6 +149,7 @@ def check_seeded_data(api: TestClient) -> None:
     assert done["params"] == {}  # 0009's column
     assert old["archived_at"] is None and old["created_by"] is None  # 0010's columns
     assert done["not_before"] is None  # 0011's column
+    assert api.get(f"{API}/allocations").json()["allocations"] == []  # 0012's tables
     assert [(r["state"], r["exit_code"], r["stdout_tail"], r["archive"]) for r in done["runs"]] == [
         ("done", 0, "hello", None)
     ]

@@ -41,6 +41,7 @@ ID_STARTS = {
     "record": 20_000,
     "run": 300_000,
     "checkpoint": 4_000_000,
+    "allocation": 9_000_000,
 }
 
 

@@ -41,6 +41,7 @@ LS_COLUMNS = {
     "runs": ["id", "record_id", "agent_id", "attempt", "state", "exit_code", "error"],
     "agents": ["id", "name", "host", "slots", "state", "running", "last_heartbeat", "status"],
     "snapshots": cli_snapshots.COLUMNS,
+    "allocations": ["id", "autoscaler", "job", "state", "submitted_at", "agents", "submitted_for"],
 }
 
 
@@ -68,6 +69,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
         items = client.agents()
     elif args.what == "snapshots":
         items = cli_snapshots.list_snapshots(client, args.limit)
+    elif args.what == "allocations":
+        return _allocations(client, args.json)
     elif args.what == "records":
         filters = {
             "campaign_id": refs.find_campaign(client, args.campaign).id if args.campaign else None,
@@ -94,6 +97,31 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if args.what == "records" and not any(row["params"] for row in rows):
         columns = [c for c in columns if c != "params"]  # a column only where there are params
     print(output.table(rows, columns))
+    return 0
+
+
+def _allocations(client: Any, as_json: bool) -> int:
+    """The jobs autoscalers submitted, and what each autoscaler last said."""
+    found = client.allocations()
+    if as_json:
+        output.dump(found)
+        return 0
+    rows = []
+    for a in found.allocations:
+        row = a.model_dump(mode="json")
+        row["job"] = f"{a.scheduler} {a.job_id}"
+        row["agents"] = ", ".join(a.agents) or None
+        wanted = a.submitted_for
+        row["submitted_for"] = ", ".join(f"{k}={v}" for k, v in wanted.items() if v) or None
+        rows.append(row)
+    print(output.table(rows, LS_COLUMNS["allocations"]))
+    for scaler in found.autoscalers:
+        status = scaler.status
+        print(f"\nautoscaler {scaler.name} ({scaler.holder}): {status.get('message', '-')}")
+        for unfit in status.get("unfit") or []:
+            print(f"  not submitted for {unfit['count']} ready record(s): {unfit['reason']}")
+        if status.get("last_error"):
+            print(f"  last error: {status['last_error']}")
     return 0
 
 

@@ -104,6 +104,14 @@ API_MATRIX: dict[tuple[str, str], dict[str, str]] = {
     ("GET", "/api/v1/campaigns/{campaign_id}/failures"): PEOPLE,
     ("POST", "/api/v1/bundles"): PEOPLE,
     ("GET", "/api/v1/backup"): ADMIN,
+    # Autoscalers use a submitter or admin token; agent tokens neither read nor write.
+    ("GET", "/api/v1/allocations"): PEOPLE,
+    ("GET", "/api/v1/allocations/backlog"): PEOPLE,
+    ("POST", "/api/v1/allocations"): PEOPLE,
+    ("PATCH", "/api/v1/allocations/{allocation_id}"): PEOPLE,
+    ("POST", "/api/v1/allocations/autoscalers/{name}/acquire"): PEOPLE,
+    ("POST", "/api/v1/allocations/autoscalers/{name}/renew"): PEOPLE,
+    ("POST", "/api/v1/allocations/autoscalers/{name}/release"): PEOPLE,
 }
 
 PAGES = {**dict.fromkeys(ROLES, LOGIN), "agent": "403", "other_agent": "403"}
@@ -292,12 +300,22 @@ def request_for(world: World, method: str, template: str) -> dict[str, Any]:
         "/api/v1/runs/{run_id}/orphan": {**fenced, "reason": "x"},
         "/api/v1/runs/{run_id}/release": fenced,
         "/api/v1/runs/{run_id}/checkpoints": {**fenced, "sha256": ids["sha256"]},
+        "/api/v1/allocations/autoscalers/{name}/acquire": {"holder": "matrix", "ttl": 5},
+        "/api/v1/allocations/autoscalers/{name}/renew": {"token": "not-live", "ttl": 5},
+        "/api/v1/allocations/autoscalers/{name}/release": {"token": "not-live"},
+        "/api/v1/allocations": {
+            "autoscaler": "matrix",
+            "token": "not-live",
+            "scheduler": "slurm",
+            "job_id": "1",
+        },
+        "/api/v1/allocations/{allocation_id}": {"token": "not-live", "state": "ended"},
         "/api/v1/bundles": {
             "campaign": {"name": "imported", "version": 1, "created_at": "2026-01-01T00:00:00Z"},
             "records": [],
         },
     }
-    path = template.format(**ids)
+    path = template.format(**ids, name="matrix", allocation_id=999)
     out: dict[str, Any] = {"json": bodies.get(template), "headers": {}}
     if template == "/api/v1/snapshots/{sha256}" and method == "PUT":
         path = template.format(sha256=_sha(world.upload))
