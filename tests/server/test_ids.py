@@ -53,6 +53,13 @@ def ids_of_every_table(api: httpx.Client) -> dict[str, list[int]]:
     body = {"token": leases[0]["token"], "sha256": sha256}
     saved = api.post(f"{API}/runs/{leases[0]['run_id']}/checkpoints", json=body)
     assert saved.status_code == 201, saved.text
+    lease = api.post(
+        f"{API}/allocations/autoscalers/ids/acquire", json={"holder": "test", "ttl": 60}
+    )
+    assert lease.status_code == 200, lease.text
+    job = {"autoscaler": "ids", "token": lease.json()["token"], "scheduler": "slurm"}
+    allocation = api.post(f"{API}/allocations", json={**job, "job_id": "17"})
+    assert allocation.status_code == 201, allocation.text
     return {
         "campaign": [campaign_id],
         "token": [t["id"] for t in api.get(f"{API}/tokens").json()],
@@ -60,6 +67,7 @@ def ids_of_every_table(api: httpx.Client) -> dict[str, list[int]]:
         "record": [lease["record_id"] for lease in leases],
         "run": [lease["run_id"] for lease in leases],
         "checkpoint": [saved.json()["id"]],
+        "allocation": [allocation.json()["id"]],
     }
 
 
