@@ -66,7 +66,8 @@ def flatten(document: Any, prefix: str = "") -> dict[str, Any]:
 
 
 class Table:
-    """The rows of one campaign's results, filtered by `state` and params conditions."""
+    """The rows of one campaign's results, filtered by `state`, params conditions, and as the
+    campaign page filters (`dataset`, `key_prefix`, `tag`): `walk.conditions` alike."""
 
     def __init__(
         self,
@@ -76,12 +77,16 @@ class Table:
         *,
         state: wire.RecordState | None = None,
         where: Sequence[wire.Condition] = (),
+        dataset: str | None = None,
+        key_prefix: str | None = None,
+        tag: str | None = None,
     ):
         self.reader = reader
         self.campaign_id = campaign_id
         self.params = [n for n in param_names if n not in FIRST + LAST]
         self.state = state
         self.where = list(where)
+        self.chosen = {"dataset": dataset, "prefix": key_prefix, "tag": tag}
 
     def check(self) -> None:
         """Refuse a filter naming a param the campaign's records do not use (422)."""
@@ -135,9 +140,7 @@ class Table:
         (`walk.walk_ids`: bounded id ranges of `ix_record_campaign_id`)."""
         dialect = session.get_bind().dialect.name
         conditions = [REC.c.campaign_id == self.campaign_id]
-        if self.state is not None:
-            conditions.append(REC.c.state == self.state.value)
-        conditions += [params.where_clause(dialect, condition) for condition in self.where]
+        conditions += walk.conditions(dialect, state=self.state, where=self.where, **self.chosen)
         ids, reached = walk.walk_ids(session, conditions, span, after=after, limit=PAGE)
         return ids[:PAGE], reached
 
