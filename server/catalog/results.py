@@ -27,7 +27,7 @@ from farmhand.server.catalog import params, walk
 from farmhand.server.errors import Invalid
 from farmhand.server.tables import REC, RESULT, RUN
 
-__all__ = ["FORMATS", "MAX_COLUMNS", "PAGE", "Table", "flatten"]
+__all__ = ["FORMATS", "MAX_COLUMNS", "PAGE", "Table", "documents", "flatten", "sample_fields"]
 
 FORMATS = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
 #: Records read per transaction.
@@ -63,6 +63,33 @@ def flatten(document: Any, prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{name}"] = value
     return out
+
+
+def documents(session: Session, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """`{record id: its result document, flattened}` for those of `ids` that have one."""
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(RESULT.c.record_id, RESULT.c.document).where(RESULT.c.record_id.in_(ids))
+    )
+    return {record_id: flatten(document) for record_id, document in rows}
+
+
+def sample_fields(
+    session: Session, campaign_id: int, *, records: int = 200, limit: int = 100
+) -> list[str]:
+    """The result field names (flattened) of the campaign's newest `records` done records,
+    sorted, at most `limit`: what a page offers as columns, read in bounded time."""
+    newest = session.execute(
+        select(REC.c.id)
+        .where(REC.c.campaign_id == campaign_id, REC.c.state == wire.RecordState.done.value)
+        .order_by(REC.c.id.desc())
+        .limit(records)
+    ).scalars()
+    names: set[str] = set()
+    for fields in documents(session, list(newest)).values():
+        names.update(fields)
+    return sorted(names)[:limit]
 
 
 class Table:

@@ -16,8 +16,8 @@ from farmhand.server.views import browse
 NAME = re.compile(wire.NAME_PATTERN)  # datasets and tags
 #: Filters on params one page may combine.
 MAX_WHERE = 8
-#: The query's names, in the order links write them.
-FIELDS = ("state", "dataset", "tag", "key", "where")
+#: Result fields one page may show as columns.
+MAX_COLUMNS = 12
 
 
 def chosen(
@@ -77,4 +77,16 @@ def described(found: browse.Filters) -> list[str]:
     if found.key_prefix:
         out.append(f"key starts with {found.key_prefix}")
     out += list(found.where)
+    return out
+
+
+def columns(names: Sequence[str]) -> list[str]:
+    """The result fields a page adds as columns (`?columns=energy`), in the order asked,
+    each once; 422 past `MAX_COLUMNS` or for a name no result could have."""
+    out = list(dict.fromkeys(name.strip() for name in names if name.strip()))
+    if len(out) > MAX_COLUMNS:
+        raise Refused(f"at most {MAX_COLUMNS} result columns at once", 422)
+    for name in out:
+        if len(name) > 200 or "\x00" in name:
+            raise Refused("a result column names a field: at most 200 characters, no NUL", 422)
     return out

@@ -14,11 +14,11 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from farmhand import wire
-from farmhand.server.catalog import campaigns, failures, records
+from farmhand.server.catalog import campaigns, failures, records, results
 from farmhand.server.errors import Conflict, FarmhandError
 from farmhand.server.pages import filters
 from farmhand.server.pages.access import ActorDep, Refused, ViewerDep
-from farmhand.server.pages.render import render
+from farmhand.server.pages.render import LIVE_HEADER, render
 from farmhand.server.queue import states
 from farmhand.server.queue.states import Event
 from farmhand.server.routes.deps import DbDep, SettingsDep
@@ -32,6 +32,8 @@ PAGE_SIZE = 50
 FAILURES_READ = 5_000
 #: The overview's top causes: of this many campaigns, from this many failed records each.
 CAUSES_CAMPAIGNS, CAUSES_READ = 10, 1_000
+#: A campaign's params shown as columns of its record list (the first, by name).
+PARAM_COLUMNS = 12
 #: Characters of an action's report (`did=`) a page shows.
 DID_LENGTH = 600
 
@@ -90,13 +92,16 @@ def campaign(
     dataset: str = "",
     tag: str = "",
     where: Annotated[list[str], Query()] = [],  # noqa: B006 (FastAPI copies it)
+    columns: Annotated[list[str], Query()] = [],  # noqa: B006
     after: int | None = None,
     before: int | None = None,
     did: str = "",
 ) -> Response:
     """One campaign: its progress, its failures by cause, and its records, filtered and
-    paged."""
+    paged, with their params and the result fields asked for (`columns`) as columns."""
     chosen = filters.chosen(state=state, key=key, dataset=dataset, tag=tag, where=where)
+    shown_fields = filters.columns(columns)
+    live = bool(request.headers.get(LIVE_HEADER))
     with db.read() as session:
         with page_errors():
             row = campaigns.get(session, campaign_id)
@@ -108,18 +113,29 @@ def campaign(
                 before=before,
                 limit=PAGE_SIZE,
             )
+        values = {}
+        if shown_fields:
+            values = results.documents(session, [r.id for r in page.items])
+        # The fields to offer as columns go in the form, which a live refresh leaves alone.
+        offered = [] if live else results.sample_fields(session, campaign_id)
         grouped = None
         if row.counts.get(wire.RecordState.failed):
             conn = session.connection()
             grouped = failures.groups(conn, campaign_id=campaign_id, scanned=FAILURES_READ)
     (progress,) = status.progress([row], throughput=request.app.state.throughput, now=utcnow())
     shown = {"state": state, "dataset": dataset, "tag": tag, "key": key}
+    query = filters.query(chosen)
     context = {
         "progress": progress,
         "page": page,
         "filters": shown,
         "where": chosen.where,
-        "query": filters.query(chosen),
+        "query": query,
+        "view": query + [("columns", name) for name in shown_fields],
+        "param_columns": row.params[:PARAM_COLUMNS],
+        "result_columns": shown_fields,
+        "values": values,
+        "offered": sorted(set(offered) | set(shown_fields)),
         "states": list(wire.RecordState),
         "failures": grouped,
         "did": did[:DID_LENGTH],
