@@ -68,9 +68,10 @@ def ask(
     """The confirmation: how many records the filter shows, what changes and what not."""
     action = checked(action)
     chosen = filters.chosen(state=state, key=key, dataset=dataset, tag=tag, where=where)
+    asked = filters.as_filter(chosen, campaign_id)
     with db.read() as session, page_errors():
         row = campaigns.check_exists(session, campaign_id)
-        counted = walk.count(session, chosen.as_filter(campaign_id))
+        counted = walk.count(session, asked)
     order = list(wire.RecordState)
     by_state = sorted(counted.states.items(), key=lambda item: order.index(item[0]))
     changes = [(s.value, n) for s, n in by_state if acts_on(action, s)]
@@ -114,7 +115,7 @@ def confirm(
     if not (through.isdigit() and expected.isdigit()):
         raise Refused("the confirmation lost its count; ask again from the campaign page", 422)
     chosen = filters.chosen(state=state, key=key, dataset=dataset, tag=tag, where=where)
-    asked = chosen.as_filter(campaign_id)
+    asked = filters.as_filter(chosen, campaign_id)
     with db.read() as session, page_errors():
         campaigns.check_exists(session, campaign_id)
     changed, reopened, skipped = 0, 0, Counter[str]()

@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from farmhand import wire
 from farmhand.server.errors import Invalid
 from farmhand.server.pages.access import Refused
@@ -50,7 +52,19 @@ def chosen(
         found.conditions()
     except Invalid as exc:
         raise Refused(exc.message, 422) from None
+    as_filter(found, 0)  # what the API would refuse, refused here too
     return found
+
+
+def as_filter(found: browse.Filters, campaign_id: int) -> wire.RecordFilter:
+    """The filters as the API's bulk actions take them; 422 for what the API refuses."""
+    try:
+        return found.as_filter(campaign_id)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, error['loc']))}: {error['msg']}" for error in exc.errors()
+        )
+        raise Refused(f"not a filter: {problems}", 422) from None
 
 
 def query(found: browse.Filters) -> list[tuple[str, str]]:

@@ -197,6 +197,8 @@ def test_agent_tokens_cannot_act_in_bulk_and_submitters_can(
         ({"action": "cancel", "where": "T>>1"}, "is not NAME OP VALUE"),
         ({"action": "cancel", "where": "nope=1"}, "no record of campaign"),
         ({"action": "cancel", "state": "finished"}, "unknown state"),
+        ({"action": "cancel", "where": "phase='a\x00'"}, "NUL character"),
+        ({"action": "cancel", "key": "k" * 257}, "at most 256 characters"),
     ],
 )
 def test_a_bad_bulk_form_is_a_422_page_and_changes_nothing(
@@ -237,3 +239,16 @@ def test_a_large_filter_goes_page_by_page_and_stops_at_the_bound(
     assert "Cancelled 6 records. Stopped after record" in said
     got = states(api, c)
     assert [got[f"relax-{i}"] for i in range(9)] == ["cancelled"] * 6 + ["ready"] * 3
+
+
+def test_a_campaign_id_beyond_the_ids_is_refused_not_a_crash(
+    api: TestClient, world: dict[str, Any]
+) -> None:
+    client = browser(api)
+    csrf = csrf_of(client.get(f"/campaigns/{world['campaign']}").text)
+    for step in ("bulk", "bulk/confirm"):
+        form = {"csrf": csrf, "action": "cancel", "through": "1", "expected": "1"}
+        r = client.post(f"/campaigns/{2**40}/{step}", data=form)
+        assert r.status_code == 422 and "campaign_id" in r.text, r.text
+        r = client.post("/campaigns/999999/bulk", data=form)
+        assert r.status_code == 404 and "999999" in r.text
