@@ -76,10 +76,11 @@ def documents(session: Session, ids: Sequence[int]) -> dict[int, dict[str, Any]]
 
 
 def sample_fields(
-    session: Session, campaign_id: int, *, records: int = 200, limit: int = 100
+    session: Session, campaign_id: int, *, records: int = 20, limit: int = 100
 ) -> list[str]:
     """The result field names (flattened) of the campaign's newest `records` done records,
-    sorted, at most `limit`: what a page offers as columns, read in bounded time."""
+    sorted, at most `limit`: what a page offers as columns, read in bounded time (result
+    documents can be large, so few are read)."""
     newest = session.execute(
         select(REC.c.id)
         .where(REC.c.campaign_id == campaign_id, REC.c.state == wire.RecordState.done.value)

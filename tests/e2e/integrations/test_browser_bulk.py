@@ -59,6 +59,11 @@ def test_a_browser_cancels_then_retries_what_a_filter_shows(
     shown = page.eval_on_selector_all("#records tbody a", "links => links.map(a => a.textContent)")
     expected = [f"relax-{i:02d}" for i in range(12) if i % 2 and 300 + 100 * (i % 4) >= 400]
     assert shown == expected and len(expected) == 6
+    temperatures = page.eval_on_selector_all(
+        "#records tbody td.param", "tds => tds.map(td => td.textContent)"
+    )
+    assert page.inner_text("#records th.param") == "T" and set(temperatures) == {"400", "600"}
+    keep(page, tmp_path, f"bulk-filtered-{backend}.png")
 
     page.click("#bulk-cancel")
     page.wait_for_selector("#ask")
