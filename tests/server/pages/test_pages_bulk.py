@@ -252,3 +252,20 @@ def test_a_campaign_id_beyond_the_ids_is_refused_not_a_crash(
         assert r.status_code == 422 and "campaign_id" in r.text, r.text
         r = client.post("/campaigns/999999/bulk", data=form)
         assert r.status_code == 404 and "999999" in r.text
+
+
+def test_the_report_says_when_the_filter_matched_fewer_than_asked(
+    api: TestClient, world: dict[str, Any]
+) -> None:
+    c = world["campaign"]
+    client = browser(api)
+    asked, _ = ask(client, c, "?state=ready&key=relax-", "cancel")
+    assert re.search(r'<h1 id="ask">Cancel 9 records', asked)
+    body = {"agent_id": agent(api, "late"), "max_records": 5, "campaign_id": c}
+    taken = [lease["key"] for lease in api.post(f"{API}/leases", json=body).json()["leases"]]
+    assert taken[3:] == ["relax-0", "relax-1"]  # claimed meanwhile: no longer ready
+    r = client.post(f"/campaigns/{c}/bulk/confirm", data=hidden(asked, "confirm-form"))
+    said = html.unescape(client.get(r.headers["location"]).text)
+    assert "Cancelled 7 records. The filter matched 7 by then (9 when asked)." in said
+    got = states(api, c)
+    assert [got[f"relax-{i}"] for i in range(9)] == ["claimed"] * 2 + ["cancelled"] * 7
