@@ -12,6 +12,7 @@ that may act (`access.ActorDep`: submitters and admins; agent tokens never).
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Annotated, Literal
 from urllib.parse import urlencode
@@ -112,8 +113,7 @@ def confirm(
     """Apply the action to the filter, as confirmed, and go back to the page saying what
     it did."""
     action = checked(action)
-    if not (through.isdigit() and expected.isdigit()):
-        raise Refused("the confirmation lost its count; ask again from the campaign page", 422)
+    upto, counted = _number(through), _number(expected)
     chosen = filters.chosen(state=state, key=key, dataset=dataset, tag=tag, where=where)
     asked = filters.as_filter(chosen, campaign_id)
     with db.read() as session, page_errors():
@@ -124,12 +124,10 @@ def confirm(
         page = asked.model_copy(update={"after": after})
         with page_errors(), db.write() as session:
             if action == "cancel":
-                answer = records.cancel_matching(
-                    session, chosen=page, now=utcnow(), through=int(through)
-                )
+                answer = records.cancel_matching(session, chosen=page, now=utcnow(), through=upto)
             else:
                 body = wire.RecordsRetry(filter=page)
-                answer = records.retry(session, body=body, now=utcnow(), through=int(through))
+                answer = records.retry(session, body=body, now=utcnow(), through=upto)
         if action == "retry" and answer.changed:
             request.app.state.wakeup.notify(len(answer.changed))  # a waiting claim each
         changed += len(answer.changed)
@@ -138,7 +136,7 @@ def confirm(
         after = answer.next
         if after is None:
             break
-    said = report(action, changed, reopened, skipped, expected=int(expected), stopped_after=after)
+    said = report(action, changed, reopened, skipped, expected=counted, stopped_after=after)
     query = [*filters.query(chosen), ("did", said[:DID_LENGTH])]
     return RedirectResponse(f"/campaigns/{campaign_id}?{urlencode(query)}", status_code=303)
 
@@ -174,6 +172,13 @@ def checked(action: str) -> Action:
     if action not in VERBS:
         raise Refused(f"unknown action {action!r}: cancel or retry", 422)
     return action  # type: ignore[return-value]  # checked just above
+
+
+def _number(text: str) -> int:
+    """A count or id the confirmation carries (an id beyond the ids is the last one)."""
+    if not re.fullmatch(r"[0-9]{1,18}", text):
+        raise Refused("the confirmation lost its count; ask again from the campaign page", 422)
+    return min(int(text), wire.MAX_ID)
 
 
 def _agree(reason: str, n: int) -> str:

@@ -211,8 +211,10 @@ def test_a_bad_bulk_form_is_a_422_page_and_changes_nothing(
     for step, extra in (("bulk", {}), ("bulk/confirm", {"through": "999999", "expected": "1"})):
         r = client.post(f"/campaigns/{c}/{step}", data={"csrf": csrf, **fields, **extra})
         assert r.status_code == 422 and message in html.unescape(r.text), (step, r.text)
-    r = client.post(f"/campaigns/{c}/bulk/confirm", data={"csrf": csrf, "action": "cancel"})
-    assert r.status_code == 422 and "lost its count" in r.text
+    for through in ("", "\u00b2", "9" * 30, "-1"):
+        form = {"csrf": csrf, "action": "cancel", "through": through, "expected": "1"}
+        r = client.post(f"/campaigns/{c}/bulk/confirm", data=form)
+        assert r.status_code == 422 and "lost its count" in r.text, through
     assert counts(api, c) == before
 
 
