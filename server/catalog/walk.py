@@ -127,10 +127,8 @@ def conditions(
     return out
 
 
-def _filter_conditions(
-    session: Session, chosen: wire.RecordFilter, through: int | None
-) -> list[Any]:
-    """`chosen` as SQL (its params filters checked: 422), up to id `through`."""
+def _filter_conditions(session: Session, chosen: wire.RecordFilter) -> list[Any]:
+    """`chosen` as SQL (its params filters checked: 422), its cursor left out."""
     where = params.parse(chosen.where)
     params.check_names(session, where, chosen.campaign_id)
     out = conditions(
@@ -142,17 +140,13 @@ def _filter_conditions(
         where=where,
     )
     out.append(REC.c.campaign_id == chosen.campaign_id)
-    if through is not None:
-        out.append(REC.c.id <= through)
     return out
 
 
-def count(
-    session: Session, chosen: wire.RecordFilter, *, through: int | None = None
-) -> wire.RecordCount:
+def count(session: Session, chosen: wire.RecordFilter) -> wire.RecordCount:
     """How many records the filter matches (after its `after`), by state, and the highest
     matching id: one GROUP BY over the filter, whatever the number of records."""
-    found = _filter_conditions(session, chosen, through)
+    found = _filter_conditions(session, chosen)
     if chosen.after is not None:
         found.append(REC.c.id > chosen.after)
     rows = session.execute(
@@ -170,9 +164,9 @@ def matching(
     `through`: what a count saw), in id order, and the `next` to continue from (None: no
     more)."""
     limit = BULK_PAGE
-    found = _filter_conditions(session, chosen, through)
+    found = _filter_conditions(session, chosen)
     span = bounds(session, [REC.c.campaign_id == chosen.campaign_id])
-    if span is not None and through is not None:
+    if span is not None and through is not None:  # what a count saw: nothing newer
         span = (span[0], min(span[1], through))
     ids, _ = walk_ids(session, found, span, after=chosen.after, limit=limit)
     rows = session.execute(
