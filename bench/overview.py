@@ -6,7 +6,8 @@ real `farmhand server` process on it, timed over HTTP with a logged-in session c
 timed directly: the counts-by-state GROUP BY the overview runs, the stuck-records GROUP BY
 (`farmhand status`: the agents offer runners and resources some ready records lack), and,
 for reference, the `run.ended_at` scan a database-side throughput would need (unindexed;
-the pages use sampled counts instead). Numbers are printed, never asserted.
+the pages use sampled counts instead), and the count a Cancel…/Retry… confirmation makes
+(`walk.count`, by state, a whole campaign). Numbers are printed, never asserted.
 
 Records carry one of 20 datasets and one of 10 tags (plus a tag on one record in 100,000),
 so the campaign page's dataset and tag filters are timed as well; and params `T` (ten
@@ -31,6 +32,8 @@ import httpx
 from sqlalchemy import text
 
 from bench.scratch import BACKENDS, Sql, backends, database, migrated, server
+from farmhand import wire
+from farmhand.server.catalog import walk
 from farmhand.server.db import Database
 from farmhand.server.pages.access import COOKIE
 from farmhand.server.tables import utcnow
@@ -186,9 +189,26 @@ def direct(db: Database, repeat: int) -> dict[str, tuple[float, float]]:
         "rare tag": records(tag="rare"),
         "rare tag, deep": records(tag="rare", after=500_000),
     }
+
+    def action_count(**chosen: Any) -> Callable[[], object]:
+        """What the campaign page's Cancel…/Retry… confirmation counts (`walk.count`)."""
+
+        def call() -> object:
+            with db.read() as session:
+                return walk.count(session, wire.RecordFilter(campaign_id=1, **chosen))
+
+        return call
+
+    counted = {
+        "state=failed": action_count(state=wire.RecordState.failed),
+        "key prefix": action_count(key_prefix="key-1234"),
+        "common tag": action_count(tag="t3"),
+        "where T>=600": action_count(where=["T>=600"]),
+    }
     return {
         "counts by state (GROUP BY, direct)": timed(counts, repeat),
         **{f"records: {name} (direct)": timed(call, repeat) for name, call in lists.items()},
+        **{f"action count: {name} (direct)": timed(call, repeat) for name, call in counted.items()},
         "stuck records (GROUP BY, direct)": timed(stuck_groups, repeat),
         "runs ended in last 5 min (scan, direct)": timed(ended_scan, repeat),
     }

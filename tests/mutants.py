@@ -65,6 +65,24 @@ MUTANTS: list[Mutant] = [
         "the page's retry button does not wake waiting claims",
     ),
     Mutant(
+        "wake-bulk-retry",
+        "server/pages/bulk.py",
+        "            request.app.state.wakeup.notify(len(answer.changed))  # a waiting claim each",
+        "            pass",
+        ("tests/server/queue/waking/test_wakeups.py::test_the_bulk_retry_wakes_a_sleeping_claim",),
+        "the campaign page's bulk retry does not wake waiting claims",
+    ),
+    Mutant(
+        "bulk-past-the-count",
+        "server/catalog/walk.py",
+        "        span = (span[0], min(span[1], through))",
+        "        span = span",
+        (
+            "tests/server/pages/test_pages_bulk.py::test_the_action_leaves_records_submitted_after_the_count_alone",
+        ),
+        "a confirmed bulk action also takes records submitted after its count",
+    ),
+    Mutant(
         "wake-requeued",
         "server/routes/runs.py",
         "    _wake(wakeup, unblocked, 1 if ack.record_state == wire.RecordState.ready else 0)",

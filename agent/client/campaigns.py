@@ -248,24 +248,57 @@ class Campaign:
     # --- steering ------------------------------------------------------------------------
 
     def retry(
-        self, *, state: str = "failed", where: str | Sequence[str] | None = None, **flags: Any
+        self,
+        *,
+        state: str = "failed",
+        where: str | Sequence[str] | None = None,
+        key_prefix: str | None = None,
+        tag: str | None = None,
+        **flags: Any,
     ) -> wire.RecordsChanged:
-        """Re-queue the records in `state` (failed by default) matching `where`, with fresh
-        attempts; `flags`: force, force_ignores_success, run_args (as `FarmhandClient.retry`)."""
-        chosen = self._filter(state, where)
+        """Re-queue the records in `state` (failed by default) matching `where` (and whose key
+        starts with `key_prefix`, tagged `tag`), with fresh attempts; `flags`: force,
+        force_ignores_success, run_args (as `FarmhandClient.retry`)."""
+        chosen = self._filter(state, where, key_prefix, tag)
         return self.client.act_by_filter(self.client.retry, chosen, **flags)
 
     def cancel(
-        self, *, state: str | None = None, where: str | Sequence[str] | None = None
+        self,
+        *,
+        state: str | None = None,
+        where: str | Sequence[str] | None = None,
+        key_prefix: str | None = None,
+        tag: str | None = None,
     ) -> wire.RecordsChanged:
-        """Cancel the records matching `state` and `where` that have not ended (done and
-        failed ones are skipped, with the reason)."""
-        return self.client.act_by_filter(self.client.cancel, self._filter(state, where))
+        """Cancel the records matching `state`, `where`, `key_prefix` and `tag` that have not
+        ended (done and failed ones are skipped, with the reason)."""
+        chosen = self._filter(state, where, key_prefix, tag)
+        return self.client.act_by_filter(self.client.cancel, chosen)
 
-    def _filter(self, state: str | None, where: str | Sequence[str] | None) -> wire.RecordFilter:
+    def count(
+        self,
+        *,
+        state: str | None = None,
+        where: str | Sequence[str] | None = None,
+        key_prefix: str | None = None,
+        tag: str | None = None,
+    ) -> wire.RecordCount:
+        """How many records these filters match, by state (what `cancel` or `retry` with
+        them would look at)."""
+        return self.client.count_records(self._filter(state, where, key_prefix, tag))
+
+    def _filter(
+        self,
+        state: str | None,
+        where: str | Sequence[str] | None,
+        key_prefix: str | None = None,
+        tag: str | None = None,
+    ) -> wire.RecordFilter:
         return wire.RecordFilter(
             campaign_id=self.id,
             state=None if state is None else wire.RecordState(state),
+            key_prefix=key_prefix,
+            tag=tag,
             where=check_where(where),
         )
 

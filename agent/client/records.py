@@ -127,7 +127,14 @@ class RecordCalls:
         body = self._body(wire.RecordIds(ids=ids or [], filter=filter))
         if filter is None:
             del body["filter"]  # a server older than filters refuses the field
+        else:
+            body["filter"] = self._lean(filter)  # nor does one know key_prefix or tag
         return self._model(wire.RecordsChanged, "POST", "/records/cancel", json=body)
+
+    def count_records(self: FarmhandClient, chosen: wire.RecordFilter) -> wire.RecordCount:
+        """How many records `chosen` matches (all of them), by state: what a cancel or retry
+        with this filter would look at."""
+        return self._model(wire.RecordCount, "POST", "/records/count", json=self._lean(chosen))
 
     def act_by_filter(
         self: FarmhandClient,
@@ -178,4 +185,6 @@ class RecordCalls:
         sent = self._body(body)
         if filter is None:
             del sent["filter"]  # a server older than filters refuses the field
+        else:
+            sent["filter"] = self._lean(filter)  # nor does one know key_prefix or tag
         return self._model(wire.RecordsChanged, "POST", "/records/retry", json=sent)

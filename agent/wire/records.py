@@ -307,6 +307,15 @@ class RecordFilter(Strict):
     campaign_id: Id
     state: RecordState | None = None
     dataset: str | None = Field(default=None, max_length=200, pattern=NAME_PATTERN)
+    key_prefix: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_KEY_LENGTH,
+        description="keys starting with this: `relax-01` matches `relax-010` … `relax-019`",
+    )
+    tag: str | None = Field(
+        default=None, max_length=200, pattern=NAME_PATTERN, description="records with this tag"
+    )
     where: list[str] = Field(
         default_factory=list, max_length=MAX_PARAMS, description="filters on params: `T>=600`"
     )
@@ -318,6 +327,17 @@ class RecordFilter(Strict):
         for text in value:
             parse_where(text)
         return value
+
+
+class RecordCount(Loose):
+    """How many records a filter matches (`POST /records/count`), by state: what a cancel or
+    retry with the same filter would look at."""
+
+    total: int
+    states: dict[RecordState, int] = Field(default_factory=dict)
+    last: int | None = Field(
+        default=None, description="the highest matching id (None: nothing matches)"
+    )
 
 
 class RecordIds(Strict):

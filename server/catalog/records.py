@@ -154,10 +154,11 @@ def _load(session: Session, ids: list[int]) -> list[Record]:
 
 
 def cancel_matching(
-    session: Session, *, chosen: wire.RecordFilter, now: datetime
+    session: Session, *, chosen: wire.RecordFilter, now: datetime, through: int | None = None
 ) -> wire.RecordsChanged:
-    """Cancel what the filter matches that has not ended; the rest is skipped with why."""
-    rows, following = matching(session, chosen)
+    """Cancel what the filter matches (up to id `through`) that has not ended; the rest is
+    skipped with why."""
+    rows, following = matching(session, chosen, through=through)
     open_states = {s.value for s in states.sources(Event.cancel)}
     ids = [rid for rid, _, state in rows if state in open_states]
     skipped = [
@@ -205,16 +206,18 @@ def retry_decision(state: S, *, force: bool, force_ignores_success: bool) -> str
     return None if force else RETRY_LIVE.format(state=state.value)
 
 
-def retry(session: Session, *, body: wire.RecordsRetry, now: datetime) -> wire.RecordsChanged:
-    """Re-queue records with fresh attempts (see `wire.RecordsRetry`); descendants that had
-    failed upstream because of them wait again."""
+def retry(
+    session: Session, *, body: wire.RecordsRetry, now: datetime, through: int | None = None
+) -> wire.RecordsChanged:
+    """Re-queue records with fresh attempts (see `wire.RecordsRetry`; a filter's up to id
+    `through`); descendants that had failed upstream because of them wait again."""
     if body.force_ignores_success and not body.force:
         raise Invalid("force_ignores_success needs force as well")
     ids, following = list(body.ids), None
     if body.filter is not None:
         if ids or body.orphans:
             raise Invalid("give ids, a filter or orphans, not several")
-        rows, following = matching(session, body.filter)
+        rows, following = matching(session, body.filter, through=through)
         ids = [rid for rid, _, _ in rows]
     if body.orphans:
         orphans = select(REC.c.id).where(REC.c.state == S.orphaned.value).order_by(REC.c.id)

@@ -27,7 +27,7 @@ from farmhand.server.catalog import params, walk
 from farmhand.server.errors import Invalid
 from farmhand.server.tables import REC, RESULT, RUN
 
-__all__ = ["FORMATS", "MAX_COLUMNS", "PAGE", "Table", "flatten"]
+__all__ = ["FORMATS", "MAX_COLUMNS", "PAGE", "Table", "documents", "flatten", "sample_fields"]
 
 FORMATS = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
 #: Records read per transaction.
@@ -65,8 +65,37 @@ def flatten(document: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def documents(session: Session, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """`{record id: its result document, flattened}` for those of `ids` that have one."""
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(RESULT.c.record_id, RESULT.c.document).where(RESULT.c.record_id.in_(ids))
+    )
+    return {record_id: flatten(document) for record_id, document in rows}
+
+
+def sample_fields(
+    session: Session, campaign_id: int, *, records: int = 20, limit: int = 100
+) -> list[str]:
+    """The result field names (flattened) of the campaign's newest `records` done records,
+    sorted, at most `limit`: what a page offers as columns, read in bounded time (result
+    documents can be large, so few are read)."""
+    newest = session.execute(
+        select(REC.c.id)
+        .where(REC.c.campaign_id == campaign_id, REC.c.state == wire.RecordState.done.value)
+        .order_by(REC.c.id.desc())
+        .limit(records)
+    ).scalars()
+    names: set[str] = set()
+    for fields in documents(session, list(newest)).values():
+        names.update(fields)
+    return sorted(names)[:limit]
+
+
 class Table:
-    """The rows of one campaign's results, filtered by `state` and params conditions."""
+    """The rows of one campaign's results, filtered by `state`, params conditions, and as the
+    campaign page filters (`dataset`, `key_prefix`, `tag`): `walk.conditions` alike."""
 
     def __init__(
         self,
@@ -76,12 +105,16 @@ class Table:
         *,
         state: wire.RecordState | None = None,
         where: Sequence[wire.Condition] = (),
+        dataset: str | None = None,
+        key_prefix: str | None = None,
+        tag: str | None = None,
     ):
         self.reader = reader
         self.campaign_id = campaign_id
         self.params = [n for n in param_names if n not in FIRST + LAST]
         self.state = state
         self.where = list(where)
+        self.chosen = {"dataset": dataset, "prefix": key_prefix, "tag": tag}
 
     def check(self) -> None:
         """Refuse a filter naming a param the campaign's records do not use (422)."""
@@ -135,9 +168,7 @@ class Table:
         (`walk.walk_ids`: bounded id ranges of `ix_record_campaign_id`)."""
         dialect = session.get_bind().dialect.name
         conditions = [REC.c.campaign_id == self.campaign_id]
-        if self.state is not None:
-            conditions.append(REC.c.state == self.state.value)
-        conditions += [params.where_clause(dialect, condition) for condition in self.where]
+        conditions += walk.conditions(dialect, state=self.state, where=self.where, **self.chosen)
         ids, reached = walk.walk_ids(session, conditions, span, after=after, limit=PAGE)
         return ids[:PAGE], reached
 

@@ -1,18 +1,35 @@
 """Walking a campaign's records in id order, a bounded id range per statement, and the
-records a bulk filter matches (`wire.RecordFilter`), page by page."""
+records a bulk filter matches (`wire.RecordFilter`), page by page.
+
+`conditions` is the one place a filter becomes SQL: the bulk actions, their count, the
+results table and the campaign page's record list all read records through it, so what a
+page shows is what its actions and its CSV act on.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Text, cast, func, select
 from sqlmodel import Session
 
 from farmhand import wire
 from farmhand.server.catalog import params
 from farmhand.server.tables import REC
 
-__all__ = ["BULK_PAGE", "WALK_WINDOW", "bounds", "matching", "scope_of", "walk_ids"]
+__all__ = [
+    "BULK_PAGE",
+    "WALK_WINDOW",
+    "bounds",
+    "conditions",
+    "count",
+    "has_tag",
+    "key_prefix",
+    "matching",
+    "scope_of",
+    "walk_ids",
+]
 
 #: Records one bulk cancel or retry by filter acts on; its answer's `next` continues.
 BULK_PAGE = wire.MAX_RECORDS_PER_REQUEST
@@ -63,23 +80,95 @@ def walk_ids(
     return ids, position
 
 
-def matching(
-    session: Session, chosen: wire.RecordFilter
-) -> tuple[list[tuple[int, str, str]], int | None]:
-    """The (id, key, state) of the next `BULK_PAGE` records the filter matches, in id order,
-    and the `next` to continue from (None: no more)."""
-    limit = BULK_PAGE
+def key_prefix(dialect: str, prefix: str, column: Any = REC.c.key) -> list[Any]:
+    """Conditions for `column` starting with `prefix` that an index on it can serve."""
+    if dialect == "sqlite":
+        # SQLite compares keys as bytes (BINARY), so a range is exact and reads the index.
+        out = [column >= prefix]
+        following = ord(prefix[-1]) + 1
+        if 0xD800 <= following <= 0xDFFF:  # surrogates are not characters SQLite can store
+            following = 0xE000
+        if following <= 0x10FFFF:
+            out.append(column < prefix[:-1] + chr(following))
+        return out
+    # A range is wrong under a linguistic collation (it may skip punctuation); LIKE is right
+    # under any, and reads ix_record_campaign_key_pattern (text_pattern_ops) for the prefix.
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return [column.like(escaped + "%", escape="\\")]
+
+
+def has_tag(tag: str) -> Any:
+    """The record's tags (a JSON list of names, which hold no quotes) include `tag`."""
+    escaped = tag.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return cast(REC.c.tags, Text).like(f'%"{escaped}"%', escape="\\")
+
+
+def conditions(
+    dialect: str,
+    *,
+    state: wire.RecordState | None = None,
+    dataset: str | None = None,
+    prefix: str | None = None,
+    tag: str | None = None,
+    where: Sequence[wire.Condition] = (),
+) -> list[Any]:
+    """The SQL of a filter's parts but its campaign (whose condition depends on the plan a
+    caller wants: `scope_of`) and its cursor."""
+    out: list[Any] = []
+    if state is not None:
+        out.append(REC.c.state == state.value)
+    if dataset is not None:
+        out.append(REC.c.dataset == dataset)
+    if prefix:
+        out += key_prefix(dialect, prefix)
+    if tag:
+        out.append(has_tag(tag))
+    out += [params.where_clause(dialect, condition) for condition in where]
+    return out
+
+
+def _filter_conditions(session: Session, chosen: wire.RecordFilter) -> list[Any]:
+    """`chosen` as SQL (its params filters checked: 422), its cursor left out."""
     where = params.parse(chosen.where)
     params.check_names(session, where, chosen.campaign_id)
-    dialect = session.get_bind().dialect.name
-    conditions = [params.where_clause(dialect, condition) for condition in where]
-    conditions.append(REC.c.campaign_id == chosen.campaign_id)
-    if chosen.state is not None:
-        conditions.append(REC.c.state == chosen.state.value)
-    if chosen.dataset is not None:
-        conditions.append(REC.c.dataset == chosen.dataset)
+    out = conditions(
+        session.get_bind().dialect.name,
+        state=chosen.state,
+        dataset=chosen.dataset,
+        prefix=chosen.key_prefix,
+        tag=chosen.tag,
+        where=where,
+    )
+    out.append(REC.c.campaign_id == chosen.campaign_id)
+    return out
+
+
+def count(session: Session, chosen: wire.RecordFilter) -> wire.RecordCount:
+    """How many records the filter matches (after its `after`), by state, and the highest
+    matching id: one GROUP BY over the filter, whatever the number of records."""
+    found = _filter_conditions(session, chosen)
+    if chosen.after is not None:
+        found.append(REC.c.id > chosen.after)
+    rows = session.execute(
+        select(REC.c.state, func.count(), func.max(REC.c.id)).where(*found).group_by(REC.c.state)
+    ).all()
+    states = {wire.RecordState(state): n for state, n, _ in rows}
+    last = max((high for _, _, high in rows), default=None)
+    return wire.RecordCount(total=sum(states.values()), states=states, last=last)
+
+
+def matching(
+    session: Session, chosen: wire.RecordFilter, *, through: int | None = None
+) -> tuple[list[tuple[int, str, str]], int | None]:
+    """The (id, key, state) of the next `BULK_PAGE` records the filter matches (up to id
+    `through`: what a count saw), in id order, and the `next` to continue from (None: no
+    more)."""
+    limit = BULK_PAGE
+    found = _filter_conditions(session, chosen)
     span = bounds(session, [REC.c.campaign_id == chosen.campaign_id])
-    ids, _ = walk_ids(session, conditions, span, after=chosen.after, limit=limit)
+    if span is not None and through is not None:  # what a count saw: nothing newer
+        span = (span[0], min(span[1], through))
+    ids, _ = walk_ids(session, found, span, after=chosen.after, limit=limit)
     rows = session.execute(
         select(REC.c.id, REC.c.key, REC.c.state).where(REC.c.id.in_(ids[:limit])).order_by(REC.c.id)
     ).all()

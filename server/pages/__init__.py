@@ -1,9 +1,10 @@
 """The status pages in the browser, their static files, and the API docs served offline
 (files in server/pages/).
 
-`mount(app)` adds everything: `/` (overview), `/campaigns/{id}`, `/records/{id}`, `/login`,
-`/logout`, `/static/…`, `/docs` (Swagger UI) and `/redoc`. Every script and stylesheet comes
-from this package — nothing from a CDN — so the pages work on a cluster without internet.
+`mount(app)` adds everything: `/` (overview), `/campaigns/{id}` (and its bulk actions,
+`bulk.py`), `/records/{id}`, `/login`, `/logout`, `/static/…`, `/docs` (Swagger UI) and
+`/redoc`. Every script and stylesheet comes from this package — nothing from a CDN — so the
+pages work on a cluster without internet.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from farmhand.server.pages import access, routes
+from farmhand.server.pages import access, bulk, routes
 from farmhand.server.pages.render import render
 from farmhand.server.views import status, stuck
 
@@ -29,6 +30,7 @@ def mount(app: FastAPI) -> None:
     app.state.stuck = stuck.Recent()
     app.include_router(access.router)
     app.include_router(routes.router)
+    app.include_router(bulk.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(access.LoginRequired)

@@ -16,6 +16,8 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from farmhand.server.views.status import UNITS
+
 TEMPLATES = Path(__file__).parent / "templates"
 NOTHING = "\u2013"  # an en dash stands for a missing time or rate
 LIVE_HEADER = "X-Farmhand-Live"
@@ -44,13 +46,37 @@ def when(moment: datetime | None) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def rate(per_second: float | None) -> str:
-    """Records per second or per minute, whichever reads better."""
+def rate(per_second: float | None, unit: str | None = None) -> str:
+    """Records per `unit` (`s`, `min`, `h`: a page shows all its rates in one), or per
+    second or minute, whichever reads better, without one. Small numbers keep two
+    significant digits, so a slow row next to a fast one does not read `0.0`."""
     if per_second is None:
         return NOTHING
-    if per_second >= 1:
-        return f"{per_second:,.1f}/s"
-    return f"{per_second * 60:,.1f}/min"
+    if unit is None:
+        unit = "s" if per_second >= 1 else "min"
+    value = per_second * UNITS[unit]
+    if value >= 100:
+        shown = f"{value:,.0f}"
+    elif value >= 1 or value == 0:
+        shown = f"{value:.1f}"
+    else:
+        shown = f"{value:.2g}"
+    return f"{shown}/{unit}"
+
+
+def duration(seconds: float | None) -> str:
+    """A time span to the minute, in at most two units: `2h 10m`, `3d 4h`, `45s`."""
+    if seconds is None:
+        return NOTHING
+    seconds = round(max(0.0, seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, hours, days = seconds // 60 % 60, seconds // 3600 % 24, seconds // 86400
+    if days:
+        return f"{days}d {hours}h" if hours else f"{days}d"
+    if hours:
+        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+    return f"{minutes}m"
 
 
 def last_lines(text: str | None, lines: int = 8) -> str:
@@ -75,6 +101,15 @@ def offers(agent: Any) -> str:
     return " · ".join(parts)
 
 
+def cell(value: Any) -> str:
+    """A param or result value in a table cell: text as is, lists and objects as JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, (bool, list, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
 def pretty(value: Any) -> str:
     """JSON, indented."""
     return json.dumps(value, indent=2, sort_keys=True, default=str)
@@ -91,7 +126,14 @@ def environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters.update(
-        ago=ago, when=when, rate=rate, last_lines=last_lines, pretty=pretty, offers=offers
+        ago=ago,
+        when=when,
+        rate=rate,
+        duration=duration,
+        cell=cell,
+        last_lines=last_lines,
+        pretty=pretty,
+        offers=offers,
     )
     return env
 

@@ -8,17 +8,18 @@ from contextlib import contextmanager
 from typing import Annotated, Literal
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from farmhand import wire
 from farmhand.server.allocations import jobs
-from farmhand.server.catalog import campaigns, failures, records
+from farmhand.server.catalog import campaigns, failures, records, results
 from farmhand.server.errors import Conflict, FarmhandError
+from farmhand.server.pages import filters
 from farmhand.server.pages.access import ActorDep, Refused, ViewerDep
-from farmhand.server.pages.render import render
+from farmhand.server.pages.render import LIVE_HEADER, render
 from farmhand.server.queue import states
 from farmhand.server.queue.states import Event
 from farmhand.server.routes.deps import DbDep, SettingsDep
@@ -32,7 +33,10 @@ PAGE_SIZE = 50
 FAILURES_READ = 5_000
 #: The overview's top causes: of this many campaigns, from this many failed records each.
 CAUSES_CAMPAIGNS, CAUSES_READ = 10, 1_000
-NAME = re.compile(wire.NAME_PATTERN)  # datasets and tags
+#: A campaign's params shown as columns of its record list (the first, by name).
+PARAM_COLUMNS = 12
+#: Characters of an action's report (`did=`) a page shows.
+DID_LENGTH = 600
 
 
 @router.get("/")
@@ -91,48 +95,54 @@ def campaign(
     key: str = "",
     dataset: str = "",
     tag: str = "",
+    where: Annotated[list[str], Query()] = [],  # noqa: B006 (FastAPI copies it)
+    columns: Annotated[list[str], Query()] = [],  # noqa: B006
     after: int | None = None,
     before: int | None = None,
     did: str = "",
 ) -> Response:
     """One campaign: its progress, its failures by cause, and its records, filtered and
-    paged."""
-    try:
-        wanted = wire.RecordState(state) if state else None
-    except ValueError:
-        choices = ", ".join(s.value for s in wire.RecordState)
-        raise Refused(f"unknown state {state!r}; choose one of {choices}", 422) from None
-    key, dataset, tag = key.strip(), dataset.strip(), tag.strip()
-    for name, value in (("dataset", dataset), ("tag", tag)):
-        if value and not (len(value) <= 200 and NAME.match(value)):
-            problem = "a letter or digit, then letters, digits or ._- (at most 200)"
-            raise Refused(f"{name} {value!r} is not a name: {problem}", 422)
-    chosen = browse.Filters(wanted, key or None, dataset or None, tag or None)
+    paged, with their params and the result fields asked for (`columns`) as columns."""
+    chosen = filters.chosen(state=state, key=key, dataset=dataset, tag=tag, where=where)
+    shown_fields = filters.columns(columns)
+    live = bool(request.headers.get(LIVE_HEADER))
     with db.read() as session:
         with page_errors():
             row = campaigns.get(session, campaign_id)
-        page = browse.record_page(
-            session,
-            campaign_id=campaign_id,
-            filters=chosen,
-            after=after,
-            before=before,
-            limit=PAGE_SIZE,
-        )
+            page = browse.record_page(
+                session,
+                campaign_id=campaign_id,
+                filters=chosen,
+                after=after,
+                before=before,
+                limit=PAGE_SIZE,
+            )
+        values = {}
+        if shown_fields:
+            values = results.documents(session, [r.id for r in page.items])
+        # The fields to offer as columns go in the form, which a live refresh leaves alone.
+        offered = [] if live else results.sample_fields(session, campaign_id)
         grouped = None
         if row.counts.get(wire.RecordState.failed):
             conn = session.connection()
             grouped = failures.groups(conn, campaign_id=campaign_id, scanned=FAILURES_READ)
     (progress,) = status.progress([row], throughput=request.app.state.throughput, now=utcnow())
-    filters = {"state": state, "dataset": dataset, "tag": tag, "key": key}
+    shown = {"state": state, "dataset": dataset, "tag": tag, "key": key}
+    query = filters.query(chosen)
     context = {
         "progress": progress,
         "page": page,
-        "filters": filters,
-        "query": {k: v for k, v in filters.items() if v},
+        "filters": shown,
+        "where": chosen.where,
+        "query": query,
+        "view": query + [("columns", name) for name in shown_fields],
+        "param_columns": row.params[:PARAM_COLUMNS],
+        "result_columns": shown_fields,
+        "values": values,
+        "offered": sorted(set(offered) | set(shown_fields)),
         "states": list(wire.RecordState),
         "failures": grouped,
-        "did": did[:200],
+        "did": did[:DID_LENGTH],
     }
     return render(request, "campaign.html", context, viewer=who)
 
@@ -219,14 +229,29 @@ def record(request: Request, record_id: int, who: ViewerDep, db: DbDep, did: str
 
 
 @router.get("/campaigns/{campaign_id}/results.csv")
-def results_csv(campaign_id: int, who: ViewerDep, db: DbDep, state: str = "") -> Response:
-    """The campaign's results table as CSV (the rows of `farmhand results`), streamed."""
-    try:
-        wanted = wire.RecordState(state) if state else None
-    except ValueError:
-        raise Refused(f"unknown state {state!r}", 422) from None
+def results_csv(
+    campaign_id: int,
+    who: ViewerDep,
+    db: DbDep,
+    state: str = "",
+    key: str = "",
+    dataset: str = "",
+    tag: str = "",
+    where: Annotated[list[str], Query()] = [],  # noqa: B006 (FastAPI copies it)
+) -> Response:
+    """The results table (the rows of `farmhand results`) of exactly the records the
+    campaign page's filters show, as CSV, streamed."""
+    chosen = filters.chosen(state=state, key=key, dataset=dataset, tag=tag, where=where)
     with page_errors():
-        row, table = results_table(db, campaign_id, wanted, [])
+        row, table = results_table(
+            db,
+            campaign_id,
+            chosen.state,
+            chosen.where,
+            dataset=chosen.dataset,
+            key_prefix=chosen.key_prefix,
+            tag=chosen.tag,
+        )
     return stream(row, table, "csv")
 
 

@@ -189,7 +189,14 @@ RECORDS = examples(
         "dry_run": True,
     },
 )
-RECORD_IDS = examples(two_records={"ids": [17, 18]})
+RECORD_IDS = examples(
+    two_records={"ids": [17, 18]},
+    by_filter={"filter": {"campaign_id": 1, "state": "failed", "key_prefix": "relax-"}},
+)
+RECORD_FILTER = examples(
+    failed_hot_ones={"campaign_id": 1, "state": "failed", "tag": "hot", "where": ["T>=600"]},
+    by_key_prefix={"campaign_id": 1, "key_prefix": "relax-01"},
+)
 RETRY = examples(
     failed_ones={"ids": [17]},
     with_temporary_run_args={"ids": [17], "run_args": {"timeout": 1800}},

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Response
 
 from farmhand import wire
-from farmhand.server.catalog import params, records, submit
+from farmhand.server.catalog import campaigns, params, records, submit, walk
 from farmhand.server.routes.deps import (
     DbDep,
     NowDep,
@@ -14,7 +14,7 @@ from farmhand.server.routes.deps import (
     WakeupDep,
     json_response,
 )
-from farmhand.server.routes.openapi import RECORD_IDS, RECORDS, RETRY, errors
+from farmhand.server.routes.openapi import RECORD_FILTER, RECORD_IDS, RECORDS, RETRY, errors
 
 router = APIRouter(tags=["records"])
 
@@ -122,6 +122,22 @@ def get_record(record_id: wire.Id, db: DbDep, _: SubmitterDep) -> wire.Record:
 
 
 @router.post(
+    "/records/count",
+    response_model=wire.RecordCount,
+    summary="Count the records a filter matches",
+    responses=errors(404, 422),
+    openapi_extra=RECORD_FILTER,
+)
+def count_records(body: wire.RecordFilter, db: DbDep, _: SubmitterDep) -> wire.RecordCount:
+    """How many records a bulk cancel or retry with this `filter` would look at (all of
+    them, not one request's 10,000), by state, and the highest matching id. Changes nothing.
+    """
+    with db.read() as session:
+        campaigns.check_exists(session, body.campaign_id)
+        return walk.count(session, body)
+
+
+@router.post(
     "/records/cancel",
     response_model=wire.RecordsChanged,
     summary="Cancel records",
@@ -132,9 +148,10 @@ def cancel_records(body: wire.RecordIds, db: DbDep, now: NowDep, _: SubmitterDep
     """Cancel records; running ones are stopped by their agent at its next heartbeat.
 
     By ids, all or nothing: if any record cannot be cancelled, none is (409 naming it). By a
-    `filter` (campaign, state, dataset, params), the matching records that have not ended
-    are cancelled and the others skipped with the reason, at most 10,000 a request (`next`
-    continues). Waiting descendants of a cancelled record fail with "upstream failed: <key>".
+    `filter` (campaign, state, dataset, key prefix, tag, params), the matching records that
+    have not ended are cancelled and the others skipped with the reason, at most 10,000 a
+    request (`next` continues). Waiting descendants of a cancelled record fail with
+    "upstream failed: <key>".
     """
     with db.write() as session:
         if body.filter is not None:

@@ -31,12 +31,25 @@ def results_table(
     campaign_id: int,
     state: wire.RecordState | None,
     where: list[str],
+    *,
+    dataset: str | None = None,
+    key_prefix: str | None = None,
+    tag: str | None = None,
 ) -> tuple[Campaign, Table]:
     """The campaign (404 if unknown) and its results table, filters checked (422)."""
     conditions = params.parse(where)
     with db.read() as session:
         campaign = campaigns.check_exists(session, campaign_id)
-    table = Table(db.read, campaign_id, campaign.params, state=state, where=conditions)
+    table = Table(
+        db.read,
+        campaign_id,
+        campaign.params,
+        state=state,
+        where=conditions,
+        dataset=dataset,
+        key_prefix=key_prefix,
+        tag=tag,
+    )
     table.check()
     return campaign, table
 

@@ -1,10 +1,12 @@
 """A campaign's records a page at a time, for the campaign page: filtered by state, dataset,
-tag and key prefix, in id order, with keyset cursors both ways.
+tag, key prefix and params, in id order, with keyset cursors both ways (the filters' SQL:
+`catalog.walk.conditions`, which the page's actions and its CSV use as well).
 
 Every filter but the tag reads an index: state `ix_record_campaign_state`, dataset
 `ix_record_campaign_dataset`, key prefix the unique (campaign_id, key) index on SQLite (a
 byte range) and `ix_record_campaign_key_pattern` (text_pattern_ops, migration 0006) on
-PostgreSQL. Tags live in a JSON list no index covers, so a tag filter looks at a bounded
+PostgreSQL. Tags live in a JSON list and params in a JSON object no index covers, so a tag
+or params filter looks at a bounded
 window: at most `TAG_WINDOW` records (after the other filters) past the cursor. When the
 window ends before the page fills, the page says how far it searched and its cursor goes
 on from there, so a rare tag costs a few clicks, never a scan of a million rows.
@@ -12,14 +14,15 @@ on from there, so a rare tag costs a few clicks, never a scan of a million rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Text, cast, func, select
+from sqlalchemy import func, select
 from sqlmodel import Session
 
 from farmhand import wire
+from farmhand.server.catalog import params, walk
 from farmhand.server.db import literal_in
 from farmhand.server.tables import EDGE, REC
 
@@ -42,6 +45,7 @@ class RecordRow:
     updated_at: datetime
     dataset: str | None = None
     tags: list[str] | None = None
+    params: dict[str, Any] | None = None
 
 
 @dataclass
@@ -63,6 +67,26 @@ class Filters:
     key_prefix: str | None = None
     dataset: str | None = None
     tag: str | None = None
+    where: list[str] = field(default_factory=list)  # filters on params, as typed
+
+    def conditions(self) -> list[wire.Condition]:
+        """The params filters, parsed (422 naming the first that is not one)."""
+        return params.parse(self.where)
+
+    def unindexed(self, dialect: str) -> list[Any]:
+        """The conditions no index serves (tag, params): applied inside a bounded window."""
+        return walk.conditions(dialect, tag=self.tag, where=self.conditions())
+
+    def as_filter(self, campaign_id: int) -> wire.RecordFilter:
+        """The same filter as the API's bulk actions take it."""
+        return wire.RecordFilter(
+            campaign_id=campaign_id,
+            state=self.state,
+            dataset=self.dataset,
+            key_prefix=self.key_prefix,
+            tag=self.tag,
+            where=list(self.where),
+        )
 
 
 def record_page(
@@ -77,6 +101,8 @@ def record_page(
     """Records of a campaign in id order: the page after `after`, before `before`, or the
     first one."""
     filters = filters or Filters()
+    params.check_names(session, filters.conditions(), campaign_id)
+    dialect = session.get_bind().dialect.name
     backwards = before is not None and after is None
     start = after
     if after is None and before is None and _would_sort_campaign(session, filters):
@@ -87,15 +113,16 @@ def record_page(
     conditions = _conditions(session, campaign_id, filters, after=start, before=before)
     order = REC.c.id.desc() if backwards else REC.c.id
     window = None
-    if filters.tag:
+    unindexed = filters.unindexed(dialect)
+    if unindexed:
         # The window: the next TAG_WINDOW records the indexed filters let through.
         ids = select(REC.c.id).where(*conditions).order_by(order).limit(TAG_WINDOW).subquery()
         window = session.execute(select(func.count(), func.min(ids.c.id), func.max(ids.c.id))).one()
         if not window[0]:
             return RecordPage([], *_cursors([], after, before, backwards, more=False))
         # Within the window, walk the primary key: the id range is the narrowest condition.
-        conditions = _conditions(session, campaign_id, filters, after=None, before=None, walk=True)
-        conditions += [REC.c.id.between(window[1], window[2]), _has_tag(filters.tag)]
+        conditions = _conditions(session, campaign_id, filters, after=None, before=None, by_id=True)
+        conditions += [REC.c.id.between(window[1], window[2]), *unindexed]
     columns = [getattr(REC.c, name) for name in RecordRow.__dataclass_fields__]
     stmt = select(*columns).where(*conditions).order_by(order).limit(limit + 1)
     rows = [RecordRow(*row) for row in session.execute(stmt).all()]
@@ -145,10 +172,10 @@ def _conditions(
     *,
     after: int | None,
     before: int | None,
-    walk: bool = False,
+    by_id: bool = False,
 ) -> list[Any]:
     indexed = filters.state is not None or filters.key_prefix or filters.dataset is not None
-    if walk or (not indexed and (after is not None or before is not None)):
+    if by_id or (not indexed and (after is not None or before is not None)):
         # No index orders a campaign's records by id, so the planner would read the whole
         # campaign and sort it for every page. `campaign_id + 0` hides the column from the
         # indexes: the page walks the primary key from the cursor, reading about one page of
@@ -156,12 +183,12 @@ def _conditions(
         out = [REC.c.campaign_id + 0 == campaign_id]
     else:
         out = [REC.c.campaign_id == campaign_id]
-    if filters.state is not None:
-        out.append(REC.c.state == filters.state.value)
-    if filters.dataset is not None:
-        out.append(REC.c.dataset == filters.dataset)
-    if filters.key_prefix:
-        out.extend(_prefix(REC.c.key, filters.key_prefix, session))
+    out += walk.conditions(
+        session.get_bind().dialect.name,
+        state=filters.state,
+        dataset=filters.dataset,
+        prefix=filters.key_prefix,
+    )
     if before is not None and after is None:
         out.append(REC.c.id < before)
     elif after is not None:
@@ -181,26 +208,6 @@ def _cursors(
     has_before = more if backwards else after is not None
     has_after = before is not None if backwards else more
     return (rows[0].id if has_before else None, rows[-1].id if has_after else None)
-
-
-def _has_tag(tag: str) -> Any:
-    """The record's tags (a JSON list of names, which hold no quotes) include `tag`."""
-    escaped = tag.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return cast(REC.c.tags, Text).like(f'%"{escaped}"%', escape="\\")
-
-
-def _prefix(column: Any, prefix: str, session: Session) -> list[Any]:
-    """Conditions for `column` starting with `prefix` that an index on it can serve."""
-    if session.get_bind().dialect.name == "sqlite":
-        # SQLite compares keys as bytes (BINARY), so a range is exact and reads the index.
-        conditions = [column >= prefix]
-        if ord(prefix[-1]) < 0x10FFFF:
-            conditions.append(column < prefix[:-1] + chr(ord(prefix[-1]) + 1))
-        return conditions
-    # A range is wrong under a linguistic collation (it may skip punctuation); LIKE is right
-    # under any, and reads ix_record_campaign_key_pattern (text_pattern_ops) for the prefix.
-    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return [column.like(escaped + "%", escape="\\")]
 
 
 @dataclass

@@ -54,6 +54,15 @@ class Progress:
     rate: float | None = None
     rate_basis: str = ""
     eta: float | None = None
+    #: The unit every rate on the page is shown in (`rate_unit`), the same for all rows.
+    unit: str = "s"
+
+    @property
+    def eta_basis(self) -> str:
+        """Which rate the ETA assumes: `the last 5 min's rate`, `the rate since start`."""
+        if self.rate_basis.startswith("last "):
+            return f"the {self.rate_basis}'s rate"
+        return f"the rate {self.rate_basis}"
 
     @property
     def percent_finished(self) -> float:
@@ -145,7 +154,24 @@ def progress(rows: list[wire.Campaign], *, throughput: Throughput, now: datetime
         if item.rate and remaining:
             item.eta = remaining / item.rate
         out.append(item)
+    unit = rate_unit([item.rate for item in out])
+    for item in out:
+        item.unit = unit
     return out
+
+
+#: Throughput units and their seconds, in the order a page tries them.
+UNITS = {"s": 1.0, "min": 60.0, "h": 3600.0}
+
+
+def rate_unit(rates: list[float | None]) -> str:
+    """One unit for all the rates of a page, chosen by the fastest: records per second when
+    it reaches 1/s, else per minute when it reaches 1/min, else per hour."""
+    fastest = max((r for r in rates if r), default=0.0)
+    for unit, seconds in UNITS.items():
+        if fastest * seconds >= 1:
+            return unit
+    return "h"
 
 
 def _span(seconds: float) -> str:

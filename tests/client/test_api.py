@@ -151,6 +151,28 @@ def test_records_page_filters_by_dataset_and_state() -> None:
     assert params == {"dataset": "a", "state": "failed", "limit": "10"}
 
 
+def test_a_filter_is_sent_without_the_fields_it_leaves_blank() -> None:
+    """An older server knows no key_prefix or tag and refuses unknown fields: a filter that
+    does not use them must not send them (not even as null)."""
+    recorder = Recorder(lambda r: {"changed": [], "next": None})
+    client = client_for(recorder)
+    client.cancel(filter=wire.RecordFilter(campaign_id=3, state=wire.RecordState.ready))
+    client.retry(filter=wire.RecordFilter(campaign_id=3, tag="hot", key_prefix="relax-"))
+    first, second = recorder.bodies()
+    assert first == {"ids": [], "filter": {"campaign_id": 3, "state": "ready", "where": []}}
+    assert second["filter"] == {
+        "campaign_id": 3, "key_prefix": "relax-", "tag": "hot", "where": [],
+    }  # fmt: skip
+
+
+def test_count_records_posts_the_filter() -> None:
+    recorder = Recorder(lambda r: {"total": 4, "states": {"failed": 4}, "last": 17})
+    answer = client_for(recorder).count_records(wire.RecordFilter(campaign_id=3, tag="hot"))
+    assert answer.total == 4 and answer.states == {wire.RecordState.failed: 4}
+    assert recorder.requests[0].url.path == "/api/v1/records/count"
+    assert recorder.bodies()[0] == {"campaign_id": 3, "tag": "hot", "where": []}
+
+
 def _stored(request: httpx.Request) -> httpx.Response:
     if request.method == "HEAD":
         return httpx.Response(200)

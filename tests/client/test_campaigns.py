@@ -29,6 +29,8 @@ def test_a_campaign_handle_end_to_end(live_server: LiveServer) -> None:
     assert fail_all(fh.client, c.id)
     changed = c.retry(state="failed", where=["T>=600", "a>4"])
     assert [fh.client.record(i).key for i in changed.changed] == ["T=600,a=4.1"]
+    assert c.count(state="failed", key_prefix="T=3").total == 2
+    assert c.count(tag="none").total == 0
     cancelled = c.cancel(where="T=600")
     assert [fh.client.record(i).key for i in cancelled.changed] == ["T=600,a=4.1"]
     assert [s.key for s in cancelled.skipped] == ["T=600,a=4.0"]  # failed: nothing to cancel

@@ -2,8 +2,9 @@
 
 Records are named by key within `--campaign` (`relax-4.05`), or by id written `#17` (a bare
 number is an id only without `--campaign`: with it, it is a key). A filter — `--campaign C`
-with `--state`, `--dataset` and `--where` — acts on every matching record, request after
-request; above `CONFIRM_ABOVE` records it asks first (or takes `--yes`).
+with `--state`, `--dataset`, `--key-prefix`, `--tag` and `--where` — acts on every matching
+record, request after request; above `CONFIRM_ABOVE` records it asks first (or takes
+`--yes`).
 """
 
 from __future__ import annotations
@@ -32,31 +33,40 @@ CONFIRM_ABOVE = 1000
 
 def _filter(client: FarmhandClient, args: argparse.Namespace) -> wire.RecordFilter | None:
     """The filter the options describe, or None when none is given."""
-    if not (args.state or args.dataset or args.where or getattr(args, "all", False)):
+    given = (args.state, args.dataset, args.key_prefix, args.tag, args.where)
+    if not (any(given) or getattr(args, "all", False)):
         return None
     if args.records:
-        raise CliError("name records or filter them (--state, --dataset, --where), not both")
+        raise CliError(
+            "name records or filter them (--state, --dataset, --key-prefix, --tag, --where), "
+            "not both"
+        )
     if not args.campaign:
         raise CliError("a filter acts within one campaign: pass --campaign NAME")
     return wire.RecordFilter(
         campaign_id=refs.find_campaign(client, args.campaign).id,
         state=record_state(args.state),
         dataset=args.dataset,
+        key_prefix=args.key_prefix or None,
+        tag=args.tag or None,
         where=where_filters(args.where) or [],
     )
 
 
 def _confirm(client: FarmhandClient, chosen: wire.RecordFilter, verb: str, yes: bool) -> bool:
     """Count what the filter matches; above CONFIRM_ABOVE ask (a terminal) or need --yes."""
-    page = client.records_page(
-        campaign_id=chosen.campaign_id,
-        state=chosen.state,
-        dataset=chosen.dataset,
-        where=chosen.where or None,
-        limit=1,
-        count=True,
-    )
-    total = page.total or 0
+    if chosen.key_prefix or chosen.tag:  # the count that knows them (servers since 19)
+        total = client.count_records(chosen).total
+    else:
+        page = client.records_page(
+            campaign_id=chosen.campaign_id,
+            state=chosen.state,
+            dataset=chosen.dataset,
+            where=chosen.where or None,
+            limit=1,
+            count=True,
+        )
+        total = page.total or 0
     if total <= CONFIRM_ABOVE or yes:
         return True
     if not sys.stdin.isatty():
@@ -141,6 +151,8 @@ def cmd_retry(args: argparse.Namespace) -> int:
 def _add_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state", help="filter: only records in this state")
     p.add_argument("--dataset", help="filter: only records of this dataset")
+    p.add_argument("--key-prefix", help="filter: only records whose key starts with this")
+    p.add_argument("--tag", help="filter: only records with this tag")
     add_where(p, "filter: ")
     p.add_argument(
         "--yes", action="store_true", help=f"act on more than {CONFIRM_ABOVE:,} without asking"

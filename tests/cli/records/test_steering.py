@@ -37,6 +37,13 @@ def test_retry_and_cancel_by_filter(live_server: LiveServer) -> None:
         "is failed: nothing to cancel"
     )
 
+    r = farmhand("retry", "--campaign", "eos", "--key-prefix", "T3", "--tag", "none", env=env)
+    assert (r.returncode, r.stdout) == (0, "re-queued 0 records\n"), r.stderr
+    r = farmhand("retry", "--campaign", "eos", "--key-prefix", "T3", env=env)
+    assert (r.returncode, r.stdout) == (0, "re-queued 1 records\n"), r.stderr
+    r = farmhand("cancel", "--campaign", "eos", "--tag", "no spaces", env=env)
+    assert r.returncode == 1 and "tag" in r.stderr
+
     r = farmhand("cancel", "T900", "--campaign", "eos", "--state", "ready", env=env)
     assert r.returncode == 1 and "name records or filter them" in r.stderr
     r = farmhand("retry", "--state", "failed", env=env)

@@ -101,3 +101,78 @@ def test_a_bad_filter_changes_nothing(
     r = api.post(f"{API}/records/retry", json={"filter": {"campaign_id": eos, "where": ["x>1"]}})
     assert r.status_code == 422 and "no record of campaign" in r.text
     assert counts(api, eos) == before
+
+
+@pytest.fixture
+def tagged(api: TestClient) -> int:
+    """Keys with shared prefixes (and `_`, `%`, which LIKE would read as wildcards), tags."""
+    c = campaign(api, "tagged")
+    records = [
+        {"key": key, "command": "x", "tags": tags, "params": {"T": T}}
+        for key, tags, T in [
+            ("relax-010", ["hot", "Al"], 300),
+            ("relax-011", ["Al"], 600),
+            ("relax-02", ["hot"], 600),
+            ("relax_1", ["hot"], 900),
+            ("relaxed", ["hot_"], 900),
+            ("r%x", [], 300),
+        ]
+    ]
+    r = api.post(f"{API}/records", json={"campaign_id": c, "records": records})
+    assert r.status_code == 201, r.text
+    return c
+
+
+def test_count_and_act_by_key_prefix_and_tag_alike(api: TestClient, tagged: int) -> None:
+    ids = ids_by_key(api, tagged)
+
+    def count(**chosen: Any) -> dict[str, Any]:
+        r = api.post(f"{API}/records/count", json={"campaign_id": tagged, **chosen})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    assert count() == {"total": 6, "states": {"ready": 6}, "last": max(ids.values())}
+    assert count(key_prefix="relax-01")["total"] == 2
+    assert count(key_prefix="relax_")["total"] == 1  # `_` is a character, not a wildcard
+    assert count(key_prefix="r%")["total"] == 1
+    assert count(tag="hot")["total"] == 3  # not `hot_`
+    assert count(tag="hot", key_prefix="relax-0", where=["T>=600"]) == {
+        "total": 1, "states": {"ready": 1}, "last": ids["relax-02"],
+    }  # fmt: skip
+    assert count(tag="nothing") == {"total": 0, "states": {}, "last": None}
+    got = act(api, "cancel", campaign_id=tagged, tag="hot", key_prefix="relax-0")
+    assert sorted(got["changed"]) == sorted([ids["relax-010"], ids["relax-02"]])
+    assert count(state="cancelled")["total"] == 2
+    got = act(api, "retry", campaign_id=tagged, key_prefix="relax-01")
+    assert got["changed"] == [ids["relax-010"]]
+    assert [s["key"] for s in got["skipped"]] == ["relax-011"]
+    assert count(state="ready")["total"] == 5
+
+
+@pytest.mark.parametrize(
+    ("chosen", "message"),
+    [
+        ({"key_prefix": ""}, "key_prefix"),
+        ({"key_prefix": "x" * 257}, "key_prefix"),
+        ({"tag": "no spaces"}, "tag"),
+        ({"tag": "a\u0000"}, "tag"),
+        ({"where": ["T>>1"]}, "is not NAME OP VALUE"),
+        ({"where": ["nope=1"]}, "no record of campaign"),
+        ({"state": "finished"}, "state"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
+def test_a_bad_count_or_bulk_filter_is_a_422_and_changes_nothing(
+    api: TestClient, tagged: int, chosen: dict[str, Any], message: str
+) -> None:
+    before = counts(api, tagged)
+    chosen = {"campaign_id": tagged, **chosen}
+    for path, body in (("count", chosen), ("cancel", {"filter": chosen})):
+        r = api.post(f"{API}/records/{path}", json=body)
+        assert r.status_code == 422 and message in r.text, r.text
+    assert counts(api, tagged) == before
+
+
+def test_counting_an_unknown_campaign_is_a_404(api: TestClient) -> None:
+    r = api.post(f"{API}/records/count", json={"campaign_id": 999_999})
+    assert r.status_code == 404 and "999999" in r.text

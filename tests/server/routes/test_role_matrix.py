@@ -1,5 +1,6 @@
-"""The role matrix: every operation of `/openapi.json` and every HTML page, asked by each kind
-of caller, against the answer class the tables below name.
+"""The role matrix: every operation of `/openapi.json`, every HTML page and every page form
+(POST, with the caller's own CSRF token), asked by each kind of caller, against the answer
+class the tables below name.
 
 Callers: no token, a random (wrong) token, the agent token that registered agent A (which
 holds a live lease), another agent token (it registered agent B, with its own lease), a
@@ -28,7 +29,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from farmhand.client.transfer import LEASE_HEADER
-from farmhand.server.pages import access
+from farmhand.server.pages import access, bulk
 from farmhand.server.pages import routes as page_routes
 from tests.server.helpers import API
 
@@ -74,6 +75,7 @@ API_MATRIX: dict[tuple[str, str], dict[str, str]] = {
     ("GET", "/api/v1/records"): PEOPLE,
     ("GET", "/api/v1/records/{record_id}"): PEOPLE,
     ("POST", "/api/v1/records"): PEOPLE,
+    ("POST", "/api/v1/records/count"): PEOPLE,
     ("POST", "/api/v1/records/cancel"): PEOPLE,
     ("POST", "/api/v1/records/retry"): PEOPLE,
     ("GET", "/api/v1/agents"): PEOPLE,
@@ -129,6 +131,22 @@ PAGE_MATRIX: dict[str, dict[str, str]] = {
     "/redoc": PUBLIC,
     "/metrics": PUBLIC,
     "/openapi.json": PUBLIC,
+}
+
+#: POST path template → its form (beyond the CSRF token) and the expected class per caller,
+#: logged in with a session cookie and sending that session's own CSRF token: what a page
+#: lets each role do, whatever the token check alone would allow.
+PAGE_POSTS: dict[str, tuple[dict[str, str], dict[str, str]]] = {
+    "/records/{spare_record}/cancel": ({}, PAGES),
+    "/records/{spare_record}/retry": ({}, PAGES),
+    "/campaigns/{campaign_id}/failures/retry": ({"signature": "x"}, PAGES),
+    "/campaigns/{campaign_id}/bulk": ({"action": "cancel", "key": "spare"}, PAGES),
+    "/campaigns/{campaign_id}/bulk/confirm": (
+        {"action": "retry", "key": "spare", "through": "0", "expected": "0"},
+        PAGES,
+    ),
+    "/logout": ({}, {**PAGES, "agent": OK, "other_agent": OK}),  # an agent's session may end
+    "/login": ({"token": "fh_wrong", "next": "/"}, dict.fromkeys(ROLES, OK)),
 }
 
 #: Run first (they change nothing), then the rest; these last, in this order: they end
@@ -285,6 +303,7 @@ def request_for(world: World, method: str, template: str) -> dict[str, Any]:
             "campaign_id": ids["campaign_id"],
             "records": [{"key": "made-by-matrix", "command": "true"}],
         },
+        "/api/v1/records/count": {"campaign_id": ids["campaign_id"], "key_prefix": "sp"},
         "/api/v1/records/cancel": {"ids": [ids["spare_record"]]},
         "/api/v1/records/retry": {"ids": [ids["spare_record"]]},
         "/api/v1/agents": {"name": "made-by-matrix", "host": "h", "slots": 1},
@@ -431,5 +450,38 @@ def test_every_page_answers_each_role_as_the_matrix_says(api: TestClient, by: st
             if got != expected:
                 wrong.append(
                     f"GET {template} by {by} as {role}: {got} ({r.status_code}), not {expected}"
+                )
+    assert not wrong, "\n".join(wrong)
+
+
+def test_every_page_form_answers_each_role_as_the_matrix_says(api: TestClient) -> None:
+    """Every POST the pages take, by each caller, with the caller's own CSRF token."""
+    posts = {
+        route.path
+        for router in (access.router, page_routes.router, bulk.router)
+        for route in router.routes
+        if "POST" in getattr(route, "methods", ())
+    }
+    classified = {t.replace("{spare_record}", "{record_id}") for t in PAGE_POSTS}
+    assert posts == classified, "classify every page form in PAGE_POSTS"
+    world = build_world(api)
+    wrong = []
+    for template, (form, classes) in PAGE_POSTS.items():
+        # Refused callers first: a refusal must change nothing the allowed ones then use.
+        for role in sorted(ROLES, key=lambda role: classes[role] == OK):
+            client = TestClient(api.app, follow_redirects=False)
+            secret = world.secrets[role]
+            if secret:
+                client.cookies.set(access.COOKIE, secret)
+            data = {**form, "csrf": access.csrf_token(secret or "")}
+            r = client.post(template.format(**world.ids), data=data)
+            got = answer_class(template, r)
+            if got == "401" and template == "/login":
+                got = OK  # the form again, saying the token is wrong: not the caller's refusal
+            if template == "/logout" and r.headers.get("location") == "/login":
+                got = OK  # logged out (a refused caller goes to /login?next=…)
+            if not matches(classes[role], got):
+                wrong.append(
+                    f"POST {template} as {role}: {got} ({r.status_code}), not {classes[role]}"
                 )
     assert not wrong, "\n".join(wrong)

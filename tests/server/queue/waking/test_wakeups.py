@@ -124,6 +124,23 @@ def test_the_retry_button_wakes_a_sleeping_claim(
     assert sleeper.woken_with() == ["k"]
 
 
+def test_the_bulk_retry_wakes_a_sleeping_claim(
+    server: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mutation: pages/bulk.py `confirm` without `wakeup.notify()`."""
+    c = campaign(server, max_attempts=1)
+    submit(server, c, "k")
+    (lease,) = claim(server, agent(server, "first"))
+    fail(server, lease)
+    page = browser(server)
+    csrf = csrf_of(page.get(f"/campaigns/{c}").text)
+    sleeper = SleepingClaim(server, agent(server, "second"), monkeypatch)
+    form = {"csrf": csrf, "action": "retry", "state": "failed", "through": str(lease["record_id"])}
+    r = page.post(f"/campaigns/{c}/bulk/confirm", data={**form, "expected": "1"})
+    assert r.status_code == 303, r.text
+    assert sleeper.woken_with() == ["k"]
+
+
 def test_a_failed_attempt_that_requeues_wakes_a_sleeping_claim(
     server: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
