@@ -94,6 +94,7 @@ from farmhand.wire.bundles import (
     BundleRecord,
     BundleRun,
 )
+from farmhand.wire.charts import RuntimeBin, Runtimes, SlowRecord, Timeline, TimelinePoint
 from farmhand.wire.durations import (
     DURATION_FORMS,
     clock_seconds,
@@ -233,7 +234,10 @@ __all__ = [
     "RunStartItem",
     "RunStarts",
     "RunState",
+    "RuntimeBin",
+    "Runtimes",
     "Skipped",
+    "SlowRecord",
     "Snapshot",
     "SnapshotPage",
     "SnapshotStored",
@@ -241,6 +245,8 @@ __all__ = [
     "Strict",
     "StuckRecords",
     "Text",
+    "Timeline",
+    "TimelinePoint",
     "TokenCreate",
     "TokenCreated",
     "TokenInfo",

@@ -126,6 +126,7 @@ SEEDS: dict[str, Callable[[Connection], None]] = {
     "0008": seed_0001,
     "0009": seed_0001,
     "0010": seed_0001,
+    "0011": seed_0001,
 }
 
 
