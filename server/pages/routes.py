@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 from farmhand import wire
 from farmhand.server.catalog import campaigns, failures, records
 from farmhand.server.errors import Conflict, FarmhandError
+from farmhand.server.pages import charts
 from farmhand.server.pages.access import ActorDep, Refused, ViewerDep
 from farmhand.server.pages.render import render
 from farmhand.server.queue import states
@@ -50,6 +51,9 @@ def overview(
         ready = sum(c.counts.get(wire.RecordState.ready, 0) for c in rows)
         recent: stuck.Recent = request.app.state.stuck
         not_moving = recent.explain(session, now=now, stale_after=settings.lease_ttl, ready=ready)
+        plotted = charts.overview_context(
+            session, rows, agents, now=now, kept=request.app.state.plots
+        )
     progress = status.progress(rows, throughput=request.app.state.throughput, now=now)
     context = {
         "progress": progress,
@@ -62,6 +66,7 @@ def overview(
         "causes_read": CAUSES_READ,
         "archived": hidden,
         "showing_archived": archived,
+        **plotted,
     }
     return render(request, "overview.html", context, viewer=who)
 
@@ -119,6 +124,7 @@ def campaign(
         if row.counts.get(wire.RecordState.failed):
             conn = session.connection()
             grouped = failures.groups(conn, campaign_id=campaign_id, scanned=FAILURES_READ)
+        plotted = charts.campaign_context(session, row, now=utcnow(), kept=request.app.state.plots)
     (progress,) = status.progress([row], throughput=request.app.state.throughput, now=utcnow())
     filters = {"state": state, "dataset": dataset, "tag": tag, "key": key}
     context = {
@@ -129,6 +135,7 @@ def campaign(
         "states": list(wire.RecordState),
         "failures": grouped,
         "did": did[:200],
+        **plotted,
     }
     return render(request, "campaign.html", context, viewer=who)
 
