@@ -48,7 +48,7 @@ def campaign_timeline(
 def campaign_runtimes(campaign_id: wire.Id, db: DbDep, _: SubmitterDep) -> wire.Runtimes:
     """How long the last run of each done or failed record took from its start to its end,
     as a histogram of equal bins from 0 (at most 24, of a round width), with the ten
-    slowest records. Read from the newest 5,000 finished records (`scanned` of `finished`);
+    slowest records. Read from the newest 2,000 finished records (`scanned` of `finished`);
     a record whose last run never started (an upstream failure) has no time."""
     with db.read() as session:
         campaign = campaigns.get(session, campaign_id)

@@ -8,7 +8,8 @@ it). The timeline counts each bucket's records with one index range count per bu
 state (a correlated subquery over a `VALUES` list of bucket bounds): an index-only walk of
 the campaign's finished records, with no sort and no row read, on SQLite and PostgreSQL
 alike. Run times need each record's last run, a primary-key read per record, so they come
-from the newest `RUNTIMES_READ` finished records (read newest first from the same index).
+from the newest `RUNTIMES_READ` finished records (found newest first in the same index,
+without reading their rows; then the rows of those alone, and their last runs).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ MAX_BUCKETS = 120
 WIDTHS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200)
 DAY = 86400
 #: Finished records whose last run's time the histogram reads (the newest of them).
-RUNTIMES_READ = 5_000
+RUNTIMES_READ = 2_000
 RUNTIME_BINS = 24
 SLOWEST = 10
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -147,19 +148,21 @@ def runtimes(
 ) -> wire.Runtimes:
     """How long the last runs of the campaign's newest `read` finished records took (start
     to end), in at most `bins` equal bins from 0, and the `slowest` of them."""
-    found = []
-    for state in ENDED:  # newest first from the index, per state; merged below
-        found += conn.execute(
-            select(
-                REC.c.updated_at, REC.c.id, REC.c.key, REC.c.state, RUN.c.started_at, RUN.c.ended_at
-            )
-            .select_from(REC.join(RUN, RUN.c.id == REC.c.run_id))
+    newest: list[Any] = []
+    for state in ENDED:  # newest first, per state, from the index alone; merged below
+        newest += conn.execute(
+            select(REC.c.updated_at, REC.c.id)
             .where(REC.c.campaign_id == campaign_id, *_in_state(state))
             .order_by(REC.c.updated_at.desc())
             .limit(read)
         ).all()
-    found.sort(key=lambda row: row[0], reverse=True)
-    found = found[:read]
+    newest.sort(reverse=True)
+    ids = [row.id for row in newest[:read]]
+    found = conn.execute(
+        select(REC.c.id, REC.c.key, REC.c.state, RUN.c.started_at, RUN.c.ended_at)
+        .select_from(REC.join(RUN, RUN.c.id == REC.c.run_id))
+        .where(REC.c.id.in_(ids))
+    ).all()
     timed = [
         wire.SlowRecord(
             record_id=row.id,
@@ -172,8 +175,8 @@ def runtimes(
     ]
     return wire.Runtimes(
         campaign_id=campaign_id,
-        finished=max(finished, len(found)),
-        scanned=len(found),
+        finished=max(finished, len(ids)),
+        scanned=len(ids),
         runs=len(timed),
         bins=_bins([t.seconds for t in timed], bins),
         slowest=sorted(timed, key=lambda t: (-t.seconds, t.record_id))[:slowest],

@@ -1,37 +1,37 @@
 """The overview's agents at a glance: slots busy over the last hour, and the newest error.
 
-Bounded reads by primary key, like the overview's recent failures: the runs among the last
-`RUN_WINDOW` (their claim, start and end times) plus the runs the agents hold leases for now
-(`ix_record_agent`), however old; and the newest failed run of each agent among the last
-`FAILURE_WINDOW` runs. Busy slots are averaged per bucket in Python from those intervals
-(a run occupies a slot from its start, or its claim until it starts, to its end or now).
-When the window does not reach back an hour, the buckets before its oldest claim are
-unknown (None), not idle.
+Bounded reads by primary key, like the overview's recent failures. Slots busy are counted
+at `BUCKETS` moments of the last hour (each bucket's end; the last is now): a run holds a
+slot from its start (its claim, until it starts) to its end. One GROUP BY over the runs
+among the last `RUN_WINDOW` counts them all at once (a CASE per moment, compared with bound
+times: the same SQL on both databases, no row sent to Python); a second adds the runs the
+agents hold leases for now (`ix_record_agent`) from before the window. When the window does
+not reach back an hour, the moments before its oldest claim are unknown (None), not idle.
+The newest failed run of each agent in the same window is its last error.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import and_, case, func, literal, or_, select
 from sqlmodel import Session
 
 from farmhand import wire
 from farmhand.server.db import literal_in
 from farmhand.server.queue.states import LEASED
-from farmhand.server.tables import REC, RUN
+from farmhand.server.tables import REC, RUN, UTCDateTime
 
 HOUR = 3600.0
 BUCKETS = 30
 RUN_WINDOW = 20_000
-FAILURE_WINDOW = 50_000
 
 
 @dataclass
 class Glance:
-    """One agent's last hour: average slots busy per bucket (oldest first; None: before
+    """One agent's last hour: slots busy at each bucket's end (oldest first; None: before
     what the window read), and its newest failed run."""
 
     busy: list[float | None] = field(default_factory=lambda: [0.0] * BUCKETS)
@@ -47,74 +47,56 @@ def of_agents(session: Session, agent_ids: list[int], *, now: datetime) -> dict[
     if newest is None or not agent_ids:
         return out
     since = now - timedelta(seconds=HOUR)
-    columns = (RUN.c.id, RUN.c.agent_id, RUN.c.claimed_at, RUN.c.started_at, RUN.c.ended_at)
-    recent = session.execute(
-        select(*columns).where(
-            RUN.c.id > newest - RUN_WINDOW,
-            RUN.c.agent_id.in_(agent_ids),
-            or_(RUN.c.ended_at.is_(None), RUN.c.ended_at >= since),
-        )
-    ).all()
-    held = session.execute(
-        select(*columns).where(
-            RUN.c.id.in_(
-                select(REC.c.run_id).where(
-                    REC.c.agent_id.in_(agent_ids), literal_in(REC.c.state, LEASED)
-                )
+    moments = [since + timedelta(seconds=HOUR * (i + 1) / BUCKETS) for i in range(BUCKETS)]
+    window = RUN.c.id > newest - RUN_WINDOW
+    begin = func.coalesce(RUN.c.started_at, RUN.c.claimed_at)
+    counts = [
+        func.sum(
+            case(
+                (and_(begin <= at, or_(RUN.c.ended_at.is_(None), RUN.c.ended_at > at)), 1),
+                else_=0,
             )
         )
-    ).all()
-    known_from = since
-    if newest > RUN_WINDOW:  # runs before the window were not read
-        oldest = session.execute(
-            select(RUN.c.claimed_at)
-            .where(RUN.c.id > newest - RUN_WINDOW)
-            .order_by(RUN.c.id)
-            .limit(1)
-        ).scalar()
-        if oldest is not None and oldest > since:
-            known_from = oldest
-    width = HOUR / BUCKETS
-    seen = set()
-    for row in [*recent, *held]:
-        if row.id in seen or row.agent_id not in out:
-            continue
-        seen.add(row.id)
-        begin = row.started_at or row.claimed_at
-        end = row.ended_at or now
-        _add(
-            out[row.agent_id].busy,
-            (begin - since).total_seconds(),
-            (end - since).total_seconds(),
-            width,
-        )
-    unknown = math.floor((known_from - since).total_seconds() / width)
-    for glance in out.values():
-        glance.busy = [None if i < unknown else b / width for i, b in enumerate(glance.busy)]
-    _errors(session, out, newest)
+        for at in (literal(m, UTCDateTime) for m in moments)
+    ]
+    # `agent_id + 0`: the window is read in primary-key order; with ix_run_agent the
+    # planners would visit it once per agent.
+    agent = (RUN.c.agent_id + 0).label("agent")
+    ended_in_hour = or_(RUN.c.ended_at.is_(None), RUN.c.ended_at >= since)
+    held = RUN.c.id.in_(
+        select(REC.c.run_id).where(REC.c.agent_id.in_(agent_ids), literal_in(REC.c.state, LEASED))
+    )
+    for where in ([window, ended_in_hour], [held, RUN.c.id <= newest - RUN_WINDOW]):
+        rows = session.execute(select(agent, *counts).where(*where).group_by(agent))
+        for agent_id, *busy in rows:
+            if agent_id in out:
+                look = out[agent_id]
+                look.busy = [(b or 0.0) + (n or 0) for b, n in zip(look.busy, busy, strict=True)]
+    known_from = _known_from(session, newest, since)
+    for look in out.values():
+        look.busy = [None if m < known_from else b for m, b in zip(moments, look.busy, strict=True)]
+    _errors(session, out, window)
     return out
 
 
-def _add(busy: list[float | None], begin: float, end: float, width: float) -> None:
-    """Add the seconds of [begin, end) (seconds since the hour began) to each bucket."""
-    begin, end = max(begin, 0.0), min(end, width * len(busy))
-    i = math.floor(begin / width)
-    while begin < end and i < len(busy):
-        upto = min(end, (i + 1) * width)
-        busy[i] = (busy[i] or 0.0) + (upto - begin)
-        begin, i = upto, i + 1
+def _known_from(session: Session, newest: int, since: datetime) -> datetime:
+    """The oldest moment the window of runs speaks for: its oldest claim when the runs go
+    back further than the window, else the start of the hour."""
+    before = session.execute(select(RUN.c.id).where(RUN.c.id <= newest - RUN_WINDOW).limit(1))
+    if before.first() is None:  # the window holds every run there is
+        return since
+    oldest = session.execute(
+        select(RUN.c.claimed_at).where(RUN.c.id > newest - RUN_WINDOW).order_by(RUN.c.id).limit(1)
+    ).scalar()
+    return max(since, oldest) if oldest is not None else since
 
 
-def _errors(session: Session, out: dict[int, Glance], newest: int) -> None:
-    """Each agent's newest failed run among the last `FAILURE_WINDOW` runs."""
+def _errors(session: Session, out: dict[int, Glance], window: Any) -> None:
+    """Each agent's newest failed run in the window."""
     last = (
         select(func.max(RUN.c.id))
-        .where(
-            RUN.c.id > newest - FAILURE_WINDOW,
-            RUN.c.state == wire.RunState.failed.value,
-            RUN.c.agent_id.in_(list(out)),
-        )
-        .group_by(RUN.c.agent_id)
+        .where(window, RUN.c.state == wire.RunState.failed.value)
+        .group_by(RUN.c.agent_id + 0)
     )
     rows = session.execute(
         select(RUN.c.agent_id, RUN.c.error, RUN.c.ended_at, RUN.c.record_id).where(
@@ -122,5 +104,6 @@ def _errors(session: Session, out: dict[int, Glance], newest: int) -> None:
         )
     )
     for agent_id, error, ended_at, record_id in rows:
-        glance = out[agent_id]
-        glance.error, glance.error_at, glance.error_record = error, ended_at, record_id
+        if agent_id in out:
+            look = out[agent_id]
+            look.error, look.error_at, look.error_record = error, ended_at, record_id
