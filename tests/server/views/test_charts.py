@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from farmhand.server.tables import CAMPAIGN, REC, RUN
 from farmhand.server.views import charts
@@ -147,3 +147,42 @@ def test_bucket_widths_are_round_and_fit() -> None:
     assert charts.bucket_width(86400) == 900
     assert charts.bucket_width(30 * 86400) == 21600
     assert charts.bucket_width(365 * 86400) == 4 * 86400
+
+
+def test_the_plots_read_the_finished_records_index_alone(api: TestClient) -> None:
+    """Every statement of the timeline and the run times' first step reads
+    ix_record_campaign_ended without a row: its partial condition must match theirs
+    (written as literals), or the planners fall back to a row per record."""
+    c, _ = world(api)
+    db = api.app.state.db
+    seen: list[tuple[str, Any]] = []
+
+    def keep(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "FROM record" in statement and "JOIN" not in statement:
+            seen.append((statement, parameters))
+
+    event.listen(db.engine, "before_cursor_execute", keep)
+    try:
+        with db.read() as session:
+            conn = session.connection()
+            charts.timeline(conn, campaign_id=c, started_at=T0, running=False, now=at(600))
+            charts.runtimes(conn, campaign_id=c, finished=4)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", keep)
+    assert len(seen) == 4  # the ends, the buckets, and the newest of each state
+    with db.read() as session:
+        conn = session.connection()
+        if db.is_sqlite:
+            explain = "EXPLAIN QUERY PLAN "
+        else:
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")  # a few rows: force it
+            conn.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
+            explain = "EXPLAIN "
+        for statement, parameters in seen:
+            plan = "\n".join(
+                str(row[-1]) for row in conn.exec_driver_sql(explain + statement, parameters)
+            )
+            reads = [line for line in plan.splitlines() if " record" in line or "on record" in line]
+            assert reads and all("ix_record_campaign_ended" in line for line in reads), plan
+            if db.is_sqlite:
+                assert all("COVERING INDEX" in line for line in reads), plan
