@@ -7,6 +7,7 @@ Coordinates are in each plot's own viewBox; the browser scales it to the page's 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -23,6 +24,8 @@ SPARK_W, SPARK_H = 160, 32  # the overview's small ones
 #: The overview draws the timelines of this many campaigns (the first in its list).
 OVERVIEW_PLOTS = 50
 OVERVIEW_BUCKETS = 40
+#: Seconds the overview keeps the agents' sparklines and last errors.
+GLANCE_KEEP = 10
 
 
 @dataclass
@@ -170,7 +173,10 @@ def overview_context(
         c.id: spark(charts.of_campaign(conn, c, now=now, buckets=OVERVIEW_BUCKETS, kept=kept))
         for c in rows[:OVERVIEW_PLOTS]
     }
-    looks = glance.of_agents(session, [a.agent.id for a in agents], now=now)
+    ids = tuple(a.agent.id for a in agents)
+    # Kept for GLANCE_KEEP seconds: the sparklines' buckets are two minutes wide.
+    moment = int(time.monotonic() // GLANCE_KEEP)
+    looks = kept.get(("glance", ids, moment), lambda: glance.of_agents(session, list(ids), now=now))
     return {
         "sparks": sparks,
         "glance": {

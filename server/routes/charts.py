@@ -35,8 +35,16 @@ def campaign_timeline(
     point has the running totals at the bucket's end (the last equals the campaign's done
     and failed counts), the records that ended in it and its throughput (records/s)."""
     with db.read() as session:
-        campaign = campaigns.get(session, campaign_id)
-        return charts.of_campaign(session.connection(), campaign, now=utcnow(), buckets=buckets)
+        row = campaigns.check_exists(session, campaign_id)  # no counts: they cost more
+        conn = session.connection()
+        return charts.timeline(
+            conn,
+            campaign_id=campaign_id,
+            started_at=row.started_at,
+            running=charts.remaining(conn, campaign_id),
+            now=utcnow(),
+            buckets=buckets,
+        )
 
 
 @router.get(
@@ -51,5 +59,8 @@ def campaign_runtimes(campaign_id: wire.Id, db: DbDep, _: SubmitterDep) -> wire.
     slowest records. Read from the newest 2,000 finished records (`scanned` of `finished`);
     a record whose last run never started (an upstream failure) has no time."""
     with db.read() as session:
-        campaign = campaigns.get(session, campaign_id)
-        return charts.runtimes_of(session.connection(), campaign)
+        campaigns.check_exists(session, campaign_id)
+        conn = session.connection()
+        return charts.runtimes(
+            conn, campaign_id=campaign_id, finished=charts.finished(conn, campaign_id)
+        )

@@ -241,6 +241,19 @@ class Kept:
 REMAINING = (S.waiting, S.ready, S.claimed, S.running)
 
 
+def remaining(conn: Connection, campaign_id: int) -> bool:
+    """Records of the campaign are still waiting, ready or leased (one index seek per
+    state, where the campaign's counts would read them all)."""
+    where = [REC.c.campaign_id == campaign_id, literal_in(REC.c.state, REMAINING)]
+    return conn.execute(select(REC.c.id).where(*where).limit(1)).first() is not None
+
+
+def finished(conn: Connection, campaign_id: int) -> int:
+    """The campaign's done and failed records, counted in ix_record_campaign_ended."""
+    where = [REC.c.campaign_id == campaign_id, _IN_ENDED]
+    return conn.execute(select(func.count()).where(*where)).scalar_one()
+
+
 def of_campaign(
     conn: Connection,
     campaign: wire.Campaign,
