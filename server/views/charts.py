@@ -254,6 +254,19 @@ def finished(conn: Connection, campaign_id: int) -> int:
     return conn.execute(select(func.count()).where(*where)).scalar_one()
 
 
+#: Seconds a page keeps a running campaign's plots, whatever its counts do.
+RUNNING_KEEP = 5
+
+
+def _kept_as(campaign: wire.Campaign) -> tuple[Any, ...]:
+    """What a kept answer stands for: a running campaign's, a moment of `RUNNING_KEEP`
+    seconds (every viewer's refresh would otherwise recount it, since its counts change
+    all the time); a finished one's, its done and failed counts (a retry changes them)."""
+    if any(campaign.counts.get(s) for s in REMAINING):
+        return ("running", int(time.monotonic() // RUNNING_KEEP))
+    return ("ended", *(campaign.counts.get(s, 0) for s in ENDED))
+
+
 def of_campaign(
     conn: Connection,
     campaign: wire.Campaign,
@@ -262,37 +275,33 @@ def of_campaign(
     buckets: int = MAX_BUCKETS,
     kept: Kept | None = None,
 ) -> wire.Timeline:
-    """The timeline of `campaign` (its counts as read), kept in `kept` while its done and
-    failed counts stay the same (and, while it runs, for ten seconds at most)."""
-    running = any(campaign.counts.get(s) for s in REMAINING)
+    """The timeline of `campaign` (its counts as read), from `kept` when it holds one for
+    the same moment of a running campaign or the same counts of a finished one."""
 
     def make() -> wire.Timeline:
         return timeline(
             conn,
             campaign_id=campaign.id,
             started_at=campaign.started_at,
-            running=running,
+            running=any(campaign.counts.get(s) for s in REMAINING),
             now=now,
             buckets=buckets,
         )
 
     if kept is None:
         return make()
-    ended = tuple(campaign.counts.get(s, 0) for s in ENDED)
-    moment = int(time.monotonic() // 10) if running else 0
-    return kept.get(("timeline", campaign.id, buckets, ended, running, moment), make)
+    return kept.get(("timeline", campaign.id, buckets, *_kept_as(campaign)), make)
 
 
 def runtimes_of(
     conn: Connection, campaign: wire.Campaign, *, kept: Kept | None = None
 ) -> wire.Runtimes:
     """The run times of `campaign`'s newest finished records, kept like `of_campaign`."""
-    finished = sum(campaign.counts.get(s, 0) for s in ENDED)
 
     def make() -> wire.Runtimes:
-        return runtimes(conn, campaign_id=campaign.id, finished=finished)
+        done = sum(campaign.counts.get(s, 0) for s in ENDED)
+        return runtimes(conn, campaign_id=campaign.id, finished=done)
 
     if kept is None:
         return make()
-    ended = tuple(campaign.counts.get(s, 0) for s in ENDED)
-    return kept.get(("runtimes", campaign.id, ended), make)
+    return kept.get(("runtimes", campaign.id, *_kept_as(campaign)), make)

@@ -186,3 +186,31 @@ def test_the_plots_read_the_finished_records_index_alone(api: TestClient) -> Non
             assert reads and all("ix_record_campaign_ended" in line for line in reads), plan
             if db.is_sqlite:
                 assert all("COVERING INDEX" in line for line in reads), plan
+
+
+def test_pages_keep_a_running_campaigns_plots_a_moment_and_a_finished_ones_by_counts(
+    monkeypatch: Any,
+) -> None:
+    from tests.server.views.test_status import campaign_row
+
+    clock = [100.0]
+    monkeypatch.setattr(charts.time, "monotonic", lambda: clock[0])
+    kept, made = charts.Kept(max_age=30), []
+
+    def make() -> int:
+        made.append(1)
+        return len(made)
+
+    def ask(counts: dict[str, int]) -> int:
+        return kept.get(("timeline", *charts._kept_as(campaign_row(counts))), make)
+
+    assert ask({"done": 1, "ready": 3}) == 1
+    assert ask({"done": 2, "ready": 2}) == 1  # running: the counts move, the moment holds
+    clock[0] += charts.RUNNING_KEEP
+    assert ask({"done": 3, "ready": 1}) == 2
+    assert ask({"done": 4}) == 3  # finished: kept by its counts
+    clock[0] += 20
+    assert ask({"done": 4}) == 3
+    assert ask({"done": 3, "failed": 1}) == 4  # a retry, failed again: new counts
+    clock[0] += 31
+    assert ask({"done": 3, "failed": 1}) == 5  # and never beyond max_age
