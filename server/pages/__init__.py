@@ -17,7 +17,8 @@ from fastapi.staticfiles import StaticFiles
 
 from farmhand.server.pages import access, routes
 from farmhand.server.pages.render import render
-from farmhand.server.views import charts, status, stuck
+from farmhand.server.views import status, stuck
+from farmhand.server.views.charts import Kept
 
 STATIC = Path(__file__).parent / "static"
 VENDOR = "/static/vendor"
@@ -27,7 +28,7 @@ def mount(app: FastAPI) -> None:
     """Serve the pages, `/static` and the offline `/docs` and `/redoc` on `app`."""
     app.state.throughput = status.Throughput()
     app.state.stuck = stuck.Recent()
-    app.state.plots = charts.Kept()
+    app.state.plots = Kept()  # the pages' plots (views/charts.py)
     app.include_router(access.router)
     app.include_router(routes.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

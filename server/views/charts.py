@@ -258,12 +258,12 @@ def finished(conn: Connection, campaign_id: int) -> int:
 RUNNING_KEEP = 5
 
 
-def _kept_as(campaign: wire.Campaign) -> tuple[Any, ...]:
-    """What a kept answer stands for: a running campaign's, a moment of `RUNNING_KEEP`
-    seconds (every viewer's refresh would otherwise recount it, since its counts change
-    all the time); a finished one's, its done and failed counts (a retry changes them)."""
+def _kept_as(campaign: wire.Campaign, period: float = RUNNING_KEEP) -> tuple[Any, ...]:
+    """What a kept answer stands for: a running campaign's, a moment of `period` seconds
+    (every viewer's refresh would otherwise recount it, since its counts change all the
+    time); a finished one's, its done and failed counts (a retry changes them)."""
     if any(campaign.counts.get(s) for s in REMAINING):
-        return ("running", int(time.monotonic() // RUNNING_KEEP))
+        return ("running", int(time.monotonic() // period))
     return ("ended", *(campaign.counts.get(s, 0) for s in ENDED))
 
 
@@ -274,9 +274,11 @@ def of_campaign(
     now: datetime,
     buckets: int = MAX_BUCKETS,
     kept: Kept | None = None,
+    period: float = RUNNING_KEEP,
 ) -> wire.Timeline:
     """The timeline of `campaign` (its counts as read), from `kept` when it holds one for
-    the same moment of a running campaign or the same counts of a finished one."""
+    the same moment (`period` seconds) of a running campaign or the same counts of a
+    finished one."""
 
     def make() -> wire.Timeline:
         return timeline(
@@ -290,7 +292,7 @@ def of_campaign(
 
     if kept is None:
         return make()
-    return kept.get(("timeline", campaign.id, buckets, *_kept_as(campaign)), make)
+    return kept.get(("timeline", campaign.id, buckets, *_kept_as(campaign, period)), make)
 
 
 def runtimes_of(
