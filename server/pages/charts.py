@@ -26,7 +26,7 @@ OVERVIEW_PLOTS = 50
 OVERVIEW_BUCKETS = 40
 #: Seconds the overview keeps the agents' sparklines and last errors, and a running
 #: campaign's small timeline (the campaign page: `charts.RUNNING_KEEP`). Each costs up to
-#: 100 ms at a million records; the sparklines' buckets are two minutes wide.
+#: 100-150 ms at a million records; the sparklines' buckets are three minutes wide.
 OVERVIEW_KEEP = 15
 
 

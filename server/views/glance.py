@@ -1,12 +1,13 @@
 """The overview's agents at a glance: slots busy over the last hour, and the newest error.
 
-Bounded reads by primary key, like the overview's recent failures. Slots busy are counted
-at `BUCKETS` moments of the last hour (each bucket's end; the last is now): a run holds a
-slot from its start (its claim, until it starts) to its end. One GROUP BY over the runs
-among the last `RUN_WINDOW` counts them all at once (a CASE per moment, compared with bound
-times: the same SQL on both databases, no row sent to Python); a second adds the runs the
-agents hold leases for now (`ix_record_agent`) from before the window. When the window does
-not reach back an hour, the moments before its oldest claim are unknown (None), not idle.
+Bounded reads by primary key, like the overview's recent failures. Slots busy are averaged
+over each of `BUCKETS` buckets of the last hour: a run holds a slot from its start (its
+claim, until it starts) to its end (or now), so a bucket's value is the seconds its runs
+overlap it over its width. One GROUP BY over the runs among the last `RUN_WINDOW` sums them
+all at once (an overlap per bucket against bound times; `_overlap` writes it per dialect;
+no row is sent to Python); a second adds the runs the agents hold leases for now
+(`ix_record_agent`) from before the window. When the window does not reach back an hour,
+the buckets that begin before its oldest claim are unknown (None), not idle.
 The newest failed run of each agent in the same window is its last error.
 """
 
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, literal, or_, select
+from sqlalchemy import extract, func, literal, or_, select
 from sqlmodel import Session
 
 from farmhand import wire
@@ -25,13 +26,13 @@ from farmhand.server.queue.states import LEASED
 from farmhand.server.tables import REC, RUN, UTCDateTime
 
 HOUR = 3600.0
-BUCKETS = 30
+BUCKETS = 20
 RUN_WINDOW = 20_000
 
 
 @dataclass
 class Glance:
-    """One agent's last hour: slots busy at each bucket's end (oldest first; None: before
+    """One agent's last hour: average slots busy per bucket (oldest first; None: before
     what the window read), and its newest failed run."""
 
     busy: list[float | None] = field(default_factory=lambda: [0.0] * BUCKETS)
@@ -47,18 +48,12 @@ def of_agents(session: Session, agent_ids: list[int], *, now: datetime) -> dict[
     if newest is None or not agent_ids:
         return out
     since = now - timedelta(seconds=HOUR)
-    moments = [since + timedelta(seconds=HOUR * (i + 1) / BUCKETS) for i in range(BUCKETS)]
     window = RUN.c.id > newest - RUN_WINDOW
-    begin = func.coalesce(RUN.c.started_at, RUN.c.claimed_at)
-    counts = [
-        func.sum(
-            case(
-                (and_(begin <= at, or_(RUN.c.ended_at.is_(None), RUN.c.ended_at > at)), 1),
-                else_=0,
-            )
-        )
-        for at in (literal(m, UTCDateTime) for m in moments)
-    ]
+    width = HOUR / BUCKETS
+    bounds = [since + timedelta(seconds=width * i) for i in range(BUCKETS + 1)]
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    begin = _seconds(func.coalesce(RUN.c.started_at, RUN.c.claimed_at), since, sqlite)
+    end = _seconds(func.coalesce(RUN.c.ended_at, literal(now, UTCDateTime)), since, sqlite)
     # `agent_id + 0`: the window is read in primary-key order; with ix_run_agent the
     # planners would visit it once per agent.
     agent = (RUN.c.agent_id + 0).label("agent")
@@ -67,16 +62,44 @@ def of_agents(session: Session, agent_ids: list[int], *, now: datetime) -> dict[
         select(REC.c.run_id).where(REC.c.agent_id.in_(agent_ids), literal_in(REC.c.state, LEASED))
     )
     for where in ([window, ended_in_hour], [held, RUN.c.id <= newest - RUN_WINDOW]):
-        rows = session.execute(select(agent, *counts).where(*where).group_by(agent))
+        # Each run's start and end in seconds since the hour began, once; then per bucket
+        # the seconds they overlap it, in plain arithmetic.
+        runs = select(agent, begin.label("b"), end.label("e")).where(*where).subquery()
+        sums = [
+            func.sum(_overlap(runs.c.b, runs.c.e, width * i, width * (i + 1), sqlite))
+            for i in range(BUCKETS)
+        ]
+        rows = session.execute(select(runs.c.agent, *sums).group_by(runs.c.agent))
         for agent_id, *busy in rows:
             if agent_id in out:
                 look = out[agent_id]
-                look.busy = [(b or 0.0) + (n or 0) for b, n in zip(look.busy, busy, strict=True)]
+                look.busy = [
+                    (b or 0.0) + float(n or 0) for b, n in zip(look.busy, busy, strict=True)
+                ]
     known_from = _known_from(session, newest, since)
     for look in out.values():
-        look.busy = [None if m < known_from else b for m, b in zip(moments, look.busy, strict=True)]
+        look.busy = [
+            None if lo < known_from else round((b or 0.0) / width, 3)
+            for lo, b in zip(bounds, look.busy, strict=False)
+        ]
     _errors(session, out, window)
     return out
+
+
+def _seconds(moment: Any, since: datetime, sqlite: bool) -> Any:
+    """SQL: the seconds from `since` to `moment`."""
+    start = literal(since, UTCDateTime)
+    if sqlite:  # julianday counts days
+        return (func.julianday(moment) - func.julianday(start)) * 86400
+    return extract("epoch", moment - start)
+
+
+def _overlap(begin: Any, end: Any, lo: float, hi: float, sqlite: bool) -> Any:
+    """SQL: the seconds [begin, end) and [lo, hi) have in common (0 when none)."""
+    low, high = literal(lo), literal(hi)
+    if sqlite:  # min and max of two values
+        return func.max(0, func.min(end, high) - func.max(begin, low))
+    return func.greatest(0, func.least(end, high) - func.greatest(begin, low))
 
 
 def _known_from(session: Session, newest: int, since: datetime) -> datetime:

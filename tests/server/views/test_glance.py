@@ -1,4 +1,4 @@
-"""The overview's agents at a glance: slots busy at known moments of the last hour, from
+"""The overview's agents at a glance: slots busy in each bucket of the last hour, from
 runs whose times are written into their rows, and each agent's newest error (both
 backends, ids apart)."""
 
@@ -40,21 +40,24 @@ def farm(api: TestClient, now: datetime) -> tuple[int, int, dict[str, dict]]:
     return busy, idle, {"first": first, "second": second, "third": third}
 
 
-def test_busy_slots_at_each_moment_and_the_newest_error(api: TestClient) -> None:
+def test_busy_slots_per_bucket_and_the_newest_error(api: TestClient) -> None:
     now = utcnow()
     busy, idle, leases = farm(api, now)
     with api.app.state.db.read() as session:
         looks = glance.of_agents(session, [busy, idle], now=now)
-    # Moment i is the end of bucket i: now - 60 min + 2 (i + 1) min.
-    expected = [0.0] * 4 + [1.0] * 3 + [2.0] * 2 + [1.0] * 16 + [2.0] * 2 + [1.0] * 3
+    # Bucket i is [now - 60 min + 3 i min, + 3 min): the first run covers 2 min of bucket
+    # 3, all of 4 and 5, 2 min of 6; the second 5 on; the failed one 2 min of 17, 1 of 18.
+    third, two_thirds = 0.333, 0.667
+    expected = [0.0] * 3 + [two_thirds, 1.0, 2.0, 1 + two_thirds] + [1.0] * 10
+    expected += [1 + two_thirds, 1 + third, 1.0]
     assert looks[busy].busy == expected
-    assert looks[idle].busy == [0.0] * 30 and looks[idle].error is None
+    assert looks[idle].busy == [0.0] * 20 and looks[idle].error is None
     assert looks[busy].error == "exit code 2"
     assert looks[busy].error_record == leases["third"]["record_id"]
     assert looks[busy].error_at == minutes(now, -5)
 
 
-def test_moments_before_the_window_of_runs_are_unknown(
+def test_buckets_before_the_window_of_runs_are_unknown(
     api: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = utcnow()
@@ -62,5 +65,6 @@ def test_moments_before_the_window_of_runs_are_unknown(
     monkeypatch.setattr(glance, "RUN_WINDOW", 2)  # the last two runs: not the first
     with api.app.state.db.read() as session:
         look = glance.of_agents(session, [busy], now=now)[busy]
-    # The window's oldest claim is -45 min: the moments before it are unknown, not idle.
-    assert look.busy == [None] * 7 + [1.0] * 18 + [2.0] * 2 + [1.0] * 3
+    # The window's oldest claim is -45 min: the buckets that begin before it are unknown,
+    # not idle.
+    assert look.busy == [None] * 5 + [1.0] * 12 + [1.667, 1.333, 1.0]
