@@ -7,7 +7,12 @@ timed directly: the counts-by-state GROUP BY the overview runs, the stuck-record
 (`farmhand status`: the agents offer runners and resources some ready records lack), and,
 for reference, the `run.ended_at` scan a database-side throughput would need (unindexed;
 the pages use sampled counts instead), and the count a Cancel…/Retry… confirmation makes
-(`walk.count`, by state, a whole campaign). Numbers are printed, never asserted.
+(`walk.count`, by state, a whole campaign); the campaign page's plots (timeline and run times of
+the 910,000-record campaign, whose finished records ended over the last hour) and the
+overview's agents at a glance. The pages keep plots while a campaign's counts stay the
+same, so over HTTP the campaign pages and the overview show them kept; the API's
+`/timeline` and `/runtimes` compute them on every request. Numbers are printed, never
+asserted.
 
 Records carry one of 20 datasets and one of 10 tags (plus a tag on one record in 100,000),
 so the campaign page's dataset and tag filters are timed as well; and params `T` (ten
@@ -37,7 +42,7 @@ from farmhand.server.catalog import walk
 from farmhand.server.db import Database
 from farmhand.server.pages.access import COOKIE
 from farmhand.server.tables import utcnow
-from farmhand.server.views import browse, status, stuck
+from farmhand.server.views import browse, charts, glance, status, stuck
 
 TOKEN = "fh_bench_overview"
 CAMPAIGNS = 10
@@ -103,7 +108,10 @@ def fill(db: Database, n: int) -> float:
                 f"'key-' || i, 'python calc.py ' || i, 0, '{{}}', {STATE}, "
                 f"CASE WHEN i % 200 < 110 OR {leased} THEN 1 ELSE 0 END, 3, "
                 f"CASE WHEN {leased} THEN 1 + i % {AGENTS} END, "
-                f"CASE WHEN {leased} THEN {sql.later(3600)} END, {sql.now}, {sql.now}, "
+                f"CASE WHEN {leased} THEN {sql.later(3600)} END, {sql.now}, "
+                # A finished record's updated_at is its end: its run's ended_at (below).
+                f"CASE WHEN i % 200 < 110 OR (i % 200 >= 180 AND i % 200 < 186) "
+                f"THEN {sql.ago('i % 3600')} ELSE {sql.now} END, "
                 "'ds-' || (i % 20), "
                 f"{sql.json_of(TAGS)}, "
                 "CASE WHEN i % 1000 = 117 THEN 'lammps' ELSE 'subprocess' END, "
@@ -180,6 +188,28 @@ def direct(db: Database, repeat: int) -> dict[str, tuple[float, float]]:
 
         return call
 
+    def plots() -> object:
+        with db.read() as session:
+            (campaign,) = [c for c in status.campaigns(session) if c.id == 1]
+            conn = session.connection()
+            return charts.of_campaign(conn, campaign, now=utcnow()), charts.runtimes_of(
+                conn, campaign
+            )
+
+    def timeline() -> object:
+        with db.read() as session:
+            return charts.timeline(
+                session.connection(), campaign_id=1, started_at=None, running=True, now=utcnow()
+            )
+
+    def runtimes() -> object:
+        with db.read() as session:
+            return charts.runtimes(session.connection(), campaign_id=1, finished=0)
+
+    def agents_at_a_glance() -> object:
+        with db.read() as session:
+            return glance.of_agents(session, list(range(1, AGENTS + 1)), now=utcnow())
+
     lists = {
         "first page": records(),
         "key prefix": records(key_prefix="key-12345"),
@@ -210,6 +240,10 @@ def direct(db: Database, repeat: int) -> dict[str, tuple[float, float]]:
         **{f"records: {name} (direct)": timed(call, repeat) for name, call in lists.items()},
         **{f"action count: {name} (direct)": timed(call, repeat) for name, call in counted.items()},
         "stuck records (GROUP BY, direct)": timed(stuck_groups, repeat),
+        "plots: timeline (direct)": timed(timeline, repeat),
+        "plots: run times (direct)": timed(runtimes, repeat),
+        "plots: counts + both, uncached (direct)": timed(plots, repeat),
+        "agents at a glance (direct)": timed(agents_at_a_glance, repeat),
         "runs ended in last 5 min (scan, direct)": timed(ended_scan, repeat),
     }
 
@@ -242,6 +276,12 @@ def over_http(url: str, data_dir: Path, repeat: int) -> dict[str, tuple[float, f
             "campaign page, rare tag": get("/campaigns/1?tag=rare"),
             "campaign page, rare tag, deep": get("/campaigns/1?tag=rare&after=500000"),
             "GET /api/v1/status": get("/api/v1/status", Authorization=f"Bearer {TOKEN}"),
+            "GET /campaigns/1/timeline": get(
+                "/api/v1/campaigns/1/timeline", Authorization=f"Bearer {TOKEN}"
+            ),
+            "GET /campaigns/1/runtimes": get(
+                "/api/v1/campaigns/1/runtimes", Authorization=f"Bearer {TOKEN}"
+            ),
             "record page": get("/records/100"),
             "/metrics": get("/metrics"),
         }

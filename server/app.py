@@ -29,6 +29,7 @@ from farmhand.server.routes import agents as agent_routes
 from farmhand.server.routes import allocations as allocation_routes
 from farmhand.server.routes import bundles as bundle_routes
 from farmhand.server.routes import campaigns as campaign_routes
+from farmhand.server.routes import charts as chart_routes
 from farmhand.server.routes import leases as lease_routes
 from farmhand.server.routes import openapi
 from farmhand.server.routes import records as record_routes
@@ -91,6 +92,7 @@ def create_app(settings: Settings) -> FastAPI:
         campaign_routes.tokens,
         record_routes.router,
         result_routes.router,
+        chart_routes.router,
         agent_routes.router,
         lease_routes.router,
         run_routes.router,

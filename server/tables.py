@@ -328,6 +328,17 @@ Index(
     postgresql_where=text(f"end_seq IS NULL AND {ENDED}"),
 )
 
+# A campaign's finished records in the order they ended (`views/charts.py`: the campaign
+# page's timeline and run times). Partial: the claim never writes it (migration 0013).
+Index(
+    "ix_record_campaign_ended",
+    Record.__table__.c.campaign_id,
+    Record.__table__.c.state,
+    Record.__table__.c.updated_at,
+    sqlite_where=text("state IN ('done', 'failed')"),
+    postgresql_where=text("state IN ('done', 'failed')"),
+)
+
 # Key-prefix search on PostgreSQL (the campaign page's `key` filter): `LIKE 'p%'` reads a
 # b-tree only under the C collation or through text_pattern_ops. SQLite compares keys as
 # bytes, so its unique (campaign_id, key) index already serves a prefix as a range.

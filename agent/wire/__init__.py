@@ -110,6 +110,7 @@ from farmhand.wire.bundles import (
     BundleRecord,
     BundleRun,
 )
+from farmhand.wire.charts import RuntimeBin, Runtimes, SlowRecord, Timeline, TimelinePoint
 from farmhand.wire.durations import (
     DURATION_FORMS,
     clock_seconds,
@@ -275,7 +276,10 @@ __all__ = [
     "RunStartItem",
     "RunStarts",
     "RunState",
+    "RuntimeBin",
+    "Runtimes",
     "Skipped",
+    "SlowRecord",
     "Snapshot",
     "SnapshotBatch",
     "SnapshotBatchStored",
@@ -287,6 +291,8 @@ __all__ = [
     "Strict",
     "StuckRecords",
     "Text",
+    "Timeline",
+    "TimelinePoint",
     "TokenCreate",
     "TokenCreated",
     "TokenInfo",

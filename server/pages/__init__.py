@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from farmhand.server.pages import access, bulk, routes
 from farmhand.server.pages.render import render
 from farmhand.server.views import status, stuck
+from farmhand.server.views.charts import Kept
 
 STATIC = Path(__file__).parent / "static"
 VENDOR = "/static/vendor"
@@ -28,6 +29,7 @@ def mount(app: FastAPI) -> None:
     """Serve the pages, `/static` and the offline `/docs` and `/redoc` on `app`."""
     app.state.throughput = status.Throughput()
     app.state.stuck = stuck.Recent()
+    app.state.plots = Kept()  # the pages' plots (views/charts.py)
     app.include_router(access.router)
     app.include_router(routes.router)
     app.include_router(bulk.router)

@@ -17,7 +17,7 @@ from farmhand import wire
 from farmhand.server.allocations import jobs
 from farmhand.server.catalog import campaigns, failures, records, results
 from farmhand.server.errors import Conflict, FarmhandError
-from farmhand.server.pages import filters
+from farmhand.server.pages import charts, filters
 from farmhand.server.pages.access import ActorDep, Refused, ViewerDep
 from farmhand.server.pages.render import LIVE_HEADER, render
 from farmhand.server.queue import states
@@ -56,6 +56,9 @@ def overview(
         recent: stuck.Recent = request.app.state.stuck
         not_moving = recent.explain(session, now=now, stale_after=settings.lease_ttl, ready=ready)
         allocations = jobs.list_(session, live=True)
+        plotted = charts.overview_context(
+            session, rows, agents, now=now, kept=request.app.state.plots
+        )
     progress = status.progress(rows, throughput=request.app.state.throughput, now=now)
     context = {
         "progress": progress,
@@ -70,6 +73,7 @@ def overview(
         "showing_archived": archived,
         "allocations": allocations.allocations,
         "autoscalers": [a for a in allocations.autoscalers if a.status],
+        **plotted,
     }
     return render(request, "overview.html", context, viewer=who)
 
@@ -126,6 +130,7 @@ def campaign(
         if row.counts.get(wire.RecordState.failed):
             conn = session.connection()
             grouped = failures.groups(conn, campaign_id=campaign_id, scanned=FAILURES_READ)
+        plotted = charts.campaign_context(session, row, now=utcnow(), kept=request.app.state.plots)
     (progress,) = status.progress([row], throughput=request.app.state.throughput, now=utcnow())
     shown = {"state": state, "dataset": dataset, "tag": tag, "key": key}
     query = filters.query(chosen)
@@ -143,6 +148,7 @@ def campaign(
         "states": list(wire.RecordState),
         "failures": grouped,
         "did": did[:DID_LENGTH],
+        **plotted,
     }
     return render(request, "campaign.html", context, viewer=who)
 

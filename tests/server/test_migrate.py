@@ -127,6 +127,7 @@ SEEDS: dict[str, Callable[[Connection], None]] = {
     "0009": seed_0001,
     "0010": seed_0001,
     "0011": seed_0001,
+    "0012": seed_0001,
 }
 
 

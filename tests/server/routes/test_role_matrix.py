@@ -104,6 +104,8 @@ API_MATRIX: dict[tuple[str, str], dict[str, str]] = {
     ("GET", "/api/v1/campaigns/{campaign_id}/results"): PEOPLE,
     ("GET", "/api/v1/campaigns/{campaign_id}/ended"): PEOPLE,
     ("GET", "/api/v1/campaigns/{campaign_id}/failures"): PEOPLE,
+    ("GET", "/api/v1/campaigns/{campaign_id}/timeline"): PEOPLE,
+    ("GET", "/api/v1/campaigns/{campaign_id}/runtimes"): PEOPLE,
     ("POST", "/api/v1/bundles"): PEOPLE,
     ("GET", "/api/v1/backup"): ADMIN,
     # Autoscalers use a submitter or admin token; agent tokens neither read nor write.
