@@ -35,8 +35,8 @@ from farmhand.server.routes import openapi
 from farmhand.server.routes import records as record_routes
 from farmhand.server.routes import results as result_routes
 from farmhand.server.routes import runs as run_routes
-from farmhand.server.routes import snapshot_batches as snapshot_batch_routes
-from farmhand.server.routes import snapshots as snapshot_routes
+from farmhand.server.routes.snapshots import batches as snapshot_batch_routes
+from farmhand.server.routes.snapshots import single as snapshot_routes
 from farmhand.server.serving import metrics
 from farmhand.server.serving.gate import Gate
 from farmhand.server.serving.logs import RequestIdMiddleware

@@ -110,6 +110,14 @@ from farmhand.wire.bundles import (
     BundleRecord,
     BundleRun,
 )
+from farmhand.wire.campaigns import (
+    Campaign,
+    CampaignCreate,
+    CampaignDeleted,
+    FailedRecord,
+    FailureGroup,
+    FailureGroups,
+)
 from farmhand.wire.charts import RuntimeBin, Runtimes, SlowRecord, Timeline, TimelinePoint
 from farmhand.wire.durations import (
     DURATION_FORMS,
@@ -130,13 +138,7 @@ from farmhand.wire.params import (
     parse_where,
 )
 from farmhand.wire.records import (
-    Campaign,
-    CampaignCreate,
-    CampaignDeleted,
     Ended,
-    FailedRecord,
-    FailureGroup,
-    FailureGroups,
     Record,
     RecordCount,
     RecordFilter,

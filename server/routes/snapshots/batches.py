@@ -33,7 +33,7 @@ from farmhand.server.db import Database
 from farmhand.server.errors import FarmhandError, Invalid
 from farmhand.server.routes.deps import AnyRoleDep, Caller, DbDep, NowDep, SettingsDep
 from farmhand.server.routes.openapi import errors
-from farmhand.server.routes.snapshots import BlobsDep, HashMismatch, TooLarge
+from farmhand.server.routes.snapshots.single import BlobsDep, HashMismatch, TooLarge
 from farmhand.server.storage import snapshots
 from farmhand.server.storage.blobs import BlobStore
 from farmhand.wire import Role
