@@ -17,7 +17,7 @@ from collections import Counter
 from typing import Annotated, Literal
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from farmhand import wire
@@ -30,6 +30,7 @@ from farmhand.server.queue import states
 from farmhand.server.queue.states import Event
 from farmhand.server.routes.deps import DbDep
 from farmhand.server.tables import utcnow
+from farmhand.server.views import browse
 
 router = APIRouter(include_in_schema=False)
 #: Transactions one confirmation runs (`walk.BULK_PAGE` records each); past them, it says
@@ -46,6 +47,21 @@ FormText = Annotated[str, Form()]
 FormList = Annotated[list[str], Form()]
 
 
+def filter_form(
+    state: FormText = "",
+    key: FormText = "",
+    dataset: FormText = "",
+    tag: FormText = "",
+    where: FormList = [],  # noqa: B006 (FastAPI copies it)
+) -> browse.Filters:
+    """The filter both steps post: the campaign page's fields, checked as the page checks
+    them (422 as the error page)."""
+    return filters.chosen(state=state, key=key, dataset=dataset, tag=tag, where=where)
+
+
+FilterForm = Annotated[browse.Filters, Depends(filter_form)]
+
+
 def acts_on(action: Action, state: wire.RecordState) -> bool:
     """Whether the action changes a record in `state` (the page never forces a retry)."""
     if action == "cancel":
@@ -59,16 +75,11 @@ def ask(
     campaign_id: int,
     who: ActorDep,
     db: DbDep,
+    chosen: FilterForm,
     action: FormText = "",
-    state: FormText = "",
-    key: FormText = "",
-    dataset: FormText = "",
-    tag: FormText = "",
-    where: FormList = [],  # noqa: B006 (FastAPI copies it)
 ) -> Response:
     """The confirmation: how many records the filter shows, what changes and what not."""
     action = checked(action)
-    chosen = filters.chosen(state=state, key=key, dataset=dataset, tag=tag, where=where)
     asked = filters.as_filter(chosen, campaign_id)
     with db.read() as session, page_errors():
         row = campaigns.check_exists(session, campaign_id)
@@ -101,20 +112,15 @@ def confirm(
     campaign_id: int,
     who: ActorDep,
     db: DbDep,
+    chosen: FilterForm,
     action: FormText = "",
     through: FormText = "",
     expected: FormText = "",
-    state: FormText = "",
-    key: FormText = "",
-    dataset: FormText = "",
-    tag: FormText = "",
-    where: FormList = [],  # noqa: B006 (FastAPI copies it)
 ) -> Response:
     """Apply the action to the filter, as confirmed, and go back to the page saying what
     it did."""
     action = checked(action)
     upto, counted = _number(through), _number(expected)
-    chosen = filters.chosen(state=state, key=key, dataset=dataset, tag=tag, where=where)
     asked = filters.as_filter(chosen, campaign_id)
     with db.read() as session, page_errors():
         campaigns.check_exists(session, campaign_id)
