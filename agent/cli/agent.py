@@ -44,10 +44,11 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> argparse.Arg
     )
     p.add_argument(
         "--prefetch",
-        type=_count(0),
-        default=0,
-        metavar="M",
-        help="leases claimed and staged ahead, waiting for a free slot (default 0)",
+        type=_prefetch,
+        default=None,
+        metavar="M|auto",
+        help="leases claimed and staged ahead, waiting for a free slot (default auto: as "
+        "many as the slots while the recent commands are short, else none)",
     )
     p.add_argument("--workdir", default="farmhand-work", help="where run directories go")
     p.add_argument("--name", help="agent name (default: HOST-PID)")
@@ -286,6 +287,11 @@ def _count(least: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _prefetch(text: str) -> int | None:
+    """`auto` (None) or a whole number ≥ 0."""
+    return None if text.strip().lower() == "auto" else _count(0)(text)
 
 
 def _seconds(text: str) -> float:

@@ -37,6 +37,7 @@ from farmhand.runtime.outbox import Outbox
 from farmhand.runtime.resources.allocation import Allocator
 from farmhand.runtime.resources.diskguard import DiskGuard
 from farmhand.runtime.resources.node import detect
+from farmhand.runtime.resources.prefetch import Prefetch
 from farmhand.runtime.resources.slots import Slots
 from farmhand.runtime.resources.walltime import Walltime, describe
 from farmhand.runtime.runners import definitions
@@ -67,6 +68,7 @@ class Agent(Intake):
         self.tally = Tally()
         self.runners = config.runners or definitions.builtin()
         self.allocator = Allocator(config.resources or detect(), config.slots)
+        self.prefetch = Prefetch(config.prefetch, config.slots)
         workdir = Path(config.workdir).resolve()
         self.walltime = Walltime(None, config.walltime_margin, "not yet known")
         self.disk = DiskGuard(workdir, config.disk_limit)
@@ -227,7 +229,7 @@ class Agent(Intake):
             interrupted=self._stop.began,
         )
         self.agent_id, self.lease_ttl = answer.agent.id, answer.lease_ttl
-        slots = f"{cfg.slots} slot(s)" + (f" + {cfg.prefetch} prefetched" if cfg.prefetch else "")
+        slots = f"{cfg.slots} slot(s), prefetch {self.prefetch.describe()}"
         log.info(
             "agent %s registered as agent %d at %s: %s, leases last %gs, work in %s; %s",
             *(self.name, self.agent_id, self.client.server, slots, self.lease_ttl),

@@ -91,6 +91,7 @@ class Attempt(Outcomes):
         self.start_ticket: Ticket | None = None  # the server's answer to the run's start
         self.started_at: datetime | None = None  # a start the report carries (not sent)
         self.began = time.monotonic()
+        self.command_began: float | None = None  # monotonic, once the command started
         self._lock = threading.Lock()
         self.thread = threading.Thread(
             target=self._work, daemon=True, name=f"farmhand-run-{lease.run_id}"
@@ -312,6 +313,7 @@ class Attempt(Outcomes):
                 return None
             try:
                 self.handle = runner.start(launch)
+                self.command_began = time.monotonic()
             except RunnerFailure:
                 self.phase = "reporting"
                 raise

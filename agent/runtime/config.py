@@ -30,7 +30,7 @@ class AgentConfig:
     term_grace: float = 5.0  # SIGTERM→SIGKILL grace when terminating a run
     report_deadline: float = 600.0  # how long a stopping agent waits for its outbox
     connect_timeout: float = 300.0  # how long registration retries an unreachable server
-    prefetch: int = 0  # leases claimed and staged beyond the slots, waiting for one
+    prefetch: int | None = None  # leases staged beyond the slots (None: auto, see Prefetch)
     walltime: float | None = None  # seconds from start (a Slurm job's end is found anyway)
     walltime_margin: float = 120.0  # the walltime drain begins this long before the end
     checkpoint_signal: int = signal.SIGTERM  # sent to running commands by the drain
@@ -53,14 +53,13 @@ class AgentConfig:
         for name in (
             "poll_wait",
             "term_grace",
-            "prefetch",
             "walltime_margin",
             "checkpoint_grace",
             "checkpoint_interval",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, not {getattr(self, name)}")
-        for name in ("exit_when_idle", "walltime"):
+        for name in ("exit_when_idle", "walltime", "prefetch"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} must not be negative, not {value}")

@@ -19,6 +19,7 @@ from farmhand.runtime.context import StopState
 from farmhand.runtime.outbox import Entry, Outbox
 from farmhand.runtime.resources.allocation import Allocator
 from farmhand.runtime.resources.placement import plan
+from farmhand.runtime.resources.prefetch import Prefetch
 from farmhand.runtime.resources.walltime import Walltime
 from farmhand.runtime.runners.definitions import Runners
 from farmhand.runtime.tally import Tally
@@ -41,6 +42,7 @@ class Intake:
     tally: Tally
     runners: Runners
     allocator: Allocator
+    prefetch: Prefetch
     walltime: Walltime
     outbox: Outbox
     paused: str | None
@@ -103,15 +105,16 @@ class Intake:
         cores); (free places, seconds idle). Attempts whose command has ended (packing their
         archive, reporting) hold no place, but at most `slots` of them may be in flight."""
         cfg = self.config
-        capacity = cfg.slots + cfg.prefetch
         with self._cond:
             while not self._stopped():
+                ahead = self.prefetch.depth()
+                capacity = cfg.slots + ahead
                 reporting = sum(1 for a in self._attempts.values() if a.phase == "reporting")
                 held = len(self._attempts) - reporting
                 if (
                     held < capacity
                     and reporting <= cfg.slots
-                    and (cfg.prefetch or self.allocator.has_room())
+                    and (ahead or self.allocator.has_room())
                 ):
                     break
                 self._cond.wait(1.0)
@@ -127,7 +130,7 @@ class Intake:
         """The resources a claim may ask for: the free share now; with prefetch, anything
         that fits the agent at all (a prefetched lease waits for its share as for its slot,
         in claim order)."""
-        if self.config.prefetch:
+        if self.prefetch.depth():
             return self.allocator.total.to_wire()
         return self.allocator.free()
 
@@ -179,6 +182,8 @@ class Intake:
 
     def _command_ended(self, attempt: Attempt) -> None:
         """An attempt's command is over: its place may take the next lease already."""
+        if attempt.command_began is not None:
+            self.prefetch.command_ended(time.monotonic() - attempt.command_began)
         with self._cond:
             self._cond.notify_all()
         self._stop.claim_wake.set()

@@ -113,7 +113,7 @@ def snapshot(agent: Agent) -> AgentView:
         server=agent.client.server,
         state=state,
         slots=agent.config.slots,
-        prefetch=agent.config.prefetch,
+        prefetch=agent.prefetch.depth(),
         runs=[
             RunView(a.lease.key, a.lease.run_id, a.phase, now - a.began) for a in agent.attempts()
         ],

@@ -30,6 +30,7 @@ def agent(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
         (["--walltime-margin", "-5"], "not a duration: '-5'"),
         (["--checkpoint-signal", "NOPE"], "not a signal: 'NOPE' (e.g. TERM, USR1, INT)"),
         (["--prefetch", "-1"], "must be at least 0, got -1"),
+        (["--prefetch", "some"], "not a whole number: 'some'"),
         (["--slots", "0"], "must be at least 1, got 0"),
         (["--checkpoint-interval", "often"], "not a duration: 'often'"),
         (["--max-extract-bytes", "lots"], "not a size: 'lots' (e.g. 64G, 500M, 1000000)"),

@@ -10,6 +10,7 @@ from rich.console import Console
 from farmhand import wire
 from farmhand.cli.display import render
 from farmhand.runtime.agent import Agent, AgentConfig
+from farmhand.runtime.resources.prefetch import MIN_SEEN
 from farmhand.runtime.tally import snapshot
 from tests.runtime.test_agent import Running, by_key, make_agent, submit
 from tests.runtime.test_drain import RecordingClient
@@ -55,6 +56,35 @@ def test_prefetched_leases_wait_staged_for_a_free_slot(
         "a": "done",
         "b": "done",
     }
+
+
+def test_by_default_an_agent_claims_ahead_once_its_commands_are_short(
+    live_server: LiveServer, tmp_path: Path, probe: Probe
+) -> None:
+    client = live_server.client()
+    quick = [
+        wire.RecordSpec(key=f"q{i}", command="true", priority=10 - i) for i in range(MIN_SEEN)
+    ]
+    campaign_id = submit(
+        client,
+        *quick,
+        wire.RecordSpec(key="slow", command=gated(tmp_path, "slow"), priority=2),
+        wire.RecordSpec(key="next", command=gated(tmp_path, "next"), priority=1),
+    )
+    agent = make_agent(live_server, tmp_path / "work", slots=1, exit_when_idle=1.0)
+    assert agent.prefetch.auto and agent.prefetch.depth() == 0
+    running = Running(agent)
+    probe.wait_until(lambda: (tmp_path / "slow.started").exists(), what="slow to start")
+    # Four commands that took milliseconds: one lease is now held ahead of the one slot.
+    probe.wait_until(lambda: snapshot(agent).queued == 1, what="next to be claimed ahead")
+    assert agent.prefetch.depth() == 1
+    assert by_key(client, campaign_id)["next"].state == "claimed"
+    assert not (tmp_path / "next.started").exists()
+    (tmp_path / "slow.go").touch()
+    probe.wait_until(lambda: (tmp_path / "next.started").exists(), what="next to take the slot")
+    (tmp_path / "next.go").touch()
+    assert running.finish(timeout=30) == 0
+    assert {r.state for r in by_key(client, campaign_id).values()} == {"done"}
 
 
 def test_idle_claims_wait_longer_and_longer_up_to_poll(
