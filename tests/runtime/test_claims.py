@@ -62,9 +62,7 @@ def test_by_default_an_agent_claims_ahead_once_its_commands_are_short(
     live_server: LiveServer, tmp_path: Path, probe: Probe
 ) -> None:
     client = live_server.client()
-    quick = [
-        wire.RecordSpec(key=f"q{i}", command="true", priority=10 - i) for i in range(MIN_SEEN)
-    ]
+    quick = [wire.RecordSpec(key=f"q{i}", command="true", priority=10 - i) for i in range(MIN_SEEN)]
     campaign_id = submit(
         client,
         *quick,
