@@ -333,6 +333,8 @@ class Attempt(Outcomes):
             if left <= 0:
                 break  # timed out: the command is stopped below
             code = handle.wait(left)
+            if code is None and self.checkpointer is not None:
+                self.checkpointer.tick()
         with self._lock:
             if self.abort is None and (self.context.stop.requested or self.checkpointed):
                 # It ended on the stop's signal (ours, or the batch system's), not by itself.

@@ -7,7 +7,8 @@ unpacked there (`extract.safe_extract`) and the command sees `FARMHAND_RESTORED=
 checkpoint that cannot be restored (gone, refused as unsafe) is logged and the command
 starts afresh, without `FARMHAND_RESTORED`.
 
-While the command runs, a thread looks at the directory every `interval` seconds (run_args
+While the command runs, a thread (started once the first interval passed, so that short
+commands need none) looks at the directory every `interval` seconds (run_args
 `checkpoint_interval`, else the agent's `--checkpoint-interval`; 0: only at the end); when
 its contents changed since the last upload (names, sizes, mtimes), it packs them, uploads the
 tar.gz as a snapshot under the run's lease and attaches it to the run. Once more when the run
@@ -26,6 +27,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -121,14 +123,28 @@ class Checkpointer:
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
+        self._began: float | None = None  # monotonic, from start()
 
     def start(self) -> None:
-        """Upload every `every` seconds from now on (not at all for 0)."""
-        if self.every > 0:
-            self._thread = threading.Thread(
-                target=self._run, daemon=True, name=f"farmhand-checkpoint-{self.lease.run_id}"
-            )
-            self._thread.start()
+        """Upload every `every` seconds from now on (not at all for 0); `tick` drives it."""
+        self._began = time.monotonic()
+
+    def tick(self) -> None:
+        """Called by the attempt's thread while its command runs: once the first upload is
+        due, a thread of its own takes the periodic uploads over. A command that ends
+        sooner — most do — never costs a thread."""
+        if (
+            self._thread is not None
+            or self._began is None
+            or self.every <= 0
+            or self._stopped.is_set()
+            or time.monotonic() - self._began < self.every
+        ):
+            return
+        self._thread = threading.Thread(
+            target=self._run, daemon=True, name=f"farmhand-checkpoint-{self.lease.run_id}"
+        )
+        self._thread.start()
 
     def stop(self) -> None:
         """No more periodic uploads; waits for one in progress."""
@@ -137,8 +153,10 @@ class Checkpointer:
             self._thread.join()
 
     def _run(self) -> None:
-        while not self._stopped.wait(self.every):
+        while not self._stopped.is_set():
             self.save("periodic")
+            if self._stopped.wait(self.every):
+                return
 
     def save(self, why: str) -> bool:
         """Upload the directory if it changed since the last upload; True if a new

@@ -23,6 +23,7 @@ the `runners.d` files that name and configure them.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess as _subprocess  # bare `subprocess` here is our submodule once imported
 import time
@@ -166,6 +167,17 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
+def _exit_fd(pid: int) -> int | None:
+    """A pidfd that becomes readable when `pid` exits (Linux 5.3+), or None."""
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
+        return None
+    try:
+        return pidfd_open(pid)
+    except OSError:
+        return None  # an older kernel, or a seccomp filter that forbids it: poll instead
+
+
 class RunningProcess:
     """A started command: the leader of process group `pid`.
 
@@ -176,6 +188,7 @@ class RunningProcess:
     def __init__(self, popen: _subprocess.Popen[bytes]):
         self._popen = popen
         self.pid: int = popen.pid
+        self._exit_fd = _exit_fd(popen.pid)
 
     @property
     def returncode(self) -> int | None:
@@ -188,10 +201,29 @@ class RunningProcess:
 
     def wait(self, timeout: float | None = None) -> int | None:
         """Wait up to `timeout` seconds (forever if None); the exit status, or None on timeout."""
+        fd = self._exit_fd
+        if fd is not None and timeout is not None and self._popen.returncode is None:
+            # Sleep in the kernel until the exit (Popen.wait with a timeout polls, waking
+            # every few milliseconds: with many short commands that was a thread switch
+            # storm); the exit is then reaped at once below.
+            watch = select.poll()
+            watch.register(fd, select.POLLIN)
+            if not watch.poll(max(0, int(timeout * 1000))):
+                return None
         try:
-            return self._popen.wait(timeout)
+            code = self._popen.wait(timeout)
         except _subprocess.TimeoutExpired:
             return None
+        self._close_exit_fd()
+        return code
+
+    def _close_exit_fd(self) -> None:
+        fd, self._exit_fd = self._exit_fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        self._close_exit_fd()
 
     def engine_error(self, code: int) -> str | None:
         """Why exit status `code` is a failure of the runner itself (a container engine that
