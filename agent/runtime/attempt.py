@@ -93,9 +93,7 @@ class Attempt(Outcomes):
         self.began = time.monotonic()
         self.command_began: float | None = None  # monotonic, once the command started
         self._lock = threading.Lock()
-        self.thread = threading.Thread(
-            target=self._work, daemon=True, name=f"farmhand-run-{lease.run_id}"
-        )
+        self.thread = context.crew.task(self._work, name=f"farmhand-run-{lease.run_id}")
         if context.slots is not None:
             context.slots.enqueue(self)  # attempts are made in claim order
 

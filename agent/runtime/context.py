@@ -20,6 +20,7 @@ from farmhand.client.credentials import SECRET_ENV, TOKEN_FILE_ENV
 from farmhand.runtime.files.stage_in import Prepared, SnapshotSettings
 from farmhand.runtime.outbox import Outbox
 from farmhand.runtime.resources.allocation import Allocator
+from farmhand.runtime.resources.crew import Crew
 from farmhand.runtime.resources.slots import Slots
 from farmhand.runtime.runners.definitions import Runners
 from farmhand.runtime.starts import Starts
@@ -108,6 +109,7 @@ class Context:
     snapshots: SnapshotSettings
     starts: Starts  # run starts, sent in batches while the commands run
     slots: Slots | None = None  # held while a command runs; prefetched leases queue for one
+    crew: Crew = field(default_factory=Crew)  # the threads attempts run on
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     run_umask: int | None = None  # the commands' umask (None: the agent's own)
     on_runner_broken: Callable[[], None] | None = None  # a runner is no longer offered
