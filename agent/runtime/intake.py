@@ -101,9 +101,10 @@ class Intake:
         self._request_stop(reason)
 
     def _room(self) -> tuple[int, float] | None:
-        """Block until a lease fits (slots + prefetch; without prefetch also some free
-        cores); (free places, seconds idle). Attempts whose command has ended (packing their
-        archive, reporting) hold no place, but at most `slots` of them may be in flight."""
+        """Block until leases fit (slots + prefetch, as many free places as a claim is
+        worth; without prefetch also some free cores); (free places, seconds idle). Attempts
+        whose command has ended (packing their archive, reporting) hold no place, but at
+        most `slots` of them may be in flight."""
         cfg = self.config
         with self._cond:
             while not self._stopped():
@@ -112,7 +113,7 @@ class Intake:
                 reporting = sum(1 for a in self._attempts.values() if a.phase == "reporting")
                 held = len(self._attempts) - reporting
                 if (
-                    held < capacity
+                    capacity - held >= self.prefetch.least_claim()
                     and reporting <= cfg.slots
                     and (ahead or self.allocator.has_room())
                 ):

@@ -10,7 +10,7 @@ from rich.console import Console
 from farmhand import wire
 from farmhand.cli.display import render
 from farmhand.runtime.agent import Agent, AgentConfig
-from farmhand.runtime.resources.prefetch import MIN_SEEN
+from farmhand.runtime.resources.prefetch import AHEAD, MIN_SEEN
 from farmhand.runtime.tally import snapshot
 from tests.runtime.test_agent import Running, by_key, make_agent, submit
 from tests.runtime.test_drain import RecordingClient
@@ -73,9 +73,9 @@ def test_by_default_an_agent_claims_ahead_once_its_commands_are_short(
     assert agent.prefetch.auto and agent.prefetch.depth() == 0
     running = Running(agent)
     probe.wait_until(lambda: (tmp_path / "slow.started").exists(), what="slow to start")
-    # Four commands that took milliseconds: one lease is now held ahead of the one slot.
+    # Four commands that took milliseconds: leases are now held ahead of the one slot.
     probe.wait_until(lambda: snapshot(agent).queued == 1, what="next to be claimed ahead")
-    assert agent.prefetch.depth() == 1
+    assert agent.prefetch.depth() == AHEAD
     assert by_key(client, campaign_id)["next"].state == "claimed"
     assert not (tmp_path / "next.started").exists()
     (tmp_path / "slow.go").touch()

@@ -17,8 +17,9 @@ import pytest
 
 from farmhand import wire
 from farmhand.client import FarmhandClient
+from farmhand.runtime import outbox as outbox_module
 from farmhand.runtime.files import spool
-from farmhand.runtime.outbox import Entry, Outbox
+from farmhand.runtime.outbox import BATCH, LINGER, Entry, Outbox
 from tests.runtime.test_outbox import Outcomes, complete, running_leases, spooled
 
 if TYPE_CHECKING:
@@ -168,3 +169,25 @@ def test_nothing_put_returned_for_is_lost_on_kill_9(tmp_path: Path) -> None:
     assert len(kept) == len(entries)  # no report twice
     groups = [p for p in directory.iterdir() if p.name.endswith(".group.json")]
     assert len(entries) > len(groups) + len(list(directory.glob("*[0-9].json")))  # grouped
+
+
+def test_a_delivery_waits_for_its_oldest_report_to_linger(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox", FarmhandClient(NOWHERE))
+    outbox.open()
+    entry = outbox.put(1001, "complete", wire.RunComplete(token="t1", result={}), "k1")
+    outbox._linger()  # what the delivery thread does before each request
+    # Reports that end within LINGER of it go in the same request.
+    assert time.monotonic() - entry.queued_at >= LINGER
+
+
+def test_a_full_batch_does_not_linger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(outbox_module, "LINGER", 3600.0)  # a wait would hang the test
+    outbox = Outbox(tmp_path / "outbox", FarmhandClient(NOWHERE))
+    outbox.open()
+    for n in range(BATCH):
+        outbox.put(2000 + n, "complete", wire.RunComplete(token=f"t{n}", result={}), f"k{n}")
+    waiter = threading.Thread(target=outbox._linger)
+    waiter.start()
+    waiter.join(30)
+    assert not waiter.is_alive()
+    outbox.stop()

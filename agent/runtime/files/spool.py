@@ -56,6 +56,7 @@ class Entry:
     archive_file: Path | None = field(default=None, compare=False)  # upload before the report
     remove_after: Path | None = field(default=None, compare=False)  # run dir, once applied
     uploaded: bool = field(default=False, compare=False)  # archive_file is on the server
+    queued_at: float = field(default=0.0, compare=False)  # monotonic; 0: an earlier process's
 
 
 def entry_name(entry: Entry) -> str:

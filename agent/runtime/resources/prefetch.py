@@ -4,9 +4,11 @@ A slot freed by a command that ran for a millisecond waits a whole claim round t
 next record unless a lease is already staged and queued for it. Prefetching costs something
 too: a queued record is leased to this agent while another agent might have run it at once.
 `auto` weighs the two by what this agent's commands did lately: while the median of the last
-`WINDOW` commands is under `SHORT_COMMAND` seconds, it holds `slots` leases ahead (a queued
-record then waits about as long as one short command); with longer commands, or before any
-ended, none.
+`WINDOW` commands is under `SHORT_COMMAND` seconds, it holds `AHEAD` times `slots` leases ahead
+(a queued record then waits about as long as two short commands) and claims once `slots`
+places are free, so that each claim brings a slot's worth of records while as many still
+wait queued (claiming at each freed place brought two to five records a request); with
+longer commands, or before any ended, none.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import statistics
 import threading
 from collections import deque
 
-__all__ = ["AUTO", "SHORT_COMMAND", "WINDOW", "Prefetch"]
+__all__ = ["AHEAD", "AUTO", "SHORT_COMMAND", "WINDOW", "Prefetch"]
 
 #: The `--prefetch` value that lets the agent choose.
 AUTO = "auto"
 #: Commands shorter than this (seconds, median) are worth claiming ahead for.
 SHORT_COMMAND = 1.0
+#: Leases held ahead per slot while commands are short.
+AHEAD = 2
 #: How many recent commands the median is taken over (and how many must have ended first).
 WINDOW = 16
 MIN_SEEN = 4
@@ -47,6 +51,10 @@ class Prefetch:
         """Leases to hold beyond the slots now."""
         return self._depth
 
+    def least_claim(self) -> int:
+        """Free places worth a claim: `slots` while `auto` holds leases ahead, else one."""
+        return self.slots if self.fixed is None and self._depth else 1
+
     def command_ended(self, seconds: float) -> None:
         """A command ran for `seconds`; with `auto`, the depth follows the recent median."""
         if self.fixed is not None:
@@ -56,7 +64,7 @@ class Prefetch:
             if len(self._recent) < MIN_SEEN:
                 return
             short = statistics.median(self._recent) < SHORT_COMMAND
-            self._depth = self.slots if short else 0
+            self._depth = AHEAD * self.slots if short else 0
 
     def describe(self) -> str:
         """`2`, or `auto (now 8)` for logs and the display."""
