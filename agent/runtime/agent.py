@@ -154,6 +154,11 @@ class Agent(Intake):
             return
         self._request_stop(reason)
 
+    @property
+    def stop_state(self) -> StopState:
+        """Where this agent's stop stands (the signal handlers report to it)."""
+        return self._stop
+
     def drain(self, reason: str = "walltime drain") -> None:
         """Begin the walltime drain: claim nothing more, send running commands the checkpoint
         signal, give them `checkpoint_grace` seconds, then stop like `stop()`. Does nothing

@@ -333,6 +333,8 @@ class Attempt(Outcomes):
             code = handle.wait(left)
             if code is None and self.checkpointer is not None:
                 self.checkpointer.tick()
+        # A stop signal the command ended on may not have reached the agent's handler yet.
+        self.context.stop.await_signals()
         with self._lock:
             if self.abort is None and (self.context.stop.requested or self.checkpointed):
                 # It ended on the stop's signal (ours, or the batch system's), not by itself.

@@ -7,8 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import select
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +68,39 @@ class StopState:
         # thread (an in-flight long poll may outlive run()).
         self._lock = threading.Lock()
         self._closers_left = 2
+        self._arrivals: int | None = None  # read end of the signal wakeup pipe, if watched
+
+    def watch_signals(self) -> None:
+        """Learn of a stop signal the moment it arrives, before its handler has run (call
+        from the main thread, with the handlers installed; they call `signal_handled`).
+
+        The batch system signals every process of a job step: a command may end on the
+        signal a hair before the agent's own handler, which waits for the main thread and
+        the GIL, marks the stop. `await_signals` lets an attempt wait for that handler."""
+        read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        self._arrivals = read_end
+
+    def signal_handled(self) -> None:
+        """A handler has acted on the signals that arrived so far (from the handler)."""
+        if self._arrivals is None:
+            return
+        try:
+            while os.read(self._arrivals, 64):
+                pass
+        except BlockingIOError:
+            pass
+
+    def await_signals(self, timeout: float = 2.0) -> None:
+        """Wait (up to `timeout` s) until every signal that has arrived was handled."""
+        fd = self._arrivals
+        if fd is None:
+            return
+        deadline = time.monotonic() + timeout
+        watch = select.poll()
+        watch.register(fd, select.POLLIN)
+        while watch.poll(0) and time.monotonic() < deadline:
+            time.sleep(0.001)
 
     @property
     def stopped(self) -> bool:

@@ -78,12 +78,21 @@ def install_signal_handlers(agent: Agent) -> None:
     """SIGTERM and SIGINT stop the agent (a second one kills the commands at once); SIGUSR1
     starts the walltime drain. Call it from the main thread."""
 
+    stop_state = agent.stop_state
+
     def handle(signum: int, frame: object) -> None:
-        agent.stop(f"received {signal.Signals(signum).name}")
+        try:
+            agent.stop(f"received {signal.Signals(signum).name}")
+        finally:
+            stop_state.signal_handled()
 
     def handle_drain(signum: int, frame: object) -> None:
-        agent.drain(f"received {signal.Signals(signum).name}: walltime drain")
+        try:
+            agent.drain(f"received {signal.Signals(signum).name}: walltime drain")
+        finally:
+            stop_state.signal_handled()
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
     signal.signal(signal.SIGUSR1, handle_drain)
+    stop_state.watch_signals()
