@@ -299,6 +299,40 @@ MUTANTS: list[Mutant] = [
         ("tests/runtime/autoscale/test_planner.py::test_plan",),
         "a record needing more GPUs than a node has is submitted for instead of reported",
     ),
+    Mutant(
+        "stop-signal-not-awaited",
+        "agent/runtime/attempt.py",
+        "        self.context.stop.await_signals()\n",
+        "\n",
+        (
+            "tests/runtime/test_stop_signals.py::"
+            "test_an_attempt_waits_for_the_handler_of_a_signal_that_already_arrived",
+        ),
+        "a command that ends on the batch system's stop signal is reported done",
+    ),
+    Mutant(
+        "prefetch-auto-never-claims-ahead",
+        "agent/runtime/resources/prefetch.py",
+        "            self._depth = AHEAD * self.slots if short else 0",
+        "            self._depth = 0",
+        (
+            "tests/runtime/resources/test_prefetch.py",
+            "tests/runtime/test_claims.py::"
+            "test_by_default_an_agent_claims_ahead_once_its_commands_are_short",
+        ),
+        "short commands wait a claim round trip for each freed slot",
+    ),
+    Mutant(
+        "outbox-never-lingers",
+        "agent/runtime/outbox.py",
+        "        if left > 0:\n            self._stopped.wait(left)",
+        "        pass",
+        (
+            "tests/runtime/test_outbox_group_commit.py::"
+            "test_a_delivery_waits_for_its_oldest_report_to_linger",
+        ),
+        "reports that end together go one request each",
+    ),
 ]
 
 
