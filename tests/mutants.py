@@ -301,9 +301,9 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "stop-signal-not-awaited",
-        "agent/runtime/attempt.py",
-        "        self.context.stop.await_signals()\n",
-        "\n",
+        "agent/runtime/context.py",
+        "        while watch.poll(0) and time.monotonic() < deadline:",
+        "        while False:",
         (
             "tests/runtime/test_stop_signals.py::"
             "test_an_attempt_waits_for_the_handler_of_a_signal_that_already_arrived",
