@@ -87,17 +87,19 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.wakeup = Wakeup()
     app.state.token_cache = {}
+    # The agents' routes first: FastAPI tries the routes in order, and a claim or a report
+    # matched after the 40 routes ahead of them spent ~10 % of its CPU on the search.
     for router in (
+        lease_routes.router,
+        run_routes.router,
+        agent_routes.router,
+        snapshot_batch_routes.router,
+        snapshot_routes.router,
         campaign_routes.router,
         campaign_routes.tokens,
         record_routes.router,
         result_routes.router,
         chart_routes.router,
-        agent_routes.router,
-        lease_routes.router,
-        run_routes.router,
-        snapshot_batch_routes.router,
-        snapshot_routes.router,
         bundle_routes.router,
         allocation_routes.router,
     ):

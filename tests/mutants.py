@@ -168,6 +168,26 @@ MUTANTS: list[Mutant] = [
         "SQLite ORM writers skip the process's write lock (the lock tests proved nothing)",
     ),
     Mutant(
+        "loop-writer-sleeps-when-busy",
+        "server/db.py",
+        '        driver.execute("PRAGMA busy_timeout=0")\n',
+        "",
+        (
+            "tests/server/test_db.py::test_run_write_waits_on_the_thread_pool_while_another_process_writes",
+        ),
+        "the event loop's connection sleeps in SQLite's busy handler while another process writes",
+    ),
+    Mutant(
+        "loop-writer-ignores-the-queue",
+        "server/db.py",
+        "        return not self.waiting and self._lock.acquire(blocking=False)",
+        "        return self._lock.acquire(blocking=True)",
+        (
+            "tests/server/test_db.py::test_run_write_waits_on_the_thread_pool_while_another_thread_writes",
+        ),
+        "the event loop waits for the write lock another thread holds",
+    ),
+    Mutant(
         "metrics-missing-zero",
         "server/serving/metrics.py",
         "            for state, n in campaign.counts.items():\n",

@@ -4,13 +4,13 @@ their records, end them, store results. Built once at import; each takes `b_*` p
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Integer, Text, bindparam, cast, select, update
+from sqlalchemy import JSON, Integer, Text, bindparam, cast, exists, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from farmhand import wire
 from farmhand.server.db import unnest
 from farmhand.server.ownership import RUN_OWNER
-from farmhand.server.tables import REC, RESULT, RUN, UTCDateTime
+from farmhand.server.tables import EDGE, REC, RESULT, RUN, UTCDateTime
 
 _RUN_IDS = bindparam("b_runs", expanding=True)
 # FOR UPDATE (PostgreSQL) in id order: a report racing an expiry, a claim or a cancel of the
@@ -47,7 +47,11 @@ LOCK_RUNS = (
     .with_for_update()
 )
 _NOW = bindparam("b_now", type_=UTCDateTime)
-# Records that end the same way (say, 32 completions) are written by one statement.
+# Records that end the same way (say, 32 completions) are written by one statement, which
+# says which of them are parents: only those have children to unblock or fail. (Asked here,
+# after the records are locked, not by LOCK_RECORDS: on PostgreSQL a child submitted while
+# that statement waited for the lock is visible only to a later statement's snapshot.) The
+# record's id as `record.id`: SQLAlchemy drops the table name in RETURNING on SQLite.
 END_RECORDS = (
     update(REC)
     .where(REC.c.id.in_(bindparam("b_ids", expanding=True)))
@@ -58,6 +62,12 @@ END_RECORDS = (
         agent_id=None,
         lease_expires_at=None,
         updated_at=_NOW,
+    )
+    .returning(
+        REC.c.id,
+        exists()
+        .where(EDGE.c.parent_id == literal_column("record.id", Integer))
+        .label("has_children"),
     )
 )
 _END_RUN_VALUES = (

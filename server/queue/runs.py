@@ -182,8 +182,9 @@ def _write(conn: Connection, ended: list[tuple[Report, dict, dict]], now: dateti
     for report, _, record in ended:
         given_back = 0 if ENDINGS[report.verb].spends_attempt else 1
         endings.setdefault((record["state"], record["error"], given_back), []).append(record["id"])
+    parents = []
     for (state, error, given_back), ids in endings.items():
-        conn.execute(
+        written = conn.execute(
             END_RECORDS,
             {
                 "b_ids": ids,
@@ -193,6 +194,7 @@ def _write(conn: Connection, ended: list[tuple[Report, dict, dict]], now: dateti
                 "b_now": now,
             },
         )
+        parents.extend(rid for rid, has_children in written if has_children)
     runs = [
         {
             "b_id": run["id"],
@@ -230,6 +232,7 @@ def _write(conn: Connection, ended: list[tuple[Report, dict, dict]], now: dateti
         now=now,
         campaign_ids={r["campaign_id"] for r in records if r["state"] in (DONE, FAILED)},
         temporary=[r["id"] for r in records if r["has_temporary"]],
+        parents=parents,
     )
 
 

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Response
-from starlette.concurrency import run_in_threadpool
+from sqlalchemy.engine import Connection
 
 from farmhand import wire
 from farmhand.server.queue import claim as claims
@@ -32,32 +32,32 @@ async def claim(
     as an agent it registered (403 otherwise); an admin token as any.
 
     With `wait` > 0 and nothing to claim, the request waits (without holding a worker thread)
-    until records are submitted or released, or `wait` seconds pass.
+    until records are submitted or released, or `wait` seconds pass. The claim itself runs
+    on the event loop when it can (`Database.run_write`).
     """
     deadline = time.monotonic() + body.wait
 
     @metrics.timed_claim
-    def attempt() -> _Granted:
-        with db.write_core() as conn:
-            granted = claims.claim(
-                conn,
-                agent_id=body.agent_id,
-                max_records=body.max_records,
-                clock=utcnow,
-                ttl=settings.lease_ttl,
-                campaign_ids=_campaigns(body),
-                datasets=body.datasets,
-                runners=body.runners,
-                free=body.free,
-                walltime_left=body.walltime_left,
-                agent_token=caller.agent_token,
-            )
-            # Serialised before the commit: an answer that cannot be built leases nothing.
-            return _Granted(len(granted), json_response(wire.Leases(leases=granted)))
+    def attempt(conn: Connection) -> _Granted:
+        granted = claims.claim(
+            conn,
+            agent_id=body.agent_id,
+            max_records=body.max_records,
+            clock=utcnow,
+            ttl=settings.lease_ttl,
+            campaign_ids=_campaigns(body),
+            datasets=body.datasets,
+            runners=body.runners,
+            free=body.free,
+            walltime_left=body.walltime_left,
+            agent_token=caller.agent_token,
+        )
+        # Serialised before the commit: an answer that cannot be built leases nothing.
+        return _Granted(len(granted), json_response(wire.Leases(leases=granted)))
 
     while True:
         seen = wakeup.generation  # a wakeup while the attempt runs must not be missed
-        granted = await run_in_threadpool(attempt)
+        granted = await db.run_write(attempt, items=body.max_records)
         remaining = deadline - time.monotonic()
         if granted or remaining <= 0:
             return granted.answer

@@ -10,6 +10,7 @@ from datetime import datetime
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
+from sqlalchemy.engine import Connection
 
 from farmhand import wire
 from farmhand.server.catalog import records
@@ -71,18 +72,21 @@ def list_runs(
     responses=errors(413, 422),
     openapi_extra=RUN_REPORTS,
 )
-def report_runs(
+async def report_runs(
     body: wire.RunReports, db: DbDep, now: NowDep, wakeup: WakeupDep, caller: AgentDep
 ) -> Response:
     """Complete, fail, release or orphan many runs in one request and one transaction (each
     item's `verb` says which). Each report is fenced by its own token and answered on its
     own: a stale one gets its error, the rest apply."""
-    with db.write_core() as conn:
+
+    def write(conn: Connection) -> tuple[list[wire.RunReportAnswer], int, Response]:
         answers = runs.report_many(
             conn, reports=body.reports, now=now, agent_token=caller.agent_token
         )
         unblocked = lifecycle.made_ready(conn)
-        response = json_response(wire.RunReportAnswers(answers=answers))
+        return answers, unblocked, json_response(wire.RunReportAnswers(answers=answers))
+
+    answers, unblocked, response = await db.run_write(write, items=len(body.reports))
     metrics.runs_ended(*(answer.ack for answer in answers))
     requeued = sum(1 for a in answers if a.ack and a.ack.record_state == wire.RecordState.ready)
     _wake(wakeup, unblocked, requeued)
@@ -96,13 +100,16 @@ def report_runs(
     responses=errors(413, 422),
     openapi_extra=RUN_STARTS,
 )
-def start_runs(body: wire.RunStarts, db: DbDep, now: NowDep, caller: AgentDep) -> Response:
+async def start_runs(body: wire.RunStarts, db: DbDep, now: NowDep, caller: AgentDep) -> Response:
     """The agent has started these runs' commands (it sends them in batches while the
     commands run). Each start is fenced by its own token and answered on its own: a stale
     one gets its error, the rest apply; repeating a start is harmless."""
-    with db.write_core() as conn:
+
+    def write(conn: Connection) -> Response:
         answers = runs.start_many(conn, starts=body.starts, now=now, agent_token=caller.agent_token)
         return json_response(wire.RunReportAnswers(answers=answers))
+
+    return await db.run_write(write, items=len(body.starts))
 
 
 @router.post(
@@ -112,17 +119,20 @@ def start_runs(body: wire.RunStarts, db: DbDep, now: NowDep, caller: AgentDep) -
     responses=errors(404, 409, 413, 422),
     openapi_extra=RUN_START,
 )
-def start_run(
+async def start_run(
     run_id: wire.Id, body: wire.RunStart, db: DbDep, now: NowDep, caller: AgentDep
 ) -> Response:
     """The agent has staged the run and started its command (fenced by the lease token)."""
-    with db.write_core() as conn:
+
+    def write(conn: Connection) -> Response:
         return json_response(
             runs.start(conn, run_id=run_id, body=body, now=now, agent_token=caller.agent_token)
         )
 
+    return await db.run_write(write)
 
-def _report_one(
+
+async def _report_one(
     run_id: int,
     verb: str,
     body: BaseModel,
@@ -133,10 +143,12 @@ def _report_one(
 ) -> Response:
     """The per-run report endpoints: one item of `POST /runs/reports`, refused as a whole."""
     item = endings.as_report(run_id, verb, body)
-    with db.write_core() as conn:
+
+    def write(conn: Connection) -> tuple[wire.RunAck, int, Response]:
         ack = runs.report(conn, item=item, now=now, agent_token=caller.agent_token)
-        unblocked = lifecycle.made_ready(conn)
-        response = json_response(ack)
+        return ack, lifecycle.made_ready(conn), json_response(ack)
+
+    ack, unblocked, response = await db.run_write(write)
     metrics.runs_ended(ack)
     _wake(wakeup, unblocked, 1 if ack.record_state == wire.RecordState.ready else 0)
     return response
@@ -157,7 +169,7 @@ def _wake(wakeup: Wakeup, unblocked: int, requeued: int) -> None:
     responses=errors(404, 409, 413, 422),
     openapi_extra=RUN_COMPLETE,
 )
-def complete_run(
+async def complete_run(
     run_id: wire.Id,
     body: wire.RunComplete,
     db: DbDep,
@@ -168,7 +180,7 @@ def complete_run(
     """The record becomes done with the run's result (children whose parents are now all done
     become ready); a repeat gets the same answer. The same as a `complete` item of
     `POST /runs/reports`."""
-    return _report_one(run_id, "complete", body, db, now, wakeup, caller)
+    return await _report_one(run_id, "complete", body, db, now, wakeup, caller)
 
 
 @router.post(
@@ -178,12 +190,12 @@ def complete_run(
     responses=errors(404, 409, 413, 422),
     openapi_extra=RUN_FAIL,
 )
-def fail_run(
+async def fail_run(
     run_id: wire.Id, body: wire.RunFail, db: DbDep, now: NowDep, wakeup: WakeupDep, caller: AgentDep
 ) -> Response:
     """The attempt failed; the record is re-queued while attempts remain, else failed. The
     same as a `fail` item of `POST /runs/reports`."""
-    return _report_one(run_id, "fail", body, db, now, wakeup, caller)
+    return await _report_one(run_id, "fail", body, db, now, wakeup, caller)
 
 
 @router.post(
@@ -193,7 +205,7 @@ def fail_run(
     responses=errors(404, 409, 413, 422),
     openapi_extra=RUN_ORPHAN,
 )
-def orphan_run(
+async def orphan_run(
     run_id: wire.Id,
     body: wire.RunOrphan,
     db: DbDep,
@@ -205,7 +217,7 @@ def orphan_run(
     directory cannot be staged): it becomes orphaned with the reason, no attempt spent, until
     a user retries it (`farmhand retry --orphans`). The same as an `orphan` item of
     `POST /runs/reports`."""
-    return _report_one(run_id, "orphan", body, db, now, wakeup, caller)
+    return await _report_one(run_id, "orphan", body, db, now, wakeup, caller)
 
 
 @router.post(
@@ -215,7 +227,7 @@ def orphan_run(
     responses=errors(404, 409, 413, 422),
     openapi_extra=RUN_RELEASE,
 )
-def release_run(
+async def release_run(
     run_id: wire.Id,
     body: wire.RunRelease,
     db: DbDep,
@@ -225,4 +237,4 @@ def release_run(
 ) -> Response:
     """The record is ready again at once, without spending an attempt. The same as a
     `release` item of `POST /runs/reports`."""
-    return _report_one(run_id, "release", body, db, now, wakeup, caller)
+    return await _report_one(run_id, "release", body, db, now, wakeup, caller)

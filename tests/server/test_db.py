@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import logging
 import sqlite3
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
+from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-from farmhand.server.db import Database, connection_of
+from farmhand.server import db as databases
+from farmhand.server.db import INLINE_MAX_ITEMS, Database, connection_of
+from farmhand.server.errors import Conflict
 from farmhand.server.tables import Campaign
 
 CAMPAIGN = Campaign.__table__
@@ -48,4 +57,165 @@ def test_write_core_takes_the_sqlite_write_lock_up_front(tmp_path: Path) -> None
         other.execute("ROLLBACK")
     finally:
         other.close()
+        db.dispose()
+
+
+_names = itertools.count()
+
+
+def adding(threads: list[int]) -> Callable[[Connection], str]:
+    """A transaction's work: add a campaign, note the thread it ran on."""
+
+    def work(conn: Connection) -> str:
+        threads.append(threading.get_ident())
+        conn.execute(insert(CAMPAIGN).values(name=f"c{next(_names)}", version=1, defaults={}))
+        return "answer"
+
+    return work
+
+
+def sqlite_db(tmp_path: Path) -> Database:
+    db = Database(f"sqlite:///{tmp_path / 'farmhand.db'}")
+    SQLModel.metadata.create_all(db.engine)
+    return db
+
+
+def test_run_write_answers_once_committed_small_ones_on_the_loop_on_sqlite(db: Database) -> None:
+    """On SQLite a small transaction runs on the event loop's thread (no hop); a big one,
+    and every one on PostgreSQL, on the thread pool. Both have committed when they answer."""
+    threads: list[int] = []
+
+    async def both() -> list[str]:
+        small = await db.run_write(adding(threads))
+        assert campaigns(db) == 1  # committed before the answer
+        big = await db.run_write(adding(threads), items=INLINE_MAX_ITEMS + 1)
+        assert campaigns(db) == 2
+        return [small, big]
+
+    assert asyncio.run(both()) == ["answer", "answer"]
+    loop_thread = threading.get_ident()  # asyncio.run runs the loop on this thread
+    assert threads[1] != loop_thread
+    assert (threads[0] == loop_thread) == (db.dialect == "sqlite")
+
+
+def test_a_failed_write_on_the_loop_changes_nothing_and_the_next_runs_there(
+    tmp_path: Path,
+) -> None:
+    db = sqlite_db(tmp_path)
+    threads: list[int] = []
+
+    def refused(conn: Connection) -> str:
+        adding(threads)(conn)
+        raise Conflict("refused after a write")
+
+    async def two() -> None:
+        with pytest.raises(Conflict):
+            await db.run_write(refused)
+        await db.run_write(adding(threads))
+
+    try:
+        asyncio.run(two())
+        assert campaigns(db) == 1
+        assert threads == [threading.get_ident()] * 2
+    finally:
+        db.dispose()
+
+
+def test_run_write_waits_on_the_thread_pool_while_another_thread_writes(
+    tmp_path: Path,
+) -> None:
+    """The loop never waits for the write lock: the transaction goes to a worker thread,
+    which waits there, while the loop goes on."""
+    db = sqlite_db(tmp_path)
+    holding, let_go = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with db.write_core():
+            holding.set()
+            assert let_go.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(30)
+    threads: list[int] = []
+
+    async def behind() -> str:
+        task = asyncio.create_task(db.run_write(adding(threads)))
+        began = time.monotonic()
+        await asyncio.sleep(0.2)
+        assert time.monotonic() - began < 5, "the event loop waited for the write lock"
+        assert not task.done() and campaigns(db) == 0
+        let_go.set()
+        return await task
+
+    try:
+        assert asyncio.run(behind()) == "answer"
+        assert campaigns(db) == 1 and threads[0] != threading.get_ident()
+    finally:
+        let_go.set()
+        holder.join(30)
+        db.dispose()
+
+
+def test_run_write_waits_on_the_thread_pool_while_another_process_writes(
+    tmp_path: Path,
+) -> None:
+    """SQLite's own lock held elsewhere (the CLI, a backup): the loop's BEGIN IMMEDIATE is
+    refused at once, without sleeping in the busy handler, and a worker thread waits."""
+    db = sqlite_db(tmp_path)
+    other = sqlite3.connect(tmp_path / "farmhand.db", timeout=0, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    threads: list[int] = []
+
+    async def behind() -> str:
+        task = asyncio.create_task(db.run_write(adding(threads)))
+        began = time.monotonic()
+        await asyncio.sleep(0.2)
+        assert time.monotonic() - began < 5, "the event loop waited for SQLite's lock"
+        assert not task.done()
+        other.execute("ROLLBACK")
+        return await task
+
+    try:
+        assert asyncio.run(behind()) == "answer"
+        assert campaigns(db) == 1 and threads[0] != threading.get_ident()
+        assert asyncio.run(db.run_write(adding(threads))) == "answer"  # the loop's again
+        assert threads[1] == threading.get_ident()
+    finally:
+        other.close()
+        db.dispose()
+
+
+def test_the_loop_leaves_wal_checkpoints_to_the_thread_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A checkpoint writes and syncs the database file: the loop's connection never runs
+    one; every CHECKPOINT_EVERY of its commits, a worker thread does."""
+    db = sqlite_db(tmp_path)
+    monkeypatch.setattr(databases, "CHECKPOINT_EVERY", 3)
+    done: list[int] = []
+    real = db._checkpoint
+
+    def checkpoint() -> None:
+        real()
+        done.append(threading.get_ident())
+
+    monkeypatch.setattr(db, "_checkpoint", checkpoint)
+
+    async def writes() -> int:
+        for _ in range(6):
+            await db.run_write(adding([]))
+        for _ in range(300):
+            if len(done) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert db._loop_writer is not None
+        return db._loop_writer.execute(text("PRAGMA wal_autocheckpoint")).scalar_one()
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="farmhand.server.db"):
+            assert asyncio.run(writes()) == 0
+        assert len(done) == 2 and threading.get_ident() not in done
+        assert not caplog.records  # the checkpoints themselves succeeded
+    finally:
         db.dispose()

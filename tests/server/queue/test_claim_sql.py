@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from farmhand import wire
 from farmhand.server.catalog import campaigns, submit
 from farmhand.server.db import Database
-from farmhand.server.queue import agents, claim, reports
+from farmhand.server.queue import agents, claim, lifecycle, reports
 
 SQL = Path(__file__).parent / "sql"
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -52,9 +52,10 @@ def render(dialect: str) -> dict[str, str]:
     files["report.sql"] = [  # what a batch of run reports executes, in order
         reports.LOCK_RECORDS,
         reports.LOCK_RUNS,
-        reports.END_RUNS_POSTGRESQL if postgres else reports.END_RUNS,
         reports.END_RECORDS,
+        reports.END_RUNS_POSTGRESQL if postgres else reports.END_RUNS,
         reports.STORE_RESULTS_POSTGRESQL if postgres else reports.STORE_RESULTS,
+        lifecycle.ANY_UNFINISHED,  # per campaign whose records ended
     ]
     files["start.sql"] = [reports.START_RECORD, reports.START_RUN]
     return {name: "".join(_sql(s, dialect) for s in parts) for name, parts in files.items()}

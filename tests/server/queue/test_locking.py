@@ -224,3 +224,49 @@ def test_a_submission_racing_the_same_keys_waits_and_skips_them(db: Database) ->
     assert answers["second"] == wire.RecordsCreated(
         created=0, skipped=50, skipped_keys=[f"k{i}" for i in range(50)]
     )
+
+
+def test_a_child_submitted_while_its_parents_report_waits_is_unblocked_by_it(
+    db: Database,
+) -> None:
+    """The report asks which records have children only once it holds them: a child whose
+    submission held the parent (the edge's foreign key) while the report waited is seen,
+    and made ready, by that report."""
+    from farmhand.server.catalog import submit as submission
+
+    a1, _ = setup(db, 1)
+    (lease,) = claim(db, a1, 1, 0)
+    child = wire.RecordsCreate(
+        campaign_id=record(db, "k0").campaign_id,
+        records=[wire.RecordSpec(key="child", command="true", parents=["k0"])],
+    )
+    holding, let_go = threading.Event(), threading.Event()
+    outcome: list[object] = []
+
+    def submit() -> None:
+        with db.write() as s:
+            submission.create(
+                s, body=child, now=at(1), default_max_attempts=3, max_command_length=100
+            )
+            holding.set()
+            assert let_go.wait(30)
+
+    def complete() -> None:
+        with db.write() as s:
+            item = wire.RunReport(run_id=lease.run_id, token=lease.token)
+            outcome.append(runs.report(s, item=item, now=at(2)))
+
+    first, second = threading.Thread(target=submit), threading.Thread(target=complete)
+    first.start()
+    assert holding.wait(30)
+    second.start()
+    deadline = time.monotonic() + 30
+    while not blocked_on_a_lock(db, second):
+        assert time.monotonic() < deadline, "the report never waited for the submission"
+        time.sleep(0.01)
+    let_go.set()
+    first.join(30)
+    second.join(30)
+    (ack,) = outcome
+    assert isinstance(ack, wire.RunAck) and ack.record_state == wire.RecordState.done
+    assert record(db, "child").state == "ready"
