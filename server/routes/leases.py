@@ -59,12 +59,19 @@ async def claim(
         seen = wakeup.generation  # a wakeup while the attempt runs must not be missed
         granted = await db.run_write(attempt, items=body.max_records)
         remaining = deadline - time.monotonic()
-        if granted or remaining <= 0:
+        if granted or remaining <= WAIT_SLACK:
             return granted.answer
         # Woken (about one claim per record) by whatever makes records ready here or on
         # another replica, or (every claim) by the queue watch (app.py) when a lease ran
         # out, work came without a wakeup, or a woken claim did not fit what was left.
         await wakeup.wait(remaining, since=seen)
+
+
+#: Seconds of a long poll not waited for: the event loop's timers (uvloop's clock counts
+#: whole milliseconds) may end a wait that much before `time.monotonic()` reaches its
+#: deadline, and a claim run on the event loop is quick enough to find time left and run a
+#: second, pointless attempt.
+WAIT_SLACK = 0.005
 
 
 @dataclass(frozen=True)
