@@ -69,6 +69,13 @@ class Settings(BaseModel):
     max_snapshot_bytes: int = Field(
         default=64 * 1024**3, ge=1, description="largest snapshot upload accepted (413 beyond)"
     )
+    inline_snapshot_bytes: int = Field(
+        default=64 * 1024,
+        ge=0,
+        le=16 * 1024**2,
+        description="snapshots up to this size are kept in the database, beside their rows, "
+        "instead of as files in the blob store (0: never)",
+    )
     header_timeout: float = Field(
         default=20.0,
         gt=0,

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Column,
     ForeignKey,
     Index,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -218,6 +219,19 @@ class Snapshot(SQLModel, table=True):
     token_id: int | None = Field(default=None, description="who uploaded it first")
 
 
+class SnapshotBytes(SQLModel, table=True):
+    """A small snapshot's bytes, kept in the database beside its row rather than in the blob
+    store (`Settings.inline_snapshot_bytes`): a row written in the upload's own transaction
+    costs far less than a file, its fsync and its directory entries (issue 16)."""
+
+    __tablename__ = "snapshot_bytes"
+
+    sha256: str = Field(
+        sa_column=Column(String(64), ForeignKey("snapshot.sha256"), primary_key=True)
+    )
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
 class RecordInput(SQLModel, table=True):
     """A file staged into a record's run directory: `path` (relative) holds snapshot `sha256`."""
 
@@ -359,6 +373,8 @@ INPUT = RecordInput.__table__
 RESULT = RecordResult.__table__
 RUN = Run.__table__
 CHECKPOINT = Checkpoint.__table__
+SNAPSHOT = Snapshot.__table__
+SNAPSHOT_BYTES = SnapshotBytes.__table__
 ALLOCATION = Allocation.__table__
 AUTOSCALER = Autoscaler.__table__
 

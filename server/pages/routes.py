@@ -24,6 +24,7 @@ from farmhand.server.queue import states
 from farmhand.server.queue.states import Event
 from farmhand.server.routes.deps import DbDep, SettingsDep
 from farmhand.server.routes.results import results_table, stream
+from farmhand.server.storage import snapshots
 from farmhand.server.tables import Agent, Campaign, utcnow
 from farmhand.server.views import browse, status, stuck
 
@@ -270,7 +271,8 @@ def download(
     who: ViewerDep,
     db: DbDep,
 ) -> Response:
-    """A run's output archive or newest checkpoint, streamed from the blob store."""
+    """A run's output archive or newest checkpoint, from the database (small ones) or
+    streamed from the blob store."""
     with db.read() as session, page_errors():
         item = records.get(session, record_id)
     run = next((r for r in item.runs or () if r.id == run_id), None)
@@ -278,7 +280,9 @@ def download(
     if run is None or sha256 is None:
         raise Refused(f"record {record_id} has no run {run_id} with a {kind}", 404)
     blobs = request.app.state.blobs
-    size = blobs.size(sha256)
+    with db.read() as session:
+        kept = snapshots.bytes_of(session, sha256)  # a small one lives in the database
+    size = len(kept) if kept is not None else blobs.size(sha256)
     if size is None:
         raise Refused(f"the {kind} of run {run_id} ({sha256}) is missing from the blob store", 404)
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", item.key)[:100]
@@ -290,7 +294,8 @@ def download(
         "X-Content-Type-Options": "nosniff",
     }
     media = "application/gzip" if kind == "archive" else "application/octet-stream"
-    return StreamingResponse(blobs.read(sha256), media_type=media, headers=headers)
+    body = iter([kept]) if kept is not None else blobs.read(sha256)
+    return StreamingResponse(body, media_type=media, headers=headers)
 
 
 @router.post("/records/{record_id}/cancel")

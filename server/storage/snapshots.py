@@ -1,30 +1,45 @@
 """Snapshots: the rows that say a verified blob is stored, who references it, checkpoints.
 
-The bytes live in the blob store (`blobstore.py`); a `snapshot` row is written only after its
-blob is stored, so a row always names a whole blob.
+The bytes of a small snapshot (up to `Settings.inline_snapshot_bytes`) live in the
+`snapshot_bytes` table, written in the same transaction as its row; larger ones live in the
+blob store (`blobs.py`), and their row is written only after the blob is stored. Either way a
+row always names whole bytes. Readers ask `bytes_of` first, then the blob store.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, literal, select, union_all
+from sqlalchemy import bindparam, func, literal, select, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from farmhand import wire
 from farmhand.server import auth
-from farmhand.server.errors import Forbidden, Invalid, StaleLease
+from farmhand.server.errors import FarmhandError, Forbidden, Invalid, StaleLease
 from farmhand.server.ownership import RUN_OWNER, not_your_run
 from farmhand.server.queue.states import LIVE_RUN
-from farmhand.server.tables import Checkpoint, RecordInput, Run, Snapshot
+from farmhand.server.tables import (
+    SNAPSHOT,
+    SNAPSHOT_BYTES,
+    Checkpoint,
+    RecordInput,
+    Run,
+    Snapshot,
+    UTCDateTime,
+)
 
 __all__ = [
+    "NewSnapshot",
     "add",
     "add_checkpoint",
+    "add_many",
+    "bytes_of",
     "check_lease",
+    "check_leases",
     "find",
     "info",
     "missing",
@@ -38,14 +53,83 @@ def find(session: Session, sha256: str) -> Snapshot | None:
     return session.get(Snapshot, sha256)
 
 
-def add(session: Session, *, sha256: str, size: int, token_id: int | None, now: datetime) -> bool:
-    """Record a stored blob; False if a row was already there (a racing upload of the same
-    bytes is fine: the bytes are identical)."""
-    values = {"sha256": sha256, "size": size, "created_at": now, "token_id": token_id}
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    table = Snapshot.__table__  # Core insert: the ORM form does not report what it did
-    stmt = dialect.insert(table).values(**values).on_conflict_do_nothing().returning(table.c.sha256)
-    return session.execute(stmt).first() is not None
+#: A verified upload: its sha256, size, and its bytes when they are kept in the database
+#: (None: already in the blob store).
+NewSnapshot = tuple[str, int, bytes | None]
+
+
+def _insert_rows(dialect: str) -> object:
+    insert = (postgresql if dialect == "postgresql" else sqlite).insert
+    return (
+        insert(SNAPSHOT)
+        .values(
+            sha256=bindparam("b_sha256"),
+            size=bindparam("b_size"),
+            created_at=bindparam("b_now", type_=UTCDateTime),
+            token_id=bindparam("b_token_id"),
+        )
+        .on_conflict_do_nothing()
+        .returning(SNAPSHOT.c.sha256)
+    )
+
+
+#: Per dialect: a row per new snapshot, saying which were new (a racing upload of the same
+#: bytes is fine: the bytes are identical). Built once: building costs more than running.
+_INSERT_ROWS = {name: _insert_rows(name) for name in ("postgresql", "sqlite")}
+_INSERT_BYTES = SNAPSHOT_BYTES.insert().values(
+    sha256=bindparam("b_sha256"), data=bindparam("b_data")
+)
+
+
+def add_many(
+    session: Session, items: list[NewSnapshot], *, token_id: int | None, now: datetime
+) -> set[str]:
+    """Record verified uploads, each (sha256, size, bytes or None); the bytes given go into
+    `snapshot_bytes` in this transaction. Returns the sha256s that were new (rows already
+    there keep theirs, and their bytes)."""
+    if not items:
+        return set()
+    conn = session.connection()
+    rows = [
+        {"b_sha256": sha, "b_size": size, "b_now": now, "b_token_id": token_id}
+        for sha, size, _ in items
+    ]
+    stmt = _INSERT_ROWS[conn.dialect.name]
+    if len(rows) == 1:
+        created = set(conn.execute(stmt, rows[0]).scalars())
+    else:  # one statement for all of them (SQLAlchemy's "insertmanyvalues")
+        created = set(conn.execute(stmt, rows).scalars())
+    data = [
+        {"b_sha256": sha, "b_data": blob}
+        for sha, _, blob in items
+        if blob is not None and sha in created
+    ]
+    if data:
+        conn.execute(_INSERT_BYTES, data)
+    return created
+
+
+def add(
+    session: Session,
+    *,
+    sha256: str,
+    size: int,
+    token_id: int | None,
+    now: datetime,
+    data: bytes | None = None,
+) -> bool:
+    """Record one verified upload (`data`: its bytes, to keep in the database); False if a
+    row was already there."""
+    return bool(add_many(session, [(sha256, size, data)], token_id=token_id, now=now))
+
+
+def bytes_of(session: Session | Connection, sha256: str) -> bytes | None:
+    """The bytes of a snapshot kept in the database; None when they are in the blob store
+    (or there is no such snapshot)."""
+    found = session.execute(
+        select(SNAPSHOT_BYTES.c.data).where(SNAPSHOT_BYTES.c.sha256 == sha256)
+    ).scalar()
+    return None if found is None else bytes(found)
 
 
 def missing(session: Session | Connection, digests: Iterable[str]) -> list[str]:
@@ -130,7 +214,35 @@ def check_lease(
     stmt = select(Run, RUN_OWNER).where(Run.id == run_id)
     if lock:
         stmt = stmt.with_for_update(of=Run)
-    found = session.execute(stmt).first()
+    return _fence(session.execute(stmt).first(), run_id, token, agent_token)
+
+
+def check_leases(
+    session: Session, leases: list[tuple[int, str]], *, agent_token: int | None
+) -> list[FarmhandError | None]:
+    """`check_lease` for many (run id, token) pairs with one query: per pair, None when it
+    holds, else the error it gets."""
+    wanted = sorted({run_id for run_id, _ in leases})
+    found = (
+        {
+            row[0].id: row
+            for row in session.execute(select(Run, RUN_OWNER).where(Run.id.in_(wanted)))
+        }
+        if wanted
+        else {}
+    )
+    errors: list[FarmhandError | None] = []
+    for run_id, token in leases:
+        try:
+            _fence(found.get(run_id), run_id, token, agent_token)
+            errors.append(None)
+        except FarmhandError as exc:
+            errors.append(exc)
+    return errors
+
+
+def _fence(found: Any, run_id: int, token: str, agent_token: int | None) -> Run:
+    """The run of a (Run, agent_token) row if `token` holds its live lease (see check_lease)."""
     if found is not None:
         refusal = not_your_run(run_id, found.agent_token, agent_token)
         if refusal is not None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from farmhand.server.tables import SNAPSHOT_BYTES
 
 API = "/api/v1"
 
@@ -50,3 +54,16 @@ def ids_by_key(api: TestClient, campaign_id: int) -> dict[str, int]:
     r = api.get(f"{API}/records", params={"campaign_id": campaign_id, "limit": 1000})
     assert r.status_code == 200, r.text
     return {item["key"]: item["id"] for item in r.json()["items"]}
+
+
+def blob_files(api: TestClient) -> list[Path]:
+    """Every file in the app's blob store, staging area included."""
+    root = api.app.state.blobs.root
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def kept_in_database(api: TestClient) -> dict[str, bytes]:
+    """The snapshots whose bytes the database holds (`snapshot_bytes`), by sha256."""
+    with api.app.state.db.engine.connect() as conn:
+        rows = conn.execute(select(SNAPSHOT_BYTES.c.sha256, SNAPSHOT_BYTES.c.data))
+        return {sha: bytes(data) for sha, data in rows}

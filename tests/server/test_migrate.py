@@ -128,6 +128,7 @@ SEEDS: dict[str, Callable[[Connection], None]] = {
     "0010": seed_0001,
     "0011": seed_0001,
     "0012": seed_0001,
+    "0013": seed_0001,
 }
 
 

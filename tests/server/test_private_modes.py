@@ -39,6 +39,7 @@ def test_a_new_servers_data_dir_database_token_and_blobs_are_private(
     env = {k: v for k, v in os.environ.items() if not k.startswith("FARMHAND_")}
     if umask:
         env["FARMHAND_UMASK"] = umask
+    env["FARMHAND_INLINE_SNAPSHOT_BYTES"] = "0"  # the small upload below becomes a blob file
     port = free_port()
     data_dir = tmp_path / "data"
     server = LiveServer(f"http://127.0.0.1:{port}", data_dir, "", env, port, log=tmp_path / "log")

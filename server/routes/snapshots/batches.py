@@ -15,7 +15,8 @@ one. A refused part
 not frame (no header line, sizes that do not add up to what follows) is refused whole (400)
 and nothing is kept. Blobs are made durable together (`BlobStore.put_many`), then one
 transaction writes every new row: one request, one transaction, instead of one of each per
-archive.
+archive. Parts up to `inline_snapshot_bytes` (most output archives) never touch the blob
+store: their bytes go into that transaction (`snapshot_bytes`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from datetime import datetime
 
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
+from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from farmhand import wire
@@ -89,7 +91,8 @@ async def post_snapshot_batch(
         if part.spec.size > settings.max_snapshot_bytes:
             limit = settings.max_snapshot_bytes
             part.error = TooLarge(f"snapshot is {part.spec.size} bytes; the limit is {limit}")
-    answer = await run_in_threadpool(_store, db, blobs, caller, now, parts)
+    inline = settings.inline_snapshot_bytes
+    answer = await run_in_threadpool(_store, db, blobs, caller, now, parts, inline)
     return Response(answer.model_dump_json(), media_type="application/json")
 
 
@@ -134,19 +137,21 @@ def _split(body: bytes) -> list[_Part]:
 
 
 def _store(
-    db: Database, blobs: BlobStore, caller: Caller, now: datetime, parts: list[_Part]
+    db: Database,
+    blobs: BlobStore,
+    caller: Caller,
+    now: datetime,
+    parts: list[_Part],
+    inline: int,
 ) -> wire.SnapshotBatchStored:
     # 1. Leases (agent tokens) and what is stored already: one short read transaction.
     with db.read() as session:
-        for part in parts:
-            if caller.role == Role.agent and part.error is None:
-                try:
-                    run_id, token = snapshots.parse_lease_header(part.spec.lease)
-                    snapshots.check_lease(session, run_id, token, agent_token=caller.token_id)
-                except FarmhandError as exc:
-                    part.error = exc
+        if caller.role == Role.agent:
+            _check_leases(session, caller, [p for p in parts if p.error is None])
         missing = set(snapshots.missing(session, {p.spec.sha256 for p in parts}))
-    # 2. The bytes of the new ones, verified, staged and made durable together.
+    # 2. The bytes of the new ones, verified; those up to `inline` bytes go into the database
+    # with their rows, the others are staged and made durable together in the blob store.
+    new: dict[str, snapshots.NewSnapshot] = {}
     staged = {}
     for part in parts:
         sha256 = part.spec.sha256
@@ -159,11 +164,16 @@ def _store(
         if actual != sha256:
             part.error = HashMismatch(f"the part's bytes hash to {actual}, not {sha256}")
             continue
-        if sha256 not in staged:  # the same bytes twice in one batch: stored once
-            handle, path = blobs.staging_file()
-            with handle:
-                handle.write(part.data)
-            staged[sha256] = path
+        if sha256 in new:  # the same bytes twice in one batch: stored once
+            continue
+        if len(part.data) <= inline:
+            new[sha256] = (sha256, len(part.data), bytes(part.data))
+            continue
+        handle, path = blobs.staging_file()
+        with handle:
+            handle.write(part.data)
+        staged[sha256] = path
+        new[sha256] = (sha256, len(part.data), None)
     try:
         blobs.put_many(list(staged.items()))
     except BaseException:
@@ -171,16 +181,11 @@ def _store(
             path.unlink(missing_ok=True)
         raise
     # 3. One transaction for every new row.
-    if staged:
-        sizes = {p.spec.sha256: p.spec.size for p in parts}
+    if new:
         with db.write() as session:
-            created = {
-                sha256
-                for sha256 in staged
-                if snapshots.add(
-                    session, sha256=sha256, size=sizes[sha256], token_id=caller.token_id, now=now
-                )
-            }
+            created = snapshots.add_many(
+                session, list(new.values()), token_id=caller.token_id, now=now
+            )
         seen: set[str] = set()
         for part in parts:
             if part.error is None and part.created is None:
@@ -188,6 +193,20 @@ def _store(
                 part.created = sha256 in created and sha256 not in seen
                 seen.add(sha256)
     return wire.SnapshotBatchStored(parts=[_answer(p) for p in parts])
+
+
+def _check_leases(session: Session, caller: Caller, parts: list[_Part]) -> None:
+    """Each part's `lease` names a live run of the caller's agents, or the part is refused."""
+    named = []
+    for part in parts:
+        try:
+            named.append((part, snapshots.parse_lease_header(part.spec.lease)))
+        except FarmhandError as exc:
+            part.error = exc
+    leases = [lease for _, lease in named]
+    refusals = snapshots.check_leases(session, leases, agent_token=caller.token_id)
+    for (part, _), refusal in zip(named, refusals, strict=True):
+        part.error = refusal
 
 
 def _answer(part: _Part) -> wire.SnapshotPartStored:

@@ -135,12 +135,12 @@ async def put_snapshot(
     if existing is not None:
         body = wire.SnapshotStored(snapshot=existing, created=False)
         return Response(body.model_dump_json(), status_code=200, media_type="application/json")
-    size = await _receive(request, blobs, sha256, cap)
+    size, data = await _receive(request, blobs, sha256, cap, settings.inline_snapshot_bytes)
 
     def record() -> wire.SnapshotStored:
         with db.write() as session:
             created = snapshots.add(
-                session, sha256=sha256, size=size, token_id=caller.token_id, now=now
+                session, sha256=sha256, size=size, token_id=caller.token_id, now=now, data=data
             )
             if created:
                 # Nothing can name a snapshot the server does not hold (submissions, reports
@@ -157,8 +157,12 @@ async def put_snapshot(
     return Response(stored.model_dump_json(), status_code=status, media_type="application/json")
 
 
-async def _receive(request: Request, blobs: BlobStore, sha256: str, cap: int) -> int:
-    """Stream the body into a staging file, hash it, and store it as blob `sha256`."""
+async def _receive(
+    request: Request, blobs: BlobStore, sha256: str, cap: int, inline: int
+) -> tuple[int, bytes | None]:
+    """Stream the body into a staging file and hash it; (its size, its bytes) when it is at
+    most `inline` bytes (kept in the database with its row), else (its size, None) once it
+    is stored as blob `sha256`."""
     handle, staged = await run_in_threadpool(blobs.staging_file)
     digest = hashlib.sha256()
     size = 0
@@ -189,6 +193,10 @@ async def _receive(request: Request, blobs: BlobStore, sha256: str, cap: int) ->
             raise HashMismatch(
                 f"the uploaded bytes hash to {actual}, not {sha256}; nothing was kept"
             )
+        if size <= inline:
+            data = await run_in_threadpool(staged.read_bytes)
+            staged.unlink(missing_ok=True)
+            return size, data
         await run_in_threadpool(blobs.put, sha256, staged)
     except ClientDisconnect:
         staged.unlink(missing_ok=True)
@@ -196,7 +204,7 @@ async def _receive(request: Request, blobs: BlobStore, sha256: str, cap: int) ->
     except BaseException:
         staged.unlink(missing_ok=True)
         raise
-    return size
+    return size, None
 
 
 @router.head(
@@ -240,6 +248,7 @@ def get_snapshot(
     with db.read() as session:
         ownership.check_readable(session, sha256, agent_token=caller.lease_reader)
         row = snapshots.find(session, sha256)
+        kept = snapshots.bytes_of(session, sha256) if row is not None else None
     if row is None:
         raise NotFound(f"no snapshot {sha256}")
     size = row.size
@@ -258,7 +267,12 @@ def get_snapshot(
     headers["content-length"] = str(end - start)
     if status == 206:
         headers["content-range"] = f"bytes {start}-{end - 1}/{size}"
-    body: Iterator[bytes] = blobs.read(sha256, start, end) if end > start else iter(())
+    if end <= start:
+        body: Iterator[bytes] = iter(())
+    elif kept is not None:
+        body = iter([kept[start:end]])
+    else:
+        body = blobs.read(sha256, start, end)
     return StreamingResponse(
         body, status_code=status, headers=headers, media_type="application/octet-stream"
     )

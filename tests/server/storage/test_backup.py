@@ -36,16 +36,23 @@ def test_backup_holds_the_database_and_every_blob(api: TestClient, tmp_path: Pat
         assert names[:2] == ["backup.json", "farmhand.db"]
         assert "admin.token" not in names  # this server's admin token is configured, no file
         assert names[-1] == "backup-end.json"
-        assert json.loads(tar.extractfile("backup-end.json").read()) == {"blobs": 3}
+        # The small snapshots' bytes live in the database (and so in its copy); the large
+        # one is the blob store's only file.
+        assert json.loads(tar.extractfile("backup-end.json").read()) == {"blobs": 1}
         manifest = json.loads(tar.extractfile("backup.json").read())
-        assert manifest["format"] == "farmhand-backup" and manifest["blobs"] == 3
-        for sha, data in blobs.items():
-            assert tar.extractfile(f"blobs/{sha[:2]}/{sha[2:4]}/{sha}").read() == data
+        assert manifest["format"] == "farmhand-backup" and manifest["blobs"] == 1
+        (large,) = [sha for sha, data in blobs.items() if len(data) > 64 * 1024]
+        assert [n for n in names if n.startswith("blobs/")] == [
+            f"blobs/{large[:2]}/{large[2:4]}/{large}"
+        ]
+        assert tar.extractfile(f"blobs/{large[:2]}/{large[2:4]}/{large}").read() == blobs[large]
         (tmp_path / "copy.db").write_bytes(tar.extractfile("farmhand.db").read())
     copy = sqlite3.connect(tmp_path / "copy.db")
     assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert copy.execute("SELECT key FROM record ORDER BY key").fetchall() == [("a",), ("b",)]
     assert copy.execute("SELECT count(*) FROM snapshot").fetchone() == (3,)
+    kept = dict(copy.execute("SELECT sha256, data FROM snapshot_bytes").fetchall())
+    assert kept == {sha: data for sha, data in blobs.items() if sha != large}
     assert copy.execute("PRAGMA journal_mode").fetchone() == ("delete",)
     copy.close()
     # Nothing of the copy is left in the data directory.

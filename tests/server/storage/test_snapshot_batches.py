@@ -10,8 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from farmhand import wire
-from tests.server.helpers import API, campaign, claim, submit
-from tests.server.storage.test_snapshots import blob_files
+from tests.server.helpers import API, blob_files, campaign, claim, kept_in_database, submit
 
 A, B, C = b"first archive\n" * 10, b"second archive\n" * 20, b"third\n"
 
@@ -36,7 +35,8 @@ def stored(api: TestClient) -> set[str]:
     return {s["sha256"] for s in api.get(f"{API}/snapshots").json()["items"]}
 
 
-def test_a_batch_stores_each_part_and_says_which_were_new(api: TestClient) -> None:
+def test_a_batch_stores_each_part_and_says_which_were_new(placed: TestClient, where: str) -> None:
+    api = placed
     assert api.put(f"{API}/snapshots/{sha(A)}", content=A).status_code == 201
     # A is stored already; B twice in the same batch is stored once; C is new.
     r = post(api, body((A, {}), (B, {}), (B, {}), (C, {})))
@@ -52,10 +52,14 @@ def test_a_batch_stores_each_part_and_says_which_were_new(api: TestClient) -> No
     for data in (A, B, C):
         assert api.get(f"{API}/snapshots/{sha(data)}").content == data
         assert api.get(f"{API}/snapshots/{sha(data)}/info").json()["size"] == len(data)
+    assert not list((api.app.state.blobs.root / "tmp").iterdir())  # nothing left staged
+    if where == "database":
+        assert kept_in_database(api) == {sha(A): A, sha(B): B, sha(C): C}
+        assert blob_files(api) == []
+        return
     blobs = [p for p in blob_files(api) if p.parent.name != "tmp"]
     assert sorted(p.name for p in blobs) == sorted({sha(A), sha(B), sha(C)})
     assert all(p.stat().st_mode & 0o222 == 0 for p in blobs)  # read-only, as PUT leaves them
-    assert not list((api.app.state.blobs.root / "tmp").iterdir())  # nothing left staged
 
 
 def test_a_part_whose_bytes_do_not_match_is_refused_alone(api: TestClient) -> None:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from farmhand.client.transfer import LEASE_HEADER
-from tests.server.helpers import API, campaign, claim, submit
+from tests.server.helpers import API, blob_files, campaign, claim, kept_in_database, submit
 
 DATA = b"the bytes of an input file\n" * 100
 SHA = hashlib.sha256(DATA).hexdigest()
+N = len(DATA)
 
 
 def put(api: TestClient, data: bytes, sha: str | None = None, **headers: str):
@@ -22,13 +22,8 @@ def put(api: TestClient, data: bytes, sha: str | None = None, **headers: str):
     )
 
 
-def blob_files(api: TestClient) -> list[Path]:
-    """Every file in the app's blob store, staging area included."""
-    root = api.app.state.blobs.root
-    return sorted(p for p in root.rglob("*") if p.is_file())
-
-
-def test_upload_then_head_get_info_and_list(api: TestClient) -> None:
+def test_upload_then_head_get_info_and_list(placed: TestClient, where: str) -> None:
+    api = placed
     assert api.head(f"{API}/snapshots/{SHA}").status_code == 404
     made = put(api, DATA)
     assert made.status_code == 201, made.text
@@ -46,17 +41,33 @@ def test_upload_then_head_get_info_and_list(api: TestClient) -> None:
     assert got.headers["content-length"] == str(len(DATA))
     assert api.get(f"{API}/snapshots/{SHA}/info").json()["size"] == len(DATA)
     assert [s["sha256"] for s in api.get(f"{API}/snapshots").json()["items"]] == [SHA]
+    if where == "database":  # no file at all, the staging file included
+        assert blob_files(api) == [] and kept_in_database(api) == {SHA: DATA}
+        return
     # The blob is stored once, read-only, under its sharded name; the staging area is empty.
     (blob,) = blob_files(api)
     assert blob.name == SHA and blob.parent.name == SHA[2:4] and blob.parent.parent.name == SHA[:2]
     assert blob.stat().st_mode & 0o222 == 0
+    assert kept_in_database(api) == {}
 
 
-def test_uploading_a_stored_snapshot_again_is_a_quick_success(api: TestClient) -> None:
+def test_uploading_a_stored_snapshot_again_is_a_quick_success(placed: TestClient) -> None:
+    api = placed
     assert put(api, DATA).status_code == 201
     again = put(api, DATA)
     assert again.status_code == 200 and again.json()["created"] is False
-    assert len(blob_files(api)) == 1
+    assert len(blob_files(api)) + len(kept_in_database(api)) == 1
+
+
+def test_only_snapshots_up_to_the_inline_size_are_kept_in_the_database(
+    make_api: Callable[..., TestClient],
+) -> None:
+    api = make_api(inline_snapshot_bytes=N)
+    bigger = DATA + b"!"
+    assert put(api, DATA).status_code == 201 and put(api, bigger).status_code == 201
+    assert kept_in_database(api) == {SHA: DATA}
+    assert [p.name for p in blob_files(api)] == [hashlib.sha256(bigger).hexdigest()]
+    assert api.get(f"{API}/snapshots/{SHA}").content == DATA
 
 
 def test_bytes_that_do_not_match_their_name_are_refused_and_not_kept(api: TestClient) -> None:
@@ -98,9 +109,6 @@ def test_snapshot_uploads_are_not_held_to_the_request_body_limit(
     assert api.post(f"{API}/records", json=records).status_code == 413
 
 
-N = len(DATA)
-
-
 @pytest.mark.parametrize(
     ("header", "status", "start", "end"),
     [
@@ -111,7 +119,8 @@ N = len(DATA)
         ("bytes=0-1,4-5", 200, 0, N),  # several ranges: the whole snapshot
     ],
 )
-def test_range_requests(api: TestClient, header: str, status: int, start: int, end: int) -> None:
+def test_range_requests(placed: TestClient, header: str, status: int, start: int, end: int) -> None:
+    api = placed
     put(api, DATA)
     got = api.get(f"{API}/snapshots/{SHA}", headers={"Range": header})
     assert got.status_code == status
@@ -173,7 +182,9 @@ def test_checkpoints_attach_to_live_runs_only(api: TestClient) -> None:
 def test_the_routes_work_the_same_on_an_s3_store(
     make_api: Callable[..., TestClient], s3_endpoint: str, bucket: str
 ) -> None:
-    api = make_api(storage_url=f"s3://{bucket}/farm", s3_endpoint_url=s3_endpoint)
+    api = make_api(
+        storage_url=f"s3://{bucket}/farm", s3_endpoint_url=s3_endpoint, inline_snapshot_bytes=0
+    )
     assert put(api, DATA, sha="0" * 64).status_code == 400
     assert put(api, DATA).status_code == 201
     assert put(api, DATA).json()["created"] is False
