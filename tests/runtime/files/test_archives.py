@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from farmhand.client.transfer import sha256_file
+from farmhand.runtime.files import archives
 from farmhand.runtime.files.archives import ArchiveError, pack_dir
 from farmhand.runtime.files.extract import safe_extract
 
@@ -340,3 +341,56 @@ def test_read_only_directories_in_an_archive_still_extract(box: Box) -> None:
     assert done.files == 2
     assert (box.target / "ro" / "inside").read_bytes() == b"1"
     assert stat.S_IMODE((box.target / "ro").stat().st_mode) & 0o700 == 0o700
+
+
+@pytest.mark.parametrize(
+    "name, kind, size, linkname",
+    [
+        ("results.json", tarfile.REGTYPE, 1234, ""),
+        ("sub/deep", tarfile.DIRTYPE, 0, ""),
+        ("link", tarfile.SYMTYPE, 0, "sub/deep/data.bin"),
+        ("again.txt", tarfile.LNKTYPE, 0, "stdout.txt"),
+        ("x" * 100, tarfile.REGTYPE, 8**11 - 1, ""),
+    ],
+)
+def test_the_fast_ustar_header_is_what_tarfile_writes(
+    name: str, kind: bytes, size: int, linkname: str
+) -> None:
+    info = tarfile.TarInfo(name)
+    info.type, info.size, info.linkname = kind, size, linkname
+    info.mode, info.uid, info.gid, info.mtime = 0o4755, 1000, 100, 1_700_000_000
+    info.uname, info.gname = "alice", "physics"
+    assert archives._ustar(info) == info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"name": "y" * 101},  # longer than ustar's name field
+        {"name": "résumé.txt"},  # not ASCII
+        {"linkname": "z" * 101},
+        {"size": 8**11},  # over 8 GiB
+        {"uid": 8**7},
+        {"uname": "u" * 33},
+    ],
+)
+def test_members_ustar_cannot_hold_go_through_tarfiles_pax_records(change: dict) -> None:
+    info = tarfile.TarInfo("plain")
+    for key, value in change.items():
+        setattr(info, key, value)
+    assert archives._ustar(info) is None
+
+
+def test_long_and_non_ascii_names_round_trip(tmp_path: Path) -> None:
+    run = tmp_path / "d"
+    deep = run / ("long-directory-name-" * 4) / ("and-a-longer-file-name-" * 4)
+    deep.parent.mkdir(parents=True)
+    deep.write_text("deep")
+    (run / "résumé.txt").write_text("accents")
+    os.utime(run / "résumé.txt", (1_700_000_000.75, 1_700_000_000.75))
+    pack_dir(run, tmp_path / "a.tar.gz")
+    out = tmp_path / "out"
+    safe_extract(tmp_path / "a.tar.gz", out)
+    assert (out / deep.relative_to(run)).read_text() == "deep"
+    assert (out / "résumé.txt").read_text() == "accents"
+    assert (out / "résumé.txt").stat().st_mtime == 1_700_000_000  # whole seconds
