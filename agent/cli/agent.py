@@ -8,6 +8,7 @@ filters) and the rest of the CLI needs none of them.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import re
@@ -273,6 +274,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
     install_signal_handlers(agent)
     if display is not None:
         return display.run_with_display(agent, level)
+    # What is built by now (modules, the client, pydantic's validators) lives as long as
+    # the agent: out of the collector's sight, its full collections walk only what records
+    # made since (they were ~3 % of the agent's CPU on short commands).
+    gc.freeze()
     return agent.run()
 
 

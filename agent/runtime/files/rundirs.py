@@ -7,6 +7,8 @@ calculation's `results.json`; inputs, parents' results and checkpoints are stage
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -68,14 +70,27 @@ def make_run_dir(workdir: Path, campaign_id: int, key: str, run_id: int) -> Path
     for name, value in (("campaign_id", campaign_id), ("run_id", run_id)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{name} must be a non-negative integer, not {value!r}")
-    root = Path(workdir).resolve() / "runs"
-    parent = root / str(campaign_id) / safe_name(key)
-    path = parent / str(run_id)
-    if not path.resolve().is_relative_to(root):  # defence in depth: safe_name has no '/'
+    name = safe_name(key)
+    if name in ("", ".", "..") or "/" in name:  # defence in depth: safe_name makes none
         raise ValueError(f"record key {key!r} would leave the work directory")
-    parent.mkdir(parents=True, exist_ok=True)
-    path.mkdir()
+    parent = _runs_root(os.fspath(workdir)) / str(campaign_id) / name
+    path = parent / str(run_id)
+    for _ in range(3):
+        parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir()
+            return path
+        except FileNotFoundError:  # the key's directory was just removed as empty: again
+            continue
+    path.mkdir()  # raises what keeps failing
     return path
+
+
+@functools.lru_cache(maxsize=16)
+def _runs_root(workdir: str) -> Path:
+    """`<workdir>/runs`, resolved once per work directory (resolving walks every part of
+    the path with a system call each)."""
+    return Path(workdir).resolve() / "runs"
 
 
 def write_params(run_dir: Path, params: dict[str, Any]) -> None:
@@ -163,7 +178,8 @@ def _make_writable_and_retry(func: Any, path: str, exc: BaseException) -> None:
 
 
 def remove_run_dir(path: Path) -> None:
-    """Remove a (partial) run directory and everything in it; a missing one is fine.
+    """Remove a (partial) run directory and everything in it, then its parent (the
+    record's key directory) if that is left empty; a missing one is fine.
 
     Read-only files and directories a command left behind are made writable first.
     """
@@ -177,3 +193,8 @@ def remove_run_dir(path: Path) -> None:
         shutil.rmtree(path, onexc=_make_writable_and_retry)
     else:
         shutil.rmtree(path, onerror=lambda f, p, info: _make_writable_and_retry(f, p, info[1]))
+    # The record's key directory, once its last run is gone: a million records would
+    # otherwise leave a million empty directories on the node. Not empty: another run of
+    # the record is there (a retry), which removes it in turn.
+    with contextlib.suppress(OSError):
+        os.rmdir(path.parent)

@@ -171,8 +171,17 @@ def test_remove_run_dir_with_read_only_contents(tmp_path: Path) -> None:
     os.chmod(run_dir / "sub", stat.S_IRUSR | stat.S_IXUSR)
     remove_run_dir(run_dir)
     assert not run_dir.exists()
-    assert run_dir.parent.is_dir()  # only the run's own directory goes
     remove_run_dir(run_dir)  # already gone: fine
+
+
+def test_the_key_directory_goes_with_its_last_run(tmp_path: Path) -> None:
+    first, second = make_run_dir(tmp_path, 1, "k", 1), make_run_dir(tmp_path, 1, "k", 2)
+    remove_run_dir(first)
+    assert not first.exists() and second.parent.is_dir()  # another run is still there
+    remove_run_dir(second)
+    assert not second.parent.exists()  # no empty directory per record left on the node
+    assert second.parent.parent.is_dir()  # the campaign's stays
+    assert make_run_dir(tmp_path, 1, "k", 3).is_dir()  # and a later run makes it again
 
 
 def test_results_document_round_trips_through_the_wire(tmp_path: Path) -> None:
