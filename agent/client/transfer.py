@@ -73,20 +73,27 @@ class SnapshotCalls:
 
     def upload_snapshot(
         self: FarmhandClient,
-        path: Path,
+        path: Path | bytes,
         *,
         sha256: str | None = None,
         run_id: int | None = None,
         token: str | None = None,
         skip_if_present: bool = True,
     ) -> str:
-        """Upload a file as a snapshot and return its sha256; a snapshot the server already
-        has is not sent again (files over `HEAD_ABOVE` bytes are asked about first, smaller
-        ones are simply PUT). Agents name the live run (`run_id`, `token`) it belongs to."""
+        """Upload a file (or bytes) as a snapshot and return its sha256; a snapshot the
+        server already has is not sent again (files over `HEAD_ABOVE` bytes are asked about
+        first, smaller ones are simply PUT). Agents name the live run (`run_id`, `token`) it
+        belongs to."""
 
-        path = Path(path)
-        sha256 = sha256 or sha256_file(path)
-        size = path.stat().st_size
+        if isinstance(path, bytes):
+            content: bytes | Iterator[bytes] = path
+            sha256 = sha256 or hashlib.sha256(path).hexdigest()
+            size = len(path)
+        else:
+            path = Path(path)
+            sha256 = sha256 or sha256_file(path)
+            size = path.stat().st_size
+            content = _chunks(path)
         if (
             skip_if_present
             and size > HEAD_ABOVE
@@ -100,7 +107,7 @@ class SnapshotCalls:
         }
         try:
             response = self._http.put(
-                f"/snapshots/{sha256}", content=_chunks(path), headers=headers, timeout=None
+                f"/snapshots/{sha256}", content=content, headers=headers, timeout=None
             )
         except httpx.TransportError as exc:
             raise ServerUnavailable(f"cannot reach {self.server}: {exc}") from exc
@@ -108,11 +115,14 @@ class SnapshotCalls:
         return sha256
 
     def upload_snapshots(
-        self: FarmhandClient, files: Sequence[tuple[Path, wire.SnapshotPart]], *, timeout: float
+        self: FarmhandClient,
+        files: Sequence[tuple[Path | bytes, wire.SnapshotPart]],
+        *,
+        timeout: float,
     ) -> list[wire.SnapshotPartStored]:
-        """Upload several small files in one request (`POST /snapshots/batch`), each under
-        its `SnapshotPart` (sha256, size, and for agents the run's `lease`); the answers are
-        per part, in order: a refused part does not stop the others. At most
+        """Upload several small files (or bytes) in one request (`POST /snapshots/batch`),
+        each under its `SnapshotPart` (sha256, size, and for agents the run's `lease`); the
+        answers are per part, in order: a refused part does not stop the others. At most
         `wire.MAX_BATCH_PARTS` files and `wire.MAX_BATCH_BYTES` bytes; a file whose size
         is not its part's raises ValueError before anything is sent."""
 
@@ -120,7 +130,7 @@ class SnapshotCalls:
         body = bytearray(batch.model_dump_json(exclude_none=True).encode())
         body += b"\n"
         for path, part in files:
-            data = Path(path).read_bytes()
+            data = path if isinstance(path, bytes) else Path(path).read_bytes()
             if len(data) != part.size:
                 raise ValueError(f"{path} has {len(data)} bytes, not the {part.size} announced")
             body += data

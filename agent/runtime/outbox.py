@@ -120,14 +120,16 @@ class Outbox:
         label: str,
         *,
         archive_file: Path | None = None,
+        archive_data: bytes | None = None,
         remove_after: Path | None = None,
     ) -> Entry:
         """Spool a report durably (fsynced before this returns) and wake the delivery thread.
 
         Reports put by several threads at once are written together with one fsync (group
         commit): the first writes, the others wait and go in the next write, all of them.
-        `archive_file` (in `archives`, its sha256 in the body's `archive`) is uploaded before
-        the report; `remove_after` is removed once the report is applied with an archive.
+        `archive_file` (in `archives`, its sha256 in the body's `archive`), or a small
+        archive's bytes `archive_data` (spooled with the report), is uploaded before the
+        report; `remove_after` is removed once the report is applied with an archive.
         When the spool cannot be written (disk full, read-only), the report is kept in
         memory and still delivered; only a crash before that would lose it.
         """
@@ -137,6 +139,7 @@ class Outbox:
             self._seq += 1
             entry = Entry(self._seq, run_id, verb, body.model_dump(mode="json"), label)
         entry.archive_file, entry.remove_after = archive_file, remove_after
+        entry.archive_data = archive_data
         entry.queued_at = time.monotonic()
         entry.size = len(spool.document(entry))
         self._writer.write(entry)

@@ -61,7 +61,7 @@ class Outcomes:
         body.started_at = self.started_at
         took = f"{time.monotonic() - self.began:.1f}s"
         details = ("exit 0", took) if isinstance(body, wire.RunComplete) else (body.error, took)
-        pending = remove = None
+        pending = data = remove = None
         if ran and self.run_dir is not None:
             packed = run_archive.archive(
                 self.lease,
@@ -70,7 +70,7 @@ class Outcomes:
                 staged=self.prepared.staged if self.prepared is not None else {},
             )
             if packed is not None:
-                body.archive, pending = packed.sha256, packed.pending
+                body.archive, pending, data = packed.sha256, packed.pending, packed.data
                 keep = verb == "fail" and self.context.snapshots.keep_failed_workdir
                 remove = None if keep else self.run_dir
         self.context.outbox.put(
@@ -79,6 +79,7 @@ class Outcomes:
             body,
             self.label(*details),
             archive_file=pending,
+            archive_data=data,
             remove_after=remove,
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from pathlib import Path
@@ -169,6 +170,39 @@ def test_a_new_process_delivers_what_an_earlier_one_left(
     # A report delivered twice (both processes) is harmless: the same answer again.
     again = client.complete(leases[0].run_id, complete(leases[0], 0))
     assert again.record_state == "done"
+
+
+def test_a_small_archive_spooled_with_its_report_reaches_the_server_after_a_restart(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    client = live_server.client()
+    (lease,) = running_leases(client, 1)
+    data = b"a tar.gz, say" * 10
+    sha = hashlib.sha256(data).hexdigest()
+    earlier = Outbox(tmp_path / "outbox", client)
+    earlier.open()
+    body = complete(lease, 0)
+    body.archive = sha
+    earlier.put(lease.run_id, "complete", body, "k0", archive_data=data)
+    assert list((tmp_path / "outbox" / "archives").iterdir()) == []  # no file of its own
+    # The earlier process dies before delivering: its file alone holds the archive.
+    later = Outbox(tmp_path / "outbox", client)
+    later.open()
+    assert [entry.archive_data for entry in later._entries] == [data]
+    while len(later):
+        later.deliver_some()
+    assert client.record(lease.record_id).runs[-1].archive == sha
+    assert client.download_snapshot(sha, tmp_path / "got").read_bytes() == data
+
+
+def test_an_entry_whose_archive_bytes_are_spoilt_is_set_aside(tmp_path: Path) -> None:
+    spool = tmp_path / "outbox"
+    spool.mkdir()
+    entry = {"verb": "complete", "body": {"token": "t"}, "archive_data": "not base64!"}
+    (spool / "000000000001-77.json").write_text(json.dumps(entry))
+    outbox = Outbox(spool, FarmhandClient("http://127.0.0.1:9", "fh_unused_token"))
+    outbox.open()
+    assert len(outbox) == 0 and (spool / "rejected" / "000000000001-77.json").exists()
 
 
 def test_a_report_whose_lease_was_lost_is_dropped(live_server: LiveServer, tmp_path: Path) -> None:

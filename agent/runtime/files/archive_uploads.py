@@ -46,7 +46,7 @@ Refused = Callable[[Entry, str], None]
 @dataclass
 class _Ready:
     entry: Entry
-    path: Path
+    content: Path | bytes  # the archive's file, or its bytes when small
     part: wire.SnapshotPart
 
 
@@ -57,7 +57,7 @@ def upload(
     `uploaded`); raises what should be retried later."""
     small: list[_Ready] = []
     for entry in entries:
-        if entry.archive_file is None or entry.uploaded:
+        if (entry.archive_file is None and entry.archive_data is None) or entry.uploaded:
             continue
         ready = _ready(entry, refused)
         if ready is None:
@@ -75,18 +75,19 @@ def upload(
 
 def _ready(entry: Entry, refused: Refused) -> _Ready | None:
     """The entry's archive as a batch part; None (refused) when it cannot be sent."""
-    assert entry.archive_file is not None
+    content = entry.archive_data if entry.archive_data is not None else entry.archive_file
+    assert content is not None
     sha256, token = entry.body.get("archive"), entry.body.get("token")
     try:
         if not isinstance(sha256, str) or not isinstance(token, str):
             raise ValueError("the report names no archive")
-        size = entry.archive_file.stat().st_size
+        size = len(content) if isinstance(content, bytes) else content.stat().st_size
         part = wire.SnapshotPart(sha256=sha256, size=size, lease=f"{entry.run_id}:{token}")
     except (OSError, ValueError, ValidationError) as exc:  # gone, unreadable, or misnamed
         refused(entry, str(exc))
         entry.uploaded = True
         return None
-    return _Ready(entry, entry.archive_file, part)
+    return _Ready(entry, content, part)
 
 
 def _groups(ready: list[_Ready]) -> list[list[_Ready]]:
@@ -105,7 +106,9 @@ def _one(client: FarmhandClient, ready: _Ready, refused: Refused) -> None:
     entry, part = ready.entry, ready.part
     try:
         token = part.lease.partition(":")[2] if part.lease else None
-        client.upload_snapshot(ready.path, sha256=part.sha256, run_id=entry.run_id, token=token)
+        client.upload_snapshot(
+            ready.content, sha256=part.sha256, run_id=entry.run_id, token=token
+        )
     except ApiError as exc:
         if is_transient(exc) or exc.status == 401:
             raise
@@ -119,7 +122,7 @@ def _batch(
     client: FarmhandClient, group: list[_Ready], refused: Refused, *, timeout: float
 ) -> None:
     try:
-        answers = client.upload_snapshots([(r.path, r.part) for r in group], timeout=timeout)
+        answers = client.upload_snapshots([(r.content, r.part) for r in group], timeout=timeout)
     except ApiError as exc:
         if is_transient(exc) or exc.status == 401:
             raise

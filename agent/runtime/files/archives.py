@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["ArchiveError", "pack_dir"]
+__all__ = ["ArchiveError", "pack_dir", "pack_small"]
 
 #: Decides, for a path relative to the packed directory and its lstat, to leave it out.
 Skip = Callable[[str, os.stat_result], bool]
@@ -204,14 +204,60 @@ def pack_dir(
     name or last part it matches, and a directory's whole subtree; `skip` can leave out more.
     Files that vanish or shrink while they are packed do not break the archive.
     """
+    return pack_small(directory, dest, keep_up_to=0, exclude=exclude, skip=skip)[0]
+
+
+def pack_small(
+    directory: Path,
+    dest: Path,
+    *,
+    keep_up_to: int,
+    exclude: Iterable[str] = (),
+    skip: Skip | None = None,
+) -> tuple[str, bytes | None]:
+    """`pack_dir`, keeping an archive of at most `keep_up_to` bytes in memory: (sha256, its
+    bytes) with no file made, or (sha256, None) once a larger one is written to `dest`."""
     root = os.fspath(directory)
     patterns = tuple(exclude)
     first_names: dict[tuple[int, int], str] = {}  # (device, inode) → name, for hard links
-    with open(dest, "wb") as raw:
-        out = _TarGz(raw)
+    with _Spill(Path(dest), keep_up_to) as raw:
+        out = _TarGz(raw)  # type: ignore[arg-type]
         for rel, seen in _walk(root, "", patterns, skip):
             _add(out, f"{root}/{rel}", rel, seen, first_names)
-        return out.close()
+        sha256 = out.close()
+    return sha256, raw.kept()
+
+
+class _Spill:
+    """A write-only sink that keeps up to `limit` bytes in memory and, past that, writes
+    them and the rest to the file `path`."""
+
+    def __init__(self, path: Path, limit: int):
+        self.path, self.limit = path, limit
+        self.buffer: bytearray | None = bytearray()
+        self.file: BinaryIO | None = None
+
+    def write(self, data: bytes) -> int:
+        if self.buffer is not None and len(self.buffer) + len(data) <= self.limit:
+            self.buffer += data
+            return len(data)
+        if self.file is None:
+            self.file = open(self.path, "wb")  # noqa: SIM115 (closed by __exit__)
+            if self.buffer:
+                self.file.write(self.buffer)
+            self.buffer = None
+        return self.file.write(data)
+
+    def kept(self) -> bytes | None:
+        """The bytes, when they stayed in memory."""
+        return None if self.buffer is None else bytes(self.buffer)
+
+    def __enter__(self) -> _Spill:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.file is not None:
+            self.file.close()
 
 
 def _add(

@@ -16,7 +16,10 @@ the only copy of the outputs.
 
 The archive is packed into the outbox's `archives/` directory; the outbox uploads it under
 the run's lease just before it delivers the report (at once, or whenever the server is back),
-small archives whose reports go together in one request (`POST /snapshots/batch`). Packing
+small archives whose reports go together in one request (`POST /snapshots/batch`). An
+archive up to `IN_MEMORY` bytes (most: a short calculation leaves a few KiB) is never a
+file of its own: it is written into the outbox's file with its report, made durable by the
+same fsync. Packing
 holds no command slot. An archive the server refuses for good (over its size cap, say) is
 logged and the report goes without it; the run directory then stays on the node.
 """
@@ -30,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from farmhand import wire
-from farmhand.runtime.files.archives import ArchiveError, pack_dir
+from farmhand.runtime.files.archives import ArchiveError, pack_small
 from farmhand.runtime.files.parents import PARENTS_DIR
 
 __all__ = ["Packed", "Staged", "archive", "excludes", "pack", "stat_identity", "wanted"]
@@ -64,37 +67,48 @@ def excludes(run_args: dict[str, Any]) -> list[str]:
     return value
 
 
+#: Archives up to this size stay in memory and go into the outbox's own file with their
+#: report (one fsync for both); larger ones are written to `archives/` beside it.
+IN_MEMORY = 64 * 1024
+
+
 @dataclass
 class Packed:
-    """An archive for the report: its sha256, and the file the outbox uploads."""
+    """An archive for the report: its sha256, and the bytes (`data`, when small) or the file
+    (`pending`) the outbox uploads."""
 
     sha256: str
-    pending: Path
+    pending: Path | None = None
+    data: bytes | None = None
 
 
 def pack(
     lease: wire.Lease, run_dir: Path, archives: Path, *, exclude: list[str], staged: Staged
 ) -> Packed | None:
-    """Pack `run_dir` into `archives/<run id>.tar.gz` for the outbox, which uploads it with
-    the report (small archives that finish together in one request); None (logged) when it
-    cannot be packed."""
+    """Pack `run_dir` for the outbox, which uploads it with the report (small archives that
+    finish together in one request): in memory up to `IN_MEMORY` bytes, else into
+    `archives/<run id>.tar.gz`; None (logged) when it cannot be packed."""
 
     def skip(rel: str, info: os.stat_result) -> bool:
         if rel == PARENTS_DIR:
             return True
         return rel in staged and stat_identity(info) == staged[rel]
 
-    archives.mkdir(parents=True, exist_ok=True)
+    archives.mkdir(parents=True, exist_ok=True)  # for an archive that outgrows memory
     partial = archives / f".tmp-{lease.run_id}.tar.gz"
     path = archives / f"{lease.run_id}.tar.gz"
     try:
-        sha256 = pack_dir(run_dir, partial, exclude=exclude, skip=skip)
+        sha256, data = pack_small(
+            run_dir, partial, keep_up_to=IN_MEMORY, exclude=exclude, skip=skip
+        )
+        if data is not None:
+            return Packed(sha256, data=data)
         os.replace(partial, path)
     except (ArchiveError, OSError) as exc:
         partial.unlink(missing_ok=True)
         log.warning("cannot archive %s (run %d): %s", run_dir, lease.run_id, exc)
         return None
-    return Packed(sha256, path)
+    return Packed(sha256, pending=path)
 
 
 def archive(lease: wire.Lease, run_dir: Path, archives: Path, *, staged: Staged) -> Packed | None:

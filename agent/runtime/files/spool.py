@@ -6,11 +6,13 @@ Layout: `<outbox>/<seq:012d>-<run_id>.json` (one report), `<outbox>/<first:012d>
 each written to `.tmp-<name>`, fsynced, renamed, the directory fsynced; and
 `<outbox>/archives/<run_id>.tar.gz` (an output archive its entry names; not fsynced: one that
 a machine crash spoilt is found at delivery, and the report goes without it while the run
-directory stays).
+directory stays). A small archive has no file: its bytes are in its entry (`archive_data`,
+base64), made durable with it.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -54,6 +56,7 @@ class Entry:
     inherited: bool = field(default=False, compare=False)  # left by an earlier process
     size: int = field(default=0, compare=False)  # bytes of its JSON, to size batches
     archive_file: Path | None = field(default=None, compare=False)  # upload before the report
+    archive_data: bytes | None = field(default=None, compare=False)  # or these bytes
     remove_after: Path | None = field(default=None, compare=False)  # run dir, once applied
     uploaded: bool = field(default=False, compare=False)  # archive_file is on the server
     queued_at: float = field(default=0.0, compare=False)  # monotonic; 0: an earlier process's
@@ -78,6 +81,9 @@ def _fields(entry: Entry) -> dict[str, Any]:
         "label": entry.label,
         "queued_at": datetime.now(timezone.utc).isoformat(),
         "archive_file": None if entry.archive_file is None else str(entry.archive_file),
+        "archive_data": (
+            None if entry.archive_data is None else base64.b64encode(entry.archive_data).decode()
+        ),
         "remove_after": None if entry.remove_after is None else str(entry.remove_after),
     }
 
@@ -128,6 +134,11 @@ def _entry(found: dict[str, Any], path: Path) -> Entry:
     label = str(found.get("label") or f"run {run_id}")
     entry = Entry(seq, run_id, verb, body, label, path, True, len(json.dumps(found)))
     entry.archive_file = _optional_path(found.get("archive_file"))
+    data = found.get("archive_data")
+    if data is not None:
+        if not isinstance(data, str):
+            raise ValueError("archive_data is not base64 text")
+        entry.archive_data = base64.b64decode(data, validate=True)  # binascii.Error: ValueError
     entry.remove_after = _optional_path(found.get("remove_after"))
     return entry
 

@@ -3,6 +3,8 @@ against a real server process."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import sys
@@ -276,17 +278,20 @@ def test_parents_archives_are_unpacked_when_asked(live_server: LiveServer, tmp_p
     assert victim.attempts == 0
 
 
+@pytest.mark.parametrize("size", ["small", "large"])
 def test_an_archive_waits_in_the_outbox_while_the_server_is_away(
-    live_server: LiveServer, tmp_path: Path, probe: Probe
+    live_server: LiveServer, tmp_path: Path, probe: Probe, size: str
 ) -> None:
     client = live_server.client()
     gate = tmp_path / "gate"
+    # Random bytes do not compress: 100 kB make an archive over run_archive.IN_MEMORY.
+    noise = "head -c 100000 /dev/urandom > noise.bin; " if size == "large" else ""
     campaign_id = submit(
         client,
         spec(
             key="offline",
             command=f"echo started > started; while [ ! -e {gate} ]; do sleep 0.05; done; "
-            "echo made-offline > out.dat",
+            f"{noise}echo made-offline > out.dat",
         ),
     )
     work = tmp_path / "work"
@@ -301,15 +306,22 @@ def test_an_archive_waits_in_the_outbox_while_the_server_is_away(
     )
     (entry,) = list((work / "outbox").glob("[0-9]*.json"))
     document = json.loads(entry.read_text())
-    assert document["archive_file"] == str(next(archives.glob("*.tar.gz")))
-    assert document["body"]["archive"] is not None
+    sha = document["body"]["archive"]
+    if size == "large":  # a file of its own, which the entry names
+        assert document["archive_file"] == str(next(archives.glob("*.tar.gz")))
+        assert document["archive_data"] is None
+    else:  # its bytes in the entry itself, spooled with the report: no file
+        assert document["archive_file"] is None and list(archives.iterdir()) == []
+        assert hashlib.sha256(base64.b64decode(document["archive_data"])).hexdigest() == sha
     live_server.start()
     assert running.finish(120) == 0
     client = live_server.client()
     record = by_key(client, campaign_id)["offline"]
     assert record.state == "done" and record.runs
+    assert record.runs[-1].archive == sha
     files = read_archive(client, record.runs[-1].archive, tmp_path / "offline.tar.gz")
     assert files["out.dat"] == b"made-offline\n"
+    assert ("noise.bin" in files) == (size == "large")
     assert list(archives.iterdir()) == []
     assert not run_path(work, campaign_id, "offline", record.runs[-1].id).exists()
 
