@@ -205,6 +205,8 @@ def place_inputs(
     symlink or outside the run directory. Stops early, returning what was placed, once
     `interrupted()`. Raises InputError for an input that cannot be staged.
     """
+    if not inputs:
+        return []  # most records: no need to resolve the run directory (a call per part)
     root = Path(run_dir).resolve()
     placed = []
     for rel, sha256 in sorted(inputs.items()):
