@@ -106,9 +106,7 @@ def _one(client: FarmhandClient, ready: _Ready, refused: Refused) -> None:
     entry, part = ready.entry, ready.part
     try:
         token = part.lease.partition(":")[2] if part.lease else None
-        client.upload_snapshot(
-            ready.content, sha256=part.sha256, run_id=entry.run_id, token=token
-        )
+        client.upload_snapshot(ready.content, sha256=part.sha256, run_id=entry.run_id, token=token)
     except ApiError as exc:
         if is_transient(exc) or exc.status == 401:
             raise
