@@ -353,6 +353,53 @@ MUTANTS: list[Mutant] = [
         ),
         "reports that end together go one request each",
     ),
+    Mutant(
+        "finish-without-campaign-lock",
+        "server/queue/lifecycle.py",
+        '        session.execute(LOCK_CAMPAIGNS, {"b_campaigns": ids})',
+        "        pass",
+        (
+            "tests/server/queue/test_campaign_finish.py::"
+            "test_two_reports_ending_the_last_two_records_finish_the_campaign",
+            "tests/server/queue/test_campaign_finish.py::"
+            "test_a_submission_racing_the_last_report_leaves_the_campaign_unfinished",
+        ),
+        "two transactions ending a campaign's last records at once on PostgreSQL each see "
+        "the other's record unfinished: the campaign never finishes",
+    ),
+    Mutant(
+        "finish-ignores-downstream-campaigns",
+        "server/queue/lifecycle.py",
+        "    finish_campaigns(session, {*campaign_ids, *downstream}, now=now)",
+        "    finish_campaigns(session, campaign_ids, now=now)",
+        (
+            "tests/server/queue/test_campaign_finish.py::"
+            "test_a_failure_upstream_in_another_campaign_finishes_the_childs_campaign",
+        ),
+        "a failure upstream that ends another campaign's last record leaves it unfinished",
+    ),
+    Mutant(
+        "reopen-ignores-ended-work",
+        "server/queue/lifecycle.py",
+        "lock_campaigns(session, campaign_ids):\n        if session.execute(",
+        "lock_campaigns(session, campaign_ids):\n        if False and (",
+        (
+            "tests/server/queue/test_campaign_finish.py::"
+            "test_a_retry_failed_again_upstream_at_once_leaves_the_campaign_finished",
+        ),
+        "a retry that fails upstream at once leaves a campaign with nothing to run unfinished",
+    ),
+    Mutant(
+        "delete-locks-campaign-first",
+        "server/catalog/removal.py",
+        "    conn.execute(records.with_for_update())\n    conn.execute(campaign.with_for_update())",
+        "    conn.execute(campaign.with_for_update())\n    conn.execute(records.with_for_update())",
+        (
+            "tests/server/queue/test_campaign_finish.py::"
+            "test_a_campaign_deleted_while_its_last_report_commits_waits_without_deadlock",
+        ),
+        "deleting a campaign while a report of its records commits deadlocks on PostgreSQL",
+    ),
 ]
 
 

@@ -135,7 +135,7 @@ def import_chunk(
     placed = [ids[r.key] for r in new if _arrival(r)[0] == S.ready]
     dependencies.settle(session, placed, now=now)
     if any(_arrival(r)[0] in UNFINISHED for r in new):
-        lifecycle.reopen_campaigns(session, [campaign.id])
+        lifecycle.reopen_campaigns(session, [campaign.id], now=now)
     done = [found.id for found, _ in merge]
     lifecycle.records_ended(session, done=done, failed={}, now=now, campaign_ids=[campaign.id])
     lifecycle.finish_campaigns(session, [campaign.id], now=now)

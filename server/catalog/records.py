@@ -259,7 +259,7 @@ def retry(
         session.execute(delete(RESULT).where(RESULT.c.record_id.in_(ids)))
     dependencies.settle(session, ids, now=now)
     reopened = dependencies.reopen(session, ids, {r.id: r.key for r in changed}, now=now)
-    lifecycle.reopen_campaigns(session, [r.campaign_id for r in changed])
+    lifecycle.reopen_campaigns(session, [r.campaign_id for r in changed], now=now)
     return wire.RecordsChanged(changed=ids, skipped=skipped, reopened=reopened, next=following)
 
 

@@ -40,9 +40,9 @@ def delete_campaign(
     """Delete a campaign and everything of its records; `token_id` (None: an admin) must be
     the token that created it. Refused (nothing changes) as the module docstring says."""
     found = conn.execute(
-        select(CAMPAIGN.c.name, CAMPAIGN.c.version, CAMPAIGN.c.created_by)
-        .where(CAMPAIGN.c.id == campaign_id)
-        .with_for_update()
+        select(CAMPAIGN.c.name, CAMPAIGN.c.version, CAMPAIGN.c.created_by).where(
+            CAMPAIGN.c.id == campaign_id
+        )
     ).first()
     if found is None:
         raise NotFound(f"campaign {campaign_id} does not exist")
@@ -53,8 +53,15 @@ def delete_campaign(
             f"campaign {label} was not created with this token; only the token that created "
             "it or an admin token may delete it"
         )
-    # Its records locked (PostgreSQL), so no claim leases one while they go.
-    conn.execute(select(REC.c.id).where(REC.c.campaign_id == campaign_id).with_for_update())
+    # Locked (PostgreSQL) in every writer's order, records (in id order) before the
+    # campaign (see queue/lifecycle.py), so a report ending one of them, which then locks
+    # the campaign, cannot deadlock with this: its records, so no claim leases one while
+    # they go; the campaign, so no submission adds one (the statements below see any that
+    # came in between, and delete them too).
+    records = select(REC.c.id).where(REC.c.campaign_id == campaign_id).order_by(REC.c.id)
+    campaign = select(CAMPAIGN.c.id).where(CAMPAIGN.c.id == campaign_id)
+    conn.execute(records.with_for_update())
+    conn.execute(campaign.with_for_update())
     ids = select(REC.c.id).where(REC.c.campaign_id == campaign_id).scalar_subquery()
     _refuse_dependents(conn, campaign_id, label)
     live = conn.execute(

@@ -129,7 +129,7 @@ def create(
         keys = {existing[s.key].id: s.key for s in replace}
         dependencies.reopen(session, reopened_from, keys, now=now)
     if new or replace:
-        lifecycle.reopen_campaigns(session, [campaign.id])
+        lifecycle.reopen_campaigns(session, [campaign.id], now=now)
     kept = set(skipped)
     still = [d for d in found if d.key in kept]
     answer = wire.RecordsCreated(
@@ -196,7 +196,7 @@ def _insert_new(
     )
     created = set(inserted.scalars())
     if created:
-        lifecycle.reopen_campaigns(session, [campaign.id])
+        lifecycle.reopen_campaigns(session, [campaign.id], now=now)
     skipped = [spec for spec in specs if spec.key not in created]
     answer = _with_differs(
         session,

@@ -132,14 +132,15 @@ def unblock(session: Session | Connection, parent_ids: list[int], *, now: dateti
 
 def fail_downstream(
     session: Session | Connection, parents: dict[int, str], *, now: datetime
-) -> int:
-    """Waiting descendants of these failed or cancelled parents (id → key) fail upstream."""
-    failed = 0
+) -> set[int]:
+    """Waiting descendants of these failed or cancelled parents (id → key) fail upstream;
+    the campaigns of those that did (their last records may be among them)."""
+    campaigns: set[int] = set()
     for parent_id, key in sorted(parents.items()):
         below = descendants(session, [parent_id])
         if not below:
             continue
-        failed += session.execute(
+        failed = (
             update(REC)
             .where(
                 REC.c.id.in_(sorted(below)),
@@ -150,8 +151,10 @@ def fail_downstream(
                 error=upstream_error(key),
                 updated_at=now,
             )
-        ).rowcount
-    return failed
+            .returning(REC.c.campaign_id)
+        )
+        campaigns.update(session.execute(failed).scalars())
+    return campaigns
 
 
 def reopen(

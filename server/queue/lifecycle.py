@@ -4,6 +4,16 @@ Every path that ends records (run reports, lease expiry, cancel) calls `records_
 the same transaction, so a child becomes ready in the transaction that finished its last
 parent, and a campaign's `finished_at` is set by the transaction that ended its last
 unfinished record.
+
+Concurrency (PostgreSQL, READ COMMITTED): two transactions ending a campaign's last two
+records lock different record rows and would each still see the other's record unfinished,
+so neither would set `finished_at`. Whoever decides a campaign's `finished_at` (this
+module's `finish_campaigns` and `reopen_campaigns`) first locks its row (`FOR NO KEY
+UPDATE`, which record inserts, whose foreign key takes `FOR KEY SHARE`, do not wait for),
+then looks at its records in a new statement: the later of two such transactions waits for
+the earlier one's commit and then sees its records. The campaign is the last lock a writer
+takes: records, then runs, then campaigns, each in id order (two real transactions prove it
+in `test_campaign_finish.py`). SQLite serialises writers already.
 """
 
 from __future__ import annotations
@@ -15,7 +25,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
-from farmhand.server.db import literal_in
+from farmhand.server.db import connection_of, literal_in
 from farmhand.server.queue import graph as dependencies
 from farmhand.server.queue.states import UNFINISHED
 from farmhand.server.tables import CAMPAIGN, REC, UTCDateTime
@@ -30,10 +40,21 @@ ANY_UNFINISHED = (
     .where(REC.c.campaign_id == bindparam("b_campaign"), literal_in(REC.c.state, UNFINISHED))
     .limit(1)
 )
+LOCK_CAMPAIGNS = (
+    select(CAMPAIGN.c.id)
+    .where(CAMPAIGN.c.id.in_(bindparam("b_campaigns", expanding=True)))
+    .order_by(CAMPAIGN.c.id)
+    .with_for_update(key_share=True)  # FOR NO KEY UPDATE; run on PostgreSQL only
+)
 FINISH_CAMPAIGN = (
     update(CAMPAIGN)
     .where(CAMPAIGN.c.id == bindparam("b_campaign"), CAMPAIGN.c.finished_at.is_(None))
     .values(finished_at=bindparam("b_now", type_=UTCDateTime))
+)
+REOPEN_CAMPAIGN = (
+    update(CAMPAIGN)
+    .where(CAMPAIGN.c.id == bindparam("b_campaign"), CAMPAIGN.c.finished_at.is_not(None))
+    .values(finished_at=None)
 )
 
 
@@ -71,12 +92,13 @@ def records_ended(
     unblocked = dependencies.unblock(session, done_ids, now=now)
     if unblocked:
         session.info[MADE_READY] = session.info.get(MADE_READY, 0) + unblocked
-    dependencies.fail_downstream(session, failed, now=now)
+    # Descendants failed upstream may be another campaign's last records.
+    downstream = dependencies.fail_downstream(session, failed, now=now)
     if campaign_ids is None:
         campaign_ids = session.execute(
             select(REC.c.campaign_id).where(REC.c.id.in_(ended)).distinct()
         ).scalars()
-    finish_campaigns(session, campaign_ids, now=now)
+    finish_campaigns(session, {*campaign_ids, *downstream}, now=now)
 
 
 def made_ready(session: Session | Connection) -> int:
@@ -89,17 +111,30 @@ def finish_campaigns(
     session: Session | Connection, campaign_ids: Iterable[int], *, now: datetime
 ) -> None:
     """Set `finished_at` on these campaigns when none of their records is unfinished."""
-    for campaign_id in sorted(set(campaign_ids)):
+    ids = lock_campaigns(session, campaign_ids)
+    for campaign_id in ids:
         if session.execute(ANY_UNFINISHED, {"b_campaign": campaign_id}).first() is None:
             session.execute(FINISH_CAMPAIGN, {"b_campaign": campaign_id, "b_now": now})
 
 
-def reopen_campaigns(session: Session | Connection, campaign_ids: Iterable[int]) -> None:
-    """New or re-queued work: these campaigns are not finished any more."""
+def reopen_campaigns(
+    session: Session | Connection, campaign_ids: Iterable[int], *, now: datetime
+) -> None:
+    """New or re-queued work: these campaigns are not finished any more. Unless all of it
+    ended in this very transaction (a record queued under a failed parent fails upstream at
+    once): then nothing is left to run and they are finished, as its end would have left
+    them."""
+    for campaign_id in lock_campaigns(session, campaign_ids):
+        if session.execute(ANY_UNFINISHED, {"b_campaign": campaign_id}).first() is None:
+            session.execute(FINISH_CAMPAIGN, {"b_campaign": campaign_id, "b_now": now})
+        else:
+            session.execute(REOPEN_CAMPAIGN, {"b_campaign": campaign_id})
+
+
+def lock_campaigns(session: Session | Connection, campaign_ids: Iterable[int]) -> list[int]:
+    """Lock these campaigns' rows on PostgreSQL, in id order (see the module docstring);
+    their ids in that order."""
     ids = sorted(set(campaign_ids))
-    if ids:
-        session.execute(
-            update(CAMPAIGN)
-            .where(CAMPAIGN.c.id.in_(ids), CAMPAIGN.c.finished_at.is_not(None))
-            .values(finished_at=None)
-        )
+    if ids and connection_of(session).dialect.name == "postgresql":
+        session.execute(LOCK_CAMPAIGNS, {"b_campaigns": ids})
+    return ids

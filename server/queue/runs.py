@@ -8,10 +8,11 @@ same report sent twice gets the same answer, while a different one for an ended 
 409.
 
 Reports are applied as a set, one or many alike: one statement locks the records of all the
-reported runs, one the runs (every writer's lock order: records, then runs, each in id
-order), each report is checked on its own against the rows read, and what changed is written
-back with one statement per table. A report that fails its check changes nothing and does not
-stop the others.
+reported runs, one the runs (every writer's lock order: records, then runs, then the
+campaigns whose `finished_at` it decides (`lifecycle`), each in id order), each report is
+checked on its own against the rows read, and what changed is written back with one
+statement per table. A report that fails its check changes nothing and does not stop the
+others.
 
 A failed attempt whose record is ready again waits before its next one: `not_before` is set
 to now plus its run_args `retry_delay` (`matching.retry_wait`: growing with each attempt,

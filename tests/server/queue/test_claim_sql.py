@@ -55,7 +55,9 @@ def render(dialect: str) -> dict[str, str]:
         reports.END_RECORDS,
         reports.END_RUNS_POSTGRESQL if postgres else reports.END_RUNS,
         reports.STORE_RESULTS_POSTGRESQL if postgres else reports.STORE_RESULTS,
-        lifecycle.ANY_UNFINISHED,  # per campaign whose records ended
+        # The campaigns whose records ended, locked (PostgreSQL), then each one looked at.
+        *([lifecycle.LOCK_CAMPAIGNS] if postgres else []),
+        lifecycle.ANY_UNFINISHED,
     ]
     files["start.sql"] = [reports.START_RECORD, reports.START_RUN]
     return {name: "".join(_sql(s, dialect) for s in parts) for name, parts in files.items()}

@@ -19,6 +19,10 @@ UPDATE run SET state=anon_1.state, started_at=anon_1.started_at, ended_at=:b_now
 INSERT INTO record_result (record_id, run_id, document) SELECT anon_1.record_id, anon_1.run_id, CAST(anon_1.document AS JSON) AS document
 FROM unnest(:b_record_id::INTEGER[], :b_run_id::INTEGER[], :b_document::TEXT[]) AS anon_1(record_id, run_id, document) ON CONFLICT (record_id) DO UPDATE SET run_id = excluded.run_id, document = excluded.document;
 
+SELECT campaign.id
+FROM campaign
+WHERE campaign.id IN (__[POSTCOMPILE_b_campaigns]) ORDER BY campaign.id FOR NO KEY UPDATE;
+
 SELECT record.id
 FROM record
 WHERE record.campaign_id = :b_campaign::INTEGER AND record.state IN ('claimed', 'orphaned', 'ready', 'running', 'waiting')
