@@ -147,9 +147,12 @@ def test_concurrent_agents_never_start_a_child_before_its_parents_are_done(
     live_server: LiveServer, tmp_path: Path
 ) -> None:
     """Four levels of five records, each below level 0 with two parents from the level
-    above; three agents with two slots each race for them."""
+    above; three agents with two slots each race for them. Level 0 waits at a gate until
+    two agents hold its records, so the race is real whatever the machine's load (one
+    agent quick enough could otherwise take every record in turn)."""
     client = live_server.client()
     campaign = client.create_campaign("layers")
+    gate = tmp_path / "gate"
     # The agents are registered and long-polling before any work exists, so that level 0
     # is shared out between them at once.
     agents = start_agents(live_server, tmp_path, "a1", "a2", "a3", idle=5)
@@ -160,8 +163,16 @@ def test_concurrent_agents_never_start_a_child_before_its_parents_are_done(
             parents: list[str | int] = (
                 [f"L{level - 1}-{i}", f"L{level - 1}-{(i + 1) % 5}"] if level else []
             )
-            specs.append(wire.RecordSpec(key=f"L{level}-{i}", command="sleep 0.3", parents=parents))
+            command = "sleep 0.3" if level else f"while [ ! -e {gate} ]; do sleep 0.05; done"
+            specs.append(wire.RecordSpec(key=f"L{level}-{i}", command=command, parents=parents))
     client.submit(campaign.id, specs)
+
+    def holders() -> set[int]:
+        running = client.runs_page(state="running", limit=100).items
+        return {run.agent_id for run in running}
+
+    wait_for(lambda: len(holders()) >= 2, what="level 0 held by two agents")  # 2 slots each
+    gate.touch()
     for agent in agents:
         assert agent.wait(timeout=120) == 0
 
