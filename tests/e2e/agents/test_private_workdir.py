@@ -21,7 +21,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("backend", ["sqlite"], in
 COMMAND = (
     "umask > {out}/umask; touch {out}/started; "
     "while [ ! -f {out}/gate ]; do sleep 0.05; done; "
-    """printf '{{"ok": true}}' > results.json"""
+    """printf '{{"ok": true}}' > results.json; """
+    # Random bytes: an archive over 64 KiB, a file of its own in outbox/archives/.
+    "head -c 100000 /dev/urandom > noise.bin"
 )
 
 
@@ -70,6 +72,8 @@ def test_run_dirs_outbox_and_archives_are_private(
     assert (tmp_path / "umask").read_text().strip() == "0022"  # the command's own
     (results,) = [p for p in found if p.name == "results.json"]
     assert found.pop(results) == 0o644  # written by the command, with its umask
+    (noise,) = [p for p in found if p.name == "noise.bin"]
+    assert found.pop(noise) == 0o644
     run_dir = results.parent
     assert run_dir.is_relative_to(work / "runs")
     assert all(p.is_relative_to(work) for p in found)

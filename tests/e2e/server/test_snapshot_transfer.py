@@ -51,11 +51,11 @@ def test_a_download_that_does_not_match_its_name_is_refused(
 ) -> None:
     client = live_server.client()
     source = tmp_path / "input.bin"
-    source.write_bytes(b"original bytes")
+    source.write_bytes(b"original bytes" * 5000)  # over 64 KiB: a blob-store file
     sha = client.upload_snapshot(source)
     blob = live_server.data_dir / "blobs" / sha[:2] / sha[2:4] / sha
     blob.chmod(0o644)
-    blob.write_bytes(b"tampered bytes")  # same length, different bytes
+    blob.write_bytes(b"tampered bytes" * 5000)  # same length, different bytes
     with pytest.raises(FarmhandError, match="corrupted"):
         client.download_snapshot(sha, tmp_path / "copy.bin")
     assert list(tmp_path.glob("copy.bin*")) == [] and list(tmp_path.glob(".part-*")) == []
