@@ -99,13 +99,32 @@ class Prepared:
 
     def args(self, given: dict[str, Any]) -> Any:
         """The driver's parameters from `given` (`b_*` names) and the statement's own."""
-        values = []
-        for name, fixed, convert in self.params:
-            value = given[name] if fixed is _GIVEN else fixed
-            values.append(value if convert is None or value is None else convert(value))
+        return self.args_many([given])[0]
+
+    def args_many(self, rows: list[dict[str, Any]], same: dict[str, Any] | None = None) -> Any:
+        """The driver's parameters for each row, the values in `same` (shared by all rows)
+        and the statement's own converted once."""
+        same = same or {}
+        template: list[Any] = []
+        per_row = []
+        for index, (name, fixed, convert) in enumerate(self.params):
+            if fixed is _GIVEN and name not in same:
+                template.append(None)
+                per_row.append((index, name, convert))
+                continue
+            value = same[name] if fixed is _GIVEN else fixed
+            template.append(value if convert is None or value is None else convert(value))
+        out = []
+        for row in rows:
+            values = template.copy()
+            for index, name, convert in per_row:
+                value = row[name]
+                values[index] = value if convert is None or value is None else convert(value)
+            out.append(values)
         if self.positional:
-            return values
-        return dict(zip((name for name, _, _ in self.params), values, strict=True))
+            return out
+        names = [name for name, _, _ in self.params]
+        return [dict(zip(names, values, strict=True)) for values in out]
 
     def shape(self, found: list[Sequence[Any]]) -> list[Any]:
         """Result rows as named tuples, their values converted."""
@@ -215,13 +234,14 @@ def execute(conn: Connection, statement: Any, params: dict[str, Any]) -> int:
     return cursor.rowcount
 
 
-def execute_many(conn: Connection, statement: Any, rows: list[dict[str, Any]]) -> None:
-    """Run `statement` once per row of parameters (the driver's executemany)."""
+def execute_many(conn: Connection, statement: Any, rows: list[dict[str, Any]], **same: Any) -> None:
+    """Run `statement` once per row of parameters (the driver's executemany); `same` holds
+    the values shared by all rows."""
     if not rows:
         return
     this = compiled_for(statement, conn.dialect)
     cursor = _cursor(conn)
-    args = [this.args(row) for row in rows]
+    args = this.args_many(rows, same)
     try:
         cursor.executemany(this.sql, args)
     except BaseException as exc:
@@ -240,4 +260,4 @@ def execute_rows(
         arrays = {key: [row[key] for row in rows] for key in rows[0]}
         execute(conn, postgresql_stmt, {**arrays, **same})
     else:
-        execute_many(conn, sqlite_stmt, [{**row, **same} for row in rows])
+        execute_many(conn, sqlite_stmt, rows, **same)
