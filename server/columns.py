@@ -3,6 +3,7 @@ ids SQLite never reuses, JSON documents (JSONB where PostgreSQL reads keys)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -42,6 +43,44 @@ class UTCDateTime(TypeDecorator):
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         return None if value is None else value.replace(tzinfo=timezone.utc)
+
+    @staticmethod
+    def binder(dialect: str) -> Callable[[datetime | None], Any]:
+        """What the driver gets for a datetime on `dialect`, in one step: the same value as
+        `process_bind_param` and then the dialect's DateTime make (SQLite stores the text
+        `YYYY-MM-DD HH:MM:SS.ffffff`, PostgreSQL a naive UTC timestamp). For the statements
+        run on the driver's cursor (`farmhand.server.prepared`); a test holds the two equal."""
+        return _to_text if dialect == "sqlite" else _to_naive
+
+    @staticmethod
+    def loader(dialect: str) -> Callable[[Any], datetime | None]:
+        """A stored datetime as the driver returns it on `dialect`, read back the way
+        `process_result_value` after the dialect's DateTime reads it (`binder`'s inverse)."""
+        return _from_text if dialect == "sqlite" else _from_naive
+
+
+def _to_naive(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # naive means UTC, as in process_bind_param
+        return value
+    return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def _to_text(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value.isoformat(" ", "microseconds")
+
+
+def _from_naive(value: datetime | None) -> datetime | None:
+    return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+def _from_text(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
 
 
 #: SQLite: ids come from `sqlite_sequence` and are never reused, like PostgreSQL's sequences

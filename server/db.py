@@ -270,7 +270,13 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         mode = connection.get_execution_options().get("farmhand_begin", "DEFERRED")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        # On the driver: SQLAlchemy's execution of the statement costs more than SQLite's
+        # BEGIN (~5 % of a claim). Its errors are wrapped as SQLAlchemy's execution would.
+        statement = f"BEGIN {mode}"
+        try:
+            connection.connection.driver_connection.execute(statement)
+        except sqlite3.Error as exc:
+            connection._handle_dbapi_exception(exc, statement, (), None, None)
 
 
 def literal_in(column: Any, values: Iterable[str]) -> Any:

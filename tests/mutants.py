@@ -245,7 +245,7 @@ MUTANTS: list[Mutant] = [
         "waiters-poll-each",
         "server/routes/leases.py",
         "        await wakeup.wait(remaining, since=seen)",
-        "        await wakeup.wait(min(remaining, settings.claim_poll_interval), since=seen)",
+        "        await wakeup.wait(min(remaining, call.settings.claim_poll_interval), since=seen)",
         (
             "tests/e2e/server/test_long_poll.py::"
             "test_idle_claims_cost_one_look_per_interval_not_a_claim_each",

@@ -37,10 +37,12 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from farmhand import wire
+from farmhand.server import prepared
 from farmhand.server.catalog import inputs
-from farmhand.server.db import connection_of, execute_rows, literal_in, unnest
+from farmhand.server.db import connection_of, literal_in, unnest
 from farmhand.server.errors import NotFound
 from farmhand.server.ownership import not_yours
+from farmhand.server.prepared import ListOf, in_list
 from farmhand.server.queue import states
 from farmhand.server.queue.leases import derive_run_args, expire, refusal_of
 from farmhand.server.queue.states import Event
@@ -66,7 +68,16 @@ __all__ = [
 ]
 
 #: What a claim may narrow the queue by (each bound as `b_<name>`).
-FILTERS = ("campaigns", "datasets", "runners", "cores", "gpus", "memory_mb", "walltime")
+FILTERS = (
+    "campaign",
+    "campaigns",
+    "datasets",
+    "runners",
+    "cores",
+    "gpus",
+    "memory_mb",
+    "walltime",
+)
 
 
 def _due(now: Any) -> Any:
@@ -117,9 +128,12 @@ def claim_statement(dialect: str, filters: frozenset[str]) -> Any:
         return or_(amount.is_(None), amount <= bindparam(name))
 
     narrow = {
-        "campaigns": REC.c.campaign_id.in_(bindparam("b_campaigns", expanding=True)),
-        "datasets": REC.c.dataset.in_(bindparam("b_datasets", expanding=True)),
-        "runners": REC.c.runner.in_(bindparam("b_runners", expanding=True)),
+        # One campaign by equality: SQLite then reads it in claim order from
+        # ix_record_ready_campaign (for a list it reads ix_record_campaign_state and sorts).
+        "campaign": REC.c.campaign_id == bindparam("b_campaign"),
+        "campaigns": in_list(REC.c.campaign_id, bindparam("b_campaigns", type_=ListOf(Integer))),
+        "datasets": in_list(REC.c.dataset, bindparam("b_datasets", type_=ListOf(Text))),
+        "runners": in_list(REC.c.runner, bindparam("b_runners", type_=ListOf(Text))),
         "cores": fits(REC.c.cores, "b_cores"),
         "gpus": fits(REC.c.gpus, "b_gpus"),
         "memory_mb": fits(REC.c.memory_mb, "b_memory_mb"),
@@ -204,7 +218,7 @@ def run_statements(dialect: str) -> dict[str, Any]:
         )
         set_run_ids = (
             update(REC)
-            .where(REC.c.id.in_(bindparam("b_ids", expanding=True)))
+            .where(in_list(REC.c.id, bindparam("b_ids", type_=ListOf(Integer))))
             .values(
                 run_id=select(func.max(RUN.c.id))
                 .where(RUN.c.record_id == REC.c.id)
@@ -220,7 +234,7 @@ def run_statements(dialect: str) -> dict[str, Any]:
         .values(run_args=bindparam("b_run_args")),
         "start_campaigns": update(CAMPAIGN)
         .where(
-            CAMPAIGN.c.id.in_(bindparam("b_ids", expanding=True)),
+            in_list(CAMPAIGN.c.id, bindparam("b_ids", type_=ListOf(Integer))),
             CAMPAIGN.c.started_at.is_(None),
         )
         .values(started_at=bindparam("b_now", type_=UTCDateTime)),
@@ -253,9 +267,10 @@ def claim(
     now = clock()
     conn = connection_of(tx)
     dialect = conn.dialect.name
-    gate = conn.execute(gate_statement(dialect), {"b_agent": agent_id, "b_now": now}).first()
-    if gate is None:
+    found = prepared.fetch(conn, gate_statement(dialect), {"b_agent": agent_id, "b_now": now})
+    if not found:
         raise NotFound(f"agent {agent_id} is not registered")
+    (gate,) = found
     refusal = not_yours(agent_id, gate.name, gate.token_id, agent_token) or refusal_of(
         agent_id, gate.name, gate.state, draining_ok=False
     )
@@ -266,7 +281,8 @@ def claim(
 
     expires = now + timedelta(seconds=ttl)
     wanted = {
-        "campaigns": campaign_ids,
+        "campaign": campaign_ids[0] if campaign_ids and len(campaign_ids) == 1 else None,
+        "campaigns": campaign_ids if campaign_ids is None or len(campaign_ids) != 1 else None,
         "datasets": datasets,
         "runners": runners,
         "walltime": walltime_left,
@@ -275,7 +291,7 @@ def claim(
     wanted = {name: value for name, value in wanted.items() if value is not None}
     params = {"b_agent": agent_id, "b_limit": max_records, "b_expires": expires, "b_now": now}
     params.update({f"b_{name}": value for name, value in wanted.items()})
-    claimed = conn.execute(claim_statement(dialect, frozenset(wanted)), params).all()
+    claimed = prepared.fetch(conn, claim_statement(dialect, frozenset(wanted)), params)
     if not claimed:
         return []
     claimed.sort(key=lambda row: (-row.priority, row.id))
@@ -292,9 +308,11 @@ def claim(
         for number, row in enumerate(claimed, start=1)
     ]
     insert_runs = then["insert_runs"]
-    execute_rows(conn, insert_runs, insert_runs, runs, b_agent=agent_id, b_claimed_at=claimed_at)
+    prepared.execute_rows(
+        conn, insert_runs, insert_runs, runs, b_agent=agent_id, b_claimed_at=claimed_at
+    )
     if then["set_run_ids"] is not None:
-        conn.execute(then["set_run_ids"], {"b_ids": [row.id for row in claimed]})
+        prepared.execute(conn, then["set_run_ids"], {"b_ids": [row.id for row in claimed]})
     temporary = [
         {"b_id": run["b_id"], "b_run_args": row.temporary_run_args}
         for run, row in zip(runs, claimed, strict=True)
@@ -304,7 +322,7 @@ def claim(
         conn.execute(then["set_run_args"], temporary)
     unstarted = {row.campaign_id for row in claimed if row.unstarted}
     if unstarted:
-        conn.execute(then["start_campaigns"], {"b_ids": sorted(unstarted), "b_now": now})
+        prepared.execute(conn, then["start_campaigns"], {"b_ids": sorted(unstarted), "b_now": now})
 
     parents = _parent_results(conn, [row.id for row in claimed if row.has_parents])
     staged = inputs.of_records(conn, [row.id for row in claimed if row.has_inputs])

@@ -25,6 +25,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
+from farmhand.server import prepared
 from farmhand.server.db import connection_of, literal_in
 from farmhand.server.queue import graph as dependencies
 from farmhand.server.queue.states import UNFINISHED
@@ -111,10 +112,12 @@ def finish_campaigns(
     session: Session | Connection, campaign_ids: Iterable[int], *, now: datetime
 ) -> None:
     """Set `finished_at` on these campaigns when none of their records is unfinished."""
-    ids = lock_campaigns(session, campaign_ids)
-    for campaign_id in ids:
-        if session.execute(ANY_UNFINISHED, {"b_campaign": campaign_id}).first() is None:
-            session.execute(FINISH_CAMPAIGN, {"b_campaign": campaign_id, "b_now": now})
+    if isinstance(session, Session):
+        session.flush()  # the statements run on the driver's cursor, which does not flush
+    conn = connection_of(session)
+    for campaign_id in lock_campaigns(session, campaign_ids):
+        if not prepared.fetch(conn, ANY_UNFINISHED, {"b_campaign": campaign_id}):
+            prepared.execute(conn, FINISH_CAMPAIGN, {"b_campaign": campaign_id, "b_now": now})
 
 
 def reopen_campaigns(

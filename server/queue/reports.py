@@ -1,5 +1,6 @@
 """The prebuilt statements run reports execute (see `runs.py`): lock the reported runs and
-their records, end them, store results. Built once at import; each takes `b_*` parameters.
+their records, end them, store results. Built once at import; each takes `b_*` parameters
+and runs on the driver's cursor (`farmhand.server.prepared`).
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from farmhand import wire
 from farmhand.server.db import unnest
 from farmhand.server.ownership import RUN_OWNER
+from farmhand.server.prepared import ListOf, in_list
 from farmhand.server.tables import EDGE, REC, RESULT, RUN, UTCDateTime
 
-_RUN_IDS = bindparam("b_runs", expanding=True)
+_RUN_IDS = bindparam("b_runs", type_=ListOf(Integer))
 # FOR UPDATE (PostgreSQL) in id order: a report racing an expiry, a claim or a cancel of the
 # same record waits for it and then reads its outcome instead of overwriting it.
 LOCK_RECORDS = (
@@ -26,7 +28,7 @@ LOCK_RECORDS = (
         REC.c.campaign_id,
         REC.c.temporary_run_args.is_not(None).label("has_temporary"),
     )
-    .where(REC.c.id.in_(select(RUN.c.record_id).where(RUN.c.id.in_(_RUN_IDS))))
+    .where(REC.c.id.in_(select(RUN.c.record_id).where(in_list(RUN.c.id, _RUN_IDS))))
     .order_by(REC.c.id)
     .with_for_update()
 )
@@ -42,7 +44,7 @@ LOCK_RUNS = (
         RUN.c.started_at,
         RUN_OWNER,
     )
-    .where(RUN.c.id.in_(_RUN_IDS))
+    .where(in_list(RUN.c.id, _RUN_IDS))
     .order_by(RUN.c.id)
     .with_for_update()
 )
@@ -54,7 +56,7 @@ _NOW = bindparam("b_now", type_=UTCDateTime)
 # record's id as `record.id`: SQLAlchemy drops the table name in RETURNING on SQLite.
 END_RECORDS = (
     update(REC)
-    .where(REC.c.id.in_(bindparam("b_ids", expanding=True)))
+    .where(in_list(REC.c.id, bindparam("b_ids", type_=ListOf(Integer))))
     .values(
         state=bindparam("b_state"),
         error=bindparam("b_error"),

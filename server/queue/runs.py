@@ -29,8 +29,8 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from farmhand import wire
-from farmhand.server import auth
-from farmhand.server.db import connection_of, execute_rows
+from farmhand.server import auth, prepared
+from farmhand.server.db import connection_of
 from farmhand.server.errors import FarmhandError, Invalid, NotFound, StaleLease
 from farmhand.server.ownership import not_your_run
 from farmhand.server.queue import lifecycle, matching, states
@@ -59,12 +59,10 @@ READY = wire.RecordState.ready.value
 def _lock(conn: Connection, run_ids: list[int]) -> tuple[dict[int, dict], dict[int, dict]]:
     """The runs and their records, locked records first; {id: row} each."""
     params = {"b_runs": sorted(set(run_ids))}
-    found = []
-    for stmt in (LOCK_RECORDS, LOCK_RUNS):
-        result = conn.execute(stmt, params)
-        keys = list(result.keys())
-        found.append({row[0]: dict(zip(keys, row, strict=True)) for row in result})
-    records, runs = found
+    records, runs = (
+        {row.id: row._asdict() for row in prepared.fetch(conn, stmt, params)}
+        for stmt in (LOCK_RECORDS, LOCK_RUNS)
+    )
     return runs, records
 
 
@@ -185,7 +183,8 @@ def _write(conn: Connection, ended: list[tuple[Report, dict, dict]], now: dateti
         endings.setdefault((record["state"], record["error"], given_back), []).append(record["id"])
     parents = []
     for (state, error, given_back), ids in endings.items():
-        written = conn.execute(
+        written = prepared.fetch(
+            conn,
             END_RECORDS,
             {
                 "b_ids": ids,
@@ -210,7 +209,7 @@ def _write(conn: Connection, ended: list[tuple[Report, dict, dict]], now: dateti
         }
         for report, run, _ in ended
     ]
-    execute_rows(conn, END_RUNS, END_RUNS_POSTGRESQL, runs, b_now=now)
+    prepared.execute_rows(conn, END_RUNS, END_RUNS_POSTGRESQL, runs, b_now=now)
     retried = [record for report, _, record in ended if report.verb == "fail"]
     _retry_at(conn, [record for record in retried if record["state"] == READY], now)
     results = [
@@ -222,7 +221,7 @@ def _write(conn: Connection, ended: list[tuple[Report, dict, dict]], now: dateti
         for report, run, record in ended
         if report.verb == "complete"
     ]
-    execute_rows(conn, STORE_RESULTS, STORE_RESULTS_POSTGRESQL, results)
+    prepared.execute_rows(conn, STORE_RESULTS, STORE_RESULTS_POSTGRESQL, results)
     done = [record["id"] for _, _, record in ended if record["state"] == DONE]
     failed = {record["id"]: record["key"] for _, _, record in ended if record["state"] == FAILED}
     records = [record for _, _, record in ended]
@@ -282,8 +281,10 @@ def start(
     what = f"record '{record['key']}'"
     record["state"] = states.transition(Event.start, record["state"], what=what).value
     run["state"] = wire.RunState.running.value
-    conn.execute(START_RECORD, {"b_id": record["id"], "b_state": record["state"], "b_now": now})
-    conn.execute(START_RUN, {"b_id": run_id, "b_now": now})
+    prepared.execute(
+        conn, START_RECORD, {"b_id": record["id"], "b_state": record["state"], "b_now": now}
+    )
+    prepared.execute(conn, START_RUN, {"b_id": run_id, "b_now": now})
     return _ack(run, record)
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 
 from farmhand import wire
 from farmhand.server.queue import claim as claims
-from farmhand.server.routes.deps import AgentDep, DbDep, SettingsDep, WakeupDep, json_response
+from farmhand.server.routes.deps import AgentCallDep, json_response
 from farmhand.server.routes.openapi import CLAIM, errors
 from farmhand.server.serving import metrics
 from farmhand.server.tables import utcnow
@@ -25,9 +25,7 @@ router = APIRouter(tags=["leases"])
     responses=errors(404, 409, 413, 422),
     openapi_extra=CLAIM,
 )
-async def claim(
-    body: wire.ClaimRequest, db: DbDep, settings: SettingsDep, wakeup: WakeupDep, caller: AgentDep
-) -> Response:
+async def claim(body: wire.ClaimRequest, call: AgentCallDep) -> Response:
     """Lease up to `max_records` ready records in one transaction. An agent token claims only
     as an agent it registered (403 otherwise); an admin token as any.
 
@@ -36,6 +34,7 @@ async def claim(
     on the event loop when it can (`Database.run_write`).
     """
     deadline = time.monotonic() + body.wait
+    db, wakeup, caller = call.db, call.wakeup, call.caller
 
     @metrics.timed_claim
     def attempt(conn: Connection) -> _Granted:
@@ -44,7 +43,7 @@ async def claim(
             agent_id=body.agent_id,
             max_records=body.max_records,
             clock=utcnow,
-            ttl=settings.lease_ttl,
+            ttl=call.settings.lease_ttl,
             campaign_ids=_campaigns(body),
             datasets=body.datasets,
             runners=body.runners,

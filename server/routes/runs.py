@@ -6,24 +6,19 @@ runs of the agents it registered (403 otherwise), an admin token on any.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 from sqlalchemy.engine import Connection
 
 from farmhand import wire
 from farmhand.server.catalog import records
-from farmhand.server.db import Database
 from farmhand.server.queue import endings, lifecycle, runs
 from farmhand.server.queue.waking.wakeups import Wakeup
 from farmhand.server.routes.deps import (
-    AgentDep,
-    Caller,
+    AgentCall,
+    AgentCallDep,
     DbDep,
-    NowDep,
     SubmitterDep,
-    WakeupDep,
     json_response,
 )
 from farmhand.server.routes.openapi import (
@@ -72,16 +67,15 @@ def list_runs(
     responses=errors(413, 422),
     openapi_extra=RUN_REPORTS,
 )
-async def report_runs(
-    body: wire.RunReports, db: DbDep, now: NowDep, wakeup: WakeupDep, caller: AgentDep
-) -> Response:
+async def report_runs(body: wire.RunReports, call: AgentCallDep) -> Response:
     """Complete, fail, release or orphan many runs in one request and one transaction (each
     item's `verb` says which). Each report is fenced by its own token and answered on its
     own: a stale one gets its error, the rest apply."""
+    db, wakeup = call.db, call.wakeup
 
     def write(conn: Connection) -> tuple[list[wire.RunReportAnswer], int, Response]:
         answers = runs.report_many(
-            conn, reports=body.reports, now=now, agent_token=caller.agent_token
+            conn, reports=body.reports, now=call.now, agent_token=call.caller.agent_token
         )
         unblocked = lifecycle.made_ready(conn)
         return answers, unblocked, json_response(wire.RunReportAnswers(answers=answers))
@@ -100,16 +94,18 @@ async def report_runs(
     responses=errors(413, 422),
     openapi_extra=RUN_STARTS,
 )
-async def start_runs(body: wire.RunStarts, db: DbDep, now: NowDep, caller: AgentDep) -> Response:
+async def start_runs(body: wire.RunStarts, call: AgentCallDep) -> Response:
     """The agent has started these runs' commands (it sends them in batches while the
     commands run). Each start is fenced by its own token and answered on its own: a stale
     one gets its error, the rest apply; repeating a start is harmless."""
 
     def write(conn: Connection) -> Response:
-        answers = runs.start_many(conn, starts=body.starts, now=now, agent_token=caller.agent_token)
+        answers = runs.start_many(
+            conn, starts=body.starts, now=call.now, agent_token=call.caller.agent_token
+        )
         return json_response(wire.RunReportAnswers(answers=answers))
 
-    return await db.run_write(write, items=len(body.starts))
+    return await call.db.run_write(write, items=len(body.starts))
 
 
 @router.post(
@@ -119,36 +115,28 @@ async def start_runs(body: wire.RunStarts, db: DbDep, now: NowDep, caller: Agent
     responses=errors(404, 409, 413, 422),
     openapi_extra=RUN_START,
 )
-async def start_run(
-    run_id: wire.Id, body: wire.RunStart, db: DbDep, now: NowDep, caller: AgentDep
-) -> Response:
+async def start_run(run_id: wire.Id, body: wire.RunStart, call: AgentCallDep) -> Response:
     """The agent has staged the run and started its command (fenced by the lease token)."""
+    agent_token = call.caller.agent_token
 
     def write(conn: Connection) -> Response:
         return json_response(
-            runs.start(conn, run_id=run_id, body=body, now=now, agent_token=caller.agent_token)
+            runs.start(conn, run_id=run_id, body=body, now=call.now, agent_token=agent_token)
         )
 
-    return await db.run_write(write)
+    return await call.db.run_write(write)
 
 
-async def _report_one(
-    run_id: int,
-    verb: str,
-    body: BaseModel,
-    db: Database,
-    now: datetime,
-    wakeup: Wakeup,
-    caller: Caller,
-) -> Response:
+async def _report_one(run_id: int, verb: str, body: BaseModel, call: AgentCall) -> Response:
     """The per-run report endpoints: one item of `POST /runs/reports`, refused as a whole."""
     item = endings.as_report(run_id, verb, body)
+    wakeup = call.wakeup
 
     def write(conn: Connection) -> tuple[wire.RunAck, int, Response]:
-        ack = runs.report(conn, item=item, now=now, agent_token=caller.agent_token)
+        ack = runs.report(conn, item=item, now=call.now, agent_token=call.caller.agent_token)
         return ack, lifecycle.made_ready(conn), json_response(ack)
 
-    ack, unblocked, response = await db.run_write(write)
+    ack, unblocked, response = await call.db.run_write(write)
     metrics.runs_ended(ack)
     _wake(wakeup, unblocked, 1 if ack.record_state == wire.RecordState.ready else 0)
     return response
@@ -169,18 +157,11 @@ def _wake(wakeup: Wakeup, unblocked: int, requeued: int) -> None:
     responses=errors(404, 409, 413, 422),
     openapi_extra=RUN_COMPLETE,
 )
-async def complete_run(
-    run_id: wire.Id,
-    body: wire.RunComplete,
-    db: DbDep,
-    now: NowDep,
-    wakeup: WakeupDep,
-    caller: AgentDep,
-) -> Response:
+async def complete_run(run_id: wire.Id, body: wire.RunComplete, call: AgentCallDep) -> Response:
     """The record becomes done with the run's result (children whose parents are now all done
     become ready); a repeat gets the same answer. The same as a `complete` item of
     `POST /runs/reports`."""
-    return await _report_one(run_id, "complete", body, db, now, wakeup, caller)
+    return await _report_one(run_id, "complete", body, call)
 
 
 @router.post(
@@ -190,12 +171,10 @@ async def complete_run(
     responses=errors(404, 409, 413, 422),
     openapi_extra=RUN_FAIL,
 )
-async def fail_run(
-    run_id: wire.Id, body: wire.RunFail, db: DbDep, now: NowDep, wakeup: WakeupDep, caller: AgentDep
-) -> Response:
+async def fail_run(run_id: wire.Id, body: wire.RunFail, call: AgentCallDep) -> Response:
     """The attempt failed; the record is re-queued while attempts remain, else failed. The
     same as a `fail` item of `POST /runs/reports`."""
-    return await _report_one(run_id, "fail", body, db, now, wakeup, caller)
+    return await _report_one(run_id, "fail", body, call)
 
 
 @router.post(
@@ -205,19 +184,12 @@ async def fail_run(
     responses=errors(404, 409, 413, 422),
     openapi_extra=RUN_ORPHAN,
 )
-async def orphan_run(
-    run_id: wire.Id,
-    body: wire.RunOrphan,
-    db: DbDep,
-    now: NowDep,
-    wakeup: WakeupDep,
-    caller: AgentDep,
-) -> Response:
+async def orphan_run(run_id: wire.Id, body: wire.RunOrphan, call: AgentCallDep) -> Response:
     """The agent cannot run the record as specified (unknown runner, missing input, the run
     directory cannot be staged): it becomes orphaned with the reason, no attempt spent, until
     a user retries it (`farmhand retry --orphans`). The same as an `orphan` item of
     `POST /runs/reports`."""
-    return await _report_one(run_id, "orphan", body, db, now, wakeup, caller)
+    return await _report_one(run_id, "orphan", body, call)
 
 
 @router.post(
@@ -227,14 +199,7 @@ async def orphan_run(
     responses=errors(404, 409, 413, 422),
     openapi_extra=RUN_RELEASE,
 )
-async def release_run(
-    run_id: wire.Id,
-    body: wire.RunRelease,
-    db: DbDep,
-    now: NowDep,
-    wakeup: WakeupDep,
-    caller: AgentDep,
-) -> Response:
+async def release_run(run_id: wire.Id, body: wire.RunRelease, call: AgentCallDep) -> Response:
     """The record is ready again at once, without spending an attempt. The same as a
     `release` item of `POST /runs/reports`."""
-    return await _report_one(run_id, "release", body, db, now, wakeup, caller)
+    return await _report_one(run_id, "release", body, call)

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from farmhand import wire
+from farmhand.server import prepared
 from farmhand.server.catalog import campaigns, submit
 from farmhand.server.db import Database
 from farmhand.server.queue import agents, claim, lifecycle, reports
@@ -27,9 +28,14 @@ from farmhand.server.queue import agents, claim, lifecycle, reports
 SQL = Path(__file__).parent / "sql"
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 #: How an agent on a batch node asks (runners, free resources, time left), alone or for one
-#: campaign's dataset; `none` is a script's or the benchmark's claim.
+#: campaign's dataset (or several campaigns'); `none` is a script's or the benchmark's claim.
 AGENT = {"runners", "cores", "gpus", "memory_mb", "walltime"}
-FILTERS = {"none": set(), "agent": AGENT, "campaign": {"campaigns", "datasets", *AGENT}}
+FILTERS = {
+    "none": set(),
+    "agent": AGENT,
+    "campaign": {"campaign", "datasets", *AGENT},
+    "campaigns": {"campaigns", "datasets", *AGENT},
+}
 DIALECTS = {
     "sqlite": sqlite.dialect(paramstyle="named"),
     "postgresql": postgresql.psycopg.dialect(paramstyle="named"),
@@ -118,21 +124,33 @@ def fill(db: Database, ready: int) -> tuple[int, list[int]]:
 
 
 @pytest.fixture
-def plans(db: Database) -> Iterator[list[Any]]:
+def plans(db: Database, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """The plan of every claim UPDATE run on `db`, explained by the database just before it
-    runs, with the SQL and parameters it receives."""
+    runs, with the SQL and parameters it receives (on the driver's cursor: `prepared`)."""
     found: list[Any] = []
-    claims = {id(claim.claim_statement(db.dialect, frozenset(f))) for f in FILTERS.values()}
+    dialect = db.engine.dialect
+    claims = {
+        prepared.compiled_for(claim.claim_statement(db.dialect, frozenset(f)), dialect).sql
+        for f in FILTERS.values()
+    }
     explain = "EXPLAIN QUERY PLAN " if db.dialect == "sqlite" else "EXPLAIN (FORMAT JSON) "
+    cursor_of = prepared._cursor
 
-    def before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, _: Any):
-        if context.compiled is not None and id(context.compiled.statement) in claims:
-            cursor.execute(explain + statement, parameters)
-            found.append(cursor.fetchall())
+    class Explaining:
+        def __init__(self, cursor: Any) -> None:
+            self.cursor = cursor
 
-    event.listen(db.engine, "before_cursor_execute", before)
-    yield found
-    event.remove(db.engine, "before_cursor_execute", before)
+        def execute(self, sql: str, args: Any) -> Any:
+            if sql in claims:
+                self.cursor.execute(explain + sql, args)
+                found.append(self.cursor.fetchall())
+            return self.cursor.execute(sql, args)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.cursor, name)
+
+    monkeypatch.setattr(prepared, "_cursor", lambda conn: Explaining(cursor_of(conn)))
+    return found
 
 
 def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -155,7 +173,7 @@ def test_the_claim_reads_the_ready_queue_in_order_without_sorting_it(
         },
     }
     asks["campaign"] = {**asks["agent"], "campaign_ids": [first], "datasets": ["d"]}
-    assert set(asks) == set(FILTERS)
+    assert set(asks) == set(FILTERS) - {"campaigns"}  # several campaigns: sorted, as ever
     for name, ask in asks.items():
         with db.write_core() as conn:
             got = claim.claim(conn, agent_id=agent, max_records=8, clock=lambda: T0, ttl=60, **ask)

@@ -22,5 +22,5 @@ WHERE campaign.id = record.campaign_id) IS NULL AS unstarted;
 INSERT INTO run (id, record_id, token, attempt, agent_id, state, claimed_at) SELECT anon_1.id, anon_1.record_id, anon_1.token, anon_1.attempt, :b_agent AS anon_2, :param_1::VARCHAR AS anon_3, :b_claimed_at::TIMESTAMP WITHOUT TIME ZONE AS anon_4
 FROM unnest(:b_id::INTEGER[], :b_record_id::INTEGER[], :b_token::TEXT[], :b_attempt::INTEGER[]) AS anon_1(id, record_id, token, attempt);
 
-UPDATE campaign SET started_at=:b_now::TIMESTAMP WITHOUT TIME ZONE WHERE campaign.id IN (__[POSTCOMPILE_b_ids]) AND campaign.started_at IS NULL;
+UPDATE campaign SET started_at=:b_now::TIMESTAMP WITHOUT TIME ZONE WHERE campaign.id = ANY (:b_ids::INTEGER[]) AND campaign.started_at IS NULL;
 

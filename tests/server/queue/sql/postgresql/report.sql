@@ -2,15 +2,15 @@ SELECT record.id, record.key, record.state, record.attempts, record.max_attempts
 FROM record
 WHERE record.id IN (SELECT run.record_id
 FROM run
-WHERE run.id IN (__[POSTCOMPILE_b_runs])) ORDER BY record.id FOR UPDATE;
+WHERE run.id = ANY (:b_runs::INTEGER[])) ORDER BY record.id FOR UPDATE;
 
 SELECT run.id, run.record_id, run.token, run.state, run.report, run.claimed_at, run.started_at, (SELECT agent.token_id
 FROM agent
 WHERE agent.id = run.agent_id) AS agent_token
 FROM run
-WHERE run.id IN (__[POSTCOMPILE_b_runs]) ORDER BY run.id FOR UPDATE;
+WHERE run.id = ANY (:b_runs::INTEGER[]) ORDER BY run.id FOR UPDATE;
 
-UPDATE record SET state=:b_state::VARCHAR, attempts=(record.attempts - :b_given_back::INTEGER), error=:b_error::VARCHAR, agent_id=:agent_id::INTEGER, lease_expires_at=:lease_expires_at::TIMESTAMP WITHOUT TIME ZONE, updated_at=:b_now::TIMESTAMP WITHOUT TIME ZONE WHERE record.id IN (__[POSTCOMPILE_b_ids]) RETURNING record.id, EXISTS (SELECT *
+UPDATE record SET state=:b_state::VARCHAR, attempts=(record.attempts - :b_given_back::INTEGER), error=:b_error::VARCHAR, agent_id=:agent_id::INTEGER, lease_expires_at=:lease_expires_at::TIMESTAMP WITHOUT TIME ZONE, updated_at=:b_now::TIMESTAMP WITHOUT TIME ZONE WHERE record.id = ANY (:b_ids::INTEGER[]) RETURNING record.id, EXISTS (SELECT *
 FROM record_parent
 WHERE record_parent.parent_id = record.id) AS has_children;
 

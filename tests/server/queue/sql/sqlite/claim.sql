@@ -25,7 +25,7 @@ INSERT INTO run (id, record_id, agent_id, token, attempt, state, claimed_at) VAL
 
 UPDATE record SET run_id=(SELECT max(run.id) AS max_1
 FROM run
-WHERE run.record_id = record.id) WHERE record.id IN (__[POSTCOMPILE_b_ids]);
+WHERE run.record_id = record.id) WHERE record.id IN (SELECT value FROM json_each(:b_ids));
 
-UPDATE campaign SET started_at=:b_now WHERE campaign.id IN (__[POSTCOMPILE_b_ids]) AND campaign.started_at IS NULL;
+UPDATE campaign SET started_at=:b_now WHERE campaign.id IN (SELECT value FROM json_each(:b_ids)) AND campaign.started_at IS NULL;
 

@@ -1,6 +1,6 @@
 UPDATE record SET state=:state, attempts=(record.attempts + :attempts_1), agent_id=:b_agent, lease_expires_at=:b_expires, updated_at=:b_now WHERE record.id IN (SELECT record.id
 FROM record
-WHERE record.state = 'ready' AND (record.not_before IS NULL OR record.not_before <= :b_now) AND record.campaign_id IN (__[POSTCOMPILE_b_campaigns]) AND (record.cores IS NULL OR record.cores <= :b_cores) AND record.dataset IN (__[POSTCOMPILE_b_datasets]) AND (record.gpus IS NULL OR record.gpus <= :b_gpus) AND (record.memory_mb IS NULL OR record.memory_mb <= :b_memory_mb) AND record.runner IN (__[POSTCOMPILE_b_runners]) AND (record.walltime IS NULL OR record.walltime <= :b_walltime) ORDER BY record.priority DESC, record.id
+WHERE record.state = 'ready' AND (record.not_before IS NULL OR record.not_before <= :b_now) AND record.campaign_id = :b_campaign AND (record.cores IS NULL OR record.cores <= :b_cores) AND record.dataset IN (SELECT value FROM json_each(:b_datasets)) AND (record.gpus IS NULL OR record.gpus <= :b_gpus) AND (record.memory_mb IS NULL OR record.memory_mb <= :b_memory_mb) AND record.runner IN (SELECT value FROM json_each(:b_runners)) AND (record.walltime IS NULL OR record.walltime <= :b_walltime) ORDER BY record.priority DESC, record.id
  LIMIT :b_limit OFFSET :param_1) RETURNING id, campaign_id, "key", command, params, run_args, temporary_run_args, attempts, priority, run_id, EXISTS (SELECT *
 FROM record_parent
 WHERE record_id = record.id) AS has_parents, EXISTS (SELECT *

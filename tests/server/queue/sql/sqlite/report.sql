@@ -2,15 +2,15 @@ SELECT record.id, record."key", record.state, record.attempts, record.max_attemp
 FROM record
 WHERE record.id IN (SELECT run.record_id
 FROM run
-WHERE run.id IN (__[POSTCOMPILE_b_runs])) ORDER BY record.id;
+WHERE run.id IN (SELECT value FROM json_each(:b_runs))) ORDER BY record.id;
 
 SELECT run.id, run.record_id, run.token, run.state, run.report, run.claimed_at, run.started_at, (SELECT agent.token_id
 FROM agent
 WHERE agent.id = run.agent_id) AS agent_token
 FROM run
-WHERE run.id IN (__[POSTCOMPILE_b_runs]) ORDER BY run.id;
+WHERE run.id IN (SELECT value FROM json_each(:b_runs)) ORDER BY run.id;
 
-UPDATE record SET state=:b_state, attempts=(record.attempts - :b_given_back), error=:b_error, agent_id=:agent_id, lease_expires_at=:lease_expires_at, updated_at=:b_now WHERE record.id IN (__[POSTCOMPILE_b_ids]) RETURNING id, EXISTS (SELECT *
+UPDATE record SET state=:b_state, attempts=(record.attempts - :b_given_back), error=:b_error, agent_id=:agent_id, lease_expires_at=:lease_expires_at, updated_at=:b_now WHERE record.id IN (SELECT value FROM json_each(:b_ids)) RETURNING id, EXISTS (SELECT *
 FROM record_parent
 WHERE parent_id = record.id) AS has_children;
 
