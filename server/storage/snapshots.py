@@ -94,11 +94,9 @@ def add_many(
         {"b_sha256": sha, "b_size": size, "b_now": now, "b_token_id": token_id}
         for sha, size, _ in items
     ]
+    # Many rows: one statement for all of them (SQLAlchemy's "insertmanyvalues").
     stmt = _INSERT_ROWS[conn.dialect.name]
-    if len(rows) == 1:
-        created = set(conn.execute(stmt, rows[0]).scalars())
-    else:  # one statement for all of them (SQLAlchemy's "insertmanyvalues")
-        created = set(conn.execute(stmt, rows).scalars())
+    created = set(conn.execute(stmt, rows if len(rows) > 1 else rows[0]).scalars())
     data = [
         {"b_sha256": sha, "b_data": blob}
         for sha, _, blob in items
