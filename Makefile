@@ -32,7 +32,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Known bugs put back one at a time: each must make its tests fail (tests/mutants.py).
+# Known bugs put back one at a time: each must make its tests fail (tests/mutants/).
 mutants: $(STAMP)
 	$(BIN)/python -m tests.mutants
 

@@ -10,7 +10,7 @@ from tests.mutants import MUTANTS, ROOT, Mutant
 @pytest.mark.parametrize("mutant", MUTANTS, ids=[m.name for m in MUTANTS])
 def test_each_mutation_applies_to_exactly_one_place(mutant: Mutant) -> None:
     text = (ROOT / mutant.path).read_text()
-    assert text.count(mutant.find) == 1, f"{mutant.name}: its text moved; update tests/mutants.py"
+    assert text.count(mutant.find) == 1, f"{mutant.name}: its text moved; update tests/mutants/"
     assert mutant.find != mutant.replace
 
 

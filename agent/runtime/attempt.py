@@ -249,6 +249,7 @@ class Attempt(Outcomes):
             self.prepared.checkpoint_dir,
             ctx.snapshots.scratch,
             self.prepared.checkpoint_interval,
+            empty=self.prepared.checkpoint_empty,
         )
         if self.abort is not None or ctx.stop.began.is_set():
             self._drop(self.abort or "shutdown")

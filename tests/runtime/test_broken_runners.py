@@ -65,12 +65,17 @@ def test_a_runner_that_cannot_start_commands_is_dropped_and_named(
         wait_until(lambda: set(agent.runners.broken()) == {"noimage", "gone"}, "both dropped")
         assert agent.runners.offered() == ["subprocess"]
 
-        def named() -> list[wire.StuckRecords]:
+        seen: list[wire.StuckRecords] = []
+
+        def named() -> bool:  # keeps the answer: a later one may differ for a moment
             stuck = client.farm_status().stuck
-            return stuck if {s.runner for s in stuck} == {"noimage", "gone"} else []
+            if {s.runner for s in stuck} != {"noimage", "gone"}:
+                return False
+            seen[:] = stuck
+            return True
 
         wait_until(named, "GET /status to name both runners")
-        messages = {s.runner: s.message for s in named()}
+        messages = {s.runner: s.message for s in seen}
         wait_until(lambda: by_key(client, campaign_id)["native"].state == "done", "native")
         records = by_key(client, campaign_id)
         (me,) = client.agents()

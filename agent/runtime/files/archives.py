@@ -242,7 +242,11 @@ class _Spill:
             self.buffer += data
             return len(data)
         if self.file is None:
-            self.file = open(self.path, "wb")  # noqa: SIM115 (closed by __exit__)
+            try:
+                self.file = open(self.path, "wb")  # noqa: SIM115 (closed by __exit__)
+            except FileNotFoundError:  # its directory is made when first needed
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.file = open(self.path, "wb")  # noqa: SIM115
             if self.buffer:
                 self.file.write(self.buffer)
             self.buffer = None
@@ -282,6 +286,11 @@ def _add(
         return
     if not stat.S_ISREG(seen.st_mode):
         return  # devices, fifos, sockets
+    if seen.st_size == 0 and seen.st_nlink == 1:
+        # Nothing to read (empty logs, mostly): the walk's lstat is all it needs. Written
+        # to meanwhile, it is packed as it was, as a file that grows after it was read.
+        out.member(_info(rel, seen, tarfile.REGTYPE))
+        return
     try:
         # O_NONBLOCK: a file swapped for a fifo meanwhile must not hang us.
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)

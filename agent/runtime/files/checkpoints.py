@@ -112,6 +112,8 @@ class Checkpointer:
         directory: Path,
         scratch: Path,
         every: float,
+        *,
+        empty: bool = False,
     ):
         self.client = client
         self.lease = lease
@@ -119,7 +121,8 @@ class Checkpointer:
         self.scratch = scratch
         self.every = every
         self.saved: list[str] = []  #: sha256 of each checkpoint attached, oldest first
-        self._last = fingerprint(directory)  # a restored checkpoint is not sent back
+        # A restored checkpoint is not sent back; a directory just made is known empty.
+        self._last = None if empty else fingerprint(directory)
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None

@@ -94,7 +94,6 @@ def pack(
             return True
         return rel in staged and stat_identity(info) == staged[rel]
 
-    archives.mkdir(parents=True, exist_ok=True)  # for an archive that outgrows memory
     partial = archives / f".tmp-{lease.run_id}.tar.gz"
     path = archives / f"{lease.run_id}.tar.gz"
     try:

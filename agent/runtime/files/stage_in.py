@@ -64,6 +64,7 @@ class Prepared:
     staged: Staged  # inputs as placed, left out of the archive while unchanged
     checkpoint_dir: Path
     restored: bool  # an earlier attempt's checkpoint is in checkpoint_dir
+    checkpoint_empty: bool  # checkpoint_dir was made by staging and nothing was put there
     checkpoint_interval: float
 
 
@@ -101,7 +102,11 @@ def stage_snapshots(
             max_files=settings.max_extract_files,
         )
     directory = run_dir / checkpoints.CHECKPOINT_DIR
-    directory.mkdir(exist_ok=True)
+    try:
+        directory.mkdir()
+        made = True
+    except FileExistsError:  # an input or a parent's archive put it there
+        made = False
     restored = False
     if lease.checkpoint is not None:
         sha256 = lease.checkpoint
@@ -116,4 +121,4 @@ def stage_snapshots(
             ),
             f"restore checkpoint {sha256} for",
         )
-    return Prepared(staged, directory, restored, every)
+    return Prepared(staged, directory, restored, made and not restored, every)

@@ -187,6 +187,18 @@ def _exit_fd(pid: int) -> int | None:
         return None  # an older kernel, or a seccomp filter that forbids it: poll instead
 
 
+class Process(Protocol):
+    """What `RunningProcess` needs of its child: a `subprocess.Popen`, or a
+    `spawn.Spawned`."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
 class RunningProcess:
     """A started command: the leader of process group `pid`.
 
@@ -194,7 +206,7 @@ class RunningProcess:
     killed the command.
     """
 
-    def __init__(self, popen: _subprocess.Popen[bytes]):
+    def __init__(self, popen: Process):
         self._popen = popen
         self.pid: int = popen.pid
         self._exit_fd = _exit_fd(popen.pid)

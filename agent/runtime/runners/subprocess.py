@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from farmhand.runtime.runners import Launch, RunningProcess, compose_script, start_group
+from farmhand.runtime.runners import Launch, RunnerFailure, RunningProcess, compose_script
+from farmhand.runtime.runners.spawn import spawn_shell
 
 __all__ = ["SHELL", "SubprocessRunner"]
 
@@ -12,7 +13,8 @@ SHELL = "/bin/sh"
 
 
 class SubprocessRunner:
-    """Runs each command as `sh -c SCRIPT` in a new session, hence its own process group.
+    """Runs each command as `sh -c SCRIPT` in a new session, hence its own process group
+    (started by `spawn.spawn_shell`: the script's first line enters the run directory).
 
     A definition may add `setup` lines (run first, in the same shell) and `env` (set before
     the record's own variables, which win).
@@ -33,14 +35,19 @@ class SubprocessRunner:
 
     def start(self, launch: Launch) -> RunningProcess:
         """Start the command; its output is appended to the two files, stdin is empty."""
-        argv = [SHELL, "-c", compose_script(self.setup, launch.command)]
         env = {**launch.base_env, **self.env, **launch.run_env}
-        popen = start_group(
-            argv,
-            cwd=launch.run_dir,
-            env=env,
-            stdout=launch.stdout,
-            stderr=launch.stderr,
-            umask=launch.umask,
-        )
-        return RunningProcess(popen)
+        try:
+            child = spawn_shell(
+                SHELL,
+                compose_script(self.setup, launch.command),
+                cwd=launch.run_dir,
+                env=env,
+                stdout=launch.stdout,
+                stderr=launch.stderr,
+                umask=launch.umask,
+            )
+        except OSError as exc:
+            if exc.filename != SHELL:
+                raise
+            raise RunnerFailure(f"cannot execute {SHELL}: {exc.strerror or exc}") from exc
+        return RunningProcess(child)

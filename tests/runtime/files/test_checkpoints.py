@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -11,7 +12,10 @@ import pytest
 
 from farmhand import wire
 from farmhand.runtime.files import checkpoints, run_archive
+from farmhand.runtime.files.archives import pack_dir
+from farmhand.runtime.files.cache import SnapshotCache
 from farmhand.runtime.files.parents import wants_unpacked
+from farmhand.runtime.files.stage_in import Prepared, SnapshotSettings, stage_snapshots
 
 
 def test_the_interval_comes_from_run_args_else_the_agent() -> None:
@@ -68,8 +72,8 @@ class _NoUploads:
         raise AssertionError(f"the client was asked for {name}")
 
 
-def _checkpointer(tmp_path: Path, every: float) -> checkpoints.Checkpointer:
-    lease = wire.Lease.model_validate(
+def _lease(**fields: object) -> wire.Lease:
+    return wire.Lease.model_validate(
         {
             "run_id": 7,
             "record_id": 3,
@@ -79,15 +83,24 @@ def _checkpointer(tmp_path: Path, every: float) -> checkpoints.Checkpointer:
             "token": "t" * 32,
             "expires_at": "2026-12-06T00:00:00Z",
             "attempt": 1,
+            **fields,
         }
     )
+
+
+def _checkpointer(
+    tmp_path: Path, every: float, files: dict[str, str] | None = None, *, empty: bool = False
+) -> checkpoints.Checkpointer:
     (tmp_path / "checkpoint").mkdir()
+    for name, text in (files or {}).items():
+        (tmp_path / "checkpoint" / name).write_text(text)
     return checkpoints.Checkpointer(
         _NoUploads(),  # type: ignore[arg-type]
-        lease,
+        _lease(),
         tmp_path / "checkpoint",
         tmp_path / "scratch",
         every,
+        empty=empty,
     )
 
 
@@ -118,3 +131,57 @@ def test_the_periodic_thread_starts_once_the_first_upload_is_due(tmp_path: Path)
     assert len(_checkpoint_threads() & {"farmhand-checkpoint-7"}) == 1
     saver.stop()  # joins it; an empty directory was never uploaded (the client would fail)
     assert "farmhand-checkpoint-7" not in _checkpoint_threads()
+
+
+def test_a_restored_checkpoint_is_not_sent_back_unchanged(tmp_path: Path) -> None:
+    saver = _checkpointer(tmp_path, every=0, files={"state.json": "{}"})
+    assert saver.save("final") is False  # the client would have been asked otherwise
+
+
+class _Restores:
+    """A client that serves one checkpoint, packed from `source`."""
+
+    def __init__(self, source: Path, tmp_path: Path):
+        self.tarball = tmp_path / "served.tar.gz"
+        self.sha256 = pack_dir(source, self.tarball)
+
+    def download_snapshot(self, sha256: str, dest: Path) -> None:
+        assert sha256 == self.sha256
+        shutil.copyfile(self.tarball, dest)
+
+
+def _stage(tmp_path: Path, run_dir: Path, client: object, **lease: object) -> Prepared:
+    settings = SnapshotSettings(
+        cache=SnapshotCache(tmp_path / "cache", client, 10**9),  # type: ignore[arg-type]
+        scratch=tmp_path / "scratch",
+        max_extract_bytes=10**6,
+        max_extract_files=100,
+        checkpoint_interval=0,
+    )
+    return stage_snapshots(
+        client,  # type: ignore[arg-type]
+        _lease(**lease),
+        run_dir,
+        settings,
+        lambda call, what: call(),
+    )
+
+
+def test_staging_says_when_the_checkpoint_directory_is_known_empty(tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    assert _stage(tmp_path, fresh, _NoUploads()).checkpoint_empty
+    # Something put there before (an input named checkpoint/…): it must be looked at.
+    placed = tmp_path / "placed"
+    (placed / "checkpoint").mkdir(parents=True)
+    assert not _stage(tmp_path, placed, _NoUploads()).checkpoint_empty
+    # A restored checkpoint is not empty, nor new: not sent back unless it changes.
+    source = tmp_path / "saved"
+    source.mkdir()
+    (source / "state.json").write_text("{}")
+    client = _Restores(source, tmp_path)
+    restored = tmp_path / "restored"
+    restored.mkdir()
+    prepared = _stage(tmp_path, restored, client, checkpoint=client.sha256)
+    assert prepared.restored and not prepared.checkpoint_empty
+    assert (restored / "checkpoint" / "state.json").read_text() == "{}"

@@ -1,41 +1,8 @@
-"""`make mutants`: apply known mutations one at a time and check that the tests catch each.
-
-Every entry below is a bug that once got through (or nearly did): a wrong join that ids lining
-up hid, a wake call nobody tested. Each names the file, one exact piece of its text, what to
-put in its place, and the tests that must fail with it applied. A mutation the tests survive is
-printed as a survivor and the command exits 1. The list grows with each bug fixed.
-
-    python -m tests.mutants            # every mutation
-    python -m tests.mutants --list     # names only
-    python -m tests.mutants NAME...    # just these
-
-Files are changed in place and restored afterwards (also on Ctrl-C); a file with uncommitted
-changes is refused, so a restore can never lose work.
-"""
+"""Known bugs in the server, put back one at a time by `make mutants`."""
 
 from __future__ import annotations
 
-import argparse
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@dataclass(frozen=True)
-class Mutant:
-    """One deliberate bug: `find` (exactly once in `path`) becomes `replace`."""
-
-    name: str
-    path: str
-    find: str
-    replace: str
-    tests: tuple[str, ...]
-    why: str
-
+from tests.mutants import Mutant
 
 MUTANTS: list[Mutant] = [
     Mutant(
@@ -214,14 +181,6 @@ MUTANTS: list[Mutant] = [
         "a claim of several records restores only the newest checkpoint of them all (issue 13)",
     ),
     Mutant(
-        "run-env-ids-shifted",
-        "agent/runtime/context.py",
-        "FARMHAND_RUN_ID=str(lease.run_id),\n        FARMHAND_RECORD_ID=str(lease.record_id),",
-        "FARMHAND_RUN_ID=str(lease.record_id),\n        FARMHAND_RECORD_ID=str(lease.campaign_id),",
-        ("tests/runtime/test_agent.py::test_command_environment",),
-        "a run's FARMHAND_RUN_ID is its record's id, FARMHAND_RECORD_ID its campaign's (issue 13)",
-    ),
-    Mutant(
         "claim-checkpoint-uncorrelated",
         "server/queue/claim.py",
         'exists().where(CHECKPOINT.c.record_id == claimed_id).label("has_checkpoint")',
@@ -232,14 +191,6 @@ MUTANTS: list[Mutant] = [
         ),
         "on SQLite the claim's RETURNING binds `id` to checkpoint.id: retries lose their "
         "checkpoints (issue 13)",
-    ),
-    Mutant(
-        "slot-held-while-packing",
-        "agent/runtime/attempt.py",
-        "        self._free_share()\n        if self.on_command_end is not None:",
-        "        if self.on_command_end is not None:",
-        ("tests/runtime/test_slot_release.py",),
-        "an attempt holds its command slot while its archive is packed (issue 16)",
     ),
     Mutant(
         "waiters-poll-each",
@@ -282,17 +233,6 @@ MUTANTS: list[Mutant] = [
         "a failed attempt's record is claimed again before its retry_delay (issue 18)",
     ),
     Mutant(
-        "engine-error-spends-attempts",
-        "agent/runtime/attempt.py",
-        "engine_error = None if timed_out else handle.engine_error(code)",
-        "engine_error = None",
-        (
-            "tests/runtime/test_broken_runners.py::"
-            "test_a_runner_that_cannot_start_commands_is_dropped_and_named",
-        ),
-        "a container engine's own error (image not known) spends the record's attempts (issue 18)",
-    ),
-    Mutant(
         "autoscaler-lease-never-expires",
         "server/allocations/jobs.py",
         "    if not same or row.expires_at <= now:",
@@ -302,56 +242,6 @@ MUTANTS: list[Mutant] = [
             "test_an_expired_lease_goes_to_the_next_and_fences_the_old_holder",
         ),
         "an autoscaler whose lease ran out (and was taken over) still records jobs",
-    ),
-    Mutant(
-        "autoscaler-ignores-max-jobs",
-        "agent/runtime/autoscale/planner.py",
-        "        if total >= max_jobs or waiting >= max_pending:",
-        "        if waiting >= max_pending:",
-        ("tests/runtime/autoscale/test_planner.py::test_plan",),
-        "the planner submits past --max-jobs while running jobs fill it",
-    ),
-    Mutant(
-        "autoscaler-gpu-records-fit-anywhere",
-        "agent/runtime/autoscale/planner.py",
-        "    if need.gpus and need.gpus > (shape.gpus or 0):",
-        "    if False:",
-        ("tests/runtime/autoscale/test_planner.py::test_plan",),
-        "a record needing more GPUs than a node has is submitted for instead of reported",
-    ),
-    Mutant(
-        "stop-signal-not-awaited",
-        "agent/runtime/context.py",
-        "        while watch.poll(0) and time.monotonic() < deadline:",
-        "        while False:",
-        (
-            "tests/runtime/test_stop_signals.py::"
-            "test_an_attempt_waits_for_the_handler_of_a_signal_that_already_arrived",
-        ),
-        "a command that ends on the batch system's stop signal is reported done",
-    ),
-    Mutant(
-        "prefetch-auto-never-claims-ahead",
-        "agent/runtime/resources/prefetch.py",
-        "            self._depth = AHEAD * self.slots if short else 0",
-        "            self._depth = 0",
-        (
-            "tests/runtime/resources/test_prefetch.py",
-            "tests/runtime/test_claims.py::"
-            "test_by_default_an_agent_claims_ahead_once_its_commands_are_short",
-        ),
-        "short commands wait a claim round trip for each freed slot",
-    ),
-    Mutant(
-        "outbox-never-lingers",
-        "agent/runtime/outbox.py",
-        "        if left > 0:\n            self._stopped.wait(left)",
-        "        pass",
-        (
-            "tests/runtime/test_outbox_group_commit.py::"
-            "test_a_delivery_waits_for_its_oldest_report_to_linger",
-        ),
-        "reports that end together go one request each",
     ),
     Mutant(
         "finish-without-campaign-lock",
@@ -401,82 +291,3 @@ MUTANTS: list[Mutant] = [
         "deleting a campaign while a report of its records commits deadlocks on PostgreSQL",
     ),
 ]
-
-
-def _unchanged_in_git(path: Path) -> bool:
-    status = subprocess.run(
-        ["git", "status", "--porcelain", "--", str(path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return not status.stdout.strip()
-
-
-def apply(mutant: Mutant) -> str:
-    """Write the mutation into its file; return the original text."""
-    path = ROOT / mutant.path
-    original = path.read_text()
-    count = original.count(mutant.find)
-    if count != 1:
-        raise SystemExit(
-            f"mutants: {mutant.name}: expected the text once in {mutant.path}, found it "
-            f"{count} times; update the entry in tests/mutants.py"
-        )
-    path.write_text(original.replace(mutant.find, mutant.replace))
-    return original
-
-
-def survives(mutant: Mutant) -> bool:
-    """Run the mutant's tests with it applied; True when they all pass (a survivor)."""
-    path = ROOT / mutant.path
-    if not _unchanged_in_git(path):
-        raise SystemExit(f"mutants: {mutant.path} has uncommitted changes; commit or stash them")
-    original = apply(mutant)
-    try:
-        result = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *mutant.tests],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        )
-    finally:
-        path.write_text(original)
-    return result.returncode == 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the mutations named (or all); print each verdict and the survivors."""
-    parser = argparse.ArgumentParser(prog="python -m tests.mutants", description=__doc__)
-    parser.add_argument("names", nargs="*", help="mutations to run (default: all)")
-    parser.add_argument("--list", action="store_true", help="list the mutations and exit")
-    args = parser.parse_args(argv)
-    known = {m.name: m for m in MUTANTS}
-    unknown = [name for name in args.names if name not in known]
-    if unknown:
-        parser.error(f"unknown mutation(s): {', '.join(unknown)}; see --list")
-    chosen = [known[name] for name in args.names] if args.names else MUTANTS
-    if args.list:
-        for mutant in chosen:
-            print(f"{mutant.name:32} {mutant.path}: {mutant.why}")
-        return 0
-    survivors = []
-    for mutant in chosen:
-        started = time.monotonic()
-        survived = survives(mutant)
-        verdict = "SURVIVED" if survived else "caught"
-        print(f"{verdict:8} {mutant.name} ({time.monotonic() - started:.0f} s)", flush=True)
-        if survived:
-            survivors.append(mutant)
-    if survivors:
-        print(f"\n{len(survivors)} of {len(chosen)} mutations survived:")
-        for mutant in survivors:
-            print(f"  {mutant.name}: {mutant.why}\n    tests: {' '.join(mutant.tests)}")
-        return 1
-    print(f"\nno survivors: the tests caught all {len(chosen)} mutations")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
