@@ -141,8 +141,7 @@ class Outbox:
         entry.archive_file, entry.remove_after = archive_file, remove_after
         entry.archive_data = archive_data
         entry.queued_at = time.monotonic()
-        entry.size = len(spool.document(entry))
-        self._writer.write(entry)
+        self._writer.write(entry)  # sets entry.size, the bytes of its document
         with self._cond:
             bisect.insort(self._entries, entry)
         self._wake.set()

@@ -72,6 +72,11 @@ def test_reports_put_while_a_write_runs_share_the_next_write(
     assert [count for _, count in writes] == [1, 7]  # two fsyncs for eight reports
     assert writes[1][0].endswith(".group.json")
     assert len(outbox) == 8
+    # Each entry knows the bytes of its own document (what a delivery batch counts).
+    group_file = tmp_path / "outbox" / writes[1][0]
+    documents = json.loads(group_file.read_text())["entries"]
+    sizes = {e.seq: e.size for e in outbox._entries}
+    assert all(sizes[d["seq"]] == len(json.dumps(d)) > 0 for d in documents)
 
     # The next process reads both files back, every report in order.
     again = Outbox(tmp_path / "outbox", FarmhandClient(NOWHERE))
@@ -191,3 +196,9 @@ def test_a_full_batch_does_not_linger(tmp_path: Path, monkeypatch: pytest.Monkey
     waiter.join(30)
     assert not waiter.is_alive()
     outbox.stop()
+
+
+def test_a_group_file_is_the_json_of_its_entries_documents() -> None:
+    documents = [json.dumps({"seq": 1, "body": {"x": [1, 2]}}), json.dumps({"seq": 2})]
+    text = spool.join_group(documents)
+    assert text == json.dumps({"entries": [json.loads(d) for d in documents]})

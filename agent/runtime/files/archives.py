@@ -57,6 +57,10 @@ class _TarGz:
         self.digest = hashlib.sha256()
         self.zip = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
         self.crc = self.size = 0
+        # Raw tar bytes wait here until a chunk's worth (or the end) goes through zlib in
+        # one call: a run directory of small files is compressed, summed and hashed once.
+        self._raw: list[bytes] = []
+        self._raw_size = 0
         self._emit(_GZIP_HEADER)
 
     def _emit(self, data: bytes) -> None:
@@ -66,6 +70,14 @@ class _TarGz:
 
     def write(self, data: bytes) -> None:
         """Add raw tar bytes to the stream."""
+        self._raw.append(data)
+        self._raw_size += len(data)
+        if self._raw_size >= _CHUNK:
+            self._compress()
+
+    def _compress(self) -> None:
+        data = b"".join(self._raw)
+        self._raw, self._raw_size = [], 0
         self.crc = zlib.crc32(data, self.crc)
         self.size += len(data)
         self._emit(self.zip.compress(data))
@@ -92,8 +104,10 @@ class _TarGz:
         """End the tar (two zero blocks, padded to a record) and the gzip stream; the sha256
         of everything written."""
         end = 2 * _BLOCK
-        end += (tarfile.RECORDSIZE - (self.size + end) % tarfile.RECORDSIZE) % tarfile.RECORDSIZE
+        written = self.size + self._raw_size
+        end += (tarfile.RECORDSIZE - (written + end) % tarfile.RECORDSIZE) % tarfile.RECORDSIZE
         self.write(bytes(end))
+        self._compress()
         self._emit(self.zip.flush())
         self._emit(struct.pack("<II", self.crc, self.size & 0xFFFFFFFF))
         return self.digest.hexdigest()

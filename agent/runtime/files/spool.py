@@ -30,6 +30,7 @@ __all__ = [
     "entry_name",
     "group_document",
     "group_name",
+    "join_group",
     "load",
     "remove_stray_archives",
     "write_durably",
@@ -95,7 +96,13 @@ def document(entry: Entry) -> str:
 
 def group_document(entries: list[Entry]) -> str:
     """Entries written together (one fsync for all) as the JSON text of their file."""
-    return json.dumps({"entries": [_fields(entry) for entry in entries]})
+    return join_group([document(entry) for entry in entries])
+
+
+def join_group(documents: list[str]) -> str:
+    """`group_document` of entries already made into their `document` texts (the same
+    text `json.dumps` gives the whole)."""
+    return '{"entries": [' + ", ".join(documents) + "]}"
 
 
 def load(directory: Path) -> tuple[list[Entry], list[tuple[Path, str]], int]:
