@@ -73,7 +73,8 @@ class Starts:
                 ticket.settle(None)  # nothing sends any more: report as if unreachable
                 return ticket
             self._pending.append((lease, ticket))
-            self._cond.notify()
+            if len(self._pending) == 1:  # later ones go at the first one's time: no wake-up
+                self._cond.notify()
         return ticket
 
     def withdraw(self, ticket: Ticket) -> bool:
