@@ -34,6 +34,7 @@ from typing import Any
 from farmhand import wire
 from farmhand.client import Conflict, FarmhandClient, FarmhandError
 from farmhand.client.retry import is_transient
+from farmhand.runtime.files import run_archive
 from farmhand.runtime.files.archives import ArchiveError, pack_dir
 from farmhand.runtime.files.extract import safe_extract
 
@@ -41,7 +42,7 @@ __all__ = ["CHECKPOINT_DIR", "Checkpointer", "interval", "restore"]
 
 log = logging.getLogger("farmhand.agent")
 
-CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_DIR = run_archive.CHECKPOINT_DIR
 
 
 def interval(run_args: dict[str, Any], default: float) -> float:

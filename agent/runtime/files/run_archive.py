@@ -4,6 +4,9 @@ report (`archive`), so the record's outputs live on the server.
 After the command ends (complete or fail; not when the run is given back or cancelled), the
 run directory is packed: logs, `results.json`, the checkpoint directory and whatever the
 command left, except
+- the checkpoint directory when it is empty (staging made it, the command left it so: it is
+  removed first, which also spares the packing and the removal of the run directory a
+  directory each),
 
 - what run_args `archive_exclude` names (glob patterns such as `"*.tmp"` or `"scratch"`,
   matched against each path relative to the run directory and against its last part; a
@@ -26,6 +29,7 @@ logged and the report goes without it; the run directory then stays on the node.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -35,6 +39,10 @@ from typing import Any
 from farmhand import wire
 from farmhand.runtime.files.archives import ArchiveError, pack_small
 from farmhand.runtime.files.parents import PARENTS_DIR
+
+#: The run directory's checkpoint directory, which staging makes (`checkpoints` names it
+#: from here).
+CHECKPOINT_DIR = "checkpoint"
 
 __all__ = ["Packed", "Staged", "archive", "excludes", "pack", "stat_identity", "wanted"]
 
@@ -120,4 +128,6 @@ def archive(lease: wire.Lease, run_dir: Path, archives: Path, *, staged: Staged)
     except ValueError as exc:
         log.warning("no archive of %s (run %d): %s", lease.key, lease.run_id, exc)
         return None
+    with contextlib.suppress(OSError):  # not empty (or gone): packed as it is
+        os.rmdir(run_dir / CHECKPOINT_DIR)
     return pack(lease, run_dir, archives, exclude=exclude, staged=staged)

@@ -84,7 +84,8 @@ def test_shared_inputs_are_fetched_once_and_placed_in_every_run(
         run = record.runs[-1]
         files = read_archive(client, run.archive, tmp_path / f"r{i}.tar.gz")
         assert files["out.txt"] == b"shared potential\n" + f"input {i}\n".encode()
-        assert {"results.json", "stdout.txt", "stderr.txt", "checkpoint"} <= set(files)
+        assert {"results.json", "stdout.txt", "stderr.txt"} <= set(files)
+        assert "checkpoint" not in files  # empty: left out
         assert "own.txt" not in files and "pot/Al.eam" not in files  # the server has them
         assert not run_path(work, campaign_id, record.key, run.id).exists()  # delivered: gone
 
