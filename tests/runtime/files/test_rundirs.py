@@ -174,6 +174,24 @@ def test_remove_run_dir_with_read_only_contents(tmp_path: Path) -> None:
     remove_run_dir(run_dir)  # already gone: fine
 
 
+def test_remove_run_dir_never_follows_a_symlink(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("mine")
+    flat = make_run_dir(tmp_path, 1, "flat", 1)  # files and links only: the short way
+    (flat / "stdout.txt").write_text("out")
+    (flat / "to-dir").symlink_to(outside)
+    (flat / "to-file").symlink_to(outside / "keep.txt")
+    deep = make_run_dir(tmp_path, 1, "deep", 2)  # a directory inside: rmtree's way
+    (deep / "sub").mkdir()
+    (deep / "sub" / "to-dir").symlink_to(outside)
+    (deep / "to-file").symlink_to(outside / "keep.txt")
+    for run_dir in (flat, deep):
+        remove_run_dir(run_dir)
+        assert not run_dir.exists() and not run_dir.parent.exists()
+    assert (outside / "keep.txt").read_text() == "mine"
+
+
 def test_the_key_directory_goes_with_its_last_run(tmp_path: Path) -> None:
     first, second = make_run_dir(tmp_path, 1, "k", 1), make_run_dir(tmp_path, 1, "k", 2)
     remove_run_dir(first)
