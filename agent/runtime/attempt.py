@@ -27,7 +27,6 @@ from farmhand import wire
 from farmhand.client import ApiError, ServerUnavailable
 from farmhand.client.retry import retry_unavailable
 from farmhand.runtime.context import (
-    PRIVATE_ENV,
     RELEASE_REASONS,
     Context,
     describe_exit,
@@ -301,7 +300,7 @@ class Attempt(Outcomes):
             run_dir=run_dir,
             stdout=run_dir / STDOUT_FILE,
             stderr=run_dir / STDERR_FILE,
-            base_env={k: v for k, v in self.context.environ.items() if k not in PRIVATE_ENV},
+            base_env=self.context.base_env,
             run_env=run_env,
             name=f"farmhand-{lease.run_id}-{digest(lease.token)}",
             run_args=lease.run_args,

@@ -4,6 +4,7 @@ given back."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -148,6 +149,12 @@ class Context:
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     run_umask: int | None = None  # the commands' umask (None: the agent's own)
     on_runner_broken: Callable[[], None] | None = None  # a runner is no longer offered
+
+    @functools.cached_property
+    def base_env(self) -> dict[str, str]:
+        """The agent's environment without its secrets, what every run starts from (made
+        once: it was ~75 variables copied per record). Runners copy it, never change it."""
+        return {k: v for k, v in self.environ.items() if k not in PRIVATE_ENV}
 
 
 def run_timeout(run_args: dict[str, Any]) -> float | None:
