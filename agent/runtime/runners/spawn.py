@@ -19,12 +19,17 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["CD_FAILED", "Spawned", "spawn_shell"]
+__all__ = ["CD_FAILED", "SPAWNS", "Spawned", "spawn_shell"]
+
+#: Whether `spawn_shell` works here: Linux (glibc and musl start the child with a vfork-like
+#: clone, and know POSIX_SPAWN_SETSID); elsewhere the default runner uses Popen.
+SPAWNS = sys.platform.startswith("linux") and hasattr(os, "posix_spawn")
 
 #: The exit status of a command whose run directory could not be entered.
 CD_FAILED = 126

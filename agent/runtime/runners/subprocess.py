@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from farmhand.runtime.runners import Launch, RunnerFailure, RunningProcess, compose_script
-from farmhand.runtime.runners.spawn import spawn_shell
+from farmhand.runtime.runners import (
+    Launch,
+    RunnerFailure,
+    RunningProcess,
+    compose_script,
+    start_group,
+)
+from farmhand.runtime.runners.spawn import SPAWNS, spawn_shell
 
 __all__ = ["SHELL", "SubprocessRunner"]
 
@@ -36,10 +42,21 @@ class SubprocessRunner:
     def start(self, launch: Launch) -> RunningProcess:
         """Start the command; its output is appended to the two files, stdin is empty."""
         env = {**launch.base_env, **self.env, **launch.run_env}
+        script = compose_script(self.setup, launch.command)
+        if not SPAWNS:  # no posix_spawn with setsid here: Popen, as container runners do
+            popen = start_group(
+                [SHELL, "-c", script],
+                cwd=launch.run_dir,
+                env=env,
+                stdout=launch.stdout,
+                stderr=launch.stderr,
+                umask=launch.umask,
+            )
+            return RunningProcess(popen)
         try:
             child = spawn_shell(
                 SHELL,
-                compose_script(self.setup, launch.command),
+                script,
                 cwd=launch.run_dir,
                 env=env,
                 stdout=launch.stdout,

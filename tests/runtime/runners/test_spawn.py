@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import farmhand.runtime.runners.subprocess as subprocess_runner
 from farmhand.runtime.runners import Launch, RunnerFailure
 from farmhand.runtime.runners.spawn import CD_FAILED, Spawned, spawn_shell
 from farmhand.runtime.runners.subprocess import SubprocessRunner
@@ -106,3 +107,15 @@ def test_a_child_reaped_elsewhere_counts_as_exited(tmp_path: Path) -> None:
     child = start(tmp_path, "exit 3")
     os.waitpid(child.pid, 0)  # as a SIGCHLD handler set to SIG_IGN would
     assert Spawned.wait(child) == 0  # what Popen says too
+
+
+def test_without_posix_spawn_the_default_runner_uses_popen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(subprocess_runner, "SPAWNS", False)
+    launch = Launch(command="pwd; umask", run_dir=tmp_path, stdout=tmp_path / "o",
+                    stderr=tmp_path / "e", base_env=dict(os.environ), umask=0o027)  # fmt: skip
+    handle = SubprocessRunner().start(launch)
+    assert not isinstance(handle._popen, Spawned)
+    assert handle.wait(15) == 0
+    assert (tmp_path / "o").read_text().split() == [str(tmp_path), "0027"]
