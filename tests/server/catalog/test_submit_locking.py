@@ -18,7 +18,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-import pytest
 from sqlalchemy import select
 
 from farmhand import wire
@@ -107,14 +106,12 @@ def run_state(db: Database, run_id: int) -> str:
 
 
 def test_a_forced_replacement_racing_the_report_of_its_run_does_not_deadlock(
-    db: Database, request: pytest.FixtureRequest
+    db: Database,
 ) -> None:
     """With force_ignores_success k0 is replaced whichever commits first: after the report
     (PostgreSQL: the submission waits for it at k0), the done record; before it (SQLite may
     let the submission in first), the running one, cancelling the run the report then
     finds cancelled."""
-    if db.dialect == "postgresql":  # until the fix: the submission locks the campaign first
-        request.applymarker(pytest.mark.xfail(strict=True, reason="DeadlockDetected"))
     answers, created, run_id = race(db, force_ignores_success=True)
     for outcome in (answers, created):
         assert not isinstance(outcome, BaseException), f"{outcome!r}"  # DeadlockDetected
