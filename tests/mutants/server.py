@@ -290,4 +290,17 @@ MUTANTS: list[Mutant] = [
         ),
         "deleting a campaign while a report of its records commits deadlocks on PostgreSQL",
     ),
+    Mutant(
+        "submit-writes-campaign-first",
+        "server/catalog/submit.py",
+        "    if not body.force and not any(spec.parents for spec in body.records):\n",
+        "    _note_names(session, campaign, body)\n"
+        "    if not body.force and not any(spec.parents for spec in body.records):\n",
+        (
+            "tests/server/catalog/test_submit_locking.py::"
+            "test_a_forced_replacement_racing_the_report_of_its_run_does_not_deadlock",
+        ),
+        "a forced replacement with new param names writes the campaign row before locking its "
+        "records: racing the report of the run it replaces, it deadlocks on PostgreSQL",
+    ),
 ]
