@@ -100,6 +100,8 @@ def create(
         session, campaign.id, [spec for spec in body.records if spec.key in existing]
     )
     changed = {d.key for d in found}
+    if body.force:
+        _lock(session, existing, changed)
     new, replace, skipped = [], [], []
     for spec in body.records:
         old = existing.get(spec.key)
@@ -325,6 +327,21 @@ def _existing(session: Session, campaign_id: int, keys: list[str]) -> dict[str, 
     return found
 
 
+def _lock(session: Session, existing: dict[str, _Existing], keys: set[str]) -> None:
+    """Lock (PostgreSQL) the records a forced submission may replace, in id order, and read
+    their states again: a report or an expiry ending one meanwhile is waited for, and the
+    decision sees the state it left (done: skipped unless force_ignores_success). Records,
+    then their runs (`_replace`), then the campaign (`_note_names`): every writer's order."""
+    ids, state_of = sorted(existing[key].id for key in keys), {}
+    for start in range(0, len(ids), _CHUNK):  # chunks of the sorted ids: still in id order
+        chunk = ids[start : start + _CHUNK]
+        locked = select(REC.c.id, REC.c.state).where(REC.c.id.in_(chunk)).order_by(REC.c.id)
+        state_of.update(session.execute(locked.with_for_update()).all())
+    for key in keys:
+        old = existing[key]
+        old.state = S(state_of.get(old.id, old.state))
+
+
 def _row(spec: wire.RecordSpec, campaign: Campaign, default: int, now: datetime) -> dict:
     where = f"record '{spec.key}'"
     effective = derive_run_args(campaign.defaults, spec.run_args)
@@ -365,8 +382,7 @@ def _insert(
 def _replace(session: Session, olds: list[_Existing], rows: dict[str, dict], now: datetime) -> None:
     """Give existing records their new spec and queue them again with fresh attempts."""
     ids = sorted(old.id for old in olds)
-    # Lock order: records, then their runs; the campaign row last (`_note_names`).
-    session.execute(select(REC.c.id).where(REC.c.id.in_(ids)).order_by(REC.c.id).with_for_update())
+    # Lock order: records (locked by `_lock`), then their runs; the campaign row last.
     records.stop_live_runs(
         session, record_ids=ids, now=now, reason="record replaced by a forced submission"
     )

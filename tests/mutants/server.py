@@ -303,4 +303,16 @@ MUTANTS: list[Mutant] = [
         "a forced replacement with new param names writes the campaign row before locking its "
         "records: racing the report of the run it replaces, it deadlocks on PostgreSQL",
     ),
+    Mutant(
+        "submit-decides-unlocked",
+        "server/catalog/submit.py",
+        "    if body.force:\n        _lock(session, existing, changed)\n",
+        "",
+        (
+            "tests/server/catalog/test_submit_locking.py::"
+            "test_a_record_done_while_a_forced_submission_waited_for_it_is_not_replaced",
+        ),
+        "a forced submission decides on states read before the lock: a record done while it "
+        "waited is replaced without force_ignores_success",
+    ),
 ]

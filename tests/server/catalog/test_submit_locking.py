@@ -21,7 +21,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-import pytest
 from sqlalchemy import select
 
 from farmhand import wire
@@ -137,13 +136,11 @@ def test_a_forced_replacement_racing_the_report_of_its_run_does_not_deadlock(
 
 
 def test_a_record_done_while_a_forced_submission_waited_for_it_is_not_replaced(
-    db: Database, request: pytest.FixtureRequest
+    db: Database,
 ) -> None:
     """Without force_ignores_success a done record is skipped. The submission decides with
     the record locked (PostgreSQL: after the report it waited for), so a record that was
     running when the submission looked, and done when it got the lock, keeps its result."""
-    if db.dialect == "postgresql":  # until the fix: it decided on the state it read unlocked
-        request.applymarker(pytest.mark.xfail(strict=True, reason="a done record replaced"))
     answers, created, run_id = race(db)
     for outcome in (answers, created):
         assert not isinstance(outcome, BaseException), f"{outcome!r}"
