@@ -89,8 +89,14 @@ def note_names(session: Session, campaign: Campaign, params: Iterable[dict[str, 
         names.update(each)
     if len(names) == len(campaign.params):
         return
-    # New names are rare: lock the row, so two submissions do not drop each other's.
-    locked = select(CAMPAIGN.c.params).where(CAMPAIGN.c.id == campaign.id).with_for_update()
+    # New names are rare: lock the row, so two submissions do not drop each other's. FOR NO
+    # KEY UPDATE, as every campaign lock (queue/lifecycle.py): record inserts, whose foreign
+    # key takes FOR KEY SHARE, do not wait for it. Callers take it after their record locks.
+    locked = (
+        select(CAMPAIGN.c.params)
+        .where(CAMPAIGN.c.id == campaign.id)
+        .with_for_update(key_share=True)
+    )
     names.update(session.execute(locked).scalar_one())
     if len(names) > MAX_CAMPAIGN_PARAMS:
         raise Invalid(

@@ -89,17 +89,19 @@ def create(
     default = matching.max_attempts(
         campaign.defaults, default_max_attempts, f"campaign '{campaign.name}'"
     )
-    params.note_names(session, campaign, [spec.params for spec in body.records])
     if not body.force and not any(spec.parents for spec in body.records):
         answer, created = _insert_new(session, campaign, body.records, default, now)
         if created and any(spec.inputs for spec in body.records) and not body.dry_run:
             inputs.attach(session, campaign.id, [s for s in body.records if s.key in created])
+        _note_names(session, campaign, body)
         return _stamp(answer, campaign, body)
     existing = _existing(session, campaign.id, [spec.key for spec in body.records])
     found = differs.differing(
         session, campaign.id, [spec for spec in body.records if spec.key in existing]
     )
     changed = {d.key for d in found}
+    if body.force:
+        _lock(session, existing, changed)
     new, replace, skipped = [], [], []
     for spec in body.records:
         old = existing.get(spec.key)
@@ -128,6 +130,7 @@ def create(
         reopened_from = [existing[s.key].id for s in replace if existing[s.key].state in FINISHED]
         keys = {existing[s.key].id: s.key for s in replace}
         dependencies.reopen(session, reopened_from, keys, now=now)
+    _note_names(session, campaign, body)
     if new or replace:
         lifecycle.reopen_campaigns(session, [campaign.id], now=now)
     kept = set(skipped)
@@ -282,6 +285,17 @@ def _with_differs(
     return answer
 
 
+def _note_names(session: Session, campaign: Campaign, body: wire.RecordsCreate) -> None:
+    """Add the records' param names to the campaign's, after every record and run lock.
+
+    Writing the campaign row locks it (PostgreSQL), and every writer takes the campaign
+    last: records, then runs, then campaigns (queue/lifecycle.py). A replacement locks its
+    record and then its runs; a report of such a run holds them and then locks the campaign
+    to decide `finished_at`. Written first, the campaign made a cycle with that report, and
+    PostgreSQL aborted one of them (DeadlockDetected, a 500; test_submit_locking.py)."""
+    params.note_names(session, campaign, [spec.params for spec in body.records])
+
+
 def _flags(body: wire.RecordsCreate) -> dict[str, bool]:
     return {"force": body.force, "force_ignores_success": body.force_ignores_success}
 
@@ -311,6 +325,21 @@ def _existing(session: Session, campaign_id: int, keys: list[str]) -> dict[str, 
         )
         found.update({key: _Existing(rid, S(state)) for key, rid, state in rows})
     return found
+
+
+def _lock(session: Session, existing: dict[str, _Existing], keys: set[str]) -> None:
+    """Lock (PostgreSQL) the records a forced submission may replace, in id order, and read
+    their states again: a report or an expiry ending one meanwhile is waited for, and the
+    decision sees the state it left (done: skipped unless force_ignores_success). Records,
+    then their runs (`_replace`), then the campaign (`_note_names`): every writer's order."""
+    ids, state_of = sorted(existing[key].id for key in keys), {}
+    for start in range(0, len(ids), _CHUNK):  # chunks of the sorted ids: still in id order
+        chunk = ids[start : start + _CHUNK]
+        locked = select(REC.c.id, REC.c.state).where(REC.c.id.in_(chunk)).order_by(REC.c.id)
+        state_of.update(session.execute(locked.with_for_update()).all())
+    for key in keys:
+        old = existing[key]
+        old.state = S(state_of.get(old.id, old.state))
 
 
 def _row(spec: wire.RecordSpec, campaign: Campaign, default: int, now: datetime) -> dict:
@@ -353,8 +382,7 @@ def _insert(
 def _replace(session: Session, olds: list[_Existing], rows: dict[str, dict], now: datetime) -> None:
     """Give existing records their new spec and queue them again with fresh attempts."""
     ids = sorted(old.id for old in olds)
-    # Lock order: records, then their runs.
-    session.execute(select(REC.c.id).where(REC.c.id.in_(ids)).order_by(REC.c.id).with_for_update())
+    # Lock order: records (locked by `_lock`), then their runs; the campaign row last.
     records.stop_live_runs(
         session, record_ids=ids, now=now, reason="record replaced by a forced submission"
     )

@@ -290,4 +290,29 @@ MUTANTS: list[Mutant] = [
         ),
         "deleting a campaign while a report of its records commits deadlocks on PostgreSQL",
     ),
+    Mutant(
+        "submit-writes-campaign-first",
+        "server/catalog/submit.py",
+        "    if not body.force and not any(spec.parents for spec in body.records):\n",
+        "    _note_names(session, campaign, body)\n"
+        "    if not body.force and not any(spec.parents for spec in body.records):\n",
+        (
+            "tests/server/catalog/test_submit_locking.py::"
+            "test_a_forced_replacement_racing_the_report_of_its_run_does_not_deadlock",
+        ),
+        "a forced replacement with new param names writes the campaign row before locking its "
+        "records: racing the report of the run it replaces, it deadlocks on PostgreSQL",
+    ),
+    Mutant(
+        "submit-decides-unlocked",
+        "server/catalog/submit.py",
+        "    if body.force:\n        _lock(session, existing, changed)\n",
+        "",
+        (
+            "tests/server/catalog/test_submit_locking.py::"
+            "test_a_record_done_while_a_forced_submission_waited_for_it_is_not_replaced",
+        ),
+        "a forced submission decides on states read before the lock: a record done while it "
+        "waited is replaced without force_ignores_success",
+    ),
 ]
