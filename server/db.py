@@ -16,17 +16,20 @@ import asyncio
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any, TypeVar
 
 from sqlalchemy import ARRAY, bindparam, event, func, literal_column
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlmodel import Session, create_engine
 from starlette.concurrency import run_in_threadpool
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: A pooled PostgreSQL connection unused for longer than this is pinged before it is used.
+PING_IDLE_SECONDS = 1.0
 #: The most items (records claimed, runs reported) a transaction run on the event loop may
 #: hold: a bigger one (~90 µs an item) goes to the thread pool, where it does not hold up
 #: every other request of the server.
@@ -88,7 +91,7 @@ class Database:
             }
             kwargs.update(pool_size=20, max_overflow=40)
         else:
-            kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+            kwargs.update(pool_size=10, max_overflow=20)  # pinged when idle: _ping_when_idle
             # psycopg prepares a statement after 5 runs and PostgreSQL may then switch to a
             # generic plan that ignores the values (a seq scan for `key IN (...)`); our
             # statements are cheap to plan, so plan each with its values.
@@ -96,6 +99,8 @@ class Database:
         self.engine: Engine = create_engine(url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
+        else:
+            _ping_when_idle(self.engine, PING_IDLE_SECONDS)
         self._writer = self.engine.execution_options(farmhand_begin="IMMEDIATE")
         self._write_lock = WriteLock() if self.is_sqlite else None
         self._core_writer: Connection | None = None  # SQLite: see `write_core`
@@ -253,6 +258,31 @@ def connection_of(tx: Session | Connection) -> Connection:
     """The Core connection of the transaction a data function runs in (a route's `write()`
     session or its `write_core()` connection)."""
     return tx.connection() if isinstance(tx, Session) else tx
+
+
+def _ping_when_idle(engine: Engine, idle: float) -> None:
+    """SQLAlchemy's `pool_pre_ping`, for connections back in the pool more than `idle`
+    seconds only: a ping is a round trip before every request (about 11 % of the server's
+    CPU per one-at-a-time claim and report, bench.inprocess), and a connection in steady
+    use is known to work. One that fails its ping is replaced before the request sees it
+    (a database restart while the server was idle). One that died less than `idle` seconds
+    after its last use fails its request instead (5xx, which agents retry), and SQLAlchemy
+    then replaces every connection of the pool from before the failure."""
+    dialect = engine.dialect
+
+    @event.listens_for(engine, "checkin")
+    def _note(dbapi_connection: Any, record: Any) -> None:
+        record.info["farmhand_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        since = record.info.get("farmhand_idle_since")
+        if since is None or time.monotonic() - since <= idle:
+            return  # new, or in steady use
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(f"a pooled connection failed its ping: {exc}") from exc
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -315,4 +315,15 @@ MUTANTS: list[Mutant] = [
         "a forced submission decides on states read before the lock: a record done while it "
         "waited is replaced without force_ignores_success",
     ),
+    Mutant(
+        "idle-connections-unpinged",
+        "server/db.py",
+        "        if since is None or time.monotonic() - since <= idle:",
+        "        if True:",
+        (
+            "tests/server/test_db.py::"
+            "test_a_connection_cut_while_idle_is_replaced_before_a_request_sees_it",
+        ),
+        "after a database restart while the server was idle, the first requests fail",
+    ),
 ]

@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
 from sqlmodel import SQLModel
 
 from farmhand.server import db as databases
 from farmhand.server.db import INLINE_MAX_ITEMS, Database, connection_of
 from farmhand.server.errors import Conflict
 from farmhand.server.tables import Campaign
+from tests.support import pg_backends
 
 CAMPAIGN = Campaign.__table__
 
@@ -219,3 +221,37 @@ def test_the_loop_leaves_wal_checkpoints_to_the_thread_pool(
         assert not caplog.records  # the checkpoints themselves succeeded
     finally:
         db.dispose()
+
+
+def _backend_pid(db: Database) -> int:
+    with db.read() as session:
+        return session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+
+
+def _terminate(db: Database, pid: int) -> None:
+    pg_backends.terminate(db.url, pid)  # from a connection of its own, as a restart would
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_connection_cut_while_idle_is_replaced_before_a_request_sees_it(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(databases, "PING_IDLE_SECONDS", 0.0)  # any pause is idle here
+    idle = Database(db.url)
+    try:
+        cut = _backend_pid(idle)
+        _terminate(idle, cut)
+        assert _backend_pid(idle) not in (cut, None)  # pinged, found dead, replaced: no error
+    finally:
+        idle.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_connection_in_steady_use_is_not_pinged(db: Database) -> None:
+    cut = _backend_pid(db)
+    _terminate(db, cut)
+    # Used a moment ago: no ping, so this request meets the cut connection (a 5xx that
+    # agents retry) and SQLAlchemy then replaces the pool's connections.
+    with pytest.raises(OperationalError):
+        _backend_pid(db)
+    assert _backend_pid(db) != cut
