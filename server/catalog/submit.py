@@ -26,9 +26,11 @@ from sqlalchemy import (
     bindparam,
     cast,
     delete,
+    func,
     insert,
     literal,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -36,7 +38,7 @@ from sqlmodel import Session
 
 from farmhand import wire
 from farmhand.server.catalog import campaigns, differs, inputs, params, parents, records
-from farmhand.server.db import connection_of, execute_rows, unnest
+from farmhand.server.db import connection_of, unnest
 from farmhand.server.errors import Invalid, NotFound
 from farmhand.server.queue import graph as dependencies
 from farmhand.server.queue import lifecycle, matching
@@ -186,17 +188,25 @@ def _insert_new(
     rows = []
     for spec in specs:
         row = _row(spec, campaign, default, now)
-        params = {f"b_{name}": row[name] for name in _SPEC_COLUMNS}
         # Most records carry no run_args or tags of their own: skip the encoder for them.
-        params.update(
-            b_run_args=json.dumps(spec.run_args) if spec.run_args else "{}",
-            b_tags=json.dumps(spec.tags) if spec.tags else "[]",
-            b_params=json.dumps(spec.params) if spec.params else "{}",
+        row.update(
+            run_args=json.dumps(spec.run_args) if spec.run_args else "{}",
+            tags=json.dumps(spec.tags) if spec.tags else "[]",
+            params=json.dumps(spec.params) if spec.params else "{}",
         )
-        rows.append(params)
-    inserted = execute_rows(
-        connection_of(session), _INSERT, _INSERT_POSTGRESQL, rows, b_campaign=campaign.id, b_now=now
-    )
+        rows.append([row[name] for name in _SPEC_COLUMNS])
+    conn = connection_of(session)
+    if conn.dialect.name == "postgresql":
+        columns = zip(_SPEC_COLUMNS, zip(*rows, strict=True), strict=True)
+        arrays = {f"b_{name}": list(column) for name, column in columns}
+        inserted = conn.execute(
+            _INSERT_POSTGRESQL, {**arrays, "b_campaign": campaign.id, "b_now": now}
+        )
+    else:
+        rows_json = json.dumps(rows, allow_nan=False)
+        inserted = conn.execute(
+            _INSERT_SQLITE, {"b_rows": rows_json, "b_campaign": campaign.id, "b_now": now}
+        )
     created = set(inserted.scalars())
     if created:
         lifecycle.reopen_campaigns(session, [campaign.id], now=now)
@@ -241,11 +251,18 @@ _NEW_RECORD = {
     "created_at": bindparam("b_now", type_=UTCDateTime),
     "updated_at": bindparam("b_now", type_=UTCDateTime),
 }
-_INSERT = (
+# SQLite: the rows travel as one JSON array of arrays, read back by json_each in C (an
+# executemany converted each row's values in Python: half the server's CPU of a bulk
+# submission). The WHERE lets SQLite's parser tell ON CONFLICT from a join's ON.
+_ROWS = func.json_each(bindparam("b_rows", type_=Text)).table_valued("value")
+_INSERT_SQLITE = (
     sqlite.insert(REC)
-    .values(
-        **{name: bindparam(f"b_{name}", type_=_SPEC_TYPES[name]()) for name in _SPEC_COLUMNS},
-        **_NEW_RECORD,
+    .from_select(
+        [*_SPEC_COLUMNS, *_NEW_RECORD],
+        select(
+            *(func.json_extract(_ROWS.c.value, f"$[{i}]") for i in range(len(_SPEC_COLUMNS))),
+            *_NEW_RECORD.values(),
+        ).where(true()),
     )
     .on_conflict_do_nothing(index_elements=[REC.c.campaign_id, REC.c.key])
     .returning(REC.c.key)

@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
+from farmhand.server.tables import REC
 from farmhand.wire import parse_duration
 from tests.server.helpers import API, agent, campaign, claim, record
 
@@ -365,3 +367,32 @@ def test_a_skipped_key_whose_spec_differs_is_reported_with_the_fields(api: TestC
             "kids": ["parents"],
             "par": ["params"],
         }
+
+
+def test_the_bulk_insert_stores_what_the_general_one_does(api: TestClient) -> None:
+    """A plain submission inserts through one statement fed with all rows at once (JSON on
+    SQLite, arrays on PostgreSQL); a forced one through SQLAlchemy's typed insert. Every
+    column they store must be the same, awkward values included."""
+    c = campaign(api)
+    fields = {
+        "command": "echo 'it''s' \"$X\"\nline two; ü ✓",
+        "params": {"T": 300, "x": 0.5, "name": "a \"b\" ü", "ok": True},
+        "priority": -2_000_000_000,
+        "run_args": {"cores": 2.5, "gpus": 1, "memory": "3G", "walltime": "01:30:00",
+                     "env": {"K": "v=1"}, "max_attempts": 4},
+        "dataset": "ds-1.b",
+        "tags": ["a", "b.c"],
+    }  # fmt: skip
+    bulk = {"campaign_id": c, "records": [{"key": "bulk", **fields}]}
+    general = {"campaign_id": c, "force": True, "records": [{"key": "forced", **fields}]}
+    for body in (bulk, general):
+        r = api.post(f"{API}/records", json=body)
+        assert r.status_code == 201 and r.json()["created"] == 1, r.text
+    with api.app.state.db.engine.connect() as conn:
+        found = conn.execute(select(REC).where(REC.c.campaign_id == c)).mappings().all()
+    stored = {row["key"]: dict(row) for row in found}
+    for column in ("id", "key", "created_at", "updated_at"):
+        for row in stored.values():
+            row.pop(column)
+    assert stored["bulk"] == stored["forced"]
+    assert stored["bulk"]["cores"] == 2.5 and stored["bulk"]["priority"] == -2_000_000_000
