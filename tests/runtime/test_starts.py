@@ -81,9 +81,14 @@ def test_a_start_that_cannot_reach_the_server_does_not_hold_the_result_back(
     that run shows no start."""
     client = live_server.client()
     campaign = client.create_campaign("unheard")
-    client.submit(campaign.id, [wire.RecordSpec(key="k", command="echo '{}' > results.json")])
+    go = tmp_path / "go"  # the command ends only once its start was sent (and cut off)
+    command = f"while [ ! -e {go} ]; do sleep 0.01; done; echo '{{}}' > results.json"
+    client.submit(campaign.id, [wire.RecordSpec(key="k", command=command)])
     cutoff.cut("/runs/starts")
-    assert Running(agent_through(live_server, cutoff, tmp_path / "work")).finish(60) == 0
+    running = Running(agent_through(live_server, cutoff, tmp_path / "work"))
+    wait_for(lambda: cutoff.refused >= 1, what="the start to be sent and cut off")
+    go.touch()
+    assert running.finish(60) == 0
     (record,) = client.records(campaign_id=campaign.id)
     (run,) = client.record(record.id).runs or []
     assert (record.state, record.result, run.state) == ("done", {}, "done")
