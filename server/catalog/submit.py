@@ -16,29 +16,18 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import (
-    JSON,
-    Float,
-    Integer,
-    Text,
-    bindparam,
-    cast,
     delete,
-    func,
     insert,
-    literal,
     select,
-    true,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from farmhand import wire
-from farmhand.server.catalog import campaigns, differs, inputs, params, parents, records
-from farmhand.server.db import connection_of, unnest
+from farmhand.server.catalog import campaigns, differs, inputs, inserts, params, parents, records
+from farmhand.server.db import connection_of
 from farmhand.server.errors import Invalid, NotFound
 from farmhand.server.queue import graph as dependencies
 from farmhand.server.queue import lifecycle, matching
@@ -47,7 +36,6 @@ from farmhand.server.tables import (
     REC,
     RESULT,
     Campaign,
-    UTCDateTime,
 )
 
 S = wire.RecordState
@@ -194,20 +182,8 @@ def _insert_new(
             tags=json.dumps(spec.tags) if spec.tags else "[]",
             params=json.dumps(spec.params) if spec.params else "{}",
         )
-        rows.append([row[name] for name in _SPEC_COLUMNS])
-    conn = connection_of(session)
-    if conn.dialect.name == "postgresql":
-        columns = zip(_SPEC_COLUMNS, zip(*rows, strict=True), strict=True)
-        arrays = {f"b_{name}": list(column) for name, column in columns}
-        inserted = conn.execute(
-            _INSERT_POSTGRESQL, {**arrays, "b_campaign": campaign.id, "b_now": now}
-        )
-    else:
-        rows_json = json.dumps(rows, allow_nan=False)
-        inserted = conn.execute(
-            _INSERT_SQLITE, {"b_rows": rows_json, "b_campaign": campaign.id, "b_now": now}
-        )
-    created = set(inserted.scalars())
+        rows.append(row)
+    created = inserts.insert_new(connection_of(session), rows, campaign_id=campaign.id, now=now)
     if created:
         lifecycle.reopen_campaigns(session, [campaign.id], now=now)
     skipped = [spec for spec in specs if spec.key not in created]
@@ -222,71 +198,6 @@ def _insert_new(
         ),
     )
     return answer, created
-
-
-# The columns a submission sets, with their types for PostgreSQL's unnest(); JSON columns
-# travel as text.
-_SPEC_TYPES: dict[str, Any] = {
-    "key": Text,
-    "command": Text,
-    "params": Text,
-    "priority": Integer,
-    "run_args": Text,
-    "dataset": Text,
-    "tags": Text,
-    "runner": Text,
-    "cores": Float,
-    "gpus": Integer,
-    "memory_mb": Integer,
-    "walltime": Float,
-    "max_attempts": Integer,
-}
-_SPEC_COLUMNS = tuple(_SPEC_TYPES)
-_JSON_COLUMNS = ("run_args", "tags")
-_JSONB_COLUMNS = ("params",)  # JSONB on PostgreSQL
-_NEW_RECORD = {
-    "campaign_id": bindparam("b_campaign", type_=Integer),
-    "state": literal(S.ready.value),
-    "attempts": literal(0),
-    "created_at": bindparam("b_now", type_=UTCDateTime),
-    "updated_at": bindparam("b_now", type_=UTCDateTime),
-}
-# SQLite: the rows travel as one JSON array of arrays, read back by json_each in C (an
-# executemany converted each row's values in Python: half the server's CPU of a bulk
-# submission). The WHERE lets SQLite's parser tell ON CONFLICT from a join's ON.
-_ROWS = func.json_each(bindparam("b_rows", type_=Text)).table_valued("value")
-_INSERT_SQLITE = (
-    sqlite.insert(REC)
-    .from_select(
-        [*_SPEC_COLUMNS, *_NEW_RECORD],
-        select(
-            *(func.json_extract(_ROWS.c.value, f"$[{i}]") for i in range(len(_SPEC_COLUMNS))),
-            *_NEW_RECORD.values(),
-        ).where(true()),
-    )
-    .on_conflict_do_nothing(index_elements=[REC.c.campaign_id, REC.c.key])
-    .returning(REC.c.key)
-)
-_SPECS = unnest(**_SPEC_TYPES)
-_INSERT_POSTGRESQL = (
-    postgresql.insert(REC)
-    .from_select(
-        [*_SPEC_COLUMNS, *_NEW_RECORD],
-        select(
-            *(
-                cast(_SPECS.c[name], JSON)
-                if name in _JSON_COLUMNS
-                else cast(_SPECS.c[name], postgresql.JSONB)
-                if name in _JSONB_COLUMNS
-                else _SPECS.c[name]
-                for name in _SPEC_COLUMNS
-            ),
-            *_NEW_RECORD.values(),
-        ),
-    )
-    .on_conflict_do_nothing(index_elements=[REC.c.campaign_id, REC.c.key])
-    .returning(REC.c.key)
-)
 
 
 def _with_differs(
