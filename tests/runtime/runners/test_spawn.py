@@ -90,9 +90,9 @@ def test_a_shell_that_cannot_be_executed_is_the_runners_failure(tmp_path: Path) 
 
 
 def test_wait_times_out_poll_never_blocks_and_both_agree(tmp_path: Path) -> None:
-    child = start(tmp_path, "read x < fifo; exit 7")
     fifo = tmp_path / "fifo"
-    os.mkfifo(fifo)
+    os.mkfifo(fifo)  # first: the command blocks reading it until the test writes
+    child = start(tmp_path, "read x < fifo; exit 7")
     assert child.poll() is None
     with pytest.raises(subprocess.TimeoutExpired):
         child.wait(0.05)
