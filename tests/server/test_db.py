@@ -247,11 +247,18 @@ def test_a_connection_cut_while_idle_is_replaced_before_a_request_sees_it(
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
-def test_a_connection_in_steady_use_is_not_pinged(db: Database) -> None:
-    cut = _backend_pid(db)
-    _terminate(db, cut)
-    # Used a moment ago: no ping, so this request meets the cut connection (a 5xx that
-    # agents retry) and SQLAlchemy then replaces the pool's connections.
-    with pytest.raises(OperationalError):
-        _backend_pid(db)
-    assert _backend_pid(db) != cut
+def test_a_connection_in_steady_use_is_not_pinged(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(databases, "PING_IDLE_SECONDS", 3600.0)  # however slow the machine
+    busy = Database(db.url)
+    try:
+        cut = _backend_pid(busy)
+        _terminate(busy, cut)
+        # Used a moment ago: no ping, so this request meets the cut connection (a 5xx that
+        # agents retry) and SQLAlchemy then replaces the pool's connections.
+        with pytest.raises(OperationalError):
+            _backend_pid(busy)
+        assert _backend_pid(busy) != cut
+    finally:
+        busy.dispose()
