@@ -18,58 +18,22 @@ the other, in either order, and the outcome must be one of the two orders' outco
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
-
 from sqlalchemy import select
 
 from farmhand import wire
 from farmhand.server.catalog import submit as submission
 from farmhand.server.db import Database
-from farmhand.server.queue import runs
-from farmhand.server.tables import CAMPAIGN, REC, RESULT, RUN
-from tests.server.queue.test_campaign_finish import wait_until_blocked
-from tests.server.queue.test_leases import at, claim, record, setup
+from farmhand.server.tables import CAMPAIGN, RESULT, RUN
+from tests.server.queue.test_campaign_finish import behind_a_paused_report
+from tests.server.queue.test_leases import at, record
 
 
 def race(db: Database, **flags: bool) -> tuple[object, object, int]:
     """k0 running with a waiting child; its report (paused on the child, held by a third
     transaction) and a forced resubmission of k0 with a new command and a new param name,
     started in that order. Returns what each returned (or raised) and k0's run id."""
-    a1, _ = setup(db, 1)
-    (lease,) = claim(db, a1, 1, 0)
-    campaign_id = record(db, "k0").campaign_id
-    with db.write() as s:
-        child = wire.RecordSpec(key="child", command="true", parents=["k0"])
-        body = wire.RecordsCreate(campaign_id=campaign_id, records=[child])
-        submission.create(s, body=body, now=at(0), default_max_attempts=3, max_command_length=99)
-    child_id = record(db, "child").id
-    holding, let_go = threading.Event(), threading.Event()
-    outcomes: dict[str, object] = {}
 
-    def hold_the_child() -> None:
-        with db.write() as s:
-            s.execute(select(REC.c.id).where(REC.c.id == child_id).with_for_update())
-            holding.set()
-            assert let_go.wait(30)
-
-    def step(name: str, work: Callable[[], object]) -> threading.Thread:
-        def run() -> None:
-            try:
-                outcomes[name] = work()
-            except BaseException as exc:  # asserted by the tests
-                outcomes[name] = exc
-
-        thread = threading.Thread(target=run)
-        thread.start()
-        return thread
-
-    def complete() -> object:
-        item = wire.RunReport(run_id=lease.run_id, token=lease.token, verb="complete")
-        with db.write() as s:
-            return runs.report_many(s, reports=[item], now=at(1))
-
-    def resubmit() -> object:
+    def resubmit(campaign_id: int) -> object:
         spec = wire.RecordSpec(key="k0", command="true --again", params={"T": 600})
         body = wire.RecordsCreate(campaign_id=campaign_id, records=[spec], force=True, **flags)
         with db.write() as s:
@@ -77,18 +41,8 @@ def race(db: Database, **flags: bool) -> tuple[object, object, int]:
                 s, body=body, now=at(1), default_max_attempts=3, max_command_length=99
             )
 
-    holder = threading.Thread(target=hold_the_child)
-    holder.start()
-    assert holding.wait(30)
-    reporter = step("report", complete)  # PostgreSQL: k0 and its run locked; waits for the child
-    wait_until_blocked(db, reporter, waiters=1)
-    submitter = step("submit", resubmit)
-    wait_until_blocked(db, submitter, waiters=2)
-    let_go.set()
-    for thread in (holder, reporter, submitter):
-        thread.join(30)
-        assert not thread.is_alive()
-    return outcomes["report"], outcomes["submit"], lease.run_id
+    reported, submitted, lease = behind_a_paused_report(db, resubmit, max_attempts=3)
+    return reported, submitted, lease.run_id
 
 
 def campaign_of(db: Database) -> tuple[list[str], object]:

@@ -211,21 +211,21 @@ def test_a_retry_failed_again_upstream_at_once_leaves_the_campaign_finished(
     assert finished_at(db) is not None, "every record has ended"
 
 
-def test_a_campaign_deleted_while_its_last_report_commits_waits_without_deadlock(
-    db: Database,
-) -> None:
-    """Deleting locks records before the campaign, as every writer does. A report paused
-    between the two (its child is held by a third transaction) while the deletion starts:
-    both complete, one after the other (campaign first, records second was a deadlock)."""
-    from farmhand.server.catalog import removal
-
+def behind_a_paused_report(
+    db: Database, second: Callable[[int], object], *, max_attempts: int = 1
+) -> tuple[object, object, wire.Lease]:
+    """k0 running, with a waiting child that a third transaction holds: k0's report starts
+    (locks k0 and its run, then waits for the child) and then `second(campaign_id)`; the
+    child is let go once both wait. What each returned (or raised), and k0's lease."""
     a1, _ = setup(db, 1)
     (lease,) = claim(db, a1, 1, 0)
     campaign_id = record(db, "k0").campaign_id
     with db.write() as s:
         child = wire.RecordSpec(key="child", command="true", parents=["k0"])
         body = wire.RecordsCreate(campaign_id=campaign_id, records=[child])
-        submission.create(s, body=body, now=at(0), default_max_attempts=1, max_command_length=99)
+        submission.create(
+            s, body=body, now=at(0), default_max_attempts=max_attempts, max_command_length=99
+        )
     child_id = record(db, "child").id
     holding, let_go = threading.Event(), threading.Event()
     outcomes: dict[str, object] = {}
@@ -240,7 +240,7 @@ def test_a_campaign_deleted_while_its_last_report_commits_waits_without_deadlock
         def run() -> None:
             try:
                 outcomes[name] = work()
-            except BaseException as exc:  # asserted below
+            except BaseException as exc:  # asserted by the callers
                 outcomes[name] = exc
 
         thread = threading.Thread(target=run)
@@ -251,24 +251,36 @@ def test_a_campaign_deleted_while_its_last_report_commits_waits_without_deadlock
         with db.write() as s:
             return report(lease)(s)
 
-    def delete() -> object:
-        with db.write_core() as conn:
-            return removal.delete_campaign(conn, campaign_id=campaign_id, force=True, token_id=None)
-
     holder = threading.Thread(target=hold_the_child)
     holder.start()
     assert holding.wait(30)
-    reporter = step("report", complete)  # the parent's record locked; waits for the child
+    reporter = step("report", complete)  # k0 (and on PostgreSQL its run) locked; waits
     wait_until_blocked(db, reporter, waiters=1)
-    deleter = step("delete", delete)
-    wait_until_blocked(db, deleter, waiters=2)
+    other = step("second", lambda: second(campaign_id))
+    wait_until_blocked(db, other, waiters=2)
     let_go.set()
-    for thread in (holder, reporter, deleter):
+    for thread in (holder, reporter, other):
         thread.join(30)
         assert not thread.is_alive()
-    assert isinstance(outcomes["report"], list), outcomes["report"]
-    assert isinstance(outcomes["delete"], wire.CampaignDeleted), outcomes["delete"]
-    assert outcomes["delete"].records == 2
+    return outcomes["report"], outcomes["second"], lease
+
+
+def test_a_campaign_deleted_while_its_last_report_commits_waits_without_deadlock(
+    db: Database,
+) -> None:
+    """Deleting locks records before the campaign, as every writer does. A report paused
+    between the two (its child is held by a third transaction) while the deletion starts:
+    both complete, one after the other (campaign first, records second was a deadlock)."""
+    from farmhand.server.catalog import removal
+
+    def delete(campaign_id: int) -> object:
+        with db.write_core() as conn:
+            return removal.delete_campaign(conn, campaign_id=campaign_id, force=True, token_id=None)
+
+    reported, deleted, _ = behind_a_paused_report(db, delete)
+    assert isinstance(reported, list), reported
+    assert isinstance(deleted, wire.CampaignDeleted), deleted
+    assert deleted.records == 2
 
 
 def wait_until_blocked(db: Database, thread: threading.Thread, *, waiters: int) -> None:
