@@ -94,6 +94,27 @@ MUTANTS: list[Mutant] = [
         "commands inherit the agent's ignored SIGPIPE (a pipeline never ends on a closed pipe)",
     ),
     Mutant(
+        "libc-spawn-keeps-ignored-signals",
+        "agent/runtime/runners/spawn.py",
+        "    return libc(_DEFAULT_SIGNALS)",
+        "    return libc(())",
+        (
+            "tests/runtime/runners/test_spawn.py::"
+            "test_a_new_session_and_the_signals_python_ignores_back_to_default",
+        ),
+        "commands started by the C library's spawn inherit the agent's ignored SIGPIPE",
+    ),
+    Mutant(
+        "spawn-holds-the-gil",
+        "agent/runtime/runners/spawn.py",
+        "        spawner = _libc()",
+        "        spawner = None",
+        (
+            "tests/runtime/runners/test_spawn.py::test_other_threads_run_python_while_a_child_starts",
+        ),
+        "every command's start (~0.5 ms until its exec) stops all the agent's other threads",
+    ),
+    Mutant(
         "spawn-runs-where-cd-failed",
         "agent/runtime/runners/spawn.py",
         " || exit {CD_FAILED}; ",

@@ -15,6 +15,7 @@ program is an engine and not a shell, keep Popen (`start_group`).
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import signal
@@ -24,6 +25,10 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from farmhand.runtime.runners.libc import Libc
 
 __all__ = ["CD_FAILED", "SPAWNS", "Spawned", "spawn_shell"]
 
@@ -59,21 +64,33 @@ def spawn_shell(
     if umask is not None:
         prefix += f"umask {umask:04o}; "
     out, err = os.fspath(stdout), os.fspath(stderr)
-    actions = [
-        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-        (os.POSIX_SPAWN_OPEN, 1, out, _APPEND, 0o666),
-        (os.POSIX_SPAWN_OPEN, 2, err, _APPEND, 0o666),
-    ]
     try:
-        pid = os.posix_spawn(
-            shell,
-            [shell, "-c", prefix + script],
-            env,
-            file_actions=actions,
-            setsid=True,
-            setsigdef=_DEFAULT_SIGNALS,
-            setsigmask=(),
-        )
+        spawner = _libc()
+        if spawner is not None:
+            pid = spawner.spawn(
+                os.fsencode(shell),
+                [os.fsencode(shell), b"-c", os.fsencode(prefix + script)],
+                [_env_entry(key, value) for key, value in env.items()],
+                [
+                    (0, os.fsencode(os.devnull), os.O_RDONLY, 0),
+                    (1, os.fsencode(out), _APPEND, 0o666),
+                    (2, os.fsencode(err), _APPEND, 0o666),
+                ],
+            )
+        else:
+            pid = os.posix_spawn(
+                shell,
+                [shell, "-c", prefix + script],
+                env,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_OPEN, 1, out, _APPEND, 0o666),
+                    (os.POSIX_SPAWN_OPEN, 2, err, _APPEND, 0o666),
+                ],
+                setsid=True,
+                setsigdef=_DEFAULT_SIGNALS,
+                setsigmask=(),
+            )
     except OSError as exc:
         # posix_spawn names the program whatever failed; find out which it was.
         if not os.access(shell, os.X_OK):
@@ -82,6 +99,23 @@ def spawn_shell(
             os.close(os.open(path, _APPEND | os.O_CLOEXEC, 0o666))  # raises, naming it
         raise OSError(exc.errno, exc.strerror) from None  # they open now: a passing fault
     return Spawned(pid)
+
+
+def _libc() -> Libc | None:
+    """The C library's posix_spawn through ctypes (it frees the GIL while the child starts:
+    `libc.py`), unless FARMHAND_SPAWN=os asks for `os.posix_spawn`; None where unreachable."""
+    if os.environ.get("FARMHAND_SPAWN") == "os":
+        return None
+    from farmhand.runtime.runners.libc import libc  # ctypes: only for commands
+
+    return libc(_DEFAULT_SIGNALS)
+
+
+@functools.lru_cache(maxsize=4096)
+def _env_entry(key: str, value: str) -> bytes:
+    """`KEY=value` as exec takes it; the agent's own variables recur, so each is encoded
+    once."""
+    return os.fsencode(key) + b"=" + os.fsencode(value)
 
 
 class Spawned:

@@ -1,19 +1,33 @@
 """`spawn_shell`: the default runner's one-call start (posix_spawn), and `Spawned`, the
-handle it gives: the same directory, umask, files, session and signals as Popen gave."""
+handle it gives: the same directory, umask, files, session and signals as Popen gave. Every
+test runs through both spawns: the C library's through ctypes (the default: it frees the GIL
+while the child starts) and `os.posix_spawn` (FARMHAND_SPAWN=os)."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 import farmhand.runtime.runners.subprocess as subprocess_runner
-from farmhand.runtime.runners import Launch, RunnerFailure
+from farmhand.runtime.runners import Launch, RunnerFailure, spawn
 from farmhand.runtime.runners.spawn import CD_FAILED, Spawned, spawn_shell
 from farmhand.runtime.runners.subprocess import SubprocessRunner
+
+
+@pytest.fixture(autouse=True, params=["libc", "os"])
+def spawner(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "os":
+        monkeypatch.setenv("FARMHAND_SPAWN", "os")
+    else:
+        monkeypatch.delenv("FARMHAND_SPAWN", raising=False)
+        assert spawn._libc() is not None, "the C library's posix_spawn is out of ctypes' reach"
+    return request.param
 
 
 def start(run_dir: Path, script: str, *, umask: int | None = None, shell: str = "/bin/sh"):
@@ -119,3 +133,55 @@ def test_without_posix_spawn_the_default_runner_uses_popen(
     assert not isinstance(handle._popen, Spawned)
     assert handle.wait(15) == 0
     assert (tmp_path / "o").read_text().split() == [str(tmp_path), "0027"]
+
+
+@pytest.mark.parametrize("spawner", ["libc"], indirect=True)
+def test_other_threads_run_python_while_a_child_starts(tmp_path: Path) -> None:
+    """The vfork-like start suspends the calling thread until the child exec's; with the C
+    library's spawn the GIL is free meanwhile. The child's stdout is a fifo nobody reads,
+    so it blocks opening it before its exec, and the spawn with it: only this thread,
+    running Python, can open the reading end that lets both go on."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    # Should the GIL stay held, the test could not end: this opens the fifo after a while.
+    rescue = subprocess.Popen(["sh", "-c", f"sleep 30; exec 3< '{fifo}'"])
+    inside = threading.Event()
+    returned: list[Spawned] = []
+
+    def start_it() -> None:
+        inside.set()
+        returned.append(spawn_shell("/bin/sh", "true", cwd=tmp_path, env={}, stdout=fifo,
+                                    stderr=tmp_path / "err"))  # fmt: skip
+
+    starter = threading.Thread(target=start_it)
+    try:
+        starter.start()
+        assert inside.wait(15)
+        deadline = time.monotonic() + 60
+        while not returned and not _unexeced_child(os.getpid()):  # it is inside the spawn
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        assert not returned, "the spawn returned before anything read its child's stdout"
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # Python, on this thread
+        starter.join(15)
+        os.close(reader)
+        assert returned and returned[0].wait(15) == 0
+    finally:
+        rescue.kill()
+        rescue.wait()
+
+
+def _unexeced_child(parent: int) -> bool:
+    """Whether `parent` has a child that has not exec'd yet (it still runs Python)."""
+    me = Path(f"/proc/{parent}/comm").read_text()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == parent:
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm, _, rest = stat.partition(") ")
+        if int(rest.split()[1]) == parent and comm.split(" (", 1)[1] + "\n" == me:
+            return True
+    return False
