@@ -17,9 +17,12 @@ import shutil
 import stat
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from farmhand import wire
+
+if TYPE_CHECKING:
+    from farmhand.runtime.files.spares import Spares
 
 __all__ = [
     "MAX_RESULTS_BYTES",
@@ -61,8 +64,11 @@ def safe_name(key: str) -> str:
     return f"{text or '_'}~{digest}"
 
 
-def make_run_dir(workdir: Path, campaign_id: int, key: str, run_id: int) -> Path:
-    """Create `workdir/runs/<campaign_id>/<safe key>/<run_id>/` and return it (absolute).
+def make_run_dir(
+    workdir: Path, campaign_id: int, key: str, run_id: int, spares: Spares | None = None
+) -> Path:
+    """Create `workdir/runs/<campaign_id>/<safe key>/<run_id>/` and return it (absolute),
+    from `spares` where it holds empty directories.
 
     Raises FileExistsError if that run directory already exists: a run id is never reused,
     so an existing directory means leftovers that must not be mixed into a new run.
@@ -76,9 +82,11 @@ def make_run_dir(workdir: Path, campaign_id: int, key: str, run_id: int) -> Path
     parent = _runs_root(os.fspath(workdir)) / str(campaign_id) / name
     path = parent / str(run_id)
     for _ in range(3):
-        parent.mkdir(parents=True, exist_ok=True)
+        if spares is None or not spares.place_dir(parent):
+            parent.mkdir(parents=True, exist_ok=True)
         try:
-            path.mkdir()
+            if spares is None or not spares.place_dir(path):
+                path.mkdir()
             return path
         except FileNotFoundError:  # the key's directory was just removed as empty: again
             continue
@@ -196,9 +204,10 @@ def _remove_flat(path: str) -> bool:
     return True
 
 
-def remove_run_dir(path: Path) -> None:
+def remove_run_dir(path: Path, spares: Spares | None = None) -> None:
     """Remove a (partial) run directory and everything in it, then its parent (the
-    record's key directory) if that is left empty; a missing one is fine.
+    record's key directory) if that is left empty; a missing one is fine. With `spares`,
+    what is left empty goes to that pool instead (`spares.py`).
 
     Read-only files and directories a command left behind are made writable first.
     """
@@ -211,7 +220,10 @@ def remove_run_dir(path: Path) -> None:
         path.unlink()
         return
     try:
-        flat = _remove_flat(os.fspath(path))
+        flat = spares is not None and spares.keep(path)
+        if flat and spares.keep_empty_dir(path.parent):
+            return
+        flat = flat or _remove_flat(os.fspath(path))
     except OSError:  # a read-only directory, say: rmtree makes it writable and goes on
         flat = False
     if flat:
