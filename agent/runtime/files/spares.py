@@ -10,9 +10,9 @@ file system each is a round trip to the metadata server. A rename is none of tha
 
 A spare looks like what it replaces: an empty directory, or an empty file, with the mode a
 new one would get, owned by the agent, not linked elsewhere. Anything else in a run
-directory is removed as before. The pool is `<workdir>/runs/.spare-<pid>/`, this process's
-own; `clear()` removes it when the agent stops, and `sweep()` removes those of processes
-that are gone.
+directory is removed as before. The pool is `<workdir>/runs/.spare-<pid>-<n>/`, this
+agent's own; `clear()` removes it when the agent stops, and `sweep()` removes those of
+processes that are gone.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ log = logging.getLogger("farmhand.agent")
 #: the agent had in use at once.
 LIMIT = 4096
 
+
+_POOLS = itertools.count()
 
 #: File systems in memory, where the pool does not pay.
 IN_MEMORY = frozenset({"tmpfs", "ramfs"})
@@ -81,7 +83,8 @@ class Spares:
     for the agent's next runs."""
 
     def __init__(self, runs_root: Path, *, umask: int, limit: int = LIMIT):
-        self.directory = Path(runs_root) / f".spare-{os.getpid()}"
+        # Two agents of one process (tests, notebooks) on one work directory: a pool each.
+        self.directory = Path(runs_root) / f".spare-{os.getpid()}-{next(_POOLS)}"
         self.limit = limit
         self._uid = os.geteuid()
         self._dir_mode = 0o777 & ~umask
@@ -240,6 +243,7 @@ class Spares:
         except OSError:
             return
         for entry in entries:
-            pid = entry.name.removeprefix(".spare-")
-            if pid != entry.name and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            pid = entry.name.removeprefix(".spare-").split("-")[0]
+            mine = entry.name.startswith(".spare-") and pid.isdigit()
+            if mine and not os.path.exists(f"/proc/{pid}"):
                 shutil.rmtree(entry.path, ignore_errors=True)
