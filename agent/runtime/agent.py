@@ -30,7 +30,6 @@ from farmhand.client.retry import retry_unavailable
 from farmhand.runtime.attempt import CHECK_EVERY, Attempt, Context, describe_exit
 from farmhand.runtime.config import AgentConfig
 from farmhand.runtime.context import StopState
-from farmhand.runtime.files.spares import Spares
 from farmhand.runtime.files.stage_in import SnapshotSettings
 from farmhand.runtime.heartbeat import HeartbeatThread
 from farmhand.runtime.intake import Intake
@@ -74,7 +73,6 @@ class Agent(Intake):
         self.walltime = Walltime(None, config.walltime_margin, "not yet known")
         self.disk = DiskGuard(workdir, config.disk_limit)
         self.outbox = Outbox(config.outbox_dir.resolve(), self.client, self._report_settled)
-        self.spares = self.outbox.spares = Spares.for_agent(workdir)
         self.heartbeat: HeartbeatThread | None = None
         self.paused: str | None = None  #: why the agent claims nothing now
         self._cond = threading.Condition()
@@ -93,7 +91,7 @@ class Agent(Intake):
             runners=self.runners,
             allocator=self.allocator,
             outbox=self.outbox,
-            snapshots=SnapshotSettings.of(config, workdir, self.client, self.spares),
+            snapshots=SnapshotSettings.of(config, workdir, self.client),
             starts=self.starts,
             slots=Slots(config.slots),
             run_umask=config.run_umask,
@@ -213,8 +211,6 @@ class Agent(Intake):
     def _prepare(self) -> None:
         cfg = self.config
         self._context.workdir.mkdir(parents=True, exist_ok=True)
-        if self.spares is not None:
-            Spares.sweep(self.spares.directory.parent)  # pools of agents killed here
         self.outbox.open()
         self.walltime = Walltime.discover(
             walltime=cfg.walltime, margin=cfg.walltime_margin, environ=os.environ
@@ -307,8 +303,6 @@ class Agent(Intake):
                 self.client.deregister(self.agent_id, timeout=SHUTDOWN_CALL_TIMEOUT)
             except FarmhandError as exc:
                 log.warning("could not deregister agent %d: %s", self.agent_id, exc)
-        if self.spares is not None:
-            self.spares.clear()
         log.info("agent %s stopped: %s", self.name, self.tally.summary())
         if self._stop.last_to_finish():
             self._close_client()

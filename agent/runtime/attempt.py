@@ -163,9 +163,7 @@ class Attempt(Outcomes):
         if self.plan.error is not None:
             return self._fail(self.plan.error, None)
         try:
-            self.run_dir = make_run_dir(
-                ctx.workdir, lease.campaign_id, lease.key, lease.run_id, ctx.snapshots.spares
-            )
+            self.run_dir = make_run_dir(ctx.workdir, lease.campaign_id, lease.key, lease.run_id)
             write_parents(self.run_dir, lease.parents)
             write_params(self.run_dir, lease.params)
         except (OSError, ValueError) as exc:
@@ -297,10 +295,6 @@ class Attempt(Outcomes):
         """Start the command unless aborted meanwhile; an error message if it cannot start."""
         run_dir, lease = self.run_dir, self.lease
         assert run_dir is not None
-        spares = self.context.snapshots.spares
-        if spares is not None:  # the output files, from empty ones an earlier run left
-            spares.place_file(run_dir / STDOUT_FILE)
-            spares.place_file(run_dir / STDERR_FILE)
         launch = Launch(
             command=lease.command,
             run_dir=run_dir,

@@ -39,7 +39,6 @@ from farmhand.client.retry import Backoff, is_transient
 from farmhand.runtime.files import archive_uploads, spool
 from farmhand.runtime.files.group_commit import GroupWriter
 from farmhand.runtime.files.rundirs import remove_run_dir
-from farmhand.runtime.files.spares import Spares
 from farmhand.runtime.files.spool import VERBS, Entry
 
 __all__ = ["Entry", "Outbox"]
@@ -79,7 +78,6 @@ class Outbox:
         self.backoff = Backoff(0.5, max_pause)
         self.last_error: str | None = None  #: why the last delivery failed; None after one worked
         self.delivered = 0  #: entries the server applied
-        self.spares: Spares | None = None  #: where delivered runs' directories go
         self._cond = threading.Condition()
         self._wake = threading.Event()  # a new entry
         self._retry_now = threading.Event()  # end a backoff pause early
@@ -374,7 +372,7 @@ class Outbox:
             entry.archive_file.unlink(missing_ok=True)
         if ack is not None and entry.remove_after is not None and entry.body.get("archive"):
             try:
-                remove_run_dir(entry.remove_after, self.spares)
+                remove_run_dir(entry.remove_after)
             except OSError as exc:
                 log.warning("could not remove %s: %s", entry.remove_after, exc)
         with self._cond:

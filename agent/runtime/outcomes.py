@@ -68,7 +68,6 @@ class Outcomes:
                 self.run_dir,
                 self.context.outbox.archives,
                 staged=self.prepared.staged if self.prepared is not None else {},
-                spares=self.context.snapshots.spares,
             )
             if packed is not None:
                 body.archive, pending, data = packed.sha256, packed.pending, packed.data
@@ -140,6 +139,6 @@ class Outcomes:
     def _remove_run_dir(self) -> None:
         if self.run_dir is not None:
             try:
-                remove_run_dir(self.run_dir, self.context.snapshots.spares)
+                remove_run_dir(self.run_dir)
             except OSError as exc:
                 log.warning("could not remove %s: %s", self.run_dir, exc)

@@ -115,32 +115,6 @@ MUTANTS: list[Mutant] = [
         "every command's start (~0.5 ms until its exec) stops all the agent's other threads",
     ),
     Mutant(
-        "spare-keeps-old-output",
-        "agent/runtime/files/spares.py",
-        "                if info.st_size:",
-        "                if False:",
-        ("tests/runtime/files/test_spares.py::test_the_next_run_gets_the_last_ones_inodes_empty",),
-        "a recycled stdout.txt still holds the earlier run's output",
-    ),
-    Mutant(
-        "spare-replaces-inputs",
-        "agent/runtime/files/spares.py",
-        "        return self._place(self._files, path, look_first=True)",
-        "        return self._place(self._files, path, look_first=False)",
-        ("tests/runtime/files/test_spares.py::test_an_existing_file_is_never_replaced_by_a_spare",),
-        "an input named stdout.txt is replaced by an empty spare file",
-    ),
-    Mutant(
-        "spare-truncates-linked-files",
-        "agent/runtime/files/spares.py",
-        "and info.st_nlink == 1:",
-        ":",
-        (
-            "tests/runtime/files/test_spares.py::test_what_is_not_like_a_new_one_is_deleted_not_kept",
-        ),
-        "a file the command hard-linked elsewhere is emptied there too",
-    ),
-    Mutant(
         "spawn-runs-where-cd-failed",
         "agent/runtime/runners/spawn.py",
         " || exit {CD_FAILED}; ",

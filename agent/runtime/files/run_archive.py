@@ -34,14 +34,11 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from farmhand import wire
 from farmhand.runtime.files.archives import ArchiveError, pack_small
 from farmhand.runtime.files.parents import PARENTS_DIR
-
-if TYPE_CHECKING:
-    from farmhand.runtime.files.spares import Spares
 
 #: The run directory's checkpoint directory, which staging makes (`checkpoints` names it
 #: from here).
@@ -121,14 +118,7 @@ def pack(
     return Packed(sha256, pending=path)
 
 
-def archive(
-    lease: wire.Lease,
-    run_dir: Path,
-    archives: Path,
-    *,
-    staged: Staged,
-    spares: Spares | None = None,
-) -> Packed | None:
+def archive(lease: wire.Lease, run_dir: Path, archives: Path, *, staged: Staged) -> Packed | None:
     """The run's archive as its run_args ask (`archive`, `archive_exclude`), packed for the
     outbox; None when there is none (not wanted, or it could not be made: logged)."""
     try:
@@ -138,8 +128,6 @@ def archive(
     except ValueError as exc:
         log.warning("no archive of %s (run %d): %s", lease.key, lease.run_id, exc)
         return None
-    checkpoint = run_dir / CHECKPOINT_DIR
-    if spares is None or not spares.keep_empty_dir(checkpoint):
-        with contextlib.suppress(OSError):  # not empty (or gone): packed as it is
-            os.rmdir(checkpoint)
+    with contextlib.suppress(OSError):  # not empty (or gone): packed as it is
+        os.rmdir(run_dir / CHECKPOINT_DIR)
     return pack(lease, run_dir, archives, exclude=exclude, staged=staged)

@@ -17,12 +17,9 @@ import shutil
 import stat
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from farmhand import wire
-
-if TYPE_CHECKING:
-    from farmhand.runtime.files.spares import Spares
 
 __all__ = [
     "MAX_RESULTS_BYTES",
@@ -64,11 +61,8 @@ def safe_name(key: str) -> str:
     return f"{text or '_'}~{digest}"
 
 
-def make_run_dir(
-    workdir: Path, campaign_id: int, key: str, run_id: int, spares: Spares | None = None
-) -> Path:
-    """Create `workdir/runs/<campaign_id>/<safe key>/<run_id>/` and return it (absolute),
-    from `spares` where it holds empty directories.
+def make_run_dir(workdir: Path, campaign_id: int, key: str, run_id: int) -> Path:
+    """Create `workdir/runs/<campaign_id>/<safe key>/<run_id>/` and return it (absolute).
 
     Raises FileExistsError if that run directory already exists: a run id is never reused,
     so an existing directory means leftovers that must not be mixed into a new run.
@@ -82,11 +76,9 @@ def make_run_dir(
     parent = _runs_root(os.fspath(workdir)) / str(campaign_id) / name
     path = parent / str(run_id)
     for _ in range(3):
-        if spares is None or not spares.place_dir(parent):
-            parent.mkdir(parents=True, exist_ok=True)
+        parent.mkdir(parents=True, exist_ok=True)
         try:
-            if spares is None or not spares.place_dir(path):
-                path.mkdir()
+            path.mkdir()
             return path
         except FileNotFoundError:  # the key's directory was just removed as empty: again
             continue
@@ -204,10 +196,9 @@ def _remove_flat(path: str) -> bool:
     return True
 
 
-def remove_run_dir(path: Path, spares: Spares | None = None) -> None:
+def remove_run_dir(path: Path) -> None:
     """Remove a (partial) run directory and everything in it, then its parent (the
-    record's key directory) if that is left empty; a missing one is fine. With `spares`,
-    what is left empty goes to that pool instead (`spares.py`).
+    record's key directory) if that is left empty; a missing one is fine.
 
     Read-only files and directories a command left behind are made writable first.
     """
@@ -220,10 +211,7 @@ def remove_run_dir(path: Path, spares: Spares | None = None) -> None:
         path.unlink()
         return
     try:
-        flat = spares is not None and spares.keep(path)
-        if flat and spares.keep_empty_dir(path.parent):
-            return
-        flat = flat or _remove_flat(os.fspath(path))
+        flat = _remove_flat(os.fspath(path))
     except OSError:  # a read-only directory, say: rmtree makes it writable and goes on
         flat = False
     if flat:

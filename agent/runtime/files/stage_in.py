@@ -25,7 +25,6 @@ from farmhand.runtime.files.run_archive import Staged, stat_identity
 
 if TYPE_CHECKING:
     from farmhand.runtime.config import AgentConfig
-    from farmhand.runtime.files.spares import Spares
 
 __all__ = ["Prepared", "SnapshotSettings", "stage_snapshots"]
 
@@ -44,16 +43,9 @@ class SnapshotSettings:
     max_extract_files: int
     checkpoint_interval: float  # seconds; run_args checkpoint_interval overrides
     keep_failed_workdir: bool = False
-    spares: Spares | None = None  # empty directories and files for the next runs
 
     @classmethod
-    def of(
-        cls,
-        config: AgentConfig,
-        workdir: Path,
-        client: FarmhandClient,
-        spares: Spares | None = None,
-    ) -> SnapshotSettings:
+    def of(cls, config: AgentConfig, workdir: Path, client: FarmhandClient) -> SnapshotSettings:
         """The settings an agent's `config` gives, its snapshot cache under `workdir`."""
         return cls(
             cache=SnapshotCache(workdir / CACHE_DIR, client, config.cache_limit),
@@ -62,7 +54,6 @@ class SnapshotSettings:
             max_extract_files=config.max_extract_files,
             checkpoint_interval=config.checkpoint_interval,
             keep_failed_workdir=config.keep_failed_workdir,
-            spares=spares,
         )
 
 
@@ -112,8 +103,7 @@ def stage_snapshots(
         )
     directory = run_dir / checkpoints.CHECKPOINT_DIR
     try:
-        if settings.spares is None or not settings.spares.place_dir(directory):
-            directory.mkdir()
+        directory.mkdir()
         made = True
     except FileExistsError:  # an input or a parent's archive put it there
         made = False
