@@ -115,6 +115,17 @@ MUTANTS: list[Mutant] = [
         "every command's start (~0.5 ms until its exec) stops all the agent's other threads",
     ),
     Mutant(
+        "key-dir-race-orphans",
+        "agent/runtime/files/rundirs.py",
+        "        except FileExistsError:  # it was there, then removed",
+        "        except NotADirectoryError:  # it was there, then removed",
+        (
+            "tests/runtime/files/test_rundirs.py::"
+            "test_a_key_directory_removed_while_it_is_made_is_made_again",
+        ),
+        "a retry staged while its record's last run dir is cleaned up is orphaned",
+    ),
+    Mutant(
         "spawn-runs-where-cd-failed",
         "agent/runtime/runners/spawn.py",
         " || exit {CD_FAILED}; ",

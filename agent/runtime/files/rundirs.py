@@ -75,13 +75,19 @@ def make_run_dir(workdir: Path, campaign_id: int, key: str, run_id: int) -> Path
         raise ValueError(f"record key {key!r} would leave the work directory")
     parent = _runs_root(os.fspath(workdir)) / str(campaign_id) / name
     path = parent / str(run_id)
+    # The key's directory may be removed as empty at any moment (the last run of the same
+    # record being cleaned up on another thread): it is made again.
     for _ in range(3):
-        parent.mkdir(parents=True, exist_ok=True)
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # it was there, then removed before mkdir looked at it
+            continue
         try:
             path.mkdir()
             return path
-        except FileNotFoundError:  # the key's directory was just removed as empty: again
+        except FileNotFoundError:  # removed between the two mkdirs
             continue
+    parent.mkdir(parents=True, exist_ok=True)
     path.mkdir()  # raises what keeps failing
     return path
 

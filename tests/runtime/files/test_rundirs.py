@@ -202,6 +202,32 @@ def test_the_key_directory_goes_with_its_last_run(tmp_path: Path) -> None:
     assert make_run_dir(tmp_path, 1, "k", 3).is_dir()  # and a later run makes it again
 
 
+def test_a_key_directory_removed_while_it_is_made_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mkdir finds the key's directory there, and the cleanup of the record's earlier run
+    removes it before pathlib looks (seen in CI: a retry orphaned as unstageable)."""
+    key_dir = tmp_path / "runs" / "7" / "k"
+    key_dir.parent.mkdir(parents=True)  # the campaign's, made by an earlier record
+    real_mkdir, raced = os.mkdir, []
+
+    def racing_mkdir(path, mode=0o777):
+        if os.fspath(path) == os.fspath(key_dir) and not raced:
+            raced.append(True)
+            real_mkdir(path, mode)
+            os.rmdir(path)  # the other thread's removal, just after our EEXIST
+            raise FileExistsError(17, "File exists", os.fspath(path))
+        return real_mkdir(path, mode)
+
+    monkeypatch.setattr(os, "mkdir", racing_mkdir)
+    run_dir = make_run_dir(tmp_path, 7, "k", 1)
+    assert raced and run_dir.is_dir() and run_dir.parent == key_dir
+    # A file where the key's directory belongs still fails, naming it.
+    (tmp_path / "runs" / "7" / "f").write_text("")
+    with pytest.raises(FileExistsError):
+        make_run_dir(tmp_path, 7, "f", 2)
+
+
 def test_results_document_round_trips_through_the_wire(tmp_path: Path) -> None:
     document = {"key": "k", "values": [1.0, 2.5], "nested": {"unicode": "é"}}
     write_results(tmp_path, json.dumps(document))
