@@ -28,7 +28,8 @@ from bench.scratch import BACKENDS, backends, database, migrated, server, stop
 from farmhand import wire
 from farmhand.cli.demo import free_port
 from farmhand.client import FarmhandClient
-from farmhand.server.catalog import campaigns, submit
+from farmhand.server.catalog import campaigns
+from farmhand.server.catalog.submission import submit
 from farmhand.server.db import Database
 from farmhand.server.queue import agents, claim, runs
 from farmhand.server.tables import utcnow

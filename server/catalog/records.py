@@ -1,5 +1,5 @@
 """Records: list with keyset pagination, get with runs, cancel and retry (submission is in
-`submit.py`)."""
+`submission/submit.py`)."""
 
 from __future__ import annotations
 

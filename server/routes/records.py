@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Response
 
 from farmhand import wire
-from farmhand.server.catalog import campaigns, params, records, submit, walk
+from farmhand.server.catalog import campaigns, params, records, walk
+from farmhand.server.catalog.submission import submit
 from farmhand.server.routes.deps import (
     DbDep,
     NowDep,

@@ -292,12 +292,12 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "submit-writes-campaign-first",
-        "server/catalog/submit.py",
+        "server/catalog/submission/submit.py",
         "    if not body.force and not any(spec.parents for spec in body.records):\n",
         "    _note_names(session, campaign, body)\n"
         "    if not body.force and not any(spec.parents for spec in body.records):\n",
         (
-            "tests/server/catalog/test_submit_locking.py::"
+            "tests/server/catalog/submission/test_submit_locking.py::"
             "test_a_forced_replacement_racing_the_report_of_its_run_does_not_deadlock",
         ),
         "a forced replacement with new param names writes the campaign row before locking its "
@@ -305,11 +305,11 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant(
         "submit-decides-unlocked",
-        "server/catalog/submit.py",
+        "server/catalog/submission/submit.py",
         "    if body.force:\n        _lock(session, existing, changed)\n",
         "",
         (
-            "tests/server/catalog/test_submit_locking.py::"
+            "tests/server/catalog/submission/test_submit_locking.py::"
             "test_a_record_done_while_a_forced_submission_waited_for_it_is_not_replaced",
         ),
         "a forced submission decides on states read before the lock: a record done while it "

@@ -31,7 +31,7 @@ from sqlmodel import Session
 from farmhand import wire
 from farmhand.server.catalog import campaigns
 from farmhand.server.catalog import records as catalog
-from farmhand.server.catalog import submit as submission
+from farmhand.server.catalog.submission import submit as submission
 from farmhand.server.db import Database
 from farmhand.server.queue import leases, runs
 from farmhand.server.tables import CAMPAIGN, REC

@@ -21,7 +21,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from farmhand import wire
 from farmhand.server import prepared
-from farmhand.server.catalog import campaigns, submit
+from farmhand.server.catalog import campaigns
+from farmhand.server.catalog.submission import submit
 from farmhand.server.db import Database
 from farmhand.server.queue import agents, claim, lifecycle, reports
 

@@ -8,7 +8,8 @@ import pytest
 from sqlmodel import select
 
 from farmhand import wire
-from farmhand.server.catalog import campaigns, submit
+from farmhand.server.catalog import campaigns
+from farmhand.server.catalog.submission import submit
 from farmhand.server.db import Database
 from farmhand.server.errors import Conflict, NotFound
 from farmhand.server.queue import agents, held_leases, leases

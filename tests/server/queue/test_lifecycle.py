@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from farmhand.server.routes import leases as lease_routes
-from tests.server.catalog.test_submit import by_key, post
+from tests.server.catalog.submission.test_submit import by_key, post
 from tests.server.helpers import API, agent, campaign, record
 
 

@@ -186,7 +186,7 @@ def test_a_submission_racing_the_same_keys_waits_and_skips_them(db: Database) ->
     """Two uncommitted submissions of the same keys: the second waits for the first, then
     skips every key instead of failing on the unique constraint."""
     from farmhand.server.catalog import campaigns
-    from farmhand.server.catalog import submit as submission
+    from farmhand.server.catalog.submission import submit as submission
 
     with db.write() as s:
         c = campaigns.create(s, spec=wire.CampaignCreate(name="race")).id
@@ -232,7 +232,7 @@ def test_a_child_submitted_while_its_parents_report_waits_is_unblocked_by_it(
     """The report asks which records have children only once it holds them: a child whose
     submission held the parent (the edge's foreign key) while the report waited is seen,
     and made ready, by that report."""
-    from farmhand.server.catalog import submit as submission
+    from farmhand.server.catalog.submission import submit as submission
 
     a1, _ = setup(db, 1)
     (lease,) = claim(db, a1, 1, 0)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from farmhand import wire
-from farmhand.server.catalog import submit as submission
+from farmhand.server.catalog.submission import submit as submission
 from farmhand.server.db import Database
 from farmhand.server.tables import CAMPAIGN, RESULT, RUN
 from tests.server.queue.test_campaign_finish import behind_a_paused_report

@@ -4,7 +4,8 @@
 On PostgreSQL the rows travel as one array per column, read by `unnest(…)`; on SQLite as
 one JSON array of arrays, read by `json_each`/`json_extract` in C (an executemany converted
 each row's values in Python: half the server's CPU of a 100,000-record submission). A test
-holds what both store equal to SQLAlchemy's typed insert (tests/server/catalog/test_submit.py).
+holds what both store equal to SQLAlchemy's typed insert
+(tests/server/catalog/submission/test_submit.py).
 """
 
 from __future__ import annotations

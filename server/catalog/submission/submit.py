@@ -26,7 +26,8 @@ from sqlalchemy import (
 from sqlmodel import Session
 
 from farmhand import wire
-from farmhand.server.catalog import campaigns, differs, inputs, inserts, params, parents, records
+from farmhand.server.catalog import campaigns, inputs, params, records
+from farmhand.server.catalog.submission import differs, inserts, parents
 from farmhand.server.db import connection_of
 from farmhand.server.errors import Invalid, NotFound
 from farmhand.server.queue import graph as dependencies
