@@ -52,26 +52,35 @@ def serve(url: str, data_dir: Path, **settings: object) -> tuple[subprocess.Pope
 
 
 def wake_latencies(claim_at: str, submit_to: str, rounds: int) -> list[float]:
-    """Seconds from a submit call (through `submit_to`) to a waiting claim's answer."""
+    """Seconds from a submit call (through `submit_to`) to a waiting claim's answer. Each
+    round's claim asks for its row's campaign only and its record is completed at once: a
+    record left leased would come back when its lease ran out, and a later round's claim
+    would take it before its own submit (a negative latency)."""
     with FarmhandClient(claim_at, TOKEN) as a, FarmhandClient(submit_to, TOKEN) as b:
         campaign = a.create_campaign("wake").id
         me = a.register(wire.AgentRegister(name="bench", host="h", slots=1)).agent.id
 
-        def claim(answered: list[float]) -> None:
+        def claim(answered: list[tuple[float, wire.Lease]]) -> None:
             with FarmhandClient(claim_at, TOKEN) as client:
-                got = client.claim(me, 1, wait=30)
-                answered.append(time.perf_counter() if got else float("nan"))
+                got = client.claim(me, 1, wait=30, campaign_id=campaign)
+                answered.extend((time.perf_counter(), lease) for lease in got)
 
         out = []
         for n in range(rounds):
-            answered: list[float] = []
+            answered: list[tuple[float, wire.Lease]] = []
             thread = threading.Thread(target=claim, args=(answered,))
             thread.start()
             time.sleep(random.uniform(*SETTLE))
             began = time.perf_counter()
             b.submit(campaign, [wire.RecordSpec(key=f"k{n}", command="true")])
             thread.join()
-            out.append(answered[0] - began)
+            if not answered:
+                raise RuntimeError(f"round {n}: the claim got nothing within its 30 s wait")
+            at, lease = answered[0]
+            if lease.key != f"k{n}":
+                raise RuntimeError(f"round {n}: the claim got {lease.key!r}, not k{n}")
+            a.complete(lease.run_id, wire.RunComplete(token=lease.token))
+            out.append(at - began)
         return out
 
 
