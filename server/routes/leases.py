@@ -63,13 +63,7 @@ async def claim(body: wire.ClaimRequest, call: AgentCallDep) -> Response:
         # Woken (about one claim per record) by whatever makes records ready here or on
         # another replica, or (every claim) by the queue watch (app.py) when a lease ran
         # out, work came without a wakeup, or a woken claim did not fit what was left.
-        # A wait that ran out unwoken ends without another attempt: the watch found
-        # nothing claimable meanwhile (or it would have woken this claim), and the agent's
-        # next claim looks again at once. That last attempt was half of what 1,000 idle
-        # agents cost the server.
-        woken = await wakeup.wait(remaining, since=seen)
-        if not woken and wakeup.generation == seen:
-            return granted.answer
+        await wakeup.wait(remaining, since=seen)
 
 
 #: Seconds of a long poll not waited for: the event loop's timers (uvloop's clock counts

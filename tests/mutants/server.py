@@ -195,28 +195,13 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "waiters-poll-each",
         "server/routes/leases.py",
-        "        woken = await wakeup.wait(remaining, since=seen)\n"
-        "        if not woken and wakeup.generation == seen:",
-        "        woken = await wakeup.wait("
-        "min(remaining, call.settings.claim_poll_interval), since=seen)\n"
-        "        if False:",
+        "        await wakeup.wait(remaining, since=seen)",
+        "        await wakeup.wait(min(remaining, call.settings.claim_poll_interval), since=seen)",
         (
             "tests/e2e/server/test_long_poll.py::"
             "test_idle_claims_cost_one_look_per_interval_not_a_claim_each",
         ),
         "every waiting claim re-runs a claim transaction each poll interval (issue 16)",
-    ),
-    Mutant(
-        "wait-ends-with-a-claim",
-        "server/routes/leases.py",
-        "        if not woken and wakeup.generation == seen:",
-        "        if False:",
-        (
-            "tests/e2e/server/test_long_poll.py::"
-            "test_idle_claims_cost_one_look_per_interval_not_a_claim_each",
-        ),
-        "a long poll that ran out unwoken runs one more claim transaction before it answers: "
-        "half of what idle agents cost the server (issue 16)",
     ),
     Mutant(
         "queue-watch-silent",

@@ -199,5 +199,5 @@ def test_without_listen_notify_claims_find_other_replicas_records_by_polling(
     wait_for(lambda: listening(b), what="replica B to LISTEN")  # B's NOTIFY goes unheard
     leases, took = claim_across(a, b, ["k0", "k1", "k2"])
     assert len(leases) == 3
-    assert took < WAIT / 2  # found by A's own re-checks, well before the wait runs out
+    assert took < WAIT / 2  # found by A's own re-checks, well before the wait's last attempt
     assert listening(a) is None  # A holds no LISTEN connection

@@ -3,8 +3,8 @@
 Each test starts a claim that long-polls for WAIT seconds on a server whose re-check interval
 is longer still, waits until that claim has found nothing and gone to sleep on the wakeup, then
 does the one thing under test. Without that route's `wakeup.notify()` the claim sleeps until
-its wait runs out (WAIT seconds) and answers empty; with it, the claim takes the record within
-PROMPT seconds. Each test's docstring names the mutation it catches: turn that
+its wait runs out and takes the record in its last attempt (WAIT seconds); with it, the claim
+returns within PROMPT seconds. Each test's docstring names the mutation it catches: turn that
 one `notify()` call into a no-op and the test fails.
 
 (Cancelling makes nothing claimable, so it wakes nobody; the cross-replica relay is
