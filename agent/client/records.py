@@ -82,9 +82,8 @@ class RecordCalls:
                 force_ignores_success=force_ignores_success,
                 dry_run=dry_run,
             )
-            sent = self._lean(body)  # no null campaign(_id): a server before them takes it
-            if not dry_run:
-                del sent["dry_run"]
+            # No null campaign(_id) and no dry_run=false: a server before them takes it.
+            sent = self._lean(body, exclude=None if dry_run else {"dry_run"})
             answer = self._model(wire.RecordsCreated, "POST", "/records", json=sent)
             _add(total, answer)
             earlier.update(spec.key for spec in chunk)
@@ -124,11 +123,11 @@ class RecordCalls:
         """Cancel records by id (all or nothing), or what `filter` matches that has not ended
         (one request's worth: follow `next` as `filter.after`; `act_by_filter` does).
         Running ones are stopped at their agent's next heartbeat."""
-        body = self._body(wire.RecordIds(ids=ids or [], filter=filter))
+        body = self._tree(wire.RecordIds(ids=ids or [], filter=filter))
         if filter is None:
             del body["filter"]  # a server older than filters refuses the field
         else:
-            body["filter"] = self._lean(filter)  # nor does one know key_prefix or tag
+            body["filter"] = self._tree(filter, lean=True)  # nor does one know key_prefix or tag
         return self._model(wire.RecordsChanged, "POST", "/records/cancel", json=body)
 
     def count_records(self: FarmhandClient, chosen: wire.RecordFilter) -> wire.RecordCount:
@@ -182,9 +181,9 @@ class RecordCalls:
             force_ignores_success=force_ignores_success,
             run_args=run_args,
         )
-        sent = self._body(body)
+        sent = self._tree(body)
         if filter is None:
             del sent["filter"]  # a server older than filters refuses the field
         else:
-            sent["filter"] = self._lean(filter)  # nor does one know key_prefix or tag
+            sent["filter"] = self._tree(filter, lean=True)  # nor does one know key_prefix or tag
         return self._model(wire.RecordsChanged, "POST", "/records/retry", json=sent)

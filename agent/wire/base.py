@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar, get_args
 
 from annotated_types import Interval
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 API_PREFIX = "/api/v1"
 #: An agent-role snapshot upload names the live run it is for: `<run id>:<lease token>`.
@@ -101,6 +102,8 @@ def is_sha256(value: str) -> bool:
 
 def check_tags(value: list[str]) -> list[str]:
     """Tags are names of 1-100 characters; returns them sorted, without repeats."""
+    if not value:  # most records (a bulk submission checks 10,000 per request)
+        return value
     for tag in value:
         if not tag or len(tag) > 100 or not is_name(tag):
             raise ValueError(f"tag {tag!r} must be 1-100 letters, digits or ._- characters")
@@ -122,6 +125,8 @@ def check_input_path(path: str) -> str:
 
 def check_inputs(value: dict[str, str]) -> dict[str, str]:
     """Validate `{path in the run directory: sha256}`; returns it sorted by path."""
+    if not value:
+        return value
     if len(value) > MAX_INPUTS:
         raise ValueError(f"at most {MAX_INPUTS} inputs per record, not {len(value)}")
     for path, digest in value.items():
@@ -141,6 +146,8 @@ def check_document(value: Any) -> Any:
     """A free-form JSON document: at most MAX_DOCUMENT_DEPTH levels deep, finite numbers, no
     NUL character in a string (PostgreSQL cannot store one). Returns it; ValueError if not.
     Walks level by level without recursion, so a document of any depth gets the error."""
+    if not value:
+        return value
     level = [value] if isinstance(value, (dict, list)) else []
     depth = 0
     while level:
@@ -178,8 +185,9 @@ Int = Annotated[int, Interval(ge=MIN_INT, le=MAX_INT)]
 Id = Annotated[int, Interval(ge=0, le=MAX_ID)]
 
 
-def _no_nul(value: Any) -> Any:
-    """Refuse a NUL character in a string, or in a list or flat mapping of strings."""
+def _nul_in(value: Any) -> str | None:
+    """The first string holding a NUL character in a string, or in a list or flat mapping
+    of strings; None if there is none."""
     if isinstance(value, str):
         items: Any = (value,)
     elif isinstance(value, (list, tuple)):
@@ -187,16 +195,48 @@ def _no_nul(value: Any) -> Any:
     elif isinstance(value, dict):
         items = [*value.keys(), *value.values()]
     else:
-        return value
+        return None
     for item in items:
         if isinstance(item, str) and "\x00" in item:
-            raise ValueError(f"{item[:40]!r} holds a NUL character (\\u0000)")
+            return item
+    return None
+
+
+def _nul_message(item: str) -> str:
+    return f"{item[:40]!r} holds a NUL character (\\u0000)"
+
+
+def _no_nul(value: Any) -> Any:
+    """Refuse a NUL character in a string, or in a list or flat mapping of strings."""
+    item = _nul_in(value)
+    if item is not None:
+        raise ValueError(_nul_message(item))
     return value
 
 
 #: A string without NUL characters: for query parameters that reach SQL (PostgreSQL refuses
 #: a NUL in any text it is sent).
 Text = Annotated[str, AfterValidator(_no_nul)]
+
+
+_MODEL_FIELDS: dict[type, frozenset[str]] = {}
+
+
+def _model_fields(cls: type[BaseModel]) -> frozenset[str]:
+    """The fields of `cls` that hold a model (or None): their dicts are checked by that model."""
+    names = _MODEL_FIELDS.get(cls)
+    if names is None:
+
+        def is_model(kind: Any) -> bool:
+            return isinstance(kind, type) and issubclass(kind, BaseModel)
+
+        names = frozenset(
+            name
+            for name, field in cls.model_fields.items()
+            if is_model(field.annotation) or any(map(is_model, get_args(field.annotation)))
+        )
+        _MODEL_FIELDS[cls] = names
+    return names
 
 
 class Strict(BaseModel):
@@ -207,10 +247,28 @@ class Strict(BaseModel):
     # handful of them (its start, DESIGN.md); the server builds them all (`build_models`).
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, defer_build=True)
 
-    @field_validator("*")
+    @model_validator(mode="before")
     @classmethod
-    def _strings_without_nul(cls, value: Any) -> Any:
-        return _no_nul(value)
+    def _strings_without_nul(cls, data: Any) -> Any:
+        # One look over the fields given, not a validator call per field: a bulk submission
+        # validates 10,000 records, and nine calls per record were half of that time. The
+        # error keeps the field's place (`records.1.key`), as a field validator's would.
+        if not isinstance(data, dict):
+            return data
+        models = _model_fields(cls)
+        for name, value in data.items():
+            if isinstance(value, str):
+                item = value if "\x00" in value else None
+            elif not value or name in models:  # empty, or a nested model that checks itself
+                item = None
+            else:
+                item = _nul_in(value) if isinstance(value, (list, dict)) else None
+            if item is not None and name in cls.model_fields:
+                why = {"why": _nul_message(item)}
+                error = PydanticCustomError("value_error", "Value error, {why}", why)
+                problem = InitErrorDetails(type=error, loc=(name,), input=value)
+                raise ValidationError.from_exception_data(cls.__name__, [problem])
+        return data
 
 
 class Loose(BaseModel):

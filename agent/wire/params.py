@@ -48,6 +48,8 @@ ParamValue = bool | int | float | str
 
 def check_params(value: dict[str, ParamValue]) -> dict[str, ParamValue]:
     """Validate a params mapping (names, scalar values, sizes); returns it sorted by name."""
+    if not value:
+        return value
     if len(value) > MAX_PARAMS:
         raise ValueError(f"at most {MAX_PARAMS} params per record, not {len(value)}")
     for name, item in value.items():
