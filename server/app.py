@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
 
@@ -13,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -194,23 +196,38 @@ async def _watch_queue(app: FastAPI, settings: Settings) -> None:
 
     It wakes every waiter, not a count: it is also the backstop of partial wakeups
     (`Wakeup.notify(count)`), whose woken claims may not fit the record they were woken for
-    while others that do sleep on; this look hands such a record out within one interval."""
+    while others that do sleep on; this look hands such a record out within one interval.
+
+    A look that finds nothing also says until when nothing can fall due (`Wakeup.settle`):
+    at most two intervals, less when a retry delay or a lease ends sooner. Until then, or
+    the next wakeup, waiting claims skip their attempts (`Wakeup.quiet`)."""
     db: Database = app.state.db
     wakeup = app.state.wakeup
+    interval = settings.claim_poll_interval
 
-    def look() -> bool:
-        with db.read() as session:
-            return claims.claimable(session.connection(), now=utcnow())
+    def look(conn: Connection) -> float | None:
+        """None if a claim could take something now, else for how many seconds none can."""
+        now = utcnow()
+        if claims.claimable(conn, now=now):
+            return None
+        due = claims.due_next(conn, now=now)
+        quiet = 2 * interval  # the next look comes before then
+        return quiet if due is None else min(quiet, (due - now).total_seconds())
 
     while True:
-        await asyncio.sleep(settings.claim_poll_interval)
+        await asyncio.sleep(interval)
         if not wakeup.waiting:
             continue
+        seen, began = wakeup.generation, time.monotonic()
         try:
-            if await run_in_threadpool(look):
-                wakeup.wake()
+            quiet = await db.run_read(look, small=False)  # may scan waiting retries
         except Exception:  # keep watching whatever one look hit
             log.exception("the queue watch failed")
+            continue
+        if quiet is None:
+            wakeup.wake()
+        else:
+            wakeup.settle(seen, began + quiet)
 
 
 async def _sweep(app: FastAPI, settings: Settings) -> None:

@@ -105,6 +105,7 @@ class Database:
         self._write_lock = WriteLock() if self.is_sqlite else None
         self._core_writer: Connection | None = None  # SQLite: see `write_core`
         self._loop_writer: Connection | None = None  # SQLite: see `run_write`
+        self._loop_reader: Connection | None = None  # SQLite: see `run_read`
         self._loop_commits = 0
 
     @property
@@ -167,6 +168,41 @@ class Database:
             if ran:
                 return result
         return await run_in_threadpool(self._write_core_of, work)
+
+    async def run_read(self, work: Callable[[Connection], T], *, small: bool = True) -> T:
+        """`work(connection)` in a read transaction; its result.
+
+        On SQLite a `small` read (a few index probes) runs right here, on the event loop's
+        own reading connection: in WAL mode a read waits for no writer, and the hop to the
+        thread pool and back costs more than such a read (an idle long poll's agent check).
+        Should SQLite answer busy all the same, a read that may scan (not `small`), and
+        everything on PostgreSQL run on the thread pool."""
+        if self.is_sqlite and small:
+            try:
+                return self._read_inline(work)
+            except OperationalError as exc:
+                if not _busy(exc):
+                    raise
+        return await run_in_threadpool(self._read_core_of, work)
+
+    def _read_inline(self, work: Callable[[Connection], T]) -> T:
+        connection = self._loop_reader
+        if connection is None:
+            connection = self._loop_reader = self.engine.connect()
+            connection.connection.driver_connection.execute("PRAGMA busy_timeout=0")
+        try:
+            with connection.begin():
+                return work(connection)
+        except BaseException:
+            if not _clean(connection):
+                self._loop_reader = None
+                connection.invalidate()
+                connection.close()
+            raise
+
+    def _read_core_of(self, work: Callable[[Connection], T]) -> T:
+        with self.engine.connect() as connection:
+            return work(connection)
 
     def _write_core_of(self, work: Callable[[Connection], T]) -> T:
         with self.write_core() as connection:
@@ -239,6 +275,10 @@ class Database:
                     self._core_writer.close()
                     self._core_writer = None
                 self._drop_loop_writer()
+        if self._loop_reader is not None:
+            self._loop_reader.invalidate()  # its busy_timeout must not reach the pool
+            self._loop_reader.close()
+            self._loop_reader = None
         self.engine.dispose()
 
 

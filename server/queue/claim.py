@@ -60,9 +60,11 @@ from farmhand.server.tables import (
 
 __all__ = [
     "FILTERS",
+    "admit",
     "claim",
     "claim_statement",
     "claimable",
+    "due_next",
     "gate_statement",
     "run_statements",
 ]
@@ -85,16 +87,61 @@ def _due(now: Any) -> Any:
     return or_(REC.c.not_before.is_(None), REC.c.not_before <= now)
 
 
+@cache
+def _outlook() -> tuple[Any, Any]:
+    """The queue watch's two statements (`claimable`, `due_next`), built once."""
+    now = bindparam("b_now", type_=UTCDateTime)
+    ready = exists().where(literal_in(REC.c.state, states.source_values(Event.claim)), _due(now))
+    leases_out = exists().where(
+        literal_in(REC.c.state, states.source_values(Event.requeue)),
+        REC.c.lease_expires_at < now,
+    )
+    waiting = select(func.min(REC.c.not_before)).where(
+        literal_in(REC.c.state, states.source_values(Event.claim)), REC.c.not_before > now
+    )
+    leased = select(func.min(REC.c.lease_expires_at)).where(
+        literal_in(REC.c.state, states.source_values(Event.requeue))
+    )
+    return (
+        select(or_(ready, leases_out).label("claimable")),
+        select(waiting.scalar_subquery().label("delay"), leased.scalar_subquery().label("lease")),
+    )
+
+
 def claimable(conn: Connection, *, now: datetime) -> bool:
     """Whether any claim could take something now: a ready record whose retry delay is over,
     or a lease that ran out (two index probes, read-only). Waiting claims re-try only when it
     says yes, so a record waiting out its retry delay wakes them once its time has come."""
-    ready = exists().where(literal_in(REC.c.state, states.source_values(Event.claim)), _due(now))
-    due = exists().where(
-        literal_in(REC.c.state, states.source_values(Event.requeue)),
-        REC.c.lease_expires_at < now,
+    (row,) = prepared.fetch(conn, _outlook()[0], {"b_now": now})
+    return bool(row.claimable)
+
+
+def due_next(conn: Connection, *, now: datetime) -> datetime | None:
+    """The next moment the queue changes by time alone, after `now`: the soonest end of a
+    ready record's retry delay or of a live lease (None: there is neither). Asked when
+    nothing is claimable (`claimable`), so no such moment lies behind `now`; the leases
+    are read from ix_record_live_lease, the delays from the ready records that wait."""
+    (row,) = prepared.fetch(conn, _outlook()[1], {"b_now": now})
+    moments = [moment for moment in (row.delay, row.lease) if moment is not None]
+    return min(moments) if moments else None
+
+
+def admit(conn: Connection, *, agent_id: int, now: datetime, agent_token: int | None = None) -> Any:
+    """The agent's row for a claim (its name, state, token, whether any lease has run out
+    and on SQLite the run table's last id), or the refusal a claim would get: 404 for an
+    unknown agent, 403 for another token's, 409 for one draining or stopped. Read-only."""
+    found = prepared.fetch(
+        conn, gate_statement(conn.dialect.name), {"b_agent": agent_id, "b_now": now}
     )
-    return bool(conn.execute(select(or_(ready, due))).scalar())
+    if not found:
+        raise NotFound(f"agent {agent_id} is not registered")
+    (gate,) = found
+    refusal = not_yours(agent_id, gate.name, gate.token_id, agent_token) or refusal_of(
+        agent_id, gate.name, gate.state, draining_ok=False
+    )
+    if refusal is not None:
+        raise refusal
+    return gate
 
 
 @cache
@@ -267,15 +314,7 @@ def claim(
     now = clock()
     conn = connection_of(tx)
     dialect = conn.dialect.name
-    found = prepared.fetch(conn, gate_statement(dialect), {"b_agent": agent_id, "b_now": now})
-    if not found:
-        raise NotFound(f"agent {agent_id} is not registered")
-    (gate,) = found
-    refusal = not_yours(agent_id, gate.name, gate.token_id, agent_token) or refusal_of(
-        agent_id, gate.name, gate.state, draining_ok=False
-    )
-    if refusal is not None:
-        raise refusal
+    gate = admit(conn, agent_id=agent_id, now=now, agent_token=agent_token)
     if gate.due:
         expire(conn, now=now)
 

@@ -31,7 +31,8 @@ async def claim(body: wire.ClaimRequest, call: AgentCallDep) -> Response:
 
     With `wait` > 0 and nothing to claim, the request waits (without holding a worker thread)
     until records are submitted or released, or `wait` seconds pass. The claim itself runs
-    on the event loop when it can (`Database.run_write`).
+    on the event loop when it can (`Database.run_write`). While the server knows the queue
+    holds nothing claimable (`Wakeup.quiet`), an attempt only checks the agent, once.
     """
     deadline = time.monotonic() + body.wait
     db, wakeup, caller = call.db, call.wakeup, call.caller
@@ -54,12 +55,24 @@ async def claim(body: wire.ClaimRequest, call: AgentCallDep) -> Response:
         # Serialised before the commit: an answer that cannot be built leases nothing.
         return _Granted(len(granted), json_response(wire.Leases(leases=granted)))
 
+    def admit(conn: Connection) -> None:
+        claims.admit(conn, agent_id=body.agent_id, now=utcnow(), agent_token=caller.agent_token)
+
+    admitted = False
     while True:
         seen = wakeup.generation  # a wakeup while the attempt runs must not be missed
-        granted = await db.run_write(attempt, items=body.max_records)
+        if wakeup.quiet:
+            # Nothing is claimable (the queue watch's last look, no wakeup since): no write
+            # transaction, only the agent's refusals (unknown, stopped, not yours) once.
+            if not admitted:
+                await db.run_read(admit)
+            granted = _NOTHING
+        else:
+            granted = await db.run_write(attempt, items=body.max_records)
+        admitted = True
         remaining = deadline - time.monotonic()
         if granted or remaining <= WAIT_SLACK:
-            return granted.answer
+            return granted.answer or json_response(wire.Leases(leases=[]))
         # Woken (about one claim per record) by whatever makes records ready here or on
         # another replica, or (every claim) by the queue watch (app.py) when a lease ran
         # out, work came without a wakeup, or a woken claim did not fit what was left.
@@ -78,10 +91,14 @@ class _Granted:
     """What one claim attempt leased, and its answer, built inside the claim's transaction."""
 
     count: int
-    answer: Response
+    answer: Response | None
 
     def __len__(self) -> int:
         return self.count
+
+
+#: An attempt skipped while the queue is quiet (its answer is built when it is sent).
+_NOTHING = _Granted(0, None)
 
 
 def _campaigns(body: wire.ClaimRequest) -> list[int] | None:

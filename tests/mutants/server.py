@@ -206,10 +206,31 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "queue-watch-silent",
         "server/app.py",
-        "                wakeup.wake()",
-        "                pass",
+        "            wakeup.wake()",
+        "            pass",
         ("tests/e2e/server/test_long_poll.py::test_a_lease_that_runs_out_wakes_a_waiting_claim",),
         "a lease that runs out does not wake waiting claims until they give up (issue 16)",
+    ),
+    Mutant(
+        "claims-ignore-quiet",
+        "server/routes/leases.py",
+        "        if wakeup.quiet:",
+        "        if False:",
+        (
+            "tests/e2e/server/test_long_poll.py::test_idle_claims_cost_one_look_per_interval_not_a_claim_each",
+            "tests/server/queue/waking/test_quiet.py::test_a_quiet_queue_costs_a_claim_no_write_transaction",
+        ),
+        "an idle long poll runs a claim transaction although the queue is known quiet (issue 16)",
+    ),
+    Mutant(
+        "quiet-skips-the-agent-check",
+        "server/routes/leases.py",
+        "            if not admitted:",
+        "            if False:",
+        (
+            "tests/server/queue/waking/test_quiet.py::test_a_quiet_queue_still_refuses_a_stopped_or_unknown_agent_at_once",
+        ),
+        "a stopped agent's claim waits out its long poll instead of a 409 while the queue is quiet",
     ),
     Mutant(
         "claim-skips-expiry",

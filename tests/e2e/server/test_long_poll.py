@@ -66,9 +66,11 @@ def claim_attempts(server: LiveServer) -> float:
 
 def test_idle_claims_cost_one_look_per_interval_not_a_claim_each(live_server_factory) -> None:
     """Claims waiting on an empty queue run no claim transactions while they wait: the server
-    looks once per interval for the whole process (issue 16). Mutation caught: capping each
-    wait at the poll interval again (each waiter re-claims every 0.2 s: some 15 each)."""
-    server: LiveServer = live_server_factory(claim_poll_interval=0.2)
+    looks once per interval for the whole process (issue 16), and once it has found the queue
+    quiet a wait that runs out answers without a last attempt. Mutations caught: capping each
+    wait at the poll interval again (each waiter re-claims every 0.5 s: some 6 each); a wait
+    that runs out claiming although the queue is quiet (2 each)."""
+    server: LiveServer = live_server_factory(claim_poll_interval=0.5)
     admin = server.client()
     agents = [
         admin.register(wire.AgentRegister(name=f"idle{i}", host="h", slots=1)).agent.id
@@ -87,8 +89,10 @@ def test_idle_claims_cost_one_look_per_interval_not_a_claim_each(live_server_fac
     for t in threads:
         t.join(timeout=60)
     assert got == [[]] * 5
-    # One attempt on arrival and one when the wait runs out, per claim.
-    assert claim_attempts(server) - before == 2 * 5
+    # One attempt on arrival (before the watch's first look), none when the wait runs out
+    # (the watch found the queue quiet; one that looked late, on a loaded machine, may let
+    # an end attempt through, but not all five).
+    assert 5 <= claim_attempts(server) - before < 2 * 5
 
 
 def test_a_lease_that_runs_out_wakes_a_waiting_claim(live_server_factory) -> None:

@@ -11,7 +11,7 @@ from farmhand.server.db import Database
 from farmhand.server.errors import Invalid
 from farmhand.server.queue import claim as claims
 from farmhand.server.queue import matching, runs
-from tests.server.queue.test_leases import at, claim, record, setup
+from tests.server.queue.test_leases import TTL, at, claim, record, setup
 
 
 def report(db: Database, lease: wire.Lease, verb: str, when: float) -> wire.RunAck:
@@ -105,3 +105,24 @@ def test_a_retry_delay_that_is_no_duration_is_refused_at_submission(
 ) -> None:
     with pytest.raises(Invalid, match=r"run_args\.retry_delay must be a duration"):
         setup(db, 1, retry_delay=bad)
+
+
+def due_next(db: Database, when: float) -> object:
+    with db.read() as s:
+        return claims.due_next(s.connection(), now=at(when))
+
+
+def test_the_queue_watch_knows_when_time_alone_next_makes_work(db: Database) -> None:
+    """`due_next`: the soonest end of a retry delay or of a live lease. Until then a quiet
+    queue stays quiet, and idle long polls skip their attempts (routes/leases.py)."""
+    a1, _ = setup(db, 2, retry_delay="3s")
+    assert due_next(db, 0) is None  # ready records wait for no delay, and no lease is out
+    first, _ = claim(db, a1, 2, 0)  # both leased until TTL (10 s)
+    assert due_next(db, 0) == at(TTL)
+    report(db, first, "fail", 1)  # ready again from 4 s
+    assert not claimable(db, 2) and due_next(db, 2) == at(4)
+    assert claimable(db, 4)
+    (again,) = claim(db, a1, 1, 4)  # the same record, leased until 14 s
+    assert again.record_id == first.record_id
+    assert not claimable(db, 5) and due_next(db, 5) == at(TTL)  # the second's lease first
+    assert claimable(db, TTL + 1)
