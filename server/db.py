@@ -102,6 +102,7 @@ class Database:
         else:
             _ping_when_idle(self.engine, PING_IDLE_SECONDS)
         self._writer = self.engine.execution_options(farmhand_begin="IMMEDIATE")
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._write_lock = WriteLock() if self.is_sqlite else None
         self._core_writer: Connection | None = None  # SQLite: see `write_core`
         self._loop_writer: Connection | None = None  # SQLite: see `run_write`
@@ -188,7 +189,7 @@ class Database:
     def _read_inline(self, work: Callable[[Connection], T]) -> T:
         connection = self._loop_reader
         if connection is None:
-            connection = self._loop_reader = self.engine.connect()
+            connection = self._loop_reader = self._autocommit.connect()
             connection.connection.driver_connection.execute("PRAGMA busy_timeout=0")
         try:
             with connection.begin():
@@ -201,7 +202,9 @@ class Database:
             raise
 
     def _read_core_of(self, work: Callable[[Connection], T]) -> T:
-        with self.engine.connect() as connection:
+        # Each statement its own snapshot, enough for these reads: autocommit spares BEGIN
+        # and COMMIT (on PostgreSQL two of a one-statement read's three round trips).
+        with self._autocommit.connect() as connection:
             return work(connection)
 
     def _write_core_of(self, work: Callable[[Connection], T]) -> T:
@@ -339,7 +342,10 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        mode = connection.get_execution_options().get("farmhand_begin", "DEFERRED")
+        options = connection.get_execution_options()
+        if options.get("isolation_level") == "AUTOCOMMIT":
+            return  # each statement its own transaction (`Database.run_read`)
+        mode = options.get("farmhand_begin", "DEFERRED")
         # On the driver: SQLAlchemy's execution of the statement costs more than SQLite's
         # BEGIN (~5 % of a claim). Its errors are wrapped as SQLAlchemy's execution would.
         statement = f"BEGIN {mode}"

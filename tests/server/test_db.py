@@ -100,6 +100,33 @@ def test_run_write_answers_once_committed_small_ones_on_the_loop_on_sqlite(db: D
     assert (threads[0] == loop_thread) == (db.dialect == "sqlite")
 
 
+def test_run_read_sees_committed_rows_small_ones_on_the_loop_on_sqlite(db: Database) -> None:
+    """A small read runs on the event loop's thread on SQLite (an idle long poll's agent
+    check), a scanning one and every one on PostgreSQL on the thread pool; a refusal raised
+    inside leaves the reading connection usable, and each read sees what committed before."""
+    threads: list[int] = []
+
+    def count(conn: Connection) -> int:
+        threads.append(threading.get_ident())
+        return conn.execute(select(func.count()).select_from(CAMPAIGN)).scalar_one()
+
+    def refused(conn: Connection) -> int:
+        count(conn)
+        raise Conflict("refused after a read")
+
+    async def reads() -> list[int]:
+        before = await db.run_read(count)
+        await db.run_write(adding([]))
+        with pytest.raises(Conflict):
+            await db.run_read(refused)
+        return [before, await db.run_read(count), await db.run_read(count, small=False)]
+
+    assert asyncio.run(reads()) == [0, 1, 1]
+    loop_thread = threading.get_ident()
+    on_loop = [thread == loop_thread for thread in threads]
+    assert on_loop == ([True, True, True, False] if db.dialect == "sqlite" else [False] * 4)
+
+
 def test_a_failed_write_on_the_loop_changes_nothing_and_the_next_runs_there(
     tmp_path: Path,
 ) -> None:
