@@ -222,7 +222,13 @@ class LiveServer:
             try:
                 with FarmhandClient(self.url, self.admin_token) as client:
                     wait_until_up(client, self.process)
-                return
+                # Another worker's server on the same port answers as well (same admin
+                # token) while this one exits for the address in use: make sure it is ours.
+                if _listens_on(self.process, self.port):
+                    return
+                self.process.kill()
+                self.process.wait(timeout=30)
+                raise RuntimeError(f"another server answers on port {self.port}")
             except RuntimeError as exc:
                 with self.log.open("rb") as log:
                     log.seek(offset)
@@ -287,6 +293,22 @@ class LiveServer:
         for client in self._clients:
             client.close()
         self._clients.clear()
+
+
+def _listens_on(process: subprocess.Popen, port: int) -> bool:
+    """Whether `process` holds the socket listening on 127.0.0.1:`port` (Linux's /proc:
+    the listening socket's inode among the process's open files)."""
+    wanted = f"0100007F:{port:04X}"
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == wanted and fields[3] == "0A":  # 0A: LISTEN
+            inodes.add(f"socket:[{fields[9]}]")
+    try:
+        held = {os.readlink(fd) for fd in Path(f"/proc/{process.pid}/fd").iterdir()}
+    except OSError:  # it exited
+        return False
+    return bool(inodes & held)
 
 
 @pytest.fixture
