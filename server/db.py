@@ -171,7 +171,8 @@ class Database:
         return await run_in_threadpool(self._write_core_of, work)
 
     async def run_read(self, work: Callable[[Connection], T], *, small: bool = True) -> T:
-        """`work(connection)` in a read transaction; its result.
+        """`work(connection)` on a connection in autocommit (each statement its own
+        snapshot: for reads of one or two statements); its result.
 
         On SQLite a `small` read (a few index probes) runs right here, on the event loop's
         own reading connection: in WAL mode a read waits for no writer, and the hop to the
