@@ -23,8 +23,8 @@ from farmhand import wire
 from farmhand.server import auth, migrate, pages
 from farmhand.server.db import Database
 from farmhand.server.errors import FarmhandError, StorageError
-from farmhand.server.queue import claim as claims
 from farmhand.server.queue import held_leases, leases
+from farmhand.server.queue.waking import outlook
 from farmhand.server.queue.waking.relay import start_relay
 from farmhand.server.queue.waking.wakeups import Wakeup
 from farmhand.server.routes import agents as agent_routes
@@ -208,9 +208,9 @@ async def _watch_queue(app: FastAPI, settings: Settings) -> None:
     def look(conn: Connection) -> float | None:
         """None if a claim could take something now, else for how many seconds none can."""
         now = utcnow()
-        if claims.claimable(conn, now=now):
+        if outlook.claimable(conn, now=now):
             return None
-        due = claims.due_next(conn, now=now)
+        due = outlook.due_next(conn, now=now)
         quiet = 2 * interval  # the next look comes before then
         return quiet if due is None else min(quiet, (due - now).total_seconds())
 

@@ -63,9 +63,9 @@ __all__ = [
     "admit",
     "claim",
     "claim_statement",
-    "claimable",
-    "due_next",
+    "due",
     "gate_statement",
+    "lapsed",
     "run_statements",
 ]
 
@@ -82,48 +82,17 @@ FILTERS = (
 )
 
 
-def _due(now: Any) -> Any:
+def due(now: Any) -> Any:
     """A ready record's wait after a failed attempt (`retry_delay`) is over at `now`."""
     return or_(REC.c.not_before.is_(None), REC.c.not_before <= now)
 
 
-@cache
-def _outlook() -> tuple[Any, Any]:
-    """The queue watch's two statements (`claimable`, `due_next`), built once."""
-    now = bindparam("b_now", type_=UTCDateTime)
-    ready = exists().where(literal_in(REC.c.state, states.source_values(Event.claim)), _due(now))
-    leases_out = exists().where(
+def lapsed(now: Any) -> Any:
+    """Some live lease ran out before `now` (read from ix_record_live_lease)."""
+    return exists().where(
         literal_in(REC.c.state, states.source_values(Event.requeue)),
         REC.c.lease_expires_at < now,
     )
-    waiting = select(func.min(REC.c.not_before)).where(
-        literal_in(REC.c.state, states.source_values(Event.claim)), REC.c.not_before > now
-    )
-    leased = select(func.min(REC.c.lease_expires_at)).where(
-        literal_in(REC.c.state, states.source_values(Event.requeue))
-    )
-    return (
-        select(or_(ready, leases_out).label("claimable")),
-        select(waiting.scalar_subquery().label("delay"), leased.scalar_subquery().label("lease")),
-    )
-
-
-def claimable(conn: Connection, *, now: datetime) -> bool:
-    """Whether any claim could take something now: a ready record whose retry delay is over,
-    or a lease that ran out (two index probes, read-only). Waiting claims re-try only when it
-    says yes, so a record waiting out its retry delay wakes them once its time has come."""
-    (row,) = prepared.fetch(conn, _outlook()[0], {"b_now": now})
-    return bool(row.claimable)
-
-
-def due_next(conn: Connection, *, now: datetime) -> datetime | None:
-    """The next moment the queue changes by time alone, after `now`: the soonest end of a
-    ready record's retry delay or of a live lease (None: there is neither). Asked when
-    nothing is claimable (`claimable`), so no such moment lies behind `now`; the leases
-    are read from ix_record_live_lease, the delays from the ready records that wait."""
-    (row,) = prepared.fetch(conn, _outlook()[1], {"b_now": now})
-    moments = [moment for moment in (row.delay, row.lease) if moment is not None]
-    return min(moments) if moments else None
 
 
 def admit(conn: Connection, *, agent_id: int, now: datetime, agent_token: int | None = None) -> Any:
@@ -150,11 +119,8 @@ def gate_statement(dialect: str) -> Any:
     out, and on SQLite the run table's last id: the claim numbers the new runs from it (it
     holds the write lock), from the AUTOINCREMENT counter rather than max(id), so no id is
     handed out twice."""
-    due = exists().where(
-        literal_in(REC.c.state, states.source_values(Event.requeue)),
-        REC.c.lease_expires_at < bindparam("b_now", type_=UTCDateTime),
-    )
-    columns = [AGENT.c.name, AGENT.c.state, AGENT.c.token_id, due.label("due")]
+    lapsed_now = lapsed(bindparam("b_now", type_=UTCDateTime))
+    columns = [AGENT.c.name, AGENT.c.state, AGENT.c.token_id, lapsed_now.label("due")]
     if dialect != "postgresql":
         sequences = table("sqlite_sequence", column("name"), column("seq"))
         last = select(func.coalesce(func.max(sequences.c.seq), 0)).where(
@@ -189,7 +155,7 @@ def claim_statement(dialect: str, filters: frozenset[str]) -> Any:
     queue = (
         select(REC.c.id)
         .where(literal_in(REC.c.state, states.source_values(Event.claim)))
-        .where(_due(bindparam("b_now", type_=UTCDateTime)))
+        .where(due(bindparam("b_now", type_=UTCDateTime)))
         .where(*(narrow[name] for name in sorted(filters)))
         .order_by(REC.c.priority.desc(), REC.c.id)
         .limit(bindparam("b_limit"))

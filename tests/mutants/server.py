@@ -245,7 +245,7 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "claim-ignores-retry-delay",
         "server/queue/claim.py",
-        '        .where(_due(bindparam("b_now", type_=UTCDateTime)))\n',
+        '        .where(due(bindparam("b_now", type_=UTCDateTime)))\n',
         "",
         (
             "tests/server/queue/test_retry_delay.py::"

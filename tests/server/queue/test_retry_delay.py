@@ -9,8 +9,8 @@ from farmhand import wire
 from farmhand.server.catalog import records
 from farmhand.server.db import Database
 from farmhand.server.errors import Invalid
-from farmhand.server.queue import claim as claims
 from farmhand.server.queue import matching, runs
+from farmhand.server.queue.waking import outlook
 from tests.server.queue.test_leases import TTL, at, claim, record, setup
 
 
@@ -23,7 +23,7 @@ def report(db: Database, lease: wire.Lease, verb: str, when: float) -> wire.RunA
 
 def claimable(db: Database, when: float) -> bool:
     with db.read() as s:
-        return claims.claimable(s.connection(), now=at(when))
+        return outlook.claimable(s.connection(), now=at(when))
 
 
 def test_a_failed_attempt_waits_its_retry_delay_doubling_per_attempt(db: Database) -> None:
@@ -109,7 +109,7 @@ def test_a_retry_delay_that_is_no_duration_is_refused_at_submission(
 
 def due_next(db: Database, when: float) -> object:
     with db.read() as s:
-        return claims.due_next(s.connection(), now=at(when))
+        return outlook.due_next(s.connection(), now=at(when))
 
 
 def test_the_queue_watch_knows_when_time_alone_next_makes_work(db: Database) -> None:
