@@ -161,8 +161,12 @@ def test_a_runner_whose_image_does_not_exist_is_dropped_and_named(
     assert client.submit(campaign.id, specs).created == 2
     agent = start_agent(server, tmp_path, "n", "--runners-dir", str(runners), "--slots", "2")
     try:
+        # A start already under way in the other slot when the runner was dropped fails
+        # and releases its record a moment later: wait until both records are back.
         said = wait_for(
-            lambda: _status_naming(server, "stopped offering"),
+            lambda: _status_naming(
+                server, "2 ready records need runner 'noimage', offered by no live agent"
+            ),
             timeout=120,
             what="farmhand status to name the runner",
         )
