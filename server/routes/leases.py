@@ -37,8 +37,8 @@ async def claim(body: wire.ClaimRequest, call: AgentCallDep) -> Response:
     deadline = time.monotonic() + body.wait
     db, wakeup, caller = call.db, call.wakeup, call.caller
 
-    @metrics.timed_claim
     def attempt(conn: Connection) -> _Granted:
+        started = time.perf_counter()
         granted = claims.claim(
             conn,
             agent_id=body.agent_id,
@@ -52,6 +52,7 @@ async def claim(body: wire.ClaimRequest, call: AgentCallDep) -> Response:
             walltime_left=body.walltime_left,
             agent_token=caller.agent_token,
         )
+        metrics.claim_attempted(time.perf_counter() - started, len(granted))
         # Serialised before the commit: an answer that cannot be built leases nothing.
         return _Granted(len(granted), json_response(wire.Leases(leases=granted)))
 
