@@ -7,7 +7,10 @@ httpx, one connection per agent). The first waits are staggered over one `wait`,
 re-claims spread out as they would on a farm whose agents started at different times.
 
 1. Idle: the server process's CPU time (utime + stime from /proc) over `--idle` seconds with
-   nothing to claim, as a share of one core. Target: <= 5 %.
+   nothing to claim, as a share of one core. Target: <= 5 %. Measured twice: with long polls
+   only (`--wait`), and as `farmhand agent` runs by default: long polls of its default
+   `--poll` and a heartbeat every lease_ttl / 3 (the server's default) though it holds no
+   lease — what 1,000 idle agents started without options cost.
 2. Submit -> claim: with the 1,000 waiting, one record is submitted at a time (`--submits`
    times); the latency is from the submit's answer to the answer of the claim that carries
    the record (p50, p99), and beside it the server's CPU per submit, which is where waking
@@ -30,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -38,6 +42,8 @@ from bench.claims import _cpu_seconds
 from farmhand import wire
 from farmhand.cli.demo import free_port, wait_until_up
 from farmhand.client import FarmhandClient
+from farmhand.runtime.config import AgentConfig
+from farmhand.server.settings import Settings
 from tests.support.databases import PostgresDatabase, postgres_problem
 
 TOKEN = "fh_bench_idle_token"
@@ -52,10 +58,14 @@ def _percentile(values: list[float], q: float) -> float:
 class Farm:
     """`agents` long-polling claim loops in this process's event loop."""
 
-    def __init__(self, base: str, agent_ids: list[int], wait: float) -> None:
+    def __init__(
+        self, base: str, agent_ids: list[int], wait: float, heartbeat: float | None = None
+    ) -> None:
         self.base = base
         self.agent_ids = agent_ids
         self.wait = wait
+        self.heartbeat = heartbeat  #: seconds between an agent's heartbeats; None: none
+        self.beats = 0  #: heartbeats answered
         self.claims = 0  #: claim requests answered
         self.arrivals: dict[str, asyncio.Future[float]] = {}  # record key -> answer time
         limits = httpx.Limits(max_connections=len(agent_ids) + 16, max_keepalive_connections=None)
@@ -90,25 +100,48 @@ class Farm:
                 )
                 done.raise_for_status()
 
+    async def _beat(self, agent_id: int, first: float) -> None:
+        """An idle agent's heartbeat: no runs held, the status it reports."""
+        assert self.heartbeat is not None
+        await asyncio.sleep(first)
+        body = {"run_ids": [], "status": {"disk_used_percent": 41.5, "outbox": 0}}
+        while True:
+            r = await self.http.post(f"/agents/{agent_id}/heartbeat", json=body)
+            r.raise_for_status()
+            self.beats += 1
+            await asyncio.sleep(self.heartbeat)
+
     def start(self) -> list[asyncio.Task[None]]:
-        """Start every agent's loop, the first waits spread over one `wait`."""
+        """Start every agent's loops, the first waits (and beats) spread over one interval."""
         rng = random.Random(16)
-        return [
+        tasks = [
             asyncio.create_task(self._agent(a, rng.uniform(1.0, self.wait))) for a in self.agent_ids
         ]
+        if self.heartbeat is not None:
+            tasks += [
+                asyncio.create_task(self._beat(a, rng.uniform(0.0, self.heartbeat)))
+                for a in self.agent_ids
+            ]
+        return tasks
 
 
-async def _measure(base: str, pid: int, agent_ids: list[int], args: argparse.Namespace) -> dict:
-    farm = Farm(base, agent_ids, args.wait)
+async def _measure(
+    base: str, pid: int, agent_ids: list[int], args: argparse.Namespace, shape: Shape
+) -> dict:
+    farm = Farm(base, agent_ids, shape.wait, shape.heartbeat)
     tasks = farm.start()
     out: dict = {}
     try:
         await asyncio.sleep(args.settle)  # every claim sent, found nothing and went to sleep
-        claims, cpu, began = farm.claims, _cpu_seconds(pid), time.perf_counter()
+        claims, beats = farm.claims, farm.beats
+        cpu, began = _cpu_seconds(pid), time.perf_counter()
         await asyncio.sleep(args.idle)
         elapsed = time.perf_counter() - began
         out["idle_core"] = (_cpu_seconds(pid) - cpu) / elapsed
         out["reclaims_per_s"] = (farm.claims - claims) / elapsed
+        out["beats_per_s"] = (farm.beats - beats) / elapsed
+        if not shape.submits:
+            return out
         campaign = (await farm.http.post("/campaigns", json={"name": "idle"})).json()["id"]
         after_answer, after_send = [], []
         cpu, began = _cpu_seconds(pid), time.perf_counter()
@@ -137,7 +170,18 @@ async def _measure(base: str, pid: int, agent_ids: list[int], args: argparse.Nam
     return out
 
 
-def run(url: str, data_dir: Path, args: argparse.Namespace) -> dict:
+@dataclass(frozen=True)
+class Shape:
+    """What each idle agent sends: a long poll of `wait` seconds, again and again, and
+    (`heartbeat`, seconds) heartbeats; `submits`: whether submit -> claim is measured too."""
+
+    label: str
+    wait: float
+    heartbeat: float | None
+    submits: bool
+
+
+def run(url: str, data_dir: Path, args: argparse.Namespace, shape: Shape) -> dict:
     """Start a server on `url`, register the agents, measure."""
     env = {**os.environ, "FARMHAND_ADMIN_TOKEN": TOKEN}
     port = free_port()
@@ -152,7 +196,7 @@ def run(url: str, data_dir: Path, args: argparse.Namespace) -> dict:
                 client.register(wire.AgentRegister(name=f"idle{i}", host="h", slots=1)).agent.id
                 for i in range(args.agents)
             ]
-        return asyncio.run(_measure(base, server.pid, agent_ids, args))
+        return asyncio.run(_measure(base, server.pid, agent_ids, args, shape))
     finally:
         server.terminate()
         server.wait()
@@ -179,31 +223,50 @@ def main() -> int:
     if "postgresql" in backends and postgres_problem():
         print(f"skipping PostgreSQL: {postgres_problem()}")
         backends.remove("postgresql")
+    # What `farmhand agent` sends by default: a long poll of --poll seconds, and a heartbeat
+    # every lease_ttl / 3 even while it holds no lease.
+    defaults = Shape(
+        "agent defaults",
+        AgentConfig.poll_wait,
+        Settings.model_fields["lease_ttl"].default / 3,
+        submits=False,
+    )
+    shapes = [Shape(f"wait {args.wait:g} s", args.wait, None, submits=True), defaults]
     print(
-        f"{args.agents:,} agents long-polling (wait {args.wait:.0f} s); targets: idle server "
-        "<= 5 % of a core, submit -> claim <= 50 ms p50\n"
+        f"{args.agents:,} idle agents; targets: idle server <= 5 % of a core, submit -> claim "
+        "<= 50 ms p50\n"
+        f"'{shapes[0].label}': long polls only (submit -> claim measured here); "
+        f"'{defaults.label}': long polls of --poll {defaults.wait:g} s and a heartbeat "
+        f"every {defaults.heartbeat:g} s, as `farmhand agent` sends them\n"
     )
     header = (
-        f"{'backend':<11}{'idle CPU':>10}{'re-claims/s':>13}{'submit->claim p50':>19}"
-        f"{'p99':>9}{'from send p50':>15}{'CPU/submit':>12}"
+        f"{'backend':<11}{'agents send':<16}{'idle CPU':>9}{'claims/s':>10}{'beats/s':>9}"
+        f"{'submit->claim p50':>19}{'p99':>9}{'from send p50':>15}{'CPU/submit':>12}"
     )
     print(header)
     print("-" * len(header))
     for backend in backends:
-        with tempfile.TemporaryDirectory() as tmp:
-            database = PostgresDatabase() if backend == "postgresql" else None
-            url = database.url if database else f"sqlite:///{tmp}/idle.db"
-            try:
-                out = run(url, Path(tmp) / "data", args)
-            finally:
-                if database is not None:
-                    database.drop()
-        answer, send = out["after_answer"], out["after_send"]
-        print(
-            f"{backend:<11}{out['idle_core']:>9.1%} {out['reclaims_per_s']:>12.1f}"
-            f"{statistics.median(answer) * 1e3:>16.1f} ms{_percentile(answer, 0.99) * 1e3:>6.1f} ms"
-            f"{statistics.median(send) * 1e3:>12.1f} ms{out['cpu_per_submit_ms']:>9.1f} ms"
-        )
+        for shape in shapes:
+            with tempfile.TemporaryDirectory() as tmp:
+                database = PostgresDatabase() if backend == "postgresql" else None
+                url = database.url if database else f"sqlite:///{tmp}/idle.db"
+                try:
+                    out = run(url, Path(tmp) / "data", args, shape)
+                finally:
+                    if database is not None:
+                        database.drop()
+            row = (
+                f"{backend:<11}{shape.label:<16}{out['idle_core']:>9.1%}"
+                f"{out['reclaims_per_s']:>10.1f}{out['beats_per_s']:>9.1f}"
+            )
+            if shape.submits:
+                answer, send = out["after_answer"], out["after_send"]
+                row += (
+                    f"{statistics.median(answer) * 1e3:>16.1f} ms"
+                    f"{_percentile(answer, 0.99) * 1e3:>6.1f} ms"
+                    f"{statistics.median(send) * 1e3:>12.1f} ms{out['cpu_per_submit_ms']:>9.1f} ms"
+                )
+            print(row)
     return 0
 
 
