@@ -72,9 +72,9 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> argparse.Arg
     p.add_argument(
         "--poll",
         type=_seconds,
-        default=10.0,
+        default=30.0,
         metavar="SECONDS",
-        help=f"longest long poll and idle interval (default 10, at most {wire.MAX_WAIT_SECONDS:g})",
+        help=f"longest long poll and idle interval (default 30, at most {wire.MAX_WAIT_SECONDS:g})",
     )
     p.add_argument(
         "--connect-timeout",

@@ -28,6 +28,7 @@ from farmhand import wire
 from farmhand.client import FarmhandClient, FarmhandError
 from farmhand.client.retry import retry_unavailable
 from farmhand.runtime.attempt import CHECK_EVERY, Attempt, Context, describe_exit
+from farmhand.runtime.claims import ClaimLoop
 from farmhand.runtime.config import AgentConfig
 from farmhand.runtime.context import StopState
 from farmhand.runtime.files.stage_in import SnapshotSettings
@@ -51,6 +52,9 @@ log = logging.getLogger("farmhand.agent")
 
 #: How often the main thread measures the disk (and asks whether the walltime moved).
 WATCH_EVERY = 2.0
+#: Lease TTLs since its last claim went out within which an agent that holds no lease
+#: skips its heartbeats (when the server counts claims as heartbeats).
+CLAIMS_KEEP_ALIVE = 0.45
 
 
 class Agent(Intake):
@@ -64,6 +68,8 @@ class Agent(Intake):
         self._owns_client = client is None
         self.agent_id: int | None = None
         self.lease_ttl: float | None = None
+        self.claims_keep_alive = False  # the server counts claims as heartbeats
+        self.claimer: ClaimLoop | None = None
         self.exit_status = 0
         self.tally = Tally()
         self.runners = config.runners or definitions.builtin()
@@ -123,6 +129,7 @@ class Agent(Intake):
             functools.partial(self._abort, reason="lost"),
             status=self.status,
             on_reconnect=self._reconnected,
+            unneeded=self._beat_unneeded,
         )
         claimer = threading.Thread(target=self._claim_loop, name="farmhand-claim", daemon=True)
         self.outbox.start()
@@ -234,6 +241,7 @@ class Agent(Intake):
             interrupted=self._stop.began,
         )
         self.agent_id, self.lease_ttl = answer.agent.id, answer.lease_ttl
+        self.claims_keep_alive = answer.claims_keep_alive
         slots = f"{cfg.slots} slot(s), prefetch {self.prefetch.describe()}"
         log.info(
             "agent %s registered as agent %d at %s: %s, leases last %gs, work in %s; %s",
@@ -312,6 +320,18 @@ class Agent(Intake):
             self.client.close()
 
     # --- heartbeat callbacks -------------------------------------------------------------
+
+    def _beat_unneeded(self) -> bool:
+        """A beat on the schedule would tell the server nothing: it counts this agent's
+        claims as heartbeats, the agent holds no lease, and its last claim went out less
+        than `CLAIMS_KEEP_ALIVE` lease TTLs ago. Then `last_heartbeat` on the server never
+        lags by a TTL (that window + a beat interval, a third, + the server's delay in
+        writing claims down, at most a sixth), and idle agents cost one request per poll."""
+        sent = self.claimer.sent_at if self.claimer is not None else None
+        if not self.claims_keep_alive or sent is None or self.lease_ttl is None:
+            return False
+        recent = time.monotonic() - sent < CLAIMS_KEEP_ALIVE * self.lease_ttl
+        return recent and not self._held_run_ids()
 
     def _held_run_ids(self) -> list[int]:
         with self._cond:

@@ -38,6 +38,9 @@ class ClaimLoop:
     None once the agent stops; `accept(leases, free)` takes up to `free` of them and returns
     how many it kept and how many it gave back as too long for its walltime; `paused()` is
     why not to claim now, if anything; `stop(reason, failed)` ends the agent.
+
+    `sent_at` is when the claim under way or last answered went out (monotonic; None after
+    a failed one), `answered_at` when the server last answered one.
     """
 
     client: FarmhandClient
@@ -55,6 +58,8 @@ class ClaimLoop:
     usable_time: Callable[[], float | None]
     stop: Callable[[str, bool], None]
     wake: threading.Event  # set to cut a pause short (stop, resume)
+    sent_at: float | None = None
+    answered_at: float | None = None
 
     def run(self) -> None:
         """Claim until the agent stops or has been idle for `exit_when_idle` seconds."""
@@ -82,7 +87,7 @@ class ClaimLoop:
             if self.paused() is not None:
                 self._pause(interval)
                 continue
-            began = time.monotonic()
+            began = self.sent_at = time.monotonic()
             try:
                 leases = self.client.claim(
                     self.agent_id,
@@ -103,13 +108,14 @@ class ClaimLoop:
                     log.error("the server rejected this agent's claim: %s", exc)
                     self.stop(f"claim rejected: {exc}", True)
                     return
+                self.sent_at = None  # the server may not have heard it
                 pause = failures.next()
                 log.warning("claim failed, retrying in %.1fs: %s", pause, exc)
                 answered = False
                 self._pause(pause)
                 continue
             failures.reset()
-            answered = True
+            answered, self.answered_at = True, time.monotonic()
             kept, too_long = self.accept(leases, free) if leases else (0, 0)
             # The server filters by walltime_left, so records too long for this agent come
             # only from an older server (or a job end that moved); ask past them next time

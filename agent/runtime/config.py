@@ -26,7 +26,7 @@ class AgentConfig:
     campaign_id: int | None = None
     campaign_ids: list[int] | None = None  # claim only from these campaigns
     datasets: list[str] | None = None  # claim only records of these datasets
-    poll_wait: float = 10.0  # longest long poll and idle interval (--poll; ≤ wire.MAX_WAIT)
+    poll_wait: float = 30.0  # longest long poll and idle interval (--poll; ≤ wire.MAX_WAIT)
     term_grace: float = 5.0  # SIGTERM→SIGKILL grace when terminating a run
     report_deadline: float = 600.0  # how long a stopping agent waits for its outbox
     connect_timeout: float = 300.0  # how long registration retries an unreachable server

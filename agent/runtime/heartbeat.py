@@ -24,7 +24,11 @@ class HeartbeatThread(threading.Thread):
     """Every `interval` seconds: `client.heartbeat(agent_id, held_run_ids(), status())`, then
     `on_cancel(run_id)` for each run the server cancelled and `on_lost(run_id)` for each
     lease that is no longer this agent's; `on_reconnect()` after the first beat that works
-    following failures. `poke()` sends the next beat at once."""
+    following failures. `poke()` sends the next beat at once.
+
+    `unneeded()`, when given, may skip a beat on the schedule (never a poked one): it says
+    True while the server hears from the agent otherwise (an agent that holds no lease and
+    whose claims the server counts as heartbeats)."""
 
     def __init__(
         self,
@@ -37,6 +41,7 @@ class HeartbeatThread(threading.Thread):
         *,
         status: Callable[[], wire.AgentStatus | None] | None = None,
         on_reconnect: Callable[[], object] | None = None,
+        unneeded: Callable[[], bool] | None = None,
         name: str = "farmhand-heartbeat",
     ):
         if interval <= 0:
@@ -50,7 +55,9 @@ class HeartbeatThread(threading.Thread):
         self.on_lost = on_lost
         self.status = status
         self.on_reconnect = on_reconnect
+        self.unneeded = unneeded
         self.beats = 0  #: heartbeats the server acknowledged
+        self.skipped = 0  #: beats on the schedule that `unneeded()` spared
         self.failures = 0  #: heartbeats that failed
         self.last_ack: wire.HeartbeatAck | None = None
         self.last_ok: float | None = None  #: monotonic time of the last acknowledged beat
@@ -65,14 +72,26 @@ class HeartbeatThread(threading.Thread):
             self._poked.wait(max(0.0, due - time.monotonic()))
             if self._stopped.is_set():
                 return
-            if self._poked.is_set():
+            poked = self._poked.is_set()
+            if poked:
                 self._poked.clear()
                 due = time.monotonic()  # a poke moves the schedule to now
-            self.beat()
+            if poked or not self._spared():
+                self.beat()
             due += self.interval
             now = time.monotonic()
             if due < now:  # a beat took longer than an interval: beat again at once
                 due = now
+
+    def _spared(self) -> bool:
+        """Whether `unneeded()` spares this beat (a failing one spares none)."""
+        try:
+            spared = self.unneeded is not None and self.unneeded()
+        except Exception:
+            log.exception("cannot tell whether a heartbeat is needed; sending it")
+            return False
+        self.skipped += spared
+        return spared
 
     def poke(self) -> None:
         """Send a beat now (the status changed); safe from any thread."""

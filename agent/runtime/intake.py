@@ -51,6 +51,7 @@ class Intake:
     _last_busy: float
     _stop: StopState
     _context: Context
+    claimer: ClaimLoop | None
 
     def _request_stop(self, reason: str) -> None:
         raise NotImplementedError
@@ -81,6 +82,7 @@ class Intake:
             stop=self._claims_over,
             wake=self._stop.claim_wake,
         )
+        self.claimer = loop  # its times tell the heartbeat and the display of contact
         try:
             # What an earlier process left goes first, while its leases may still be live.
             self.outbox.flush(self.lease_ttl, interrupted=self._stopped)

@@ -103,7 +103,10 @@ def snapshot(agent: Agent) -> AgentView:
     now = time.monotonic()
     beat, outbox = agent.heartbeat, agent.outbox
     error = outbox.last_error or (beat.last_error if beat is not None else None)
-    last_ok = beat.last_ok if beat is not None else None
+    # Contact is any answer: a heartbeat's, or a claim's (an idle agent may send no beats).
+    answers = [beat.last_ok if beat is not None else None]
+    answers.append(agent.claimer.answered_at if agent.claimer is not None else None)
+    last_ok = max((t for t in answers if t is not None), default=None)
     if agent.stopping:
         state = "draining" if agent.draining else "stopping"
     else:

@@ -130,6 +130,12 @@ class AgentRegistered(Loose):
 
     agent: Agent
     lease_ttl: float
+    claims_keep_alive: bool = Field(
+        default=False,
+        description="the server counts the agent's claims as heartbeats: an agent that "
+        "holds no lease and claims at least every lease_ttl / 2 stays live without them "
+        "(False from servers older than this field)",
+    )
 
 
 class Heartbeat(Strict):

@@ -1,10 +1,12 @@
-"""Agents: register, heartbeat (renewing every lease in one statement), stop, list."""
+"""Agents: register, heartbeat (renewing every lease in one statement), seen (claims heard
+from), stop, list."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from farmhand import wire
@@ -12,7 +14,7 @@ from farmhand.server.db import literal_in
 from farmhand.server.ownership import not_yours
 from farmhand.server.queue import held_leases, leases
 from farmhand.server.queue.states import LIVE_RUN
-from farmhand.server.tables import Agent, Run
+from farmhand.server.tables import AGENT, Agent, Run
 
 
 def register(
@@ -82,6 +84,25 @@ def drain(
     session.add(agent)
     session.flush()
     return wire.Agent.model_validate(agent)
+
+
+def seen(conn: Connection, *, agent_ids: set[int], now: datetime) -> int:
+    """Agents whose claims reached the server were heard from as by a heartbeat: their
+    `last_heartbeat` becomes `now` (not for stopped ones). So an agent that holds no lease
+    and claims often enough needs no heartbeat to stay live (`AgentRegistered.
+    claims_keep_alive`). Returns how many agents it changed."""
+    ids, changed = sorted(agent_ids), 0
+    for start in range(0, len(ids), 500):
+        changed += conn.execute(
+            update(AGENT)
+            .where(
+                AGENT.c.id.in_(ids[start : start + 500]),
+                AGENT.c.state != "stopped",
+                AGENT.c.last_heartbeat < now,
+            )
+            .values(last_heartbeat=now)
+        ).rowcount
+    return changed
 
 
 def stop(

@@ -35,7 +35,9 @@ def register_agent(
     """Register a worker process; the answer carries its id and the lease TTL."""
     with db.write() as session:
         agent = agents.register(session, body=body, token_id=caller.token_id, now=now)
-        answer = wire.AgentRegistered(agent=agent, lease_ttl=settings.lease_ttl)
+        answer = wire.AgentRegistered(
+            agent=agent, lease_ttl=settings.lease_ttl, claims_keep_alive=True
+        )
         return json_response(answer, status_code=201)
 
 

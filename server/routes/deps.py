@@ -150,6 +150,7 @@ class AgentCall:
     wakeup: Wakeup
     caller: Caller
     now: datetime
+    claimers: set[int]  # agents whose claims arrived since the last `agents.seen` (app.py)
 
 
 _agent_or_admin = require(Role.admin, Role.agent)
@@ -163,7 +164,7 @@ async def get_agent_call(
     token) and the clock, for one request."""
     caller = await _agent_or_admin(request, credentials)
     state = request.app.state
-    return AgentCall(state.db, state.settings, state.wakeup, caller, utcnow())
+    return AgentCall(state.db, state.settings, state.wakeup, caller, utcnow(), state.claimers)
 
 
 AgentCallDep = Annotated[AgentCall, Depends(get_agent_call)]

@@ -70,6 +70,8 @@ async def claim(body: wire.ClaimRequest, call: AgentCallDep) -> Response:
             granted = _NOTHING
         else:
             granted = await db.run_write(attempt, items=body.max_records)
+        if not admitted:  # heard from: as good as a heartbeat (app.py keeps it live)
+            call.claimers.add(body.agent_id)
         admitted = True
         remaining = deadline - time.monotonic()
         if granted or remaining <= WAIT_SLACK:

@@ -147,4 +147,26 @@ MUTANTS: list[Mutant] = [
         ),
         "a restored checkpoint is uploaded again as if the command had written it",
     ),
+    Mutant(
+        "idle-agents-always-beat",
+        "agent/runtime/agent.py",
+        "        return recent and not self._held_run_ids()",
+        "        return False",
+        (
+            "tests/runtime/test_agent.py::"
+            "test_an_idle_agent_stays_live_on_its_claims_and_beats_while_it_holds_a_lease",
+        ),
+        "1,000 idle agents send 50 heartbeats a second the server does not need (issue 16)",
+    ),
+    Mutant(
+        "agent-with-a-lease-skips-beats",
+        "agent/runtime/agent.py",
+        "        return recent and not self._held_run_ids()",
+        "        return recent",
+        (
+            "tests/runtime/test_agent.py::"
+            "test_an_idle_agent_stays_live_on_its_claims_and_beats_while_it_holds_a_lease",
+        ),
+        "an agent that claims often enough stops renewing the leases it holds",
+    ),
 ]

@@ -347,4 +347,16 @@ MUTANTS: list[Mutant] = [
         ),
         "after a database restart while the server was idle, the first requests fail",
     ),
+    Mutant(
+        "claims-keep-no-agent-alive",
+        "server/routes/leases.py",
+        "            call.claimers.add(body.agent_id)",
+        "            pass",
+        (
+            "tests/server/queue/test_claims_keep_alive.py::test_only_an_admitted_claim_counts",
+            "tests/server/queue/test_claims_keep_alive.py::"
+            "test_a_claim_moves_the_agents_last_heartbeat",
+        ),
+        "an idle agent that skips its heartbeats, as the server told it it may, goes stale",
+    ),
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING
 
 import pytest
@@ -170,3 +171,43 @@ def test_a_status_that_cannot_be_told_does_not_cost_the_leases(
     ack = beat.beat()
     assert ack is not None and ack.renewed == 1
     assert "heartbeat without it" in caplog.text
+
+
+def test_a_beat_that_is_not_needed_is_skipped_but_a_poked_one_is_sent(
+    live_server: LiveServer, probe: Probe
+) -> None:
+    client = live_server.client()
+    agent_id, _ = claim_leases(client, 1)
+    needed = threading.Event()
+    beat = HeartbeatThread(
+        client, agent_id, 0.05, list, print, print, unneeded=lambda: not needed.is_set()
+    )
+    beat.start()
+    try:
+        probe.wait_until(lambda: beat.skipped >= 3, what="skipped beats")
+        assert beat.beats == 0
+        beat.poke()  # the status changed: said at once, needed or not
+        probe.wait_until(lambda: beat.beats == 1, what="the poked beat")
+        needed.set()
+        probe.wait_until(lambda: beat.beats >= 3, what="beats once needed")
+    finally:
+        beat.stop(timeout=5)
+
+
+def test_a_beat_is_sent_when_whether_it_is_needed_cannot_be_told(
+    live_server: LiveServer, probe: Probe, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = live_server.client()
+    agent_id, _ = claim_leases(client, 1)
+
+    def broken() -> bool:
+        raise RuntimeError("no idea")
+
+    beat = HeartbeatThread(client, agent_id, 0.05, list, print, print, unneeded=broken)
+    beat.start()
+    try:
+        probe.wait_until(lambda: beat.beats >= 2, what="beats")
+    finally:
+        beat.stop(timeout=5)
+    assert beat.skipped == 0
+    assert "cannot tell whether a heartbeat is needed" in caplog.text
