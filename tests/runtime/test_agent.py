@@ -413,9 +413,17 @@ def test_an_idle_agent_stays_live_on_its_claims_and_beats_while_it_holds_a_lease
         assert me.state == "active"
         # Moved by its claims (nine beat intervals after it registered), not by a beat.
         assert me.last_heartbeat - me.registered_at > timedelta(seconds=6)
-        submit(client, wire.RecordSpec(key="busy", command="sleep 30"), name="busy")
+        campaign = submit(client, wire.RecordSpec(key="busy", command="sleep 30"), name="busy")
+        probe.wait_until(
+            lambda: by_key(client, campaign)["busy"].state == "running", what="the run's start"
+        )
         before = beat.beats
-        probe.wait_until(lambda: beat.beats >= before + 2, what="beats while a lease is held")
+        # Two TTLs of beats while the lease is held (its slot-mate claims on meanwhile)...
+        probe.wait_until(
+            lambda: beat.beats >= before + 6, timeout=30, what="beats while a lease is held"
+        )
+        busy = by_key(client, campaign)["busy"]  # ...kept the lease: still its first run
+        assert (busy.state, busy.attempts) == ("running", 1)
     finally:
         agent.stop("test over")
         running.finish(timeout=30)
