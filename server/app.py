@@ -25,6 +25,7 @@ from farmhand.server.db import Database
 from farmhand.server.errors import FarmhandError, StorageError
 from farmhand.server.queue import agents, held_leases, leases
 from farmhand.server.queue.waking import outlook
+from farmhand.server.queue.waking.reader import LoopReader
 from farmhand.server.queue.waking.relay import start_relay
 from farmhand.server.queue.waking.wakeups import Wakeup
 from farmhand.server.routes import agents as agent_routes
@@ -64,6 +65,9 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.wakeup.bind(asyncio.get_running_loop())
         # Other replicas' wakeups (PostgreSQL LISTEN/NOTIFY); None keeps them in-process.
         app.state.relay = start_relay(app.state.wakeup, settings.resolved_notify_url)
+        db: Database = app.state.db
+        if not db.is_sqlite:  # SQLite reads small things on the event loop already
+            app.state.reader = LoopReader(settings.resolved_database_url, db.engine.dialect)
         sweeper = asyncio.create_task(_sweep(app, settings))
         watch = asyncio.create_task(_watch_queue(app, settings))
         hear = asyncio.create_task(_hear_claimers(app, settings))
@@ -76,6 +80,8 @@ def create_app(settings: Settings) -> FastAPI:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if app.state.reader is not None:
+                await app.state.reader.close()
             app.state.db.dispose()
 
     app = FastAPI(
@@ -91,6 +97,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.wakeup = Wakeup()
     app.state.token_cache = {}
     app.state.claimers = set()  # agents whose claims arrived since `_hear_claimers` last ran
+    app.state.reader = None  # PostgreSQL: a LoopReader once started
     # The agents' routes first: FastAPI tries the routes in order, and a claim or a report
     # matched after the 40 routes ahead of them spent ~10 % of its CPU on the search.
     for router in (

@@ -64,7 +64,9 @@ __all__ = [
     "claim",
     "claim_statement",
     "due",
+    "gate_params",
     "gate_statement",
+    "judge",
     "lapsed",
     "run_statements",
 ]
@@ -99,9 +101,17 @@ def admit(conn: Connection, *, agent_id: int, now: datetime, agent_token: int | 
     """The agent's row for a claim (its name, state, token, whether any lease has run out
     and on SQLite the run table's last id), or the refusal a claim would get: 404 for an
     unknown agent, 403 for another token's, 409 for one draining or stopped. Read-only."""
-    found = prepared.fetch(
-        conn, gate_statement(conn.dialect.name), {"b_agent": agent_id, "b_now": now}
-    )
+    found = prepared.fetch(conn, gate_statement(conn.dialect.name), gate_params(agent_id, now))
+    return judge(found, agent_id=agent_id, agent_token=agent_token)
+
+
+def gate_params(agent_id: int, now: datetime) -> dict[str, Any]:
+    """The parameters of `gate_statement` for `agent_id` at `now`."""
+    return {"b_agent": agent_id, "b_now": now}
+
+
+def judge(found: list[Any], *, agent_id: int, agent_token: int | None = None) -> Any:
+    """`admit` on the rows of `gate_statement` read elsewhere (the quiet queue's check)."""
     if not found:
         raise NotFound(f"agent {agent_id} is not registered")
     (gate,) = found

@@ -21,6 +21,7 @@ from starlette.datastructures import State
 from farmhand.server import auth
 from farmhand.server.db import Database
 from farmhand.server.errors import Forbidden
+from farmhand.server.queue.waking.reader import LoopReader
 from farmhand.server.queue.waking.wakeups import Wakeup
 from farmhand.server.settings import Settings
 from farmhand.server.tables import utcnow
@@ -151,6 +152,7 @@ class AgentCall:
     caller: Caller
     now: datetime
     claimers: set[int]  # agents whose claims arrived since the last `agents.seen` (app.py)
+    reader: LoopReader | None  # PostgreSQL: small reads on the event loop
 
 
 _agent_or_admin = require(Role.admin, Role.agent)
@@ -164,7 +166,9 @@ async def get_agent_call(
     token) and the clock, for one request."""
     caller = await _agent_or_admin(request, credentials)
     state = request.app.state
-    return AgentCall(state.db, state.settings, state.wakeup, caller, utcnow(), state.claimers)
+    return AgentCall(
+        state.db, state.settings, state.wakeup, caller, utcnow(), state.claimers, state.reader
+    )
 
 
 AgentCallDep = Annotated[AgentCall, Depends(get_agent_call)]

@@ -56,8 +56,16 @@ async def claim(body: wire.ClaimRequest, call: AgentCallDep) -> Response:
         # Serialised before the commit: an answer that cannot be built leases nothing.
         return _Granted(len(granted), json_response(wire.Leases(leases=granted)))
 
-    def admit(conn: Connection) -> None:
-        claims.admit(conn, agent_id=body.agent_id, now=utcnow(), agent_token=caller.agent_token)
+    async def admit() -> None:
+        now, who = utcnow(), {"agent_id": body.agent_id, "agent_token": caller.agent_token}
+        found = None
+        if call.reader is not None:  # PostgreSQL: on the event loop, unless it is busy
+            params = claims.gate_params(body.agent_id, now)
+            found = await call.reader.fetch(claims.gate_statement("postgresql"), params)
+        if found is None:
+            await db.run_read(lambda conn: claims.admit(conn, now=now, **who))
+        else:
+            claims.judge(found, **who)
 
     admitted = False
     while True:
@@ -66,7 +74,7 @@ async def claim(body: wire.ClaimRequest, call: AgentCallDep) -> Response:
             # Nothing is claimable (the queue watch's last look, no wakeup since): no write
             # transaction, only the agent's refusals (unknown, stopped, not yours) once.
             if not admitted:
-                await db.run_read(admit)
+                await admit()
             granted = _NOTHING
         else:
             granted = await db.run_write(attempt, items=body.max_records)

@@ -109,3 +109,22 @@ def test_a_submit_ends_the_quiet_and_the_next_claim_takes_the_record(
     # The poller, woken by the submit, may take it first: the record goes out exactly once.
     keys = [lease["key"] for answer in (r, polled) for lease in answer.json()["leases"]]
     assert keys == ["k1"]
+
+
+def test_the_agent_check_reads_on_the_event_loop(
+    quiet_server: tuple[TestClient, list[int]], backend: str
+) -> None:
+    """PostgreSQL's check goes through the app's `LoopReader`, not the thread pool; SQLite
+    has none (its small reads run on the event loop already)."""
+    api, _ = quiet_server
+    reader = api.app.state.reader
+    assert (reader is None) == (backend == "sqlite")
+    if reader is None:
+        return
+    before = reader.reads
+    idle = agent(api, "idle")
+    r = api.post(f"{API}/leases", json={"agent_id": idle, "max_records": 1})
+    assert r.status_code == 200 and r.json()["leases"] == []
+    r = api.post(f"{API}/leases", json={"agent_id": idle + 1000, "max_records": 1})
+    assert r.status_code == 404, r.text
+    assert reader.reads == before + 2
