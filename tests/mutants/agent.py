@@ -153,7 +153,7 @@ MUTANTS: list[Mutant] = [
         "        return recent and not self._held_run_ids()",
         "        return False",
         (
-            "tests/runtime/test_agent.py::"
+            "tests/runtime/test_keep_alive.py::"
             "test_an_idle_agent_stays_live_on_its_claims_and_beats_while_it_holds_a_lease",
         ),
         "1,000 idle agents send 50 heartbeats a second the server does not need (issue 16)",
@@ -164,7 +164,7 @@ MUTANTS: list[Mutant] = [
         "        return recent and not self._held_run_ids()",
         "        return recent",
         (
-            "tests/runtime/test_agent.py::"
+            "tests/runtime/test_keep_alive.py::"
             "test_an_idle_agent_stays_live_on_its_claims_and_beats_while_it_holds_a_lease",
         ),
         "an agent that claims often enough stops renewing the leases it holds",
