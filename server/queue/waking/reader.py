@@ -2,7 +2,7 @@
 
 While the queue is quiet, an idle agent's long poll costs the server one read when it
 arrives (`claim.admit`: the agent's refusals). Through SQLAlchemy that read hops to the
-thread pool and back, which costs more CPU than the read (~300 µs against ~60 µs per check
+thread pool and back, which costs more CPU than the read (~300 µs against ~140 µs per check
 on a 2-core machine, and the two threads then contend for the GIL). `LoopReader` runs such
 a read on one psycopg `AsyncConnection` in autocommit instead, the statement compiled once
 (`prepared`). It never makes a caller wait for another's read or for a broken connection:
